@@ -1,0 +1,248 @@
+//! The tenant CA: issues agent certificates from CSRs (with the identity the
+//! CA decides, not the one the CSR asks for) and server/client certificates
+//! for relays and the control plane.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use sha2::{Digest, Sha256};
+use time::{Duration, OffsetDateTime};
+
+use crate::{Error, SpiffeId};
+
+/// Lifetime of the CA certificate.
+const CA_VALIDITY: Duration = Duration::days(3650);
+/// Lifetime of leaf certificates.
+pub const LEAF_VALIDITY: Duration = Duration::days(365);
+
+/// A tenant certificate authority held in memory.
+pub struct Ca {
+    cert_pem: String,
+    cert_der: Vec<u8>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca")
+            .field("fingerprint", &self.fingerprint())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ca {
+    /// Generates a fresh CA for `tenant`.
+    pub fn generate(tenant: &str) -> Result<Ca, Error> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "writeback");
+        dn.push(DnType::CommonName, format!("writeback tenant {tenant} CA"));
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + CA_VALIDITY;
+        let cert = params.self_signed(&key)?;
+        let cert_pem = cert.pem();
+        let cert_der = cert.der().to_vec();
+        Ok(Ca {
+            cert_pem,
+            cert_der,
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// Loads a CA from its certificate and private key PEM.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Ca, Error> {
+        let key = KeyPair::from_pem(key_pem)?;
+        let cert_der = crate::tls::certs_from_pem(cert_pem)?
+            .into_iter()
+            .next()
+            .ok_or(Error::EmptyPem("certificate"))?
+            .to_vec();
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
+        Ok(Ca {
+            cert_pem: cert_pem.to_owned(),
+            cert_der,
+            issuer,
+        })
+    }
+
+    /// Loads `ca.pem` and `ca.key` from `dir`.
+    pub fn load(dir: &Path) -> Result<Ca, Error> {
+        let read = |name: &str| {
+            let p = dir.join(name);
+            std::fs::read_to_string(&p).map_err(|e| Error::Io(p.display().to_string(), e))
+        };
+        Ca::from_pem(&read("ca.pem")?, &read("ca.key")?)
+    }
+
+    /// Writes `ca.pem` and `ca.key` (mode 0600) to `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), Error> {
+        write_file(&dir.join("ca.pem"), self.cert_pem.as_bytes(), false)?;
+        write_file(
+            &dir.join("ca.key"),
+            self.issuer.key().serialize_pem().as_bytes(),
+            true,
+        )
+    }
+
+    /// The CA certificate (PEM).
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// SHA-256 of the CA certificate's DER, lowercase hex: what enrollment
+    /// tokens pin.
+    pub fn fingerprint(&self) -> String {
+        hex::encode(Sha256::digest(&self.cert_der))
+    }
+
+    /// Signs an agent's CSR. Only the CSR's public key is used: the subject,
+    /// SANs and usages are the CA's choice.
+    pub fn sign_agent_csr(&self, csr_pem: &str, id: &SpiffeId) -> Result<String, Error> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)?;
+        let params = leaf_params(id, &[], &[], true, false)?;
+        Ok(params.signed_by(&csr.public_key, &self.issuer)?.pem())
+    }
+
+    /// Issues a key and certificate for a server (relay, control plane) that
+    /// is also a TLS client of other services. Returns (chain PEM with the CA
+    /// appended, key PEM).
+    pub fn issue_service(
+        &self,
+        id: &SpiffeId,
+        dns: &[String],
+        ips: &[IpAddr],
+    ) -> Result<(String, String), Error> {
+        let key = KeyPair::generate()?;
+        let params = leaf_params(id, dns, ips, true, true)?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((
+            format!("{}{}", cert.pem(), self.cert_pem),
+            key.serialize_pem(),
+        ))
+    }
+}
+
+fn leaf_params(
+    id: &SpiffeId,
+    dns: &[String],
+    ips: &[IpAddr],
+    client: bool,
+    server: bool,
+) -> Result<CertificateParams, Error> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "writeback");
+    dn.push(DnType::CommonName, id.to_string());
+    params.distinguished_name = dn;
+    params
+        .subject_alt_names
+        .push(SanType::URI(id.to_string().try_into()?));
+    for d in dns {
+        params
+            .subject_alt_names
+            .push(SanType::DnsName(d.clone().try_into()?));
+    }
+    for ip in ips {
+        params.subject_alt_names.push(SanType::IpAddress(*ip));
+    }
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    if client {
+        params
+            .extended_key_usages
+            .push(ExtendedKeyUsagePurpose::ClientAuth);
+    }
+    if server {
+        params
+            .extended_key_usages
+            .push(ExtendedKeyUsagePurpose::ServerAuth);
+    }
+    params.use_authority_key_identifier_extension = true;
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::minutes(5);
+    params.not_after = now + LEAF_VALIDITY;
+    Ok(params)
+}
+
+/// Generates a TLS key and a CSR for it. Returns (csr PEM, key PEM).
+pub fn generate_csr() -> Result<(String, String), Error> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    let csr = params.serialize_request(&key)?;
+    Ok((csr.pem()?, key.serialize_pem()))
+}
+
+/// SHA-256 fingerprint (lowercase hex) of the first certificate in `pem`.
+pub fn fingerprint_of_pem(pem: &str) -> Result<String, Error> {
+    let der = crate::tls::certs_from_pem(pem)?
+        .into_iter()
+        .next()
+        .ok_or(Error::EmptyPem("certificate"))?;
+    Ok(hex::encode(Sha256::digest(der.as_ref())))
+}
+
+/// Writes a file, creating parents; `secret` files get mode 0600 from the
+/// moment they exist.
+pub fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |e| Error::Io(path.display().to_string(), e);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    if secret {
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(io)?;
+    f.write_all(contents).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signed_agent_cert_carries_the_cas_identity_not_the_csrs() {
+        let ca = Ca::generate("t1").unwrap();
+        let (csr, _key) = generate_csr().unwrap();
+        let id = SpiffeId::agent("t1", "contoso.test", "a1").unwrap();
+        let pem = ca.sign_agent_csr(&csr, &id).unwrap();
+        let certs = crate::tls::certs_from_pem(&pem).unwrap();
+        assert_eq!(crate::tls::spiffe_id_of(&certs[0]).unwrap(), id);
+    }
+
+    #[test]
+    fn ca_survives_save_and_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::generate("t1").unwrap();
+        ca.save(dir.path()).unwrap();
+        let loaded = Ca::load(dir.path()).unwrap();
+        assert_eq!(loaded.fingerprint(), ca.fingerprint());
+        let mode = std::fs::metadata(dir.path().join("ca.key")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+        assert_eq!(fingerprint_of_pem(ca.cert_pem()).unwrap(), ca.fingerprint());
+    }
+
+    #[test]
+    fn garbage_csr_is_an_error_not_a_panic() {
+        let ca = Ca::generate("t1").unwrap();
+        let id = SpiffeId::agent("t1", "contoso.test", "a1").unwrap();
+        assert!(ca.sign_agent_csr("not a csr", &id).is_err());
+    }
+}

@@ -1,0 +1,53 @@
+//! Workload identity for writeback. The control plane owns one CA per tenant
+//! ([`Ca`]); every agent, relay and control plane carries a certificate from
+//! it whose URI SAN names what it is ([`SpiffeId`], e.g.
+//! `spiffe://writeback/tenant/t1/domain/contoso.test/agent/a1`). Identity
+//! comes only from that SAN, never the CN. [`tls`] builds rustls configs
+//! whose verifiers authorize the peer's SAN during the handshake, and
+//! [`transport`] plugs them into tonic servers and channels so each request
+//! knows its authenticated peer.
+
+#![forbid(unsafe_code)]
+
+pub mod ca;
+pub mod id;
+pub mod tls;
+pub mod transport;
+
+pub use ca::{Ca, fingerprint_of_pem, generate_csr};
+pub use id::SpiffeId;
+pub use transport::PeerInfo;
+
+/// Errors from identity, PKI and TLS setup.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A certificate, key or CSR could not be generated or parsed.
+    #[error("certificate error: {0}")]
+    Pki(String),
+    /// A SPIFFE id is malformed.
+    #[error("invalid identity {0:?}: {1}")]
+    InvalidId(String, &'static str),
+    /// A PEM file held nothing usable.
+    #[error("no {0} found in PEM input")]
+    EmptyPem(&'static str),
+    /// TLS configuration failed.
+    #[error("tls configuration error: {0}")]
+    Tls(#[from] rustls::Error),
+    /// A URL could not be used as a peer address.
+    #[error("invalid peer url {0:?}: {1}")]
+    Url(String, String),
+    /// File I/O.
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+}
+
+impl From<rcgen::Error> for Error {
+    fn from(e: rcgen::Error) -> Self {
+        Error::Pki(e.to_string())
+    }
+}
+
+/// Installs ring as the process-wide rustls crypto provider (idempotent).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,272 @@
+//! rustls configurations whose verifiers authorize the peer by its URI SAN.
+//!
+//! - [`server_config`]: a server that requires client certificates from the
+//!   tenant CA and admits only identities the given policy accepts — checked
+//!   during the handshake, so a certificate of another CA or another tenant
+//!   never reaches a handler.
+//! - [`client_config`]: a client that verifies the server against the tenant
+//!   CA (hostname included) and optionally presents its own certificate.
+//! - [`pinned_client_config`]: first contact at enrollment, before the
+//!   client has the CA: the server chain must contain a CA certificate whose
+//!   SHA-256 equals the fingerprint pinned in the enrollment token, and the
+//!   leaf must verify against it.
+
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+use crate::{Error, SpiffeId};
+
+/// Decides whether an authenticated peer identity may connect.
+pub type Policy = Arc<dyn Fn(&SpiffeId) -> bool + Send + Sync>;
+
+/// Every certificate in `pem`.
+pub fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::Pki(format!("bad certificate PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(Error::EmptyPem("certificate"));
+    }
+    Ok(certs)
+}
+
+/// The private key in `pem`.
+pub fn key_from_pem(pem: &str) -> Result<PrivateKeyDer<'static>, Error> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| Error::EmptyPem("private key"))
+}
+
+/// A root store holding the certificates in `pem`.
+pub fn roots_from_pem(pem: &str) -> Result<Arc<RootCertStore>, Error> {
+    let mut roots = RootCertStore::empty();
+    for c in certs_from_pem(pem)? {
+        roots.add(c)?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// The writeback identity in a certificate's URI SANs, if exactly one.
+pub fn spiffe_id_of(cert: &CertificateDer<'_>) -> Option<SpiffeId> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let (_, x509) = X509Certificate::from_der(cert.as_ref()).ok()?;
+    let san = x509.subject_alternative_name().ok()??;
+    let mut ids = san.value.general_names.iter().filter_map(|n| match n {
+        GeneralName::URI(u) if u.starts_with("spiffe://") => Some(*u),
+        _ => None,
+    });
+    let first = ids.next()?;
+    if ids.next().is_some() {
+        return None;
+    }
+    first.parse().ok()
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Wraps webpki's client verifier and authorizes the SAN identity.
+struct AuthorizingClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    policy: Policy,
+}
+
+impl std::fmt::Debug for AuthorizingClientVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthorizingClientVerifier")
+    }
+}
+
+impl ClientCertVerifier for AuthorizingClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let id = spiffe_id_of(end_entity).ok_or_else(|| {
+            rustls::Error::General("client certificate carries no writeback identity".into())
+        })?;
+        if (self.policy)(&id) {
+            Ok(ClientCertVerified::assertion())
+        } else {
+            tracing::warn!(peer = %id, "refused client certificate: identity not authorized here");
+            Err(rustls::Error::General(format!(
+                "identity {id} is not authorized"
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// A server config presenting `chain_pem`/`key_pem`. With `client_auth`,
+/// client certificates are required, must chain to the roots, and must carry
+/// an identity the policy accepts.
+pub fn server_config(
+    chain_pem: &str,
+    key_pem: &str,
+    client_auth: Option<(Arc<RootCertStore>, Policy)>,
+) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_auth {
+        Some((roots, policy)) => {
+            let inner = WebPkiClientVerifier::builder_with_provider(roots, provider())
+                .build()
+                .map_err(|e| Error::Pki(e.to_string()))?;
+            builder.with_client_cert_verifier(Arc::new(AuthorizingClientVerifier { inner, policy }))
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config =
+        builder.with_single_cert(certs_from_pem(chain_pem)?, key_from_pem(key_pem)?)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A client config trusting `roots`, optionally presenting a certificate.
+pub fn client_config(
+    roots: Arc<RootCertStore>,
+    identity: Option<(&str, &str)>,
+) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((chain, key)) => {
+            builder.with_client_auth_cert(certs_from_pem(chain)?, key_from_pem(key)?)?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Verifies a server against a CA known only by fingerprint.
+#[derive(Debug)]
+struct PinnedCaVerifier {
+    fingerprint: String,
+}
+
+impl PinnedCaVerifier {
+    fn verifier_for(
+        &self,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Result<Arc<WebPkiServerVerifier>, rustls::Error> {
+        let ca = intermediates
+            .iter()
+            .find(|c| hex::encode(Sha256::digest(c.as_ref())) == self.fingerprint)
+            .ok_or_else(|| {
+                rustls::Error::General(
+                    "the server's CA does not match the fingerprint pinned in the enrollment token"
+                        .into(),
+                )
+            })?;
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))
+    }
+}
+
+impl ServerCertVerifier for PinnedCaVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.verifier_for(intermediates)?.verify_server_cert(
+            end_entity,
+            &[],
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A client config for first contact, trusting only a server whose chain
+/// includes the CA with SHA-256 `fingerprint` (lowercase hex).
+pub fn pinned_client_config(fingerprint: &str) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCaVerifier {
+            fingerprint: fingerprint.to_ascii_lowercase(),
+        }))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}

@@ -1,0 +1,211 @@
+//! TLS transports for tonic built on our own rustls configs, so the
+//! verifiers in [`crate::tls`] decide who may connect.
+//!
+//! - Servers: [`tls_incoming`] turns a `TcpListener` into the stream of
+//!   authenticated connections `serve_with_incoming` wants. Handshakes run
+//!   concurrently (a slow client cannot stall the accept loop) and failures
+//!   are logged and dropped. Every request's extensions then hold a
+//!   [`PeerInfo`] with the client certificate's identity.
+//! - Clients: [`channel`] builds a lazy tonic `Channel` whose connector
+//!   dials TCP and performs the TLS handshake with the given config.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{Error, SpiffeId};
+
+/// How long a client gets to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who is on the other end of a server connection.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// Identity from the verified client certificate, if one was presented.
+    pub identity: Option<SpiffeId>,
+    /// Remote socket address.
+    pub remote_addr: SocketAddr,
+}
+
+/// A server-side TLS connection that reports its [`PeerInfo`] to tonic.
+pub struct TlsConn {
+    inner: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: PeerInfo,
+}
+
+impl Connected for TlsConn {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Starts accepting on `listener` and returns the stream of handshaken
+/// connections for `serve_with_incoming`; the accept task ends when the
+/// stream is dropped.
+pub fn tls_incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> ReceiverStream<Result<TlsConn, io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, remote_addr) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = tx.closed() => return,
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(inner)) => {
+                        let identity = inner
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .and_then(crate::tls::spiffe_id_of);
+                        let peer = PeerInfo {
+                            identity,
+                            remote_addr,
+                        };
+                        let _ = tx.send(Ok(TlsConn { inner, peer })).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::info!(%remote_addr, error = %e, "tls handshake refused")
+                    }
+                    Err(_) => tracing::info!(%remote_addr, "tls handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// Host and port of an `https://host:port` URL.
+pub fn host_port(url: &str) -> Result<(String, u16), Error> {
+    let bad = |why: &str| Error::Url(url.to_owned(), why.to_owned());
+    let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(bad("the scheme must be https"));
+    }
+    let host = uri.host().ok_or_else(|| bad("no host"))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    Ok((host, uri.port_u16().unwrap_or(443)))
+}
+
+/// A lazy channel to `url` (`https://host:port`) over TLS with `config`.
+/// The server name checked against the certificate is the URL's host.
+pub fn channel(url: &str, config: Arc<rustls::ClientConfig>) -> Result<Channel, Error> {
+    let (host, port) = host_port(url)?;
+    let server_name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|_| Error::Url(url.to_owned(), "invalid server name".into()))?;
+    let connector = TlsConnector::from(config);
+    let endpoint = Endpoint::from_shared(format!("http://{}", authority(&host, port)))
+        .map_err(|e| Error::Url(url.to_owned(), e.to_string()))?
+        .connect_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true);
+    let addr = authority(&host, port);
+    Ok(
+        endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
+            let connector = connector.clone();
+            let server_name = server_name.clone();
+            let addr = addr.clone();
+            async move {
+                let tcp = TcpStream::connect(addr).await?;
+                tcp.set_nodelay(true)?;
+                let tls = connector.connect(server_name, tcp).await?;
+                Ok::<_, io::Error>(TokioIo::new(tls))
+            }
+        })),
+    )
+}
+
+fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_must_be_https_with_a_host() {
+        assert_eq!(
+            host_port("https://127.0.0.1:7443").unwrap(),
+            ("127.0.0.1".to_owned(), 7443)
+        );
+        assert_eq!(host_port("https://[::1]:9").unwrap(), ("::1".to_owned(), 9));
+        assert!(host_port("http://127.0.0.1:1").is_err());
+        assert!(host_port("nonsense").is_err());
+    }
+}

@@ -15,3 +15,19 @@ pub mod telemetry;
 pub use operation::OperationKind;
 pub use reason::ReasonCode;
 pub use status::{Failure, failure_of, status};
+
+/// Resolves on Ctrl-C or SIGTERM, for binaries' graceful shutdown.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                () = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => ctrl_c.await,
+    }
+}

@@ -12,10 +12,12 @@
 pub mod ca;
 pub mod id;
 pub mod tls;
+pub mod token;
 pub mod transport;
 
 pub use ca::{Ca, fingerprint_of_pem, generate_csr};
 pub use id::SpiffeId;
+pub use token::EnrollmentToken;
 pub use transport::PeerInfo;
 
 /// Errors from identity, PKI and TLS setup.

@@ -194,6 +194,36 @@ fn authority(host: &str, port: u16) -> String {
     }
 }
 
+/// Connects to `url` and completes a TLS handshake with `config`, then
+/// hangs up: a pre-flight that turns a certificate problem into a precise
+/// error before any RPC is attempted.
+pub async fn check_handshake(url: &str, config: Arc<rustls::ClientConfig>) -> Result<(), Error> {
+    let (host, port) = host_port(url)?;
+    let server_name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|_| Error::Url(url.to_owned(), "invalid server name".into()))?;
+    let io = |e: io::Error| Error::Io(url.to_owned(), e);
+    let tcp = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        TcpStream::connect(authority(&host, port)),
+    )
+    .await
+    .map_err(|_| io(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
+    .map_err(io)?;
+    tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        TlsConnector::from(config).connect(server_name, tcp),
+    )
+    .await
+    .map_err(|_| {
+        io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "tls handshake timed out",
+        ))
+    })?
+    .map_err(io)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,208 @@
+//! The control-plane-facing `RelayDispatch` service: dispatch with
+//! deadline and failover, health fan-out, and presence reports. Only the
+//! tenant's control plane certificate may call it.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::broadcast::error::RecvError;
+use tonic::{Request, Response, Status};
+use writeback_core::{ReasonCode, status};
+use writeback_identity::{PeerInfo, SpiffeId};
+use writeback_proto::v1::relay_dispatch_server::RelayDispatch;
+use writeback_proto::v1::{
+    AgentHealth, DispatchRequest, DispatchResponse, PresenceEvent, PresenceReport,
+    ProbeHealthRequest, ProbeHealthResponse, WatchPresenceRequest,
+};
+
+use crate::config::RelayOptions;
+use crate::registry::Registry;
+
+/// Longest an operation may wait in the relay, whatever its expiry says.
+const MAX_OPERATION_WAIT: Duration = Duration::from_secs(120);
+/// Longest a health probe waits.
+const MAX_PROBE_WAIT: Duration = Duration::from_secs(30);
+
+/// The `RelayDispatch` implementation.
+pub struct DispatchService {
+    options: Arc<RelayOptions>,
+    registry: Registry,
+}
+
+impl DispatchService {
+    /// A service over `registry`.
+    pub fn new(options: Arc<RelayOptions>, registry: Registry) -> DispatchService {
+        DispatchService { options, registry }
+    }
+
+    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        match req
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.identity.as_ref())
+        {
+            Some(SpiffeId::ControlPlane { tenant }) if *tenant == self.options.tenant => Ok(()),
+            _ => Err(status(
+                ReasonCode::PermissionDenied,
+                "only the tenant's control plane may dispatch through this relay",
+            )),
+        }
+    }
+
+    fn check_tenant(&self, tenant: &str) -> Result<(), Status> {
+        if tenant == self.options.tenant {
+            Ok(())
+        } else {
+            Err(status(
+                ReasonCode::PermissionDenied,
+                "this relay does not serve that tenant",
+            ))
+        }
+    }
+}
+
+type PresenceStream = Pin<Box<dyn Stream<Item = Result<PresenceReport, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RelayDispatch for DispatchService {
+    #[tracing::instrument(skip_all, fields(operation_id, tenant, domain))]
+    async fn dispatch(
+        &self,
+        req: Request<DispatchRequest>,
+    ) -> Result<Response<DispatchResponse>, Status> {
+        self.authorize(&req)?;
+        let op = req
+            .into_inner()
+            .operation
+            .ok_or_else(|| status(ReasonCode::InvalidArgument, "dispatch without an operation"))?;
+        let span = tracing::Span::current();
+        span.record("operation_id", op.operation_id.as_str());
+        span.record("tenant", op.tenant.as_str());
+        span.record("domain", op.domain.as_str());
+        self.check_tenant(&op.tenant)?;
+        if op.operation_id.is_empty() || op.domain.is_empty() {
+            return Err(status(
+                ReasonCode::InvalidArgument,
+                "an operation needs an id and a domain",
+            ));
+        }
+        let expires = op
+            .expires_at
+            .as_ref()
+            .ok_or_else(|| status(ReasonCode::InvalidArgument, "an operation needs an expiry"))?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let left = expires.seconds.saturating_sub(now);
+        if left <= 0 {
+            return Err(status(
+                ReasonCode::OperationExpired,
+                "the operation expired before the relay could route it; nothing was applied",
+            ));
+        }
+        let wait = Duration::from_secs(u64::try_from(left).unwrap_or(0)).min(MAX_OPERATION_WAIT);
+        let id = op.operation_id.clone();
+        match self.registry.dispatch(op, wait).await {
+            Ok(result) => {
+                tracing::info!(agent_id = %result.agent_id, "operation answered");
+                Ok(Response::new(DispatchResponse {
+                    result: Some(result),
+                    relay_id: self.options.relay_id.clone(),
+                }))
+            }
+            Err(f) => {
+                tracing::info!(reason = %f.reason, "operation not routed");
+                Err(f.with_operation(id).into())
+            }
+        }
+    }
+
+    async fn probe_health(
+        &self,
+        req: Request<ProbeHealthRequest>,
+    ) -> Result<Response<ProbeHealthResponse>, Status> {
+        self.authorize(&req)?;
+        let req = req.into_inner();
+        self.check_tenant(&req.tenant)?;
+        let agents = if req.domain.is_empty() {
+            self.registry.tenant_agents(&req.tenant)
+        } else {
+            self.registry.agents(&req.tenant, &req.domain)
+        };
+        let wait = Duration::from_millis(u64::from(req.timeout_ms.max(1))).min(MAX_PROBE_WAIT);
+        let answers = self.registry.probe(agents, wait).await;
+        Ok(Response::new(ProbeHealthResponse {
+            agents: answers
+                .into_iter()
+                .map(|(identity, report)| AgentHealth {
+                    identity: Some(identity),
+                    reason_code: if report.is_some() {
+                        String::new()
+                    } else {
+                        ReasonCode::Timeout.as_str().to_owned()
+                    },
+                    report,
+                })
+                .collect(),
+        }))
+    }
+
+    type WatchPresenceStream = PresenceStream;
+
+    async fn watch_presence(
+        &self,
+        req: Request<WatchPresenceRequest>,
+    ) -> Result<Response<PresenceStream>, Status> {
+        self.authorize(&req)?;
+        let tenant = req.into_inner().tenant;
+        self.check_tenant(&tenant)?;
+        // Subscribe before the snapshot so nothing falls between them.
+        let mut rx = self.registry.subscribe();
+        let snapshot: Vec<PresenceReport> = self
+            .registry
+            .tenant_agents(&tenant)
+            .iter()
+            .map(|c| self.registry.report(c, PresenceEvent::Connected))
+            .collect();
+        let stream = async_stream(snapshot, move |tx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(r) => {
+                        let mine = r.identity.as_ref().is_some_and(|i| i.tenant == tenant);
+                        if mine && tx.send(Ok(r)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        // The watcher fell behind; end the stream so it
+                        // resubscribes and gets a fresh snapshot.
+                        let _ = tx
+                            .send(Err(status(
+                                ReasonCode::Overloaded,
+                                format!("presence watcher lagged by {n} reports; resubscribe"),
+                            )))
+                            .await;
+                        return;
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+}
+
+/// A stream that yields `first` and then whatever `produce` sends.
+fn async_stream<F, Fut>(first: Vec<PresenceReport>, produce: F) -> PresenceStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<PresenceReport, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use futures::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(produce(tx));
+    Box::pin(
+        futures::stream::iter(first.into_iter().map(Ok))
+            .chain(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+}

@@ -1,0 +1,123 @@
+//! The writeback relay: the role the cloud's service-bus relay plays in the
+//! seed. Agents dial *out* to it over mutual TLS and keep one bidirectional
+//! tunnel each ([`tunnel`]); the control plane, also over mutual TLS, asks
+//! it to dispatch operations, probe agent health and report presence
+//! ([`dispatch`]). The [`registry`] holds the live tunnels keyed by the
+//! identity in each agent's certificate and routes every operation to a
+//! live agent of the target domain (least outstanding requests, then round
+//! robin), failing over to another agent of the domain if a tunnel drops
+//! before it answers. The relay only ever handles sealed envelopes.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod dispatch;
+pub mod registry;
+pub mod tunnel;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use writeback_identity::{SpiffeId, tls, transport};
+use writeback_proto::v1::agent_tunnel_server::AgentTunnelServer;
+use writeback_proto::v1::relay_dispatch_server::RelayDispatchServer;
+
+pub use config::{RelayConfig, RelayOptions};
+pub use registry::Registry;
+
+/// Errors that stop the relay.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// TLS material could not be loaded.
+    #[error("relay tls setup failed: {0}")]
+    Identity(#[from] writeback_identity::Error),
+    /// The gRPC server failed.
+    #[error("relay server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Config could not be read.
+    #[error("relay config: {0}")]
+    Config(String),
+}
+
+/// A relay: cheap to clone; every clone shares the same registry.
+#[derive(Clone)]
+pub struct Relay {
+    options: Arc<RelayOptions>,
+    registry: Registry,
+}
+
+impl Relay {
+    /// Builds a relay from resolved options.
+    pub fn new(options: RelayOptions) -> Relay {
+        let registry = Registry::new(options.relay_id.clone(), options.agent_queue_depth);
+        Relay {
+            options: Arc::new(options),
+            registry,
+        }
+    }
+
+    /// The live-tunnel registry (for status and tests).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Serves agents and the control plane on `listener` until `shutdown`
+    /// completes; then tells every agent to reconnect elsewhere and stops.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), RelayError> {
+        let tenant = self.options.tenant.clone();
+        let policy: tls::Policy = Arc::new(move |id: &SpiffeId| match id {
+            SpiffeId::Agent { tenant: t, .. } | SpiffeId::ControlPlane { tenant: t } => {
+                *t == tenant
+            }
+            SpiffeId::Relay { .. } => false,
+        });
+        let server_tls = tls::server_config(
+            &self.options.tls.chain_pem,
+            self.options.tls.key_pem.expose(),
+            Some((tls::roots_from_pem(&self.options.tls.ca_pem)?, policy)),
+        )?;
+        let local = listener.local_addr().ok();
+        let incoming = transport::tls_incoming(listener, server_tls);
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<AgentTunnelServer<tunnel::TunnelService>>()
+            .await;
+        health
+            .set_serving::<RelayDispatchServer<dispatch::DispatchService>>()
+            .await;
+        let max = self.options.max_message_bytes;
+        let tunnel = AgentTunnelServer::new(tunnel::TunnelService::new(
+            self.options.clone(),
+            self.registry.clone(),
+        ))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+        let dispatch = RelayDispatchServer::new(dispatch::DispatchService::new(
+            self.options.clone(),
+            self.registry.clone(),
+        ))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+        tracing::info!(relay_id = %self.options.relay_id, addr = ?local, "relay listening");
+        let registry = self.registry.clone();
+        let shutdown = async move {
+            shutdown.await;
+            tracing::info!("relay shutting down; telling agents to reconnect");
+            registry.shut_down("relay shutting down");
+        };
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(health_service)
+            .add_service(tunnel)
+            .add_service(dispatch)
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,37 @@
+//! `writeback-relay`: loads config, sets up logging and TLS, and runs the relay.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use writeback_relay::{Relay, RelayConfig, RelayOptions};
+
+/// The writeback relay.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML config file; `WRITEBACK_RELAY_…` variables override it.
+    #[arg(long, env = "WRITEBACK_RELAY_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    writeback_core::telemetry::init();
+    writeback_identity::install_crypto_provider();
+    let args = Args::parse();
+    let config: RelayConfig =
+        writeback_core::config::load(args.config.as_deref(), "WRITEBACK_RELAY_")
+            .context("while loading the relay config")?;
+    let options = RelayOptions::from_config(&config).context("while reading relay tls files")?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("while binding {}", config.listen))?;
+    Relay::new(options)
+        .serve(listener, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("while serving")?;
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! Test harness for writeback. It starts real Samba AD domain controllers as child
+//! processes — each in its own temporary directory, on its own loopback address
+//! `127.0.0.N`, with an LDAPS certificate from a throwaway test CA that clients verify
+//! — so tests exercise the same LDAP, password and Kerberos behaviour an agent meets on
+//! premises. The in-process control plane, relay and agents are added here later, so a
+//! test can assemble the whole system from one crate.
+//!
+//! Everything is polled with deadlines (no fixed sleeps), nothing listens on fixed
+//! shared ports, and several domain controllers run side by side, also from parallel
+//! test processes (`cargo nextest`).
+
+mod error;
+pub mod pki;
+pub mod samba;
+
+pub use error::TestkitError;
+pub use pki::TestCa;
+pub use samba::SambaDc;

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Install what writeback's tests need on Debian bookworm, as root, non-interactively.
+#
+#   sudo scripts/install-deps.sh
+#
+# - Installs samba, samba-ad-dc, ldap-utils, krb5-user, winbind and docker-compose,
+#   running `apt-get update` (once) and `apt-get install` only if one of them is
+#   missing. Running it again changes nothing.
+# - The test harness (crates/testkit) runs its own Samba AD DCs as child processes on
+#   127.0.0.N with per-DC directories; the distribution's own samba/smbd/nmbd/winbind
+#   daemons must not run, because a daemon listening on 0.0.0.0:389/636/88 makes those
+#   ports unavailable on every loopback address.
+#     * While installing, a temporary /usr/sbin/policy-rc.d (exit 101) keeps the
+#       packages' maintainer scripts from starting those daemons, unless one exists.
+#     * On systemd machines the units samba-ad-dc, smbd, nmbd and winbind are
+#       disabled and stopped (those four only).
+#     * Without systemd nothing is stopped or killed: if a samba/smbd/nmbd/winbindd
+#       process already runs (for example one started by hand from
+#       /etc/samba/smb.conf), the script only reports it and exits 3, since the Samba
+#       tests would fail against it; stop it yourself (e.g. `/etc/init.d/samba-ad-dc
+#       stop`) and re-run.
+# - Finally it checks that the tools the harness calls are present.
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+export LC_ALL=C
+
+PACKAGES=(samba samba-ad-dc ldap-utils krb5-user winbind docker-compose)
+DISTRO_UNITS=(samba-ad-dc smbd nmbd winbind)
+
+log() { printf 'install-deps: %s\n' "$*"; }
+die() {
+    printf 'install-deps: error: %s\n' "$*" >&2
+    exit 1
+}
+
+[[ $(id -u) -eq 0 ]] || die "run as root (it installs packages and manages services)"
+command -v dpkg-query >/dev/null || die "this script supports Debian/Ubuntu (dpkg) only"
+
+is_installed() {
+    [[ $(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null) == "ii"* ]]
+}
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    if is_installed "$pkg"; then
+        log "already installed: $pkg"
+    else
+        missing+=("$pkg")
+    fi
+done
+
+if ((${#missing[@]} > 0)); then
+    policy_rc=/usr/sbin/policy-rc.d
+    if [[ ! -e $policy_rc ]]; then
+        # Keep maintainer scripts from starting the distro daemons; removed on exit.
+        printf '#!/bin/sh\nexit 101\n' >"$policy_rc"
+        chmod 0755 "$policy_rc"
+        trap 'rm -f "$policy_rc"; log "removed temporary $policy_rc"' EXIT
+        log "installed temporary $policy_rc so package scripts start no daemons"
+    fi
+    log "installing: ${missing[*]}"
+    apt-get update </dev/null
+    apt-get install -y --no-install-recommends "${missing[@]}" </dev/null
+    log "installed: ${missing[*]}"
+else
+    log "nothing to install"
+fi
+
+if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
+    for unit in "${DISTRO_UNITS[@]}"; do
+        if ! systemctl cat "$unit.service" >/dev/null 2>&1; then
+            continue
+        fi
+        if systemctl is-enabled --quiet "$unit.service" 2>/dev/null ||
+            systemctl is-active --quiet "$unit.service" 2>/dev/null; then
+            systemctl disable --now "$unit.service"
+            log "disabled and stopped distro service $unit"
+        else
+            log "distro service $unit is already disabled and stopped"
+        fi
+    done
+else
+    log "no systemd: no distro services to disable"
+fi
+
+# Any samba daemon still running now was not started by this script; report only.
+running=0
+for daemon in samba smbd nmbd winbindd; do
+    for pid in $(pidof "$daemon" || true); do
+        cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | sed 's/ *$//' || true)
+        # samba rewrites its command line ("samba: root process"); test DCs are
+        # recognised by their stdout, a log file in the harness's directory.
+        stdout=$(readlink "/proc/$pid/fd/1" 2>/dev/null || true)
+        case "$cmdline $stdout" in
+        *writeback-testkit*)
+            log "test DC running (pid $pid), left alone: $cmdline"
+            ;;
+        *)
+            log "WARNING: $daemon already running (pid $pid): $cmdline"
+            running=1
+            ;;
+        esac
+    done
+done
+if ((running)); then
+    log "WARNING: a Samba daemon not started by the test harness is running; it was"
+    log "WARNING: left alone. It likely holds ports 88/389/636 on all addresses, so the"
+    log "WARNING: Samba tests will fail until it is stopped."
+    exit 3
+fi
+log "no distro samba daemons running"
+
+for tool in samba samba-tool kinit ldapsearch ip cp; do
+    command -v "$tool" >/dev/null || die "$tool not found after installation"
+done
+/usr/bin/python3 -c 'import samba.samdb' </dev/null ||
+    die "/usr/bin/python3 cannot import samba (python3-samba missing?)"
+log "ok: $(samba -V)"

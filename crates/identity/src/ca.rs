@@ -112,7 +112,7 @@ impl Ca {
     /// SANs and usages are the CA's choice.
     pub fn sign_agent_csr(&self, csr_pem: &str, id: &SpiffeId) -> Result<String, Error> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)?;
-        let params = leaf_params(id, &[], &[], true, false)?;
+        let params = leaf_params(Some(id), &[], &[], true, false)?;
         Ok(params.signed_by(&csr.public_key, &self.issuer)?.pem())
     }
 
@@ -125,8 +125,25 @@ impl Ca {
         dns: &[String],
         ips: &[IpAddr],
     ) -> Result<(String, String), Error> {
+        self.issue_leaf(Some(id), dns, ips, true)
+    }
+
+    /// Issues a server-only certificate (no workload identity, server
+    /// authentication only), e.g. for the control plane's client-facing API.
+    /// Returns (chain PEM with the CA appended, key PEM).
+    pub fn issue_server(&self, dns: &[String], ips: &[IpAddr]) -> Result<(String, String), Error> {
+        self.issue_leaf(None, dns, ips, false)
+    }
+
+    fn issue_leaf(
+        &self,
+        id: Option<&SpiffeId>,
+        dns: &[String],
+        ips: &[IpAddr],
+        client: bool,
+    ) -> Result<(String, String), Error> {
         let key = KeyPair::generate()?;
-        let params = leaf_params(id, dns, ips, true, true)?;
+        let params = leaf_params(id, dns, ips, client, true)?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok((
             format!("{}{}", cert.pem(), self.cert_pem),
@@ -136,7 +153,7 @@ impl Ca {
 }
 
 fn leaf_params(
-    id: &SpiffeId,
+    id: Option<&SpiffeId>,
     dns: &[String],
     ips: &[IpAddr],
     client: bool,
@@ -145,11 +162,15 @@ fn leaf_params(
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "writeback");
-    dn.push(DnType::CommonName, id.to_string());
+    if let Some(id) = id {
+        dn.push(DnType::CommonName, id.to_string());
+        params
+            .subject_alt_names
+            .push(SanType::URI(id.to_string().try_into()?));
+    } else if let Some(first) = dns.first() {
+        dn.push(DnType::CommonName, first.clone());
+    }
     params.distinguished_name = dn;
-    params
-        .subject_alt_names
-        .push(SanType::URI(id.to_string().try_into()?));
     for d in dns {
         params
             .subject_alt_names

@@ -1,0 +1,643 @@
+//! `writebackctl`, the command-line client of the control plane: the
+//! tutorial's portal and PowerShell steps as commands. It talks gRPC over
+//! TLS (trusting the tenant CA) with a bearer token read from a file, and
+//! reads passwords only from standard input or an interactive prompt —
+//! never from the command line, where other users could see them.
+
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use writeback_core::{Failure, ReasonCode, failure_of};
+use writeback_identity::{tls, transport};
+use writeback_proto::v1::{self as pb, user_ref};
+use zeroize::Zeroizing;
+
+/// Command-line arguments.
+#[derive(Parser, Debug)]
+#[command(
+    name = "writebackctl",
+    version,
+    about = "Administer writeback and write passwords back to Active Directory"
+)]
+pub struct Cli {
+    /// Control plane URL.
+    #[arg(
+        long,
+        env = "WRITEBACK_CONTROL_PLANE",
+        default_value = "https://127.0.0.1:8443",
+        global = true
+    )]
+    pub control_plane: String,
+    /// CA certificate (PEM) the control plane's certificate must chain to.
+    #[arg(
+        long,
+        env = "WRITEBACK_CA_FILE",
+        default_value = "/var/lib/writeback/ca.pem",
+        global = true
+    )]
+    pub ca_file: PathBuf,
+    /// File holding the bearer token.
+    #[arg(
+        long,
+        env = "WRITEBACK_TOKEN_FILE",
+        default_value = "/var/lib/writeback/admin.token",
+        global = true
+    )]
+    pub token_file: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Tenant toggles.
+    #[command(subcommand)]
+    Settings(SettingsCmd),
+    /// Toggles plus, per domain, whether the agent set-up is complete.
+    Status,
+    /// On-premises domains.
+    #[command(subcommand)]
+    Domain(DomainCmd),
+    /// Agents and enrollment.
+    #[command(subcommand)]
+    Agent(AgentCmd),
+    /// Password writeback.
+    #[command(subcommand)]
+    Password(PasswordCmd),
+    /// Account unlock.
+    #[command(subcommand)]
+    Account(AccountCmd),
+    /// Operation status.
+    #[command(subcommand)]
+    Operation(OperationCmd),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+/// On or off.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum Toggle {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+impl Toggle {
+    fn bool(self) -> bool {
+        matches!(self, Toggle::On)
+    }
+}
+
+/// `settings …`
+#[derive(Subcommand, Debug)]
+pub enum SettingsCmd {
+    /// Show the toggles.
+    Show,
+    /// Change toggles (global administrators only).
+    Set {
+        /// Password writeback in cloud sync (Set-AADCloudSyncPasswordWritebackConfiguration -Enable).
+        #[arg(long)]
+        cloud_sync_writeback: Option<Toggle>,
+        /// "Write back passwords to your on-premises directory?"
+        #[arg(long)]
+        sspr_writeback: Option<Toggle>,
+        /// "Allow users to unlock accounts without resetting their password?"
+        #[arg(long)]
+        unlock_without_reset: Option<Toggle>,
+    },
+}
+
+/// `domain …`
+#[derive(Subcommand, Debug)]
+pub enum DomainCmd {
+    /// Register a domain.
+    Add {
+        /// DNS name, e.g. contoso.test.
+        name: String,
+        /// UPN suffix routed to it (repeatable); default: the domain name.
+        #[arg(long = "upn-suffix")]
+        upn_suffixes: Vec<String>,
+    },
+    /// List domains.
+    List,
+}
+
+/// `agent …`
+#[derive(Subcommand, Debug)]
+pub enum AgentCmd {
+    /// Create a one-time enrollment token for an agent of a domain.
+    EnrollToken {
+        /// The domain.
+        #[arg(long)]
+        domain: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u32,
+    },
+    /// List agents.
+    List {
+        /// Only this domain.
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Revoke an agent.
+    Revoke {
+        /// Agent id.
+        id: String,
+    },
+}
+
+/// Who an operation targets.
+#[derive(Args, Debug)]
+pub struct UserArgs {
+    /// userPrincipalName, e.g. alice@contoso.test.
+    #[arg(long, required_unless_present = "guid")]
+    pub user: Option<String>,
+    /// objectGUID (needs --domain).
+    #[arg(long, requires = "domain", conflicts_with = "user")]
+    pub guid: Option<String>,
+    /// Domain, for --guid.
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// Operation id (UUID) to make a retry safe; generated when absent.
+    #[arg(long)]
+    pub operation_id: Option<String>,
+}
+
+impl UserArgs {
+    fn user_ref(&self) -> pb::UserRef {
+        pb::UserRef {
+            by: Some(match (&self.user, &self.guid) {
+                (Some(u), _) => user_ref::By::Upn(u.clone()),
+                (None, Some(g)) => user_ref::By::ObjectGuid(g.clone()),
+                (None, None) => user_ref::By::Upn(String::new()),
+            }),
+        }
+    }
+}
+
+/// `password …`
+#[derive(Subcommand, Debug)]
+pub enum PasswordCmd {
+    /// Reset a password; the new one is read from stdin or a prompt.
+    Reset {
+        #[command(flatten)]
+        user: UserArgs,
+        /// The user must change the password at next logon.
+        #[arg(long)]
+        must_change: bool,
+        /// Also unlock the account.
+        #[arg(long)]
+        unlock: bool,
+    },
+    /// Change a password; reads the current then the new password.
+    Change {
+        #[command(flatten)]
+        user: UserArgs,
+        /// The forced change of an expired password.
+        #[arg(long)]
+        forced: bool,
+    },
+}
+
+/// `account …`
+#[derive(Subcommand, Debug)]
+pub enum AccountCmd {
+    /// Unlock without resetting the password.
+    Unlock {
+        #[command(flatten)]
+        user: UserArgs,
+    },
+}
+
+/// `operation …`
+#[derive(Subcommand, Debug)]
+pub enum OperationCmd {
+    /// Show one operation.
+    Show {
+        /// Operation id.
+        id: String,
+    },
+}
+
+/// `audit …`
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// List audit records, newest first.
+    List {
+        /// Only this user (UPN).
+        #[arg(long)]
+        user: Option<String>,
+        /// Records per page.
+        #[arg(long, default_value_t = 50)]
+        page_size: u32,
+        /// Continue after this page token.
+        #[arg(long)]
+        page_token: Option<String>,
+    },
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The server (or the path to it) refused, with a stable reason.
+    #[error("{}: {}{}", .0.reason, .0.message, .0.operation_id.as_ref().map(|id| format!(" (operation {id})")).unwrap_or_default())]
+    Refused(Failure),
+    /// Local problem: files, input.
+    #[error("{0}")]
+    Local(String),
+}
+
+impl CliError {
+    /// Process exit code: 1 for refusals, 2 for local problems.
+    pub fn exit_code(&self) -> std::process::ExitCode {
+        match self {
+            CliError::Refused(_) => std::process::ExitCode::from(1),
+            CliError::Local(_) => std::process::ExitCode::from(2),
+        }
+    }
+
+    /// The reason code, for refusals.
+    pub fn reason(&self) -> Option<ReasonCode> {
+        match self {
+            CliError::Refused(f) => Some(f.reason),
+            CliError::Local(_) => None,
+        }
+    }
+}
+
+impl From<tonic::Status> for CliError {
+    fn from(s: tonic::Status) -> Self {
+        CliError::Refused(failure_of(&s))
+    }
+}
+
+#[derive(Clone)]
+struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+fn connect(cli: &Cli) -> Result<(Channel, Bearer), CliError> {
+    let ca = std::fs::read_to_string(&cli.ca_file).map_err(|e| {
+        CliError::Local(format!(
+            "cannot read the CA file {}: {e}",
+            cli.ca_file.display()
+        ))
+    })?;
+    let token = Zeroizing::new(std::fs::read_to_string(&cli.token_file).map_err(|e| {
+        CliError::Local(format!(
+            "cannot read the token file {}: {e}",
+            cli.token_file.display()
+        ))
+    })?);
+    let mut header = MetadataValue::try_from(format!("Bearer {}", token.trim()))
+        .map_err(|_| CliError::Local("the token file holds characters a token cannot".into()))?;
+    header.set_sensitive(true);
+    let config = tls::client_config(
+        tls::roots_from_pem(&ca).map_err(|e| CliError::Local(e.to_string()))?,
+        None,
+    )
+    .map_err(|e| CliError::Local(e.to_string()))?;
+    let channel = transport::channel(&cli.control_plane, config)
+        .map_err(|e| CliError::Local(e.to_string()))?;
+    Ok((channel, Bearer(header)))
+}
+
+/// Reads a password: one line from `input` when stdin is not a terminal,
+/// else a prompt without echo.
+fn read_password(
+    input: &mut dyn BufRead,
+    prompt: &str,
+    interactive: bool,
+) -> Result<SecretString, CliError> {
+    let value = if interactive {
+        Zeroizing::new(
+            rpassword::prompt_password(prompt)
+                .map_err(|e| CliError::Local(format!("cannot read the password: {e}")))?,
+        )
+    } else {
+        let mut line = Zeroizing::new(String::new());
+        input
+            .read_line(&mut line)
+            .map_err(|e| CliError::Local(format!("cannot read the password from stdin: {e}")))?;
+        Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned())
+    };
+    if value.is_empty() {
+        return Err(CliError::Local(format!(
+            "{} is empty",
+            prompt.trim_end_matches(": ")
+        )));
+    }
+    Ok(SecretString::from(value.to_string()))
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+fn when(t: &Option<prost_types::Timestamp>) -> String {
+    t.as_ref()
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.seconds).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+fn print_outcome(out: &mut dyn Write, r: &pb::OperationResponse) -> std::io::Result<()> {
+    let o = r.outcome.clone().unwrap_or_default();
+    writeln!(
+        out,
+        "{}: {} (operation {})",
+        o.reason_code, o.message, r.operation_id
+    )
+}
+
+/// Runs one command, writing human-readable output to `out`.
+pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Result<(), CliError> {
+    let interactive = std::io::stdin().is_terminal();
+    let (channel, bearer) = connect(&cli)?;
+    let io = |e: std::io::Error| CliError::Local(format!("cannot write output: {e}"));
+    use pb::agent_service_client::AgentServiceClient as AgentC;
+    use pb::audit_service_client::AuditServiceClient as AuditC;
+    use pb::domain_service_client::DomainServiceClient as DomainC;
+    use pb::password_service_client::PasswordServiceClient as PasswordC;
+    use pb::settings_service_client::SettingsServiceClient as SettingsC;
+    let settings = || SettingsC::with_interceptor(channel.clone(), bearer.clone());
+    match cli.command {
+        Command::Settings(SettingsCmd::Show) => {
+            let s = settings()
+                .get_settings(pb::GetSettingsRequest {})
+                .await?
+                .into_inner();
+            print_settings(out, &s).map_err(io)?;
+        }
+        Command::Settings(SettingsCmd::Set {
+            cloud_sync_writeback,
+            sspr_writeback,
+            unlock_without_reset,
+        }) => {
+            let s = settings()
+                .update_settings(pb::UpdateSettingsRequest {
+                    cloud_sync_writeback: cloud_sync_writeback.map(Toggle::bool),
+                    sspr_writeback: sspr_writeback.map(Toggle::bool),
+                    unlock_without_reset: unlock_without_reset.map(Toggle::bool),
+                })
+                .await?
+                .into_inner();
+            print_settings(out, &s).map_err(io)?;
+        }
+        Command::Status => {
+            let s = settings()
+                .get_status(pb::GetStatusRequest {})
+                .await?
+                .into_inner();
+            print_settings(out, &s.settings.unwrap_or_default()).map_err(io)?;
+            for d in s.domains {
+                writeln!(
+                    out,
+                    "domain {}: agents enrolled {}, online {}, set-up complete: {}",
+                    d.domain,
+                    d.agents_enrolled,
+                    d.agents_online,
+                    if d.setup_complete { "yes" } else { "no" }
+                )
+                .map_err(io)?;
+                for p in d.problems {
+                    writeln!(out, "  problem: {p}").map_err(io)?;
+                }
+            }
+        }
+        Command::Domain(DomainCmd::Add { name, upn_suffixes }) => {
+            let d = DomainC::with_interceptor(channel, bearer)
+                .add_domain(pb::AddDomainRequest { name, upn_suffixes })
+                .await?
+                .into_inner();
+            writeln!(
+                out,
+                "added domain {} (UPN suffixes: {})",
+                d.name,
+                d.upn_suffixes.join(", ")
+            )
+            .map_err(io)?;
+        }
+        Command::Domain(DomainCmd::List) => {
+            let mut client = DomainC::with_interceptor(channel, bearer);
+            let mut token = String::new();
+            loop {
+                let page = client
+                    .list_domains(pb::ListDomainsRequest {
+                        page_size: 100,
+                        page_token: token,
+                    })
+                    .await?
+                    .into_inner();
+                for d in page.domains {
+                    writeln!(out, "{}\t{}", d.name, d.upn_suffixes.join(",")).map_err(io)?;
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+        }
+        Command::Agent(AgentCmd::EnrollToken { domain, ttl }) => {
+            let t = AgentC::with_interceptor(channel, bearer)
+                .create_enrollment_token(pb::CreateEnrollmentTokenRequest {
+                    domain,
+                    ttl_seconds: ttl,
+                })
+                .await?
+                .into_inner();
+            writeln!(out, "{}", t.token).map_err(io)?;
+            writeln!(out, "# one-time token, expires {}", when(&t.expires_at)).map_err(io)?;
+        }
+        Command::Agent(AgentCmd::List { domain }) => {
+            let mut client = AgentC::with_interceptor(channel, bearer);
+            let mut token = String::new();
+            loop {
+                let page = client
+                    .list_agents(pb::ListAgentsRequest {
+                        domain: domain.clone().unwrap_or_default(),
+                        page_size: 100,
+                        page_token: token,
+                    })
+                    .await?
+                    .into_inner();
+                for a in page.agents {
+                    let state = if a.revoked {
+                        "revoked"
+                    } else if a.online {
+                        "online"
+                    } else {
+                        "offline"
+                    };
+                    writeln!(
+                        out,
+                        "{}\t{}\t{}\t{}\t{}",
+                        a.agent_id, a.domain, state, a.version, a.hostname
+                    )
+                    .map_err(io)?;
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+        }
+        Command::Agent(AgentCmd::Revoke { id }) => {
+            let a = AgentC::with_interceptor(channel, bearer)
+                .revoke_agent(pb::RevokeAgentRequest { agent_id: id })
+                .await?
+                .into_inner();
+            writeln!(out, "revoked agent {} of {}", a.agent_id, a.domain).map_err(io)?;
+        }
+        Command::Password(PasswordCmd::Reset {
+            user,
+            must_change,
+            unlock,
+        }) => {
+            let new = read_password(input, "New password: ", interactive)?;
+            if interactive {
+                let again = read_password(input, "Repeat the new password: ", interactive)?;
+                if again.expose_secret() != new.expose_secret() {
+                    return Err(CliError::Local("the passwords do not match".into()));
+                }
+            }
+            let r = PasswordC::with_interceptor(channel, bearer)
+                .reset_password(pb::ResetPasswordRequest {
+                    user: Some(user.user_ref()),
+                    new_password: new.expose_secret().to_owned(),
+                    operation_id: user.operation_id.clone().unwrap_or_default(),
+                    must_change_at_next_logon: must_change,
+                    unlock,
+                    domain: user.domain.clone().unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            print_outcome(out, &r).map_err(io)?;
+        }
+        Command::Password(PasswordCmd::Change { user, forced }) => {
+            let old = read_password(input, "Current password: ", interactive)?;
+            let new = read_password(input, "New password: ", interactive)?;
+            let r = PasswordC::with_interceptor(channel, bearer)
+                .change_password(pb::ChangePasswordRequest {
+                    user: Some(user.user_ref()),
+                    old_password: old.expose_secret().to_owned(),
+                    new_password: new.expose_secret().to_owned(),
+                    operation_id: user.operation_id.clone().unwrap_or_default(),
+                    forced,
+                    domain: user.domain.clone().unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            print_outcome(out, &r).map_err(io)?;
+        }
+        Command::Account(AccountCmd::Unlock { user }) => {
+            let r = PasswordC::with_interceptor(channel, bearer)
+                .unlock_account(pb::UnlockAccountRequest {
+                    user: Some(user.user_ref()),
+                    operation_id: user.operation_id.clone().unwrap_or_default(),
+                    domain: user.domain.clone().unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            print_outcome(out, &r).map_err(io)?;
+        }
+        Command::Operation(OperationCmd::Show { id }) => {
+            let r = AuditC::with_interceptor(channel, bearer)
+                .get_operation(pb::GetOperationRequest { operation_id: id })
+                .await?
+                .into_inner();
+            print_record(out, &r).map_err(io)?;
+        }
+        Command::Audit(AuditCmd::List {
+            user,
+            page_size,
+            page_token,
+        }) => {
+            let page = AuditC::with_interceptor(channel, bearer)
+                .list_audit(pb::ListAuditRequest {
+                    user: user.unwrap_or_default(),
+                    page_size,
+                    page_token: page_token.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            for r in &page.records {
+                print_record(out, r).map_err(io)?;
+            }
+            if !page.next_page_token.is_empty() {
+                writeln!(out, "# more: --page-token {}", page.next_page_token).map_err(io)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_settings(out: &mut dyn Write, s: &pb::Settings) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "cloud-sync-writeback: {}",
+        on_off(s.cloud_sync_writeback)
+    )?;
+    writeln!(out, "sspr-writeback: {}", on_off(s.sspr_writeback))?;
+    writeln!(
+        out,
+        "unlock-without-reset: {}",
+        on_off(s.unlock_without_reset)
+    )
+}
+
+fn print_record(out: &mut dyn Write, r: &pb::OperationRecord) -> std::io::Result<()> {
+    let kind = pb::OperationKind::try_from(r.kind).map_or("unknown", |k| k.as_str_name());
+    let app = pb::ClientApp::try_from(r.client_app).map_or("unknown", |a| a.as_str_name());
+    let outcome = r.outcome.clone().unwrap_or_default();
+    writeln!(
+        out,
+        "{} {} {} target={} domain={} by={} via={} state={} reason={} agent={} relay={} took={}ms agent={}ms\n  {}",
+        when(&r.created_at),
+        r.operation_id,
+        kind.trim_start_matches("OPERATION_KIND_")
+            .to_ascii_lowercase(),
+        r.target,
+        r.domain,
+        r.principal,
+        app.trim_start_matches("CLIENT_APP_").to_ascii_lowercase(),
+        r.state,
+        if outcome.reason_code.is_empty() {
+            "-"
+        } else {
+            &outcome.reason_code
+        },
+        if r.agent_id.is_empty() {
+            "-"
+        } else {
+            &r.agent_id
+        },
+        if r.relay_id.is_empty() {
+            "-"
+        } else {
+            &r.relay_id
+        },
+        r.duration_ms,
+        r.agent_duration_ms,
+        outcome.message,
+    )
+}

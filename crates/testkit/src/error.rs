@@ -83,6 +83,10 @@ pub enum TestkitError {
         last_error: String,
         log_tail: String,
     },
+
+    /// The in-process stack (control plane, relay, agents) failed.
+    #[error("stack: {0}")]
+    Stack(String),
 }
 
 impl TestkitError {
@@ -98,5 +102,11 @@ impl TestkitError {
             context: context.into(),
             source,
         }
+    }
+}
+
+impl From<std::io::Error> for TestkitError {
+    fn from(e: std::io::Error) -> Self {
+        TestkitError::Stack(format!("i/o: {e}"))
     }
 }

@@ -2,7 +2,7 @@
 //! processes — each in its own temporary directory, on its own loopback address
 //! `127.0.0.N`, with an LDAPS certificate from a throwaway test CA that clients verify
 //! — so tests exercise the same LDAP, password and Kerberos behaviour an agent meets on
-//! premises. The in-process control plane, relay and agents are added here later, so a
+//! premises. [`stack::Stack`] adds the control plane, relays and agents in-process, so a
 //! test can assemble the whole system from one crate.
 //!
 //! Everything is polled with deadlines (no fixed sleeps), nothing listens on fixed
@@ -12,6 +12,7 @@
 mod error;
 pub mod pki;
 pub mod samba;
+pub mod stack;
 
 pub use error::TestkitError;
 pub use pki::TestCa;

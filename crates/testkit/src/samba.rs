@@ -783,6 +783,10 @@ fn smb_conf_text(dir: &Path, ip: Ipv4Addr, realm: &str, netbios: &str, domain: &
 \ttls keyfile = {d}/tls/key.pem\n\
 \ttls certfile = {d}/tls/cert.pem\n\
 \ttls cafile = {d}/tls/ca.pem\n\
+\t# Like Windows, Samba accepts the previous password for NTLM-style\n\
+\t# checks (which LDAP simple binds use) for 60 minutes after a change;\n\
+\t# tests prove the old password stops working, so no grace period.\n\
+\told password allowed period = 0\n\
 \n\
 [sysvol]\n\
 \tpath = {d}/state/sysvol\n\

@@ -1,0 +1,100 @@
+//! The agent's config file (`writeback-agent run --config agent.toml`), with
+//! `WRITEBACK_AGENT_…` environment overrides (nested keys split on `__`,
+//! e.g. `WRITEBACK_AGENT_DIRECTORY__URLS`). The service account's password
+//! is never a config value: `bind_password_file` names a file holding it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::AgentError;
+use crate::directory::DirectoryConfig;
+
+/// Top-level agent config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Where `enroll` wrote the identity, keys and relay URLs.
+    pub state_dir: PathBuf,
+    /// Operations applied at once.
+    pub max_in_flight: u32,
+    /// The domain controllers and the service account.
+    pub directory: DirectorySection,
+}
+
+/// How the agent reaches Active Directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectorySection {
+    /// `ldaps://dc:636` (or `ldap://dc:389`, upgraded with StartTLS) URLs,
+    /// tried in order.
+    pub urls: Vec<String>,
+    /// CA (PEM) that issued the DCs' certificates.
+    pub ca_file: PathBuf,
+    /// The service account (DN or UPN) the agent binds as.
+    pub bind_dn: String,
+    /// File holding the service account's password.
+    pub bind_password_file: PathBuf,
+    /// OUs in scope for writeback; empty means the whole domain.
+    pub scope_base_dns: Vec<String>,
+    /// Only members of this group are in scope, when set.
+    pub scope_group_dn: Option<String>,
+    /// Per-LDAP-operation timeout, seconds.
+    pub timeout_seconds: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            state_dir: crate::state::default_state_dir(),
+            max_in_flight: 16,
+            directory: DirectorySection::default(),
+        }
+    }
+}
+
+impl Default for DirectorySection {
+    fn default() -> Self {
+        DirectorySection {
+            urls: Vec::new(),
+            ca_file: PathBuf::from("/etc/writeback/dc-ca.pem"),
+            bind_dn: String::new(),
+            bind_password_file: PathBuf::from("/etc/writeback/bind-password"),
+            scope_base_dns: Vec::new(),
+            scope_group_dn: None,
+            timeout_seconds: 10,
+        }
+    }
+}
+
+impl DirectorySection {
+    /// Reads the files the section names and builds the directory config.
+    pub fn resolve(&self) -> Result<DirectoryConfig, AgentError> {
+        if self.urls.is_empty() {
+            return Err(AgentError::Config(
+                "directory.urls must name at least one domain controller".into(),
+            ));
+        }
+        if self.bind_dn.is_empty() {
+            return Err(AgentError::Config(
+                "directory.bind_dn must name the service account".into(),
+            ));
+        }
+        let read = |p: &PathBuf| {
+            std::fs::read_to_string(p)
+                .map_err(|e| AgentError::Config(format!("cannot read {}: {e}", p.display())))
+        };
+        let password = read(&self.bind_password_file)?;
+        Ok(DirectoryConfig {
+            urls: self.urls.clone(),
+            ca_pem: read(&self.ca_file)?,
+            bind_dn: self.bind_dn.clone(),
+            bind_password: SecretString::from(password.trim_end_matches(['\r', '\n']).to_owned()),
+            scope_base_dns: self.scope_base_dns.clone(),
+            scope_group_dn: self.scope_group_dn.clone(),
+            timeout: Duration::from_secs(self.timeout_seconds.max(1)),
+        })
+    }
+}

@@ -1,0 +1,536 @@
+//! Active Directory's wire formats: the quoted UTF-16LE `unicodePwd`, binary values in
+//! search filters, SIDs, FILETIMEs and negative intervals, the control field of a
+//! self-relative security descriptor, request controls, and search entries parsed
+//! without guessing which values are text.
+
+use std::fmt;
+use std::time::Duration;
+
+use ldap3::asn1::{PL, StructureTag};
+use ldap3::controls::RawControl;
+use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+/// `LDAP_SERVER_POLICY_HINTS_OID`: asks a Windows DC to apply password history (and
+/// the other "change" rules) to a reset. Samba 4.17 does not implement it.
+pub(crate) const POLICY_HINTS_OID: &str = "1.2.840.113556.1.4.2239";
+/// The pre-2012 R2 OID of the same control (`LDAP_SERVER_POLICY_HINTS_DEPRECATED_OID`).
+pub(crate) const POLICY_HINTS_DEPRECATED_OID: &str = "1.2.840.113556.1.4.2066";
+/// `LDAP_SERVER_SD_FLAGS_OID`: which parts of `nTSecurityDescriptor` to read.
+pub(crate) const SD_FLAGS_OID: &str = "1.2.840.113556.1.4.801";
+/// `LDAP_MATCHING_RULE_IN_CHAIN`: transitive group membership in a filter.
+pub(crate) const IN_CHAIN_RULE: &str = "1.2.840.113556.1.4.1941";
+
+/// `ADS_UF_ACCOUNTDISABLE` in `userAccountControl`.
+pub(crate) const UF_ACCOUNTDISABLE: u32 = 0x2;
+/// `SE_DACL_PROTECTED` in a security descriptor's control field: the DACL does not
+/// inherit ACEs from the parent ("inheritance disabled").
+pub(crate) const SE_DACL_PROTECTED: u16 = 0x1000;
+
+/// The policy-hints control, value `SEQUENCE { INTEGER 1 }`, never critical: a DC
+/// that does not know it (Samba) must ignore it rather than fail the reset.
+pub(crate) fn policy_hints_control() -> RawControl {
+    RawControl {
+        ctype: POLICY_HINTS_OID.to_string(),
+        crit: false,
+        val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x01]),
+    }
+}
+
+/// The SD-flags control asking for the DACL only (`DACL_SECURITY_INFORMATION` = 4),
+/// value `SEQUENCE { INTEGER 4 }`: reading the owner or SACL needs more rights than
+/// the agent has.
+pub(crate) fn sd_flags_dacl_control() -> RawControl {
+    RawControl {
+        ctype: SD_FLAGS_OID.to_string(),
+        crit: false,
+        val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x04]),
+    }
+}
+
+/// The value AD expects in `unicodePwd`: UTF-16LE of the password in double quotes.
+/// Built straight into a buffer that is wiped on drop.
+pub(crate) fn unicode_pwd(password: &SecretString) -> Zeroizing<Vec<u8>> {
+    let secret = password.expose_secret();
+    let mut out = Zeroizing::new(Vec::with_capacity(secret.len() * 2 + 4));
+    let mut push = |unit: u16| out.extend_from_slice(&unit.to_le_bytes());
+    push(u16::from(b'"'));
+    for unit in secret.encode_utf16() {
+        push(unit);
+    }
+    push(u16::from(b'"'));
+    out
+}
+
+/// Every byte as `\xx`: how a binary value (objectGUID, objectSid) goes into a filter.
+pub(crate) fn escape_bytes(bytes: &[u8]) -> String {
+    use fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 3);
+    for b in bytes {
+        let _ = write!(out, "\\{b:02x}");
+    }
+    out
+}
+
+/// A security identifier.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Sid {
+    revision: u8,
+    authority: u64,
+    sub: Vec<u32>,
+}
+
+impl Sid {
+    /// Parse the binary form (as in `objectSid`, `tokenGroups`).
+    pub(crate) fn from_bytes(b: &[u8]) -> Option<Sid> {
+        let revision = *b.first()?;
+        let count = usize::from(*b.get(1)?);
+        let auth_bytes = b.get(2..8)?;
+        let authority = auth_bytes
+            .iter()
+            .fold(0u64, |acc, byte| (acc << 8) | u64::from(*byte));
+        let subs = b.get(8..8 + 4 * count)?;
+        if b.len() != 8 + 4 * count {
+            return None;
+        }
+        let sub = subs
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Some(Sid {
+            revision,
+            authority,
+            sub,
+        })
+    }
+
+    /// The binary form.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + 4 * self.sub.len());
+        out.push(self.revision);
+        out.push(u8::try_from(self.sub.len()).unwrap_or(u8::MAX));
+        out.extend_from_slice(&self.authority.to_be_bytes()[2..]);
+        for s in &self.sub {
+            out.extend_from_slice(&s.to_le_bytes());
+        }
+        out
+    }
+
+    /// `S-1-5-32-<rid>`: a BUILTIN alias.
+    pub(crate) fn builtin(rid: u32) -> Sid {
+        Sid {
+            revision: 1,
+            authority: 5,
+            sub: vec![32, rid],
+        }
+    }
+
+    /// This domain SID with `rid` appended.
+    pub(crate) fn with_rid(&self, rid: u32) -> Sid {
+        let mut sid = self.clone();
+        sid.sub.push(rid);
+        sid
+    }
+
+    /// The last sub-authority.
+    pub(crate) fn rid(&self) -> Option<u32> {
+        self.sub.last().copied()
+    }
+
+    /// `S-1-5-21-a-b-c-<rid>`: an account of some domain.
+    pub(crate) fn is_domain_account(&self) -> bool {
+        self.authority == 5 && self.sub.len() == 5 && self.sub[0] == 21
+    }
+
+    /// `S-1-5-32-<rid>`.
+    pub(crate) fn is_builtin(&self) -> bool {
+        self.authority == 5 && self.sub.len() == 2 && self.sub[0] == 32
+    }
+}
+
+impl fmt::Display for Sid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "S-{}-{}", self.revision, self.authority)?;
+        for s in &self.sub {
+            write!(f, "-{s}")?;
+        }
+        Ok(())
+    }
+}
+
+/// 100-ns intervals between 1601-01-01 and 1970-01-01.
+const FILETIME_UNIX_EPOCH: i64 = 116_444_736_000_000_000;
+
+/// A FILETIME (`pwdLastSet`, `lockoutTime`) as a UTC time; 0 and -1 are markers,
+/// not times, and give `None`.
+pub(crate) fn filetime_to_datetime(filetime: i64) -> Option<OffsetDateTime> {
+    if filetime <= 0 {
+        return None;
+    }
+    let nanos = i128::from(filetime - FILETIME_UNIX_EPOCH) * 100;
+    OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
+}
+
+/// A policy interval (`minPwdAge`, `maxPwdAge`, `lockoutDuration`): negative 100-ns
+/// units; `i64::MIN` (and 0 for `maxPwdAge`) mean "never", which callers decide.
+pub(crate) fn interval_to_duration(interval: i64) -> Option<Duration> {
+    if interval == i64::MIN {
+        return None;
+    }
+    let ticks = interval.unsigned_abs();
+    Some(Duration::from_nanos(ticks.saturating_mul(100)))
+}
+
+/// Whether a self-relative security descriptor has `SE_DACL_PROTECTED` set; `None`
+/// if the bytes are too short to be one.
+pub(crate) fn dacl_protected(sd: &[u8]) -> Option<bool> {
+    let control = u16::from_le_bytes([*sd.get(2)?, *sd.get(3)?]);
+    Some(control & SE_DACL_PROTECTED != 0)
+}
+
+/// "1 day", "12 hours", "30 minutes", "45 seconds".
+pub(crate) fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (n, unit) = if secs >= 86_400 && secs.is_multiple_of(86_400) {
+        (secs / 86_400, "day")
+    } else if secs >= 3_600 && secs.is_multiple_of(3_600) {
+        (secs / 3_600, "hour")
+    } else if secs >= 60 && secs.is_multiple_of(60) {
+        (secs / 60, "minute")
+    } else if secs >= 86_400 {
+        // Not a whole number of days: round up to hours so the advice is never early.
+        (secs.div_ceil(3_600), "hour")
+    } else {
+        (secs, "second")
+    };
+    if n == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{n} {unit}s")
+    }
+}
+
+/// "2025-11-25 20:52 UTC"
+pub(crate) fn human_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute()
+    )
+}
+
+/// AD's complexity rule ("passwords must meet complexity requirements"): not
+/// containing the sAMAccountName (when 3+ characters) nor any 3+ character part of the
+/// display name, and characters from at least three of: uppercase, lowercase, digits,
+/// symbols, other (non-Latin) letters. Only used to explain an opaque `0000052D`.
+pub(crate) fn meets_complexity(
+    password: &str,
+    sam_account_name: &str,
+    display_name: Option<&str>,
+) -> bool {
+    let lower = password.to_lowercase();
+    if sam_account_name.chars().count() >= 3 && lower.contains(&sam_account_name.to_lowercase()) {
+        return false;
+    }
+    if let Some(display) = display_name {
+        let tokens = display.split(|c: char| ",.-_ #\t".contains(c));
+        for token in tokens {
+            if token.chars().count() >= 3 && lower.contains(&token.to_lowercase()) {
+                return false;
+            }
+        }
+    }
+    let (mut upper, mut lower_case, mut digit, mut symbol, mut other) =
+        (false, false, false, false, false);
+    for c in password.chars() {
+        if c.is_ascii_uppercase() {
+            upper = true;
+        } else if c.is_ascii_lowercase() {
+            lower_case = true;
+        } else if c.is_ascii_digit() {
+            digit = true;
+        } else if c.is_alphabetic() {
+            if c.is_uppercase() {
+                upper = true;
+            } else if c.is_lowercase() {
+                lower_case = true;
+            } else {
+                other = true;
+            }
+        } else {
+            symbol = true;
+        }
+    }
+    [upper, lower_case, digit, symbol, other]
+        .iter()
+        .filter(|x| **x)
+        .count()
+        >= 3
+}
+
+/// A search entry with every value as bytes. `ldap3::SearchEntry` sorts values into
+/// text and binary by whether they happen to be valid UTF-8, which a SID can be; we
+/// keep bytes and decide per attribute.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RawEntry {
+    pub(crate) dn: String,
+    attrs: Vec<(String, Vec<Vec<u8>>)>,
+}
+
+impl RawEntry {
+    /// Parse a `SearchResultEntry` ([APPLICATION 4] SEQUENCE { objectName, attributes });
+    /// `None` if it is malformed.
+    pub(crate) fn parse(tag: StructureTag) -> Option<RawEntry> {
+        if tag.id != 4 {
+            return None;
+        }
+        let PL::C(mut parts) = tag.payload else {
+            return None;
+        };
+        if parts.len() < 2 {
+            return None;
+        }
+        let attrs_tag = parts.remove(1);
+        let dn = String::from_utf8(primitive(parts.remove(0))?).ok()?;
+        let PL::C(list) = attrs_tag.payload else {
+            return None;
+        };
+        let mut attrs = Vec::with_capacity(list.len());
+        for partial in list {
+            let PL::C(mut pair) = partial.payload else {
+                return None;
+            };
+            if pair.len() != 2 {
+                return None;
+            }
+            let values_tag = pair.remove(1);
+            let name = String::from_utf8(primitive(pair.remove(0))?).ok()?;
+            let PL::C(values) = values_tag.payload else {
+                return None;
+            };
+            let values = values
+                .into_iter()
+                .map(primitive)
+                .collect::<Option<Vec<_>>>()?;
+            attrs.push((name, values));
+        }
+        Some(RawEntry { dn, attrs })
+    }
+
+    /// All values of `name` (case-insensitive), empty if absent.
+    pub(crate) fn values(&self, name: &str) -> &[Vec<u8>] {
+        self.attrs
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// The first value of `name`, as bytes.
+    pub(crate) fn first(&self, name: &str) -> Option<&[u8]> {
+        self.values(name).first().map(Vec::as_slice)
+    }
+
+    /// The first value of `name`, as text.
+    pub(crate) fn text(&self, name: &str) -> Option<&str> {
+        std::str::from_utf8(self.first(name)?).ok()
+    }
+
+    /// The first value of `name`, as an integer.
+    pub(crate) fn int(&self, name: &str) -> Option<i64> {
+        self.text(name)?.trim().parse().ok()
+    }
+
+    /// All values of `name` that are text.
+    pub(crate) fn texts(&self, name: &str) -> Vec<&str> {
+        self.values(name)
+            .iter()
+            .filter_map(|v| std::str::from_utf8(v).ok())
+            .collect()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn with(dn: &str, attrs: &[(&str, &[&[u8]])]) -> RawEntry {
+        RawEntry {
+            dn: dn.to_string(),
+            attrs: attrs
+                .iter()
+                .map(|(n, vs)| (n.to_string(), vs.iter().map(|v| v.to_vec()).collect()))
+                .collect(),
+        }
+    }
+}
+
+fn primitive(tag: StructureTag) -> Option<Vec<u8>> {
+    match tag.payload {
+        PL::P(bytes) => Some(bytes),
+        PL::C(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ldap3::asn1::TagClass;
+
+    #[test]
+    fn unicode_pwd_is_quoted_utf16le() {
+        let pw = SecretString::from("Ab1é".to_string());
+        assert_eq!(
+            unicode_pwd(&pw).as_slice(),
+            &[b'"', 0, b'A', 0, b'b', 0, b'1', 0, 0xe9, 0, b'"', 0][..]
+        );
+        // Outside the BMP: a surrogate pair.
+        let pw = SecretString::from("😀".to_string());
+        assert_eq!(
+            unicode_pwd(&pw).as_slice(),
+            &[b'"', 0, 0x3d, 0xd8, 0x00, 0xde, b'"', 0][..]
+        );
+    }
+
+    #[test]
+    fn guids_go_into_filters_little_endian_and_escaped() {
+        let guid = uuid::Uuid::parse_str("01020304-0506-0708-090a-0b0c0d0e0f10").unwrap();
+        assert_eq!(
+            escape_bytes(&guid.to_bytes_le()),
+            "\\04\\03\\02\\01\\06\\05\\08\\07\\09\\0a\\0b\\0c\\0d\\0e\\0f\\10"
+        );
+        // ldap3 accepts the escaped form.
+        let filter = format!("(objectGUID={})", escape_bytes(&guid.to_bytes_le()));
+        assert!(ldap3::parse_filter(&filter).is_ok());
+    }
+
+    #[test]
+    fn sids_round_trip() {
+        // Administrator's objectSid as Samba returned it (base64
+        // AQUAAAAAAAUVAAAASQzRaTG3Xsd33tvM9AEAAA==).
+        let bytes = [
+            1, 5, 0, 0, 0, 0, 0, 5, 21, 0, 0, 0, 0x49, 0x0c, 0xd1, 0x69, 0x31, 0xb7, 0x5e, 0xc7,
+            0x77, 0xde, 0xdb, 0xcc, 0xf4, 0x01, 0, 0,
+        ];
+        let sid = Sid::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            sid.to_string(),
+            "S-1-5-21-1775307849-3344873265-3436961399-500"
+        );
+        assert_eq!(sid.rid(), Some(500));
+        assert!(sid.is_domain_account());
+        assert_eq!(sid.to_bytes(), bytes);
+        let admins = Sid::builtin(544);
+        assert_eq!(admins.to_string(), "S-1-5-32-544");
+        assert!(admins.is_builtin());
+        assert_eq!(
+            Sid::from_bytes(&admins.to_bytes()).unwrap(),
+            Sid::builtin(544)
+        );
+        assert!(Sid::from_bytes(&bytes[..20]).is_none());
+        assert!(Sid::from_bytes(&[]).is_none());
+    }
+
+    #[test]
+    fn filetimes_and_intervals() {
+        // 2026-11-24 20:53:34 UTC as Samba wrote pwdLastSet.
+        let t = filetime_to_datetime(134_400_272_144_271_010).unwrap();
+        assert_eq!(human_time(t), "2026-11-24 20:53 UTC");
+        assert_eq!(filetime_to_datetime(0), None);
+        assert_eq!(filetime_to_datetime(-1), None);
+        assert_eq!(
+            interval_to_duration(-864_000_000_000),
+            Some(Duration::from_secs(86_400))
+        );
+        assert_eq!(interval_to_duration(i64::MIN), None);
+        assert_eq!(interval_to_duration(0), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(human_duration(Duration::from_secs(86_400)), "1 day");
+        assert_eq!(human_duration(Duration::from_secs(2 * 86_400)), "2 days");
+        assert_eq!(human_duration(Duration::from_secs(3_600)), "1 hour");
+        assert_eq!(human_duration(Duration::from_secs(90 * 60)), "90 minutes");
+        assert_eq!(human_duration(Duration::from_secs(45)), "45 seconds");
+        assert_eq!(human_duration(Duration::from_secs(86_400 + 1)), "25 hours");
+    }
+
+    #[test]
+    fn the_protected_bit_is_read_from_the_control_field() {
+        // The start of a DACL-only descriptor Samba returned for a user
+        // (AQAEhA... = 01 00 04 84): self-relative, DACL present, auto-inherited.
+        assert_eq!(dacl_protected(&[0x01, 0x00, 0x04, 0x84, 0, 0]), Some(false));
+        assert_eq!(dacl_protected(&[0x01, 0x00, 0x04, 0x94, 0, 0]), Some(true));
+        assert_eq!(dacl_protected(&[0x01, 0x00]), None);
+    }
+
+    #[test]
+    fn complexity_follows_ad_rules() {
+        assert!(meets_complexity("Start-Passw0rd!", "alice", None));
+        assert!(!meets_complexity("alllowercaseletters", "alice", None));
+        assert!(!meets_complexity("UPPERlower", "alice", None));
+        assert!(meets_complexity("UPPERlower1", "alice", None));
+        assert!(!meets_complexity("Alice-Passw0rd!", "alice", None));
+        assert!(!meets_complexity("Xy1!Smith", "jsmith", Some("John Smith")));
+        // Short names are not checked.
+        assert!(meets_complexity("Ab-Passw0rd!", "ab", None));
+    }
+
+    fn octets(bytes: &[u8]) -> StructureTag {
+        StructureTag {
+            class: TagClass::Universal,
+            id: 4,
+            payload: PL::P(bytes.to_vec()),
+        }
+    }
+
+    fn seq(id: u64, class: TagClass, inner: Vec<StructureTag>) -> StructureTag {
+        StructureTag {
+            class,
+            id,
+            payload: PL::C(inner),
+        }
+    }
+
+    #[test]
+    fn entries_keep_binary_values_as_bytes() {
+        let sid = Sid::builtin(544).to_bytes();
+        let tag = seq(
+            4,
+            TagClass::Application,
+            vec![
+                octets(b"CN=x,DC=contoso,DC=test"),
+                seq(
+                    16,
+                    TagClass::Universal,
+                    vec![
+                        seq(
+                            16,
+                            TagClass::Universal,
+                            vec![
+                                octets(b"objectSid"),
+                                seq(17, TagClass::Universal, vec![octets(&sid)]),
+                            ],
+                        ),
+                        seq(
+                            16,
+                            TagClass::Universal,
+                            vec![
+                                octets(b"userAccountControl"),
+                                seq(17, TagClass::Universal, vec![octets(b"514")]),
+                            ],
+                        ),
+                    ],
+                ),
+            ],
+        );
+        let entry = RawEntry::parse(tag).unwrap();
+        assert_eq!(entry.dn, "CN=x,DC=contoso,DC=test");
+        assert_eq!(entry.first("objectsid"), Some(sid.as_slice()));
+        assert_eq!(entry.int("userAccountControl"), Some(514));
+        assert!(entry.values("missing").is_empty());
+        assert!(RawEntry::parse(octets(b"x")).is_none());
+    }
+}

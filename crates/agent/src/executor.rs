@@ -1,0 +1,253 @@
+//! Turns one `OperationRequest` into one `OperationResult`, exactly once
+//! per operation id. Before anything touches the directory it checks that
+//! the operation is for this agent's tenant and domain, has not expired,
+//! names a user, and that its envelope opens with this agent's key under the
+//! operation's own binding. A repeated id — a relay failing over, a retry —
+//! is answered with the first result; a concurrent duplicate waits for the
+//! first attempt instead of running again.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::OnceCell;
+use writeback_core::operation::user_ref_key;
+use writeback_core::{Failure, OperationKind, ReasonCode};
+use writeback_envelope::{Binding, Secrets};
+use writeback_proto::v1::{
+    DcStatus, OperationOutcome, OperationRequest, OperationResult, user_ref,
+};
+
+use crate::directory::Target;
+use crate::state::Enrollment;
+
+/// How many finished operations are remembered for deduplication.
+const REMEMBERED: usize = 100_000;
+
+/// An operation that passed every check and is ready to apply.
+pub struct ValidOperation {
+    /// Operation id.
+    pub id: String,
+    /// What to do.
+    pub kind: OperationKind,
+    /// Whom to do it to.
+    pub target: Target,
+    /// pwdLastSet = 0 after a reset.
+    pub must_change_at_next_logon: bool,
+    /// Also unlock.
+    pub unlock: bool,
+}
+
+/// Applies validated operations to a directory. The production
+/// implementation is [`crate::directory::Directory`]; the trait exists so
+/// the tunnel can be exercised without a DC in relay unit tests.
+#[tonic::async_trait]
+pub trait Apply: Send + Sync + 'static {
+    /// Applies `op`; `secrets` is present for every kind that carries a password.
+    async fn apply(&self, op: &ValidOperation, secrets: Option<&Secrets>) -> Result<(), Failure>;
+    /// Reachability of each configured DC.
+    async fn health(&self) -> Vec<DcStatus>;
+}
+
+type Cell = Arc<OnceCell<OperationOutcome>>;
+
+#[derive(Default)]
+struct Memory {
+    cells: HashMap<String, Cell>,
+    order: VecDeque<String>,
+}
+
+/// Executes operations for one enrolled agent.
+pub struct Executor {
+    enrollment: Enrollment,
+    envelope_key: writeback_envelope::KeyPair,
+    applier: Arc<dyn Apply>,
+    memory: Mutex<Memory>,
+}
+
+impl Executor {
+    /// An executor for the enrolled identity.
+    pub fn new(
+        enrollment: Enrollment,
+        envelope_key: writeback_envelope::KeyPair,
+        applier: Arc<dyn Apply>,
+    ) -> Executor {
+        Executor {
+            enrollment,
+            envelope_key,
+            applier,
+            memory: Mutex::new(Memory::default()),
+        }
+    }
+
+    /// The applier (for health reports).
+    pub fn applier(&self) -> &Arc<dyn Apply> {
+        &self.applier
+    }
+
+    fn cell(&self, id: &str) -> Cell {
+        let mut m = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = m.cells.get(id) {
+            return c.clone();
+        }
+        let c = Cell::default();
+        m.cells.insert(id.to_owned(), c.clone());
+        m.order.push_back(id.to_owned());
+        while m.order.len() > REMEMBERED {
+            if let Some(old) = m.order.pop_front() {
+                m.cells.remove(&old);
+            }
+        }
+        c
+    }
+
+    /// Runs `op` once and answers every request for its id with that result.
+    #[tracing::instrument(skip_all, fields(operation_id = %op.operation_id, domain = %op.domain))]
+    pub async fn execute(&self, op: OperationRequest) -> OperationResult {
+        let started = Instant::now();
+        let id = op.operation_id.clone();
+        let outcome = if id.is_empty() {
+            outcome_of(Err(Failure::new(
+                ReasonCode::InvalidArgument,
+                "the operation has no id",
+            )))
+        } else {
+            let cell = self.cell(&id);
+            let mut first = false;
+            let outcome = cell
+                .get_or_init(|| {
+                    first = true;
+                    async { outcome_of(self.run(&op).await) }
+                })
+                .await
+                .clone();
+            if !first {
+                tracing::info!("repeated operation id answered with the first result");
+            }
+            outcome
+        };
+        tracing::info!(reason = %outcome.reason_code, applied = outcome.applied, "operation finished");
+        OperationResult {
+            operation_id: id,
+            outcome: Some(outcome),
+            agent_id: self.enrollment.agent_id.clone(),
+            agent_duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    async fn run(&self, op: &OperationRequest) -> Result<(), Failure> {
+        let valid = self.validate(op)?;
+        let secrets = if valid.kind.carries_password() {
+            Some(self.open(op, &valid)?)
+        } else {
+            None
+        };
+        self.applier.apply(&valid, secrets.as_ref()).await
+    }
+
+    fn validate(&self, op: &OperationRequest) -> Result<ValidOperation, Failure> {
+        if op.tenant != self.enrollment.tenant
+            || !op.domain.eq_ignore_ascii_case(&self.enrollment.domain)
+        {
+            return Err(Failure::new(
+                ReasonCode::WrongDomain,
+                format!(
+                    "this agent serves domain {}, not {}; the operation was not applied",
+                    self.enrollment.domain, op.domain
+                ),
+            ));
+        }
+        let kind = OperationKind::from_wire(op.kind)
+            .ok_or_else(|| Failure::new(ReasonCode::InvalidArgument, "unknown operation kind"))?;
+        let expires = op.expires_at.as_ref().ok_or_else(|| {
+            Failure::new(ReasonCode::InvalidArgument, "the operation has no expiry")
+        })?;
+        if time::OffsetDateTime::now_utc().unix_timestamp() >= expires.seconds {
+            return Err(Failure::new(
+                ReasonCode::OperationExpired,
+                "the operation expired before it reached the agent; nothing was written",
+            ));
+        }
+        let target = match op.target.as_ref().and_then(|t| t.by.as_ref()) {
+            Some(user_ref::By::Upn(upn)) if !upn.is_empty() => Target::Upn(upn.clone()),
+            Some(user_ref::By::ObjectGuid(g)) => {
+                Target::ObjectGuid(uuid::Uuid::parse_str(g).map_err(|_| {
+                    Failure::new(ReasonCode::InvalidArgument, "objectGUID is not a GUID")
+                })?)
+            }
+            _ => {
+                return Err(Failure::new(
+                    ReasonCode::InvalidArgument,
+                    "the operation names no user",
+                ));
+            }
+        };
+        Ok(ValidOperation {
+            id: op.operation_id.clone(),
+            kind,
+            target,
+            must_change_at_next_logon: op.must_change_at_next_logon,
+            unlock: op.unlock,
+        })
+    }
+
+    fn open(&self, op: &OperationRequest, valid: &ValidOperation) -> Result<Secrets, Failure> {
+        let envelope = op.envelope.as_ref().ok_or_else(|| {
+            Failure::new(
+                ReasonCode::EnvelopeInvalid,
+                "the operation carries no password envelope",
+            )
+        })?;
+        let target = op
+            .target
+            .as_ref()
+            .and_then(user_ref_key)
+            .unwrap_or_default();
+        let binding = Binding {
+            tenant: &op.tenant,
+            domain: &op.domain,
+            operation_id: &op.operation_id,
+            target: &target,
+            kind: valid.kind.as_str(),
+            must_change_at_next_logon: op.must_change_at_next_logon,
+            unlock: op.unlock,
+            expires_at: op.expires_at.as_ref().map_or(0, |t| t.seconds),
+        };
+        let secrets = writeback_envelope::open(
+            envelope,
+            &self.enrollment.agent_id,
+            &self.envelope_key,
+            &binding,
+        )
+        .map_err(|e| {
+            tracing::warn!(error = %e, "password envelope refused");
+            Failure::new(ReasonCode::EnvelopeInvalid, e.to_string())
+        })?;
+        if matches!(
+            valid.kind,
+            OperationKind::Change | OperationKind::ForcedChange
+        ) && secrets.old_password.is_none()
+        {
+            return Err(Failure::new(
+                ReasonCode::InvalidArgument,
+                "a password change needs the current password",
+            ));
+        }
+        Ok(secrets)
+    }
+}
+
+fn outcome_of(r: Result<(), Failure>) -> OperationOutcome {
+    match r {
+        Ok(()) => OperationOutcome {
+            reason_code: ReasonCode::Ok.as_str().to_owned(),
+            message: "the change was written to the directory".to_owned(),
+            applied: true,
+        },
+        Err(f) => OperationOutcome {
+            reason_code: f.reason.as_str().to_owned(),
+            message: f.message,
+            applied: false,
+        },
+    }
+}

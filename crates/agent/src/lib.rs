@@ -1,0 +1,41 @@
+//! The on-premises agent: runs inside one Active Directory domain, dials out to
+//! the relays (no inbound port), and applies password resets, changes and unlocks
+//! to the domain controllers over LDAPS, mapping every directory outcome to a
+//! stable [`writeback_core::ReasonCode`].
+//!
+//! [`enroll`] obtains the agent's identity; [`runtime`] wires the state
+//! directory, the [`executor`] (checks, envelope opening, exactly-once per
+//! operation id) and the [`tunnel`] to the relays; [`directory`] speaks LDAP.
+
+#![forbid(unsafe_code)]
+
+pub mod apply;
+pub mod config;
+pub mod directory;
+pub mod enroll;
+pub mod executor;
+pub mod runtime;
+pub mod state;
+pub mod tunnel;
+
+use writeback_core::Failure;
+
+/// Errors that stop the agent or one of its commands.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The state directory is missing or damaged.
+    #[error("{0}")]
+    State(String),
+    /// Enrollment was refused or could not reach the control plane.
+    #[error("enrollment failed: {0}")]
+    Enroll(Failure),
+    /// Certificates, keys, TLS.
+    #[error("identity: {0}")]
+    Identity(#[from] writeback_identity::Error),
+    /// The config is incomplete or names unreadable files.
+    #[error("config: {0}")]
+    Config(String),
+    /// The directory configuration is invalid.
+    #[error("directory: {0}")]
+    Directory(#[from] directory::DirectoryError),
+}

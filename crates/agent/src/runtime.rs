@@ -1,0 +1,83 @@
+//! Wires an enrolled agent together: state directory → TLS identity →
+//! executor over a directory → tunnel to the relays.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use writeback_identity::tls;
+use writeback_proto::v1::AgentIdentity;
+
+use crate::AgentError;
+use crate::executor::{Apply, Executor};
+use crate::state::AgentState;
+use crate::tunnel::{self, TunnelOptions, TunnelState};
+
+/// Largest tunnel message, bytes.
+const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// A running agent.
+pub struct RunningAgent {
+    /// Tunnel state changes.
+    pub state: watch::Receiver<TunnelState>,
+    /// The tunnel task; ends after shutdown.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningAgent {
+    /// Waits until the tunnel is welcomed by a relay or `timeout` passes.
+    pub async fn wait_connected(&mut self, timeout: Duration) -> Result<String, AgentError> {
+        let connected = self
+            .state
+            .wait_for(|s| matches!(s, TunnelState::Connected(_)));
+        match tokio::time::timeout(timeout, connected).await {
+            Ok(Ok(s)) => match &*s {
+                TunnelState::Connected(relay) => Ok(relay.clone()),
+                _ => Err(AgentError::State("tunnel not connected".into())),
+            },
+            _ => Err(AgentError::State(format!(
+                "the agent did not connect to a relay within {timeout:?}"
+            ))),
+        }
+    }
+}
+
+/// Starts the agent enrolled in `state_dir`, applying operations with
+/// `applier`, until `shutdown` completes.
+pub fn start(
+    state_dir: &Path,
+    applier: Arc<dyn Apply>,
+    max_in_flight: u32,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<RunningAgent, AgentError> {
+    let state = AgentState::load(state_dir)?;
+    let client_tls = tls::client_config(
+        tls::roots_from_pem(&state.ca_pem)?,
+        Some((&state.cert_pem, state.key_pem.as_str())),
+    )?;
+    let e = &state.enrollment;
+    let options = TunnelOptions {
+        relay_urls: e.relay_urls.clone(),
+        tls: client_tls,
+        identity: AgentIdentity {
+            tenant: e.tenant.clone(),
+            domain: e.domain.clone(),
+            agent_id: e.agent_id.clone(),
+        },
+        max_in_flight,
+        backoff_min: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(30),
+        max_message_bytes: MAX_MESSAGE_BYTES,
+    };
+    tracing::info!(tenant = %e.tenant, domain = %e.domain, agent_id = %e.agent_id, "agent starting");
+    let executor = Arc::new(Executor::new(
+        state.enrollment.clone(),
+        state.envelope_key,
+        applier,
+    ));
+    let (tx, rx) = watch::channel(TunnelState::Connecting);
+    let task = tokio::spawn(tunnel::run(options, executor, tx, shutdown));
+    Ok(RunningAgent { state: rx, task })
+}

@@ -1,0 +1,100 @@
+//! The agent's state directory, written by `enroll` and read at start:
+//!
+//! | file | contents | mode |
+//! |---|---|---|
+//! | `state.toml` | tenant, domain, agent id, relay URLs | 0644 |
+//! | `agent.pem` | the agent's certificate | 0644 |
+//! | `agent.key` | its TLS private key | 0600 |
+//! | `ca.pem` | the tenant CA (trust anchor for relays) | 0644 |
+//! | `envelope.key` | the HPKE private key, hex | 0600 |
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use writeback_identity::ca::write_file;
+use zeroize::Zeroizing;
+
+use crate::AgentError;
+
+/// What enrollment established.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Enrollment {
+    /// Tenant id.
+    pub tenant: String,
+    /// Domain served.
+    pub domain: String,
+    /// Agent id.
+    pub agent_id: String,
+    /// Relays to dial, in order.
+    pub relay_urls: Vec<String>,
+}
+
+/// Everything the agent loads from its state directory.
+pub struct AgentState {
+    /// Identity and relays.
+    pub enrollment: Enrollment,
+    /// Certificate PEM.
+    pub cert_pem: String,
+    /// TLS key PEM.
+    pub key_pem: Zeroizing<String>,
+    /// Tenant CA PEM.
+    pub ca_pem: String,
+    /// Envelope key pair.
+    pub envelope_key: writeback_envelope::KeyPair,
+}
+
+fn read(dir: &Path, name: &str) -> Result<String, AgentError> {
+    let p = dir.join(name);
+    std::fs::read_to_string(&p).map_err(|e| {
+        AgentError::State(format!(
+            "cannot read {} ({e}); enroll the agent first with `writeback-agent enroll`",
+            p.display()
+        ))
+    })
+}
+
+impl AgentState {
+    /// Loads the state directory.
+    pub fn load(dir: &Path) -> Result<AgentState, AgentError> {
+        let enrollment: Enrollment = toml::from_str(&read(dir, "state.toml")?)
+            .map_err(|e| AgentError::State(format!("state.toml is invalid: {e}")))?;
+        let envelope_hex = Zeroizing::new(read(dir, "envelope.key")?);
+        let bytes = Zeroizing::new(
+            hex::decode(envelope_hex.trim())
+                .map_err(|_| AgentError::State("envelope.key is not hex".into()))?,
+        );
+        let envelope_key = writeback_envelope::KeyPair::from_secret_bytes(&bytes)
+            .map_err(|_| AgentError::State("envelope.key is not a valid key".into()))?;
+        Ok(AgentState {
+            enrollment,
+            cert_pem: read(dir, "agent.pem")?,
+            key_pem: Zeroizing::new(read(dir, "agent.key")?),
+            ca_pem: read(dir, "ca.pem")?,
+            envelope_key,
+        })
+    }
+
+    /// Writes the state directory (secrets with mode 0600).
+    pub fn save(&self, dir: &Path) -> Result<(), AgentError> {
+        let toml = toml::to_string(&self.enrollment)
+            .map_err(|e| AgentError::State(format!("cannot encode state: {e}")))?;
+        let secret_hex = Zeroizing::new(hex::encode(self.envelope_key.secret_bytes().as_slice()));
+        write_file(&dir.join("state.toml"), toml.as_bytes(), false)?;
+        write_file(&dir.join("agent.pem"), self.cert_pem.as_bytes(), false)?;
+        write_file(&dir.join("agent.key"), self.key_pem.as_bytes(), true)?;
+        write_file(&dir.join("ca.pem"), self.ca_pem.as_bytes(), false)?;
+        write_file(&dir.join("envelope.key"), secret_hex.as_bytes(), true)?;
+        Ok(())
+    }
+
+    /// True when `dir` already holds an enrollment.
+    pub fn exists(dir: &Path) -> bool {
+        dir.join("state.toml").exists()
+    }
+}
+
+/// Default state directory.
+pub fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/writeback-agent")
+}

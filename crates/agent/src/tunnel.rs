@@ -1,0 +1,210 @@
+//! The agent's side of the relay tunnel: dial out (the agent needs no
+//! inbound port), send a Hello, wait for the Welcome, then apply requests as
+//! they arrive (at most `max_in_flight` at once), answer health probes and
+//! send heartbeats. When the tunnel drops or the relay says GoAway, the
+//! agent moves to the next relay URL after a jittered exponential backoff.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use writeback_core::operation::now_timestamp;
+use writeback_identity::transport;
+use writeback_proto::TUNNEL_PROTOCOL_VERSION;
+use writeback_proto::v1::agent_tunnel_client::AgentTunnelClient;
+use writeback_proto::v1::{
+    AgentIdentity, AgentMessage, HealthReport, Heartbeat, Hello, RelayMessage, agent_message,
+    relay_message,
+};
+
+use crate::executor::Executor;
+
+/// Where the tunnel stands, for status and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TunnelState {
+    /// Dialing or backing off.
+    Connecting,
+    /// Welcomed by the relay with this id.
+    Connected(String),
+    /// Stopped for good (shutdown).
+    Stopped,
+}
+
+/// How the tunnel dials.
+#[derive(Clone)]
+pub struct TunnelOptions {
+    /// Relay URLs, tried in order.
+    pub relay_urls: Vec<String>,
+    /// Client TLS with the agent certificate and the tenant CA.
+    pub tls: Arc<rustls::ClientConfig>,
+    /// The agent's identity, repeated in the Hello.
+    pub identity: AgentIdentity,
+    /// Operations applied at once.
+    pub max_in_flight: u32,
+    /// First reconnect delay.
+    pub backoff_min: Duration,
+    /// Largest reconnect delay.
+    pub backoff_max: Duration,
+    /// Largest gRPC message.
+    pub max_message_bytes: usize,
+}
+
+enum End {
+    GoAway(String),
+    Closed,
+    Shutdown,
+}
+
+/// Keeps a tunnel to some relay open until `shutdown`, reporting state on `state`.
+pub async fn run(
+    options: TunnelOptions,
+    executor: Arc<Executor>,
+    state: watch::Sender<TunnelState>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    tokio::pin!(shutdown);
+    let mut backoff = options.backoff_min;
+    let mut index = 0usize;
+    loop {
+        if options.relay_urls.is_empty() {
+            tracing::error!("no relay URLs in the enrollment; nothing to connect to");
+            let _ = state.send(TunnelState::Stopped);
+            return;
+        }
+        let url = options.relay_urls[index % options.relay_urls.len()].clone();
+        let _ = state.send(TunnelState::Connecting);
+        let result = tokio::select! {
+            r = session(&url, &options, &executor, &state) => r,
+            () = &mut shutdown => Ok(End::Shutdown),
+        };
+        match result {
+            Ok(End::Shutdown) => {
+                let _ = state.send(TunnelState::Stopped);
+                return;
+            }
+            Ok(End::GoAway(reason)) => {
+                tracing::info!(relay = %url, reason, "relay asked us to reconnect");
+                backoff = options.backoff_min;
+            }
+            Ok(End::Closed) => {
+                tracing::info!(relay = %url, "relay closed the tunnel");
+            }
+            Err(e) => {
+                tracing::warn!(relay = %url, error = %e, "tunnel failed");
+            }
+        }
+        index = index.wrapping_add(1);
+        let _ = state.send(TunnelState::Connecting);
+        let jittered = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
+        tokio::select! {
+            () = tokio::time::sleep(jittered) => {}
+            () = &mut shutdown => {
+                let _ = state.send(TunnelState::Stopped);
+                return;
+            }
+        }
+        backoff = (backoff * 2).min(options.backoff_max);
+    }
+}
+
+fn message(body: agent_message::Body) -> AgentMessage {
+    AgentMessage { body: Some(body) }
+}
+
+async fn session(
+    url: &str,
+    options: &TunnelOptions,
+    executor: &Arc<Executor>,
+    state: &watch::Sender<TunnelState>,
+) -> Result<End, String> {
+    let channel = transport::channel(url, options.tls.clone()).map_err(|e| e.to_string())?;
+    let mut client = AgentTunnelClient::new(channel)
+        .max_decoding_message_size(options.max_message_bytes)
+        .max_encoding_message_size(options.max_message_bytes);
+    let (tx, rx) = mpsc::channel::<AgentMessage>(256);
+    tx.send(message(agent_message::Body::Hello(Hello {
+        protocol_version: TUNNEL_PROTOCOL_VERSION,
+        identity: Some(options.identity.clone()),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        max_in_flight: options.max_in_flight,
+    })))
+    .await
+    .map_err(|_| "tunnel closed before the hello".to_owned())?;
+    let mut inbound = client
+        .open(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| format!("{}: {}", writeback_core::failure_of(&s).reason, s.message()))?
+        .into_inner();
+    let welcome = match inbound.message().await {
+        Ok(Some(RelayMessage {
+            body: Some(relay_message::Body::Welcome(w)),
+        })) => w,
+        Ok(_) => return Err("the relay did not answer the hello with a welcome".into()),
+        Err(s) => {
+            return Err(format!(
+                "{}: {}",
+                writeback_core::failure_of(&s).reason,
+                s.message()
+            ));
+        }
+    };
+    if welcome.protocol_version != TUNNEL_PROTOCOL_VERSION {
+        return Err(format!(
+            "relay speaks protocol {}",
+            welcome.protocol_version
+        ));
+    }
+    tracing::info!(relay = %url, relay_id = %welcome.relay_id, "tunnel open");
+    let _ = state.send(TunnelState::Connected(welcome.relay_id.clone()));
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(u64::from(
+        welcome.heartbeat_interval_seconds.max(1),
+    )));
+    heartbeat.tick().await;
+    let slots = Arc::new(Semaphore::new(options.max_in_flight.max(1) as usize));
+    loop {
+        tokio::select! {
+            _ = heartbeat.tick() => {
+                let beat = message(agent_message::Body::Heartbeat(Heartbeat { sent_at: Some(now_timestamp()) }));
+                if tx.send(beat).await.is_err() {
+                    return Ok(End::Closed);
+                }
+            }
+            m = inbound.message() => match m {
+                Ok(Some(RelayMessage { body: Some(relay_message::Body::Request(op)) })) => {
+                    let Ok(permit) = slots.clone().acquire_owned().await else {
+                        return Ok(End::Closed);
+                    };
+                    let (executor, tx) = (executor.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let result = executor.execute(op).await;
+                        let _ = tx.send(message(agent_message::Body::Result(result))).await;
+                        drop(permit);
+                    });
+                }
+                Ok(Some(RelayMessage { body: Some(relay_message::Body::Probe(probe)) })) => {
+                    let (executor, tx) = (executor.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let dcs = executor.applier().health().await;
+                        let report = HealthReport {
+                            probe_id: probe.probe_id,
+                            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+                            domain_controllers: dcs,
+                            permissions_ok: false,
+                            policy_warnings: Vec::new(),
+                        };
+                        let _ = tx.send(message(agent_message::Body::Health(report))).await;
+                    });
+                }
+                Ok(Some(RelayMessage { body: Some(relay_message::Body::GoAway(g)) })) => {
+                    return Ok(End::GoAway(g.reason));
+                }
+                Ok(Some(_)) => tracing::warn!("unexpected relay message ignored"),
+                Ok(None) => return Ok(End::Closed),
+                Err(s) => return Err(format!("{}: {}", writeback_core::failure_of(&s).reason, s.message())),
+            },
+        }
+    }
+}

@@ -1,0 +1,1066 @@
+//! The client-facing gRPC services. Each handler authenticates the bearer
+//! token, checks the caller's role, and turns every failure into a
+//! `tonic::Status` carrying a stable reason code (never a raw database or
+//! directory message).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+use tonic::{Request, Response, Status};
+use writeback_core::operation::{to_timestamp, user_ref_key};
+use writeback_core::{Failure, OperationKind, ReasonCode, status};
+use writeback_envelope::{Binding, Recipient, Secrets};
+use writeback_identity::{EnrollmentToken, SpiffeId};
+use writeback_proto::v1::{
+    self as pb, agent_service_server::AgentService, audit_service_server::AuditService,
+    domain_service_server::DomainService, enrollment_service_server::EnrollmentService,
+    password_service_server::PasswordService, settings_service_server::SettingsService, user_ref,
+};
+
+use crate::ControlPlane;
+use crate::auth::{authenticate, is_admin, now_ms, require_admin, require_global_admin};
+use crate::policy::{self, TargetKind};
+use crate::store::{self, Caller, Page, StoreError};
+
+/// Longest password accepted, in characters (AD's own limit is 256).
+const MAX_PASSWORD_CHARS: usize = 256;
+
+/// All client-facing services over one control plane.
+#[derive(Clone)]
+pub struct Api {
+    cp: Arc<ControlPlane>,
+}
+
+impl Api {
+    /// Services over `cp`.
+    pub fn new(cp: Arc<ControlPlane>) -> Api {
+        Api { cp }
+    }
+}
+
+/// Maps a storage error to a status without leaking database text.
+pub fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::NotFound { what } => status(ReasonCode::NotFound, format!("no such {what}")),
+        StoreError::AlreadyExists { what } => {
+            status(ReasonCode::AlreadyExists, format!("{what} already exists"))
+        }
+        StoreError::InvalidPageToken => {
+            status(ReasonCode::InvalidArgument, "the page token is invalid")
+        }
+        StoreError::TokenInvalid => status(
+            ReasonCode::EnrollmentTokenInvalid,
+            "the enrollment token is not valid; create a new one with `writebackctl agent enroll-token`",
+        ),
+        StoreError::TokenUsed => status(
+            ReasonCode::EnrollmentTokenUsed,
+            "the enrollment token was already used; each token enrolls one agent",
+        ),
+        StoreError::TokenExpired => status(
+            ReasonCode::EnrollmentTokenExpired,
+            "the enrollment token expired; create a new one",
+        ),
+        other => {
+            tracing::error!(error = %other, "storage error");
+            status(
+                ReasonCode::Internal,
+                "the control plane's storage failed; see its log",
+            )
+        }
+    }
+}
+
+fn page(size: u32, token: String) -> Page {
+    Page {
+        size,
+        token: (!token.is_empty()).then_some(token),
+    }
+}
+
+fn ts(ms: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    })
+}
+
+fn settings_pb(s: &store::Settings) -> pb::Settings {
+    pb::Settings {
+        cloud_sync_writeback: s.cloud_sync_writeback,
+        sspr_writeback: s.sspr_writeback,
+        unlock_without_reset: s.unlock_without_reset,
+    }
+}
+
+fn client_app_pb(a: store::ClientApp) -> pb::ClientApp {
+    match a {
+        store::ClientApp::Portal => pb::ClientApp::Portal,
+        store::ClientApp::Graph => pb::ClientApp::Graph,
+        store::ClientApp::Powershell => pb::ClientApp::Powershell,
+        store::ClientApp::M365AdminCenter => pb::ClientApp::M365AdminCenter,
+    }
+}
+
+#[tonic::async_trait]
+impl SettingsService for Api {
+    async fn get_settings(
+        &self,
+        req: Request<pb::GetSettingsRequest>,
+    ) -> Result<Response<pb::Settings>, Status> {
+        let caller = authenticate(&self.cp.store, &req).await?;
+        require_admin(&caller)?;
+        let s = self
+            .cp
+            .store
+            .settings(&caller.tenant)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(settings_pb(&s)))
+    }
+
+    async fn update_settings(
+        &self,
+        req: Request<pb::UpdateSettingsRequest>,
+    ) -> Result<Response<pb::Settings>, Status> {
+        let caller = authenticate(&self.cp.store, &req).await?;
+        require_global_admin(&caller)?;
+        let u = req.into_inner();
+        let s = self
+            .cp
+            .store
+            .update_settings(
+                &caller.tenant,
+                store::SettingsUpdate {
+                    cloud_sync_writeback: u.cloud_sync_writeback,
+                    sspr_writeback: u.sspr_writeback,
+                    unlock_without_reset: u.unlock_without_reset,
+                },
+            )
+            .await
+            .map_err(store_status)?;
+        tracing::info!(tenant = %caller.tenant, principal = %caller.principal,
+            cloud_sync_writeback = s.cloud_sync_writeback, sspr_writeback = s.sspr_writeback,
+            unlock_without_reset = s.unlock_without_reset, "settings changed");
+        Ok(Response::new(settings_pb(&s)))
+    }
+
+    async fn get_status(
+        &self,
+        req: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let caller = authenticate(&self.cp.store, &req).await?;
+        require_admin(&caller)?;
+        let settings = self
+            .cp
+            .store
+            .settings(&caller.tenant)
+            .await
+            .map_err(store_status)?;
+        let mut domains = Vec::new();
+        let mut token = None;
+        loop {
+            let (rows, next) = self
+                .cp
+                .store
+                .list_domains(&caller.tenant, Page { size: 1000, token })
+                .await
+                .map_err(store_status)?;
+            for d in rows {
+                domains.push(self.domain_status(&caller.tenant, &d.name).await?);
+            }
+            match next {
+                Some(n) => token = Some(n),
+                None => break,
+            }
+        }
+        Ok(Response::new(pb::StatusResponse {
+            settings: Some(settings_pb(&settings)),
+            domains,
+        }))
+    }
+}
+
+impl Api {
+    async fn domain_status(&self, tenant: &str, domain: &str) -> Result<pb::DomainStatus, Status> {
+        let (agents, _) = self
+            .cp
+            .store
+            .list_agents(
+                tenant,
+                Some(domain),
+                Page {
+                    size: 1000,
+                    token: None,
+                },
+            )
+            .await
+            .map_err(store_status)?;
+        let enrolled: Vec<_> = agents.iter().filter(|a| !a.is_revoked()).collect();
+        let online = self.cp.dispatcher.online_agents(tenant, domain);
+        let online_count = enrolled
+            .iter()
+            .filter(|a| online.contains(&a.agent_id))
+            .count();
+        let mut problems = Vec::new();
+        if enrolled.is_empty() {
+            problems.push("no agent is enrolled for this domain".to_owned());
+        } else if online_count == 0 {
+            problems.push("no enrolled agent is online".to_owned());
+        }
+        if online_count > 0 {
+            for h in self
+                .cp
+                .dispatcher
+                .probe(tenant, domain, Duration::from_secs(3))
+                .await
+            {
+                let id = h.identity.map(|i| i.agent_id).unwrap_or_default();
+                match h.report {
+                    None => problems.push(format!("agent {id} did not answer the health probe")),
+                    Some(r) => {
+                        for dc in r.domain_controllers.iter().filter(|d| !d.reachable) {
+                            problems.push(format!(
+                                "agent {id} cannot reach {} ({})",
+                                dc.url, dc.reason_code
+                            ));
+                        }
+                        if !version_at_least(&r.agent_version, &self.cp.config.min_agent_version) {
+                            problems.push(format!(
+                                "agent {id} runs version {}, older than the minimum {}",
+                                r.agent_version, self.cp.config.min_agent_version
+                            ));
+                        }
+                        problems.extend(
+                            r.policy_warnings
+                                .into_iter()
+                                .map(|w| format!("agent {id}: {w}")),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(pb::DomainStatus {
+            domain: domain.to_owned(),
+            agents_enrolled: u32::try_from(enrolled.len()).unwrap_or(u32::MAX),
+            agents_online: u32::try_from(online_count).unwrap_or(u32::MAX),
+            setup_complete: online_count > 0 && problems.is_empty(),
+            problems,
+        })
+    }
+}
+
+/// Compares dotted numeric versions; unparsable versions are "older".
+fn version_at_least(v: &str, min: &str) -> bool {
+    let parse = |s: &str| -> Option<Vec<u64>> { s.split('.').map(|p| p.parse().ok()).collect() };
+    match (parse(v), parse(min)) {
+        (Some(a), Some(b)) => a >= b,
+        _ => false,
+    }
+}
+
+#[tonic::async_trait]
+impl DomainService for Api {
+    async fn add_domain(
+        &self,
+        req: Request<pb::AddDomainRequest>,
+    ) -> Result<Response<pb::Domain>, Status> {
+        let caller = authenticate(&self.cp.store, &req).await?;
+        require_global_admin(&caller)?;
+        let r = req.into_inner();
+        let name = r.name.trim().to_ascii_lowercase();
+        if !is_dns_name(&name) {
+            return Err(status(
+                ReasonCode::InvalidArgument,
+                "a domain name is a DNS name such as contoso.test",
+            ));
+        }
+        let mut suffixes: Vec<String> = r
+            .upn_suffixes
+            .iter()
+            .map(|s| s.trim().to_ascii_lowercase())
+            .collect();
+        if suffixes.is_empty() {
+            suffixes.push(name.clone());
+        }
+        if let Some(bad) = suffixes.iter().find(|s| !is_dns_name(s)) {
+            return Err(status(
+                ReasonCode::InvalidArgument,
+                format!("UPN suffix {bad:?} is not a DNS name"),
+            ));
+        }
+        let row = self
+            .cp
+            .store
+            .add_domain(&caller.tenant, &name, &suffixes)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::Domain {
+            name: row.name,
+            upn_suffixes: row.upn_suffixes,
+            created_at: ts(row.created_at_ms),
+        }))
+    }
+
+    async fn list_domains(
+        &self,
+        req: Request<pb::ListDomainsRequest>,
+    ) -> Result<Response<pb::ListDomainsResponse>, Status> {
+        let caller = authenticate(&self.cp.store, &req).await?;
+        require_admin(&caller)?;
+        let r = req.into_inner();
+        let (rows, next) = self
+            .cp
+            .store
+            .list_domains(&caller.tenant, page(r.page_size, r.page_token))
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::ListDomainsResponse {
+            domains: rows
+                .into_iter()
+                .map(|d| pb::Domain {
+                    name: d.name,
+                    upn_suffixes: d.upn_suffixes,
+                    created_at: ts(d.created_at_ms),
+                })
+                .collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+}
+
+fn is_dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+#[tonic::async_trait]
+impl AgentService for Api {
+    async fn create_enrollment_token(
+        &self,
+        req: Request<pb::CreateEnrollmentTokenRequest>,
+    ) -> Result<Response<pb::EnrollmentToken>, Status> {
+        let caller = authenticate(&self.cp.store, &req).await?;
+        require_global_admin(&caller)?;
+        let r = req.into_inner();
+        let domain = r.domain.trim().to_ascii_lowercase();
+        if !self
+            .cp
+            .store
+            .domain_exists(&caller.tenant, &domain)
+            .await
+            .map_err(store_status)?
+        {
+            return Err(status(
+                ReasonCode::DomainNotFound,
+                format!(
+                    "domain {domain:?} is not registered; add it with `writebackctl domain add`"
+                ),
+            ));
+        }
+        let ttl = if r.ttl_seconds == 0 {
+            self.cp.config.enrollment_token_ttl_seconds
+        } else {
+            u64::from(r.ttl_seconds)
+        };
+        let expires =
+            now_ms().saturating_add(i64::try_from(ttl.saturating_mul(1000)).unwrap_or(i64::MAX));
+        let token = EnrollmentToken::generate(&self.cp.ca.fingerprint());
+        self.cp
+            .store
+            .create_enrollment_token(
+                &caller.tenant,
+                &domain,
+                &token.token_id,
+                &token.secret_hash(),
+                expires,
+            )
+            .await
+            .map_err(store_status)?;
+        tracing::info!(tenant = %caller.tenant, domain = %domain, token_id = %token.token_id,
+            "enrollment token issued");
+        Ok(Response::new(pb::EnrollmentToken {
+            token: token.expose(),
+            expires_at: ts(expires),
+        }))
+    }
+
+    async fn list_agents(
+        &self,
+        req: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let caller = authenticate(&self.cp.store, &req).await?;
+        require_admin(&caller)?;
+        let r = req.into_inner();
+        let domain = (!r.domain.is_empty()).then(|| r.domain.to_ascii_lowercase());
+        let (rows, next) = self
+            .cp
+            .store
+            .list_agents(
+                &caller.tenant,
+                domain.as_deref(),
+                page(r.page_size, r.page_token),
+            )
+            .await
+            .map_err(store_status)?;
+        let agents = rows
+            .into_iter()
+            .map(|a| {
+                let online = !a.is_revoked()
+                    && self
+                        .cp
+                        .dispatcher
+                        .online_agents(&caller.tenant, &a.domain)
+                        .contains(&a.agent_id);
+                agent_pb(a, online)
+            })
+            .collect();
+        Ok(Response::new(pb::ListAgentsResponse {
+            agents,
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn revoke_agent(
+        &self,
+        req: Request<pb::RevokeAgentRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        let caller = authenticate(&self.cp.store, &req).await?;
+        require_global_admin(&caller)?;
+        let id = req.into_inner().agent_id;
+        let row = self
+            .cp
+            .store
+            .revoke_agent(&caller.tenant, &id)
+            .await
+            .map_err(store_status)?;
+        tracing::info!(tenant = %caller.tenant, agent_id = %id, "agent revoked");
+        Ok(Response::new(agent_pb(row, false)))
+    }
+}
+
+fn agent_pb(a: store::AgentRow, online: bool) -> pb::Agent {
+    let revoked = a.is_revoked();
+    pb::Agent {
+        agent_id: a.agent_id,
+        domain: a.domain,
+        hostname: a.hostname,
+        version: a.version,
+        enrolled_at: ts(a.enrolled_at_ms),
+        revoked,
+        online,
+    }
+}
+
+#[tonic::async_trait]
+impl EnrollmentService for Api {
+    async fn enroll(
+        &self,
+        req: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let r = req.into_inner();
+        let token = EnrollmentToken::parse(&r.token).map_err(|_| {
+            status(
+                ReasonCode::EnrollmentTokenInvalid,
+                "the enrollment token is malformed",
+            )
+        })?;
+        if token.ca_fingerprint != self.cp.ca.fingerprint() {
+            return Err(status(
+                ReasonCode::CaMismatch,
+                "the enrollment token pins another CA than this control plane's",
+            ));
+        }
+        if r.envelope_public_key.len() != 32 {
+            return Err(status(
+                ReasonCode::InvalidArgument,
+                "the envelope public key must be 32 bytes (X25519)",
+            ));
+        }
+        // Check the CSR before spending the token.
+        let agent_id = format!("agent-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let probe_id = SpiffeId::agent("probe", "probe.invalid", &agent_id)
+            .map_err(|_| status(ReasonCode::Internal, "cannot name the agent"))?;
+        self.cp
+            .ca
+            .sign_agent_csr(&r.csr_pem, &probe_id)
+            .map_err(|_| {
+                status(
+                    ReasonCode::InvalidArgument,
+                    "the certificate signing request is not valid PEM PKCS#10",
+                )
+            })?;
+        let (tenant, domain) = self
+            .cp
+            .store
+            .consume_enrollment_token(&token.token_id, &token.secret_hash(), now_ms())
+            .await
+            .map_err(store_status)?;
+        let id = SpiffeId::agent(&tenant, &domain, &agent_id).map_err(|_| {
+            status(
+                ReasonCode::Internal,
+                "the domain name cannot appear in an identity",
+            )
+        })?;
+        let cert = self.cp.ca.sign_agent_csr(&r.csr_pem, &id).map_err(|_| {
+            status(
+                ReasonCode::InvalidArgument,
+                "the certificate signing request is not valid",
+            )
+        })?;
+        let fingerprint = writeback_identity::fingerprint_of_pem(&cert)
+            .map_err(|_| status(ReasonCode::Internal, "cannot fingerprint the certificate"))?;
+        self.cp
+            .store
+            .insert_agent(&store::NewAgent {
+                tenant: tenant.clone(),
+                domain: domain.clone(),
+                agent_id: agent_id.clone(),
+                hostname: r.hostname.chars().take(255).collect(),
+                version: r.agent_version.chars().take(64).collect(),
+                envelope_public_key: r.envelope_public_key,
+                cert_fingerprint: fingerprint,
+            })
+            .await
+            .map_err(store_status)?;
+        tracing::info!(tenant = %tenant, domain = %domain, agent_id = %agent_id, "agent enrolled");
+        Ok(Response::new(pb::EnrollResponse {
+            tenant,
+            domain,
+            agent_id,
+            certificate_pem: cert,
+            ca_pem: self.cp.ca.cert_pem().to_owned(),
+            relay_urls: self.cp.config.agent_relay_urls(),
+        }))
+    }
+}
+
+/// One password operation as the handlers hand it to [`Api::run_operation`].
+struct Ask {
+    kind: OperationKind,
+    user: Option<pb::UserRef>,
+    domain: String,
+    operation_id: String,
+    must_change_at_next_logon: bool,
+    unlock: bool,
+    new_password: Option<SecretString>,
+    old_password: Option<SecretString>,
+}
+
+fn check_password(p: &str, what: &str) -> Result<(), Status> {
+    if p.is_empty() {
+        return Err(status(
+            ReasonCode::InvalidArgument,
+            format!("the {what} is empty"),
+        ));
+    }
+    if p.chars().count() > MAX_PASSWORD_CHARS {
+        return Err(status(
+            ReasonCode::InvalidArgument,
+            format!("the {what} is longer than {MAX_PASSWORD_CHARS} characters"),
+        ));
+    }
+    if p.contains('\0') {
+        return Err(status(
+            ReasonCode::InvalidArgument,
+            format!("the {what} contains a NUL character"),
+        ));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl PasswordService for Api {
+    async fn reset_password(
+        &self,
+        req: Request<pb::ResetPasswordRequest>,
+    ) -> Result<Response<pb::OperationResponse>, Status> {
+        let caller = authenticate(&self.cp.store, &req).await?;
+        let mut r = req.into_inner();
+        check_password(&r.new_password, "new password")?;
+        let ask = Ask {
+            kind: OperationKind::Reset,
+            user: r.user.take(),
+            domain: std::mem::take(&mut r.domain),
+            operation_id: std::mem::take(&mut r.operation_id),
+            must_change_at_next_logon: r.must_change_at_next_logon,
+            unlock: r.unlock,
+            new_password: Some(SecretString::from(std::mem::take(&mut r.new_password))),
+            old_password: None,
+        };
+        self.run_operation(caller, ask).await.map(Response::new)
+    }
+
+    async fn change_password(
+        &self,
+        req: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::OperationResponse>, Status> {
+        let caller = authenticate(&self.cp.store, &req).await?;
+        let mut r = req.into_inner();
+        check_password(&r.new_password, "new password")?;
+        check_password(&r.old_password, "current password")?;
+        let ask = Ask {
+            kind: if r.forced {
+                OperationKind::ForcedChange
+            } else {
+                OperationKind::Change
+            },
+            user: r.user.take(),
+            domain: std::mem::take(&mut r.domain),
+            operation_id: std::mem::take(&mut r.operation_id),
+            must_change_at_next_logon: false,
+            unlock: false,
+            new_password: Some(SecretString::from(std::mem::take(&mut r.new_password))),
+            old_password: Some(SecretString::from(std::mem::take(&mut r.old_password))),
+        };
+        self.run_operation(caller, ask).await.map(Response::new)
+    }
+
+    async fn unlock_account(
+        &self,
+        req: Request<pb::UnlockAccountRequest>,
+    ) -> Result<Response<pb::OperationResponse>, Status> {
+        let caller = authenticate(&self.cp.store, &req).await?;
+        let r = req.into_inner();
+        let ask = Ask {
+            kind: OperationKind::Unlock,
+            user: r.user,
+            domain: r.domain,
+            operation_id: r.operation_id,
+            must_change_at_next_logon: false,
+            unlock: false,
+            new_password: None,
+            old_password: None,
+        };
+        self.run_operation(caller, ask).await.map(Response::new)
+    }
+}
+
+impl Api {
+    /// Resolves, authorizes, throttles, records, seals and dispatches one
+    /// operation, and records its outcome.
+    #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, operation_id, domain, kind = %ask.kind))]
+    async fn run_operation(
+        &self,
+        caller: Caller,
+        ask: Ask,
+    ) -> Result<pb::OperationResponse, Status> {
+        let started = Instant::now();
+        let store = &self.cp.store;
+        let user = ask
+            .user
+            .clone()
+            .ok_or_else(|| status(ReasonCode::InvalidArgument, "the request names no user"))?;
+        let target_key = user_ref_key(&user)
+            .ok_or_else(|| status(ReasonCode::InvalidArgument, "the request names no user"))?;
+        let (domain, target_kind) = match &user.by {
+            Some(user_ref::By::Upn(upn)) => {
+                let upn = upn.trim().to_ascii_lowercase();
+                let Some((local, suffix)) = upn.rsplit_once('@') else {
+                    return Err(status(
+                        ReasonCode::InvalidArgument,
+                        "a UPN looks like name@suffix",
+                    ));
+                };
+                if local.is_empty() {
+                    return Err(status(
+                        ReasonCode::InvalidArgument,
+                        "a UPN looks like name@suffix",
+                    ));
+                }
+                let domain = store
+                    .domain_for_upn_suffix(&caller.tenant, suffix)
+                    .await
+                    .map_err(store_status)?
+                    .ok_or_else(|| {
+                        status(
+                            ReasonCode::DomainNotFound,
+                            format!("no registered domain has the UPN suffix {suffix:?}"),
+                        )
+                    })?;
+                let kind = if upn == caller.principal.to_ascii_lowercase() {
+                    TargetKind::Own
+                } else if store
+                    .principal_role(&caller.tenant, &upn)
+                    .await
+                    .map_err(store_status)?
+                    .is_some_and(is_admin)
+                {
+                    TargetKind::OtherAdministrator
+                } else {
+                    TargetKind::OtherEndUser
+                };
+                (domain, kind)
+            }
+            Some(user_ref::By::ObjectGuid(g)) => {
+                uuid::Uuid::parse_str(g)
+                    .map_err(|_| status(ReasonCode::InvalidArgument, "objectGUID is not a GUID"))?;
+                let domain = ask.domain.trim().to_ascii_lowercase();
+                if !store
+                    .domain_exists(&caller.tenant, &domain)
+                    .await
+                    .map_err(store_status)?
+                {
+                    return Err(status(
+                        ReasonCode::DomainNotFound,
+                        "a user given by objectGUID needs a registered domain",
+                    ));
+                }
+                // A GUID cannot be matched to a principal here, so it is
+                // treated as another end user: administrators only.
+                (domain, TargetKind::OtherEndUser)
+            }
+            None => {
+                return Err(status(
+                    ReasonCode::InvalidArgument,
+                    "the request names no user",
+                ));
+            }
+        };
+        let span = tracing::Span::current();
+        span.record("domain", domain.as_str());
+
+        let settings = store.settings(&caller.tenant).await.map_err(store_status)?;
+        policy::decide(
+            &settings,
+            caller.role,
+            caller.client_app,
+            target_kind,
+            ask.kind,
+        )
+        .map_err(Status::from)?;
+
+        let operation_id = if ask.operation_id.is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            uuid::Uuid::parse_str(&ask.operation_id)
+                .map_err(|_| status(ReasonCode::InvalidArgument, "an operation id is a UUID"))?
+                .to_string()
+        };
+        span.record("operation_id", operation_id.as_str());
+        let fail = |f: Failure| -> Status { f.with_operation(operation_id.clone()).into() };
+
+        let now = now_ms();
+        let timeout = Duration::from_secs(self.cp.config.operation_timeout_seconds.max(1));
+        let deadline_ms = now + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+        match store
+            .get_operation(&caller.tenant, &operation_id)
+            .await
+            .map_err(store_status)?
+        {
+            Some(row) if row.target != target_key || row.kind != ask.kind.as_str() => {
+                return Err(fail(Failure::new(
+                    ReasonCode::AlreadyExists,
+                    "this operation id was already used for another operation",
+                )));
+            }
+            Some(row) if row.state != store::OperationState::Pending => {
+                tracing::info!("repeated operation id answered from the audit log");
+                return answer(
+                    &operation_id,
+                    &row.reason_code.unwrap_or_default(),
+                    row.message.unwrap_or_default(),
+                );
+            }
+            Some(_) => {}
+            None => {
+                if ask.kind == OperationKind::Reset {
+                    let limit = self.cp.config.throttle_per_user_per_hour;
+                    let hour = 3_600_000;
+                    let (count, oldest) = store
+                        .count_operations_since(&caller.tenant, &target_key, &["reset"], now - hour)
+                        .await
+                        .map_err(store_status)?;
+                    if count >= i64::from(limit) {
+                        let next = oldest.unwrap_or(now) + hour;
+                        let when = time::OffsetDateTime::from_unix_timestamp(next / 1000)
+                            .ok()
+                            .and_then(|t| {
+                                t.format(&time::format_description::well_known::Rfc3339)
+                                    .ok()
+                            })
+                            .unwrap_or_default();
+                        return Err(fail(Failure::new(
+                            ReasonCode::Throttled,
+                            format!(
+                                "at most {limit} resets per user per hour; the next is allowed at {when}"
+                            ),
+                        )));
+                    }
+                }
+                store
+                    .insert_operation(&store::NewOperation {
+                        id: operation_id.clone(),
+                        tenant: caller.tenant.clone(),
+                        kind: ask.kind.as_str().to_owned(),
+                        target: target_key.clone(),
+                        domain: domain.clone(),
+                        principal: caller.principal.clone(),
+                        client_app: caller.client_app,
+                        created_at_ms: now,
+                        deadline_at_ms: deadline_ms,
+                    })
+                    .await
+                    .map_err(store_status)?;
+            }
+        }
+
+        let result = self
+            .seal_and_dispatch(
+                &caller,
+                &ask,
+                &user,
+                &target_key,
+                &domain,
+                &operation_id,
+                deadline_ms,
+                timeout,
+            )
+            .await;
+        let (reason, message, agent_id, relay_id, agent_ms) = match result {
+            Ok(d) => {
+                let r = d.result.unwrap_or_default();
+                let o = r.outcome.unwrap_or_default();
+                (
+                    o.reason_code,
+                    o.message,
+                    r.agent_id,
+                    d.relay_id,
+                    r.agent_duration_ms,
+                )
+            }
+            Err(f) => (
+                f.reason.as_str().to_owned(),
+                f.message,
+                String::new(),
+                String::new(),
+                0,
+            ),
+        };
+        let ok = reason == ReasonCode::Ok.as_str();
+        if let Err(e) = store
+            .finish_operation(
+                &caller.tenant,
+                &operation_id,
+                &store::Finish {
+                    state: if ok {
+                        store::OperationState::Succeeded
+                    } else {
+                        store::OperationState::Failed
+                    },
+                    reason_code: ReasonCode::parse(&reason).unwrap_or(ReasonCode::Internal),
+                    message: message.clone(),
+                    agent_id: (!agent_id.is_empty()).then_some(agent_id),
+                    relay_id: (!relay_id.is_empty()).then_some(relay_id),
+                    finished_at_ms: now_ms(),
+                    agent_duration_ms: Some(i64::try_from(agent_ms).unwrap_or(i64::MAX)),
+                },
+            )
+            .await
+        {
+            tracing::error!(error = %e, "cannot record the operation's outcome");
+        }
+        tracing::info!(reason = %reason, elapsed_ms = started.elapsed().as_millis(), "operation finished");
+        answer(&operation_id, &reason, message)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn seal_and_dispatch(
+        &self,
+        caller: &Caller,
+        ask: &Ask,
+        user: &pb::UserRef,
+        target_key: &str,
+        domain: &str,
+        operation_id: &str,
+        deadline_ms: i64,
+        timeout: Duration,
+    ) -> Result<pb::DispatchResponse, Failure> {
+        let expires_at = deadline_ms.div_euclid(1000);
+        let envelope = match &ask.new_password {
+            None => None,
+            Some(new_password) => {
+                let keys = self
+                    .cp
+                    .store
+                    .agent_keys(&caller.tenant, domain)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "cannot read agent keys");
+                        Failure::new(ReasonCode::Internal, "the control plane's storage failed")
+                    })?;
+                if keys.is_empty() {
+                    return Err(Failure::new(
+                        ReasonCode::NoAgentOnline,
+                        format!(
+                            "no agent is enrolled for domain {domain}; enroll one with `writebackctl agent enroll-token --domain {domain}`"
+                        ),
+                    ));
+                }
+                let recipients: Vec<Recipient<'_>> = keys
+                    .iter()
+                    .map(|(id, pk)| Recipient {
+                        agent_id: id,
+                        public_key: pk,
+                    })
+                    .collect();
+                let binding = Binding {
+                    tenant: &caller.tenant,
+                    domain,
+                    operation_id,
+                    target: target_key,
+                    kind: ask.kind.as_str(),
+                    must_change_at_next_logon: ask.must_change_at_next_logon,
+                    unlock: ask.unlock,
+                    expires_at,
+                };
+                let secrets = Secrets {
+                    new_password: new_password.clone(),
+                    old_password: ask.old_password.clone(),
+                };
+                Some(
+                    writeback_envelope::seal(&recipients, &binding, &secrets).map_err(|e| {
+                        tracing::error!(error = %e, "sealing failed");
+                        Failure::new(
+                            ReasonCode::Internal,
+                            "the password could not be sealed to the domain's agents",
+                        )
+                    })?,
+                )
+            }
+        };
+        let op = pb::OperationRequest {
+            operation_id: operation_id.to_owned(),
+            tenant: caller.tenant.clone(),
+            domain: domain.to_owned(),
+            kind: ask.kind.to_wire() as i32,
+            target: Some(user.clone()),
+            must_change_at_next_logon: ask.must_change_at_next_logon,
+            unlock: ask.unlock,
+            expires_at: Some(prost_types::Timestamp {
+                seconds: expires_at,
+                nanos: 0,
+            }),
+            envelope,
+            traceparent: String::new(),
+        };
+        self.cp.dispatcher.dispatch(op, timeout).await
+    }
+}
+
+fn answer(
+    operation_id: &str,
+    reason: &str,
+    message: String,
+) -> Result<pb::OperationResponse, Status> {
+    match ReasonCode::parse(reason) {
+        Some(ReasonCode::Ok) => Ok(pb::OperationResponse {
+            operation_id: operation_id.to_owned(),
+            outcome: Some(pb::OperationOutcome {
+                reason_code: reason.to_owned(),
+                message,
+                applied: true,
+            }),
+        }),
+        Some(code) => Err(Failure::new(code, message)
+            .with_operation(operation_id)
+            .into()),
+        None => {
+            tracing::warn!(reason, "unknown reason code from an agent");
+            Err(Failure::new(ReasonCode::Internal, message)
+                .with_operation(operation_id)
+                .into())
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl AuditService for Api {
+    async fn get_operation(
+        &self,
+        req: Request<pb::GetOperationRequest>,
+    ) -> Result<Response<pb::OperationRecord>, Status> {
+        let caller = authenticate(&self.cp.store, &req).await?;
+        let id = req.into_inner().operation_id;
+        let row = self
+            .cp
+            .store
+            .get_operation(&caller.tenant, &id)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| status(ReasonCode::NotFound, format!("no operation {id}")))?;
+        let own = row.principal == caller.principal
+            || row.target == format!("upn:{}", caller.principal.to_ascii_lowercase());
+        if !is_admin(caller.role) && !own {
+            return Err(status(ReasonCode::NotFound, format!("no operation {id}")));
+        }
+        Ok(Response::new(record_pb(row)))
+    }
+
+    async fn list_audit(
+        &self,
+        req: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let caller = authenticate(&self.cp.store, &req).await?;
+        require_admin(&caller)?;
+        let r = req.into_inner();
+        let user =
+            (!r.user.is_empty()).then(|| format!("upn:{}", r.user.trim().to_ascii_lowercase()));
+        let (rows, next) = self
+            .cp
+            .store
+            .list_operations(
+                &caller.tenant,
+                user.as_deref(),
+                page(r.page_size, r.page_token),
+            )
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::ListAuditResponse {
+            records: rows.into_iter().map(record_pb).collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+}
+
+fn record_pb(r: store::OperationRow) -> pb::OperationRecord {
+    let kind = OperationKind::parse(&r.kind)
+        .map_or(pb::OperationKind::Unspecified, OperationKind::to_wire);
+    let outcome = r.reason_code.as_ref().map(|code| pb::OperationOutcome {
+        applied: code == ReasonCode::Ok.as_str(),
+        reason_code: code.clone(),
+        message: r.message.clone().unwrap_or_default(),
+    });
+    pb::OperationRecord {
+        operation_id: r.id,
+        kind: kind as i32,
+        target: r.target,
+        domain: r.domain,
+        principal: r.principal,
+        client_app: client_app_pb(r.client_app) as i32,
+        state: r.state.to_string(),
+        outcome,
+        agent_id: r.agent_id.unwrap_or_default(),
+        relay_id: r.relay_id.unwrap_or_default(),
+        created_at: ts(r.created_at_ms),
+        finished_at: r.finished_at_ms.and_then(ts),
+        duration_ms: r
+            .finished_at_ms
+            .map_or(0, |f| u64::try_from(f - r.created_at_ms).unwrap_or(0)),
+        agent_duration_ms: r
+            .agent_duration_ms
+            .map_or(0, |d| u64::try_from(d).unwrap_or(0)),
+    }
+}
+
+#[allow(dead_code)]
+fn _unused(t: time::OffsetDateTime) -> Option<prost_types::Timestamp> {
+    Some(to_timestamp(t))
+}

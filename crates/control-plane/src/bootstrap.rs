@@ -1,0 +1,110 @@
+//! `writeback-control-plane init` and the offline admin commands: create a
+//! tenant, its CA and its first global administrator token, issue relay
+//! certificates, mint tokens. They work on the data dir and database
+//! directly, so they need no running server.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use writeback_identity::{Ca, SpiffeId, ca::write_file};
+
+use crate::auth::new_api_token;
+use crate::store::{ClientApp, Role, Store};
+use crate::{ControlPlaneConfig, ControlPlaneError};
+
+/// What `init` created.
+pub struct Initialized {
+    /// SHA-256 fingerprint of the CA.
+    pub ca_fingerprint: String,
+    /// True when the CA was created now (false: an existing one was kept).
+    pub created_ca: bool,
+}
+
+/// Loads the CA from the data dir, or creates it when absent.
+pub fn load_or_create_ca(data_dir: &Path, tenant: &str) -> Result<(Ca, bool), ControlPlaneError> {
+    if data_dir.join("ca.pem").exists() {
+        return Ok((Ca::load(data_dir)?, false));
+    }
+    let ca = Ca::generate(tenant)?;
+    ca.save(data_dir)?;
+    Ok((ca, true))
+}
+
+/// Creates the tenant (if new), the CA (if absent), an administrator
+/// principal and a token for it, written to `token_file` with mode 0600.
+pub async fn init(
+    config: &ControlPlaneConfig,
+    tenant: &str,
+    admin: &str,
+    client_app: ClientApp,
+    token_file: &Path,
+) -> Result<Initialized, ControlPlaneError> {
+    if !writeback_identity::id::valid_segment(tenant) {
+        return Err(ControlPlaneError::Config(
+            "a tenant id is 1-63 characters of a-z, 0-9, '.', '-' or '_'".into(),
+        ));
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| ControlPlaneError::Config(format!("{}: {e}", config.data_dir.display())))?;
+    let (ca, created_ca) = load_or_create_ca(&config.data_dir, tenant)?;
+    let store = Store::connect(&config.database_url()).await?;
+    if !store.tenant_exists(tenant).await? {
+        store.create_tenant(tenant, tenant).await?;
+    }
+    issue_token(
+        &store,
+        tenant,
+        admin,
+        Role::GlobalAdmin,
+        client_app,
+        None,
+        token_file,
+    )
+    .await?;
+    Ok(Initialized {
+        ca_fingerprint: ca.fingerprint(),
+        created_ca,
+    })
+}
+
+/// Creates the principal if needed and writes a new token for it to `file` (0600).
+#[allow(clippy::too_many_arguments)]
+pub async fn issue_token(
+    store: &Store,
+    tenant: &str,
+    principal: &str,
+    role: Role,
+    client_app: ClientApp,
+    expires_at_ms: Option<i64>,
+    file: &Path,
+) -> Result<(), ControlPlaneError> {
+    store.ensure_principal(tenant, principal, role).await?;
+    let (token, hash) = new_api_token();
+    store
+        .create_api_token(tenant, principal, client_app, &hash, expires_at_ms)
+        .await?;
+    write_file(file, format!("{token}\n").as_bytes(), true)?;
+    Ok(())
+}
+
+/// Issues a relay certificate and key from the CA into `out_dir`
+/// (`relay.pem`, `relay.key` mode 0600, `ca.pem`).
+pub fn issue_relay_cert(
+    config: &ControlPlaneConfig,
+    tenant: &str,
+    relay_id: &str,
+    dns: &[String],
+    ips: &[IpAddr],
+    out_dir: &Path,
+) -> Result<(), ControlPlaneError> {
+    let ca = Ca::load(&config.data_dir)?;
+    let id = SpiffeId::Relay {
+        tenant: tenant.to_owned(),
+        relay_id: relay_id.to_owned(),
+    };
+    let (chain, key) = ca.issue_service(&id, dns, ips)?;
+    write_file(&out_dir.join("relay.pem"), chain.as_bytes(), false)?;
+    write_file(&out_dir.join("relay.key"), key.as_bytes(), true)?;
+    write_file(&out_dir.join("ca.pem"), ca.cert_pem().as_bytes(), false)?;
+    Ok(())
+}

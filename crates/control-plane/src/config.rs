@@ -1,0 +1,76 @@
+//! Control plane configuration (`writeback-control-plane serve --config
+//! cp.toml`, with `WRITEBACK_CP_…` environment overrides).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The control plane's config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlPlaneConfig {
+    /// Holds the CA (`ca.pem`, `ca.key`) and, by default, the SQLite database.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; empty means `<data_dir>/writeback.db`.
+    pub database_url: String,
+    /// Address for the client-facing gRPC API (TLS, bearer tokens).
+    pub listen: SocketAddr,
+    /// DNS names in the API's server certificate.
+    pub tls_dns_names: Vec<String>,
+    /// IP addresses in the API's server certificate.
+    pub tls_ip_addresses: Vec<IpAddr>,
+    /// Relays the control plane dispatches through, `https://host:port`.
+    pub relay_urls: Vec<String>,
+    /// Relay URLs handed to agents at enrollment; empty means `relay_urls`.
+    pub agent_relay_urls: Vec<String>,
+    /// How long an operation may take end to end, seconds.
+    pub operation_timeout_seconds: u64,
+    /// Resets (and changes) allowed per user per hour.
+    pub throttle_per_user_per_hour: u32,
+    /// Lifetime of enrollment tokens, seconds (default for requests that give none).
+    pub enrollment_token_ttl_seconds: u64,
+    /// Oldest agent version considered complete in `status`.
+    pub min_agent_version: String,
+}
+
+impl Default for ControlPlaneConfig {
+    fn default() -> Self {
+        ControlPlaneConfig {
+            data_dir: PathBuf::from("/var/lib/writeback"),
+            database_url: String::new(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            tls_dns_names: vec!["localhost".into()],
+            tls_ip_addresses: vec![IpAddr::from([127, 0, 0, 1])],
+            relay_urls: Vec::new(),
+            agent_relay_urls: Vec::new(),
+            operation_timeout_seconds: 30,
+            throttle_per_user_per_hour: 5,
+            enrollment_token_ttl_seconds: 3600,
+            min_agent_version: "0.1.0".into(),
+        }
+    }
+}
+
+impl ControlPlaneConfig {
+    /// The database URL, defaulting to SQLite in the data dir.
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("writeback.db").display()
+            )
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    /// Relay URLs for agents.
+    pub fn agent_relay_urls(&self) -> Vec<String> {
+        if self.agent_relay_urls.is_empty() {
+            self.relay_urls.clone()
+        } else {
+            self.agent_relay_urls.clone()
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The writeback control plane: it owns the tenants and their three writeback
+//! toggles, the supported-operation policy, agent enrollment, the dispatch of
+//! each operation to a relay and the durable audit log. State lives in SQLite
+//! (embedded, the default) or PostgreSQL (when several replicas share it),
+//! behind [`store::Store`].
+
+#![forbid(unsafe_code)]
+
+pub mod store;
+
+pub mod api;
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod dispatcher;
+pub mod policy;
+pub mod server;
+
+use std::sync::Arc;
+
+pub use config::ControlPlaneConfig;
+use writeback_identity::Ca;
+
+use crate::dispatcher::Dispatcher;
+use crate::store::{Store, StoreError};
+
+/// Errors that stop the control plane or its admin commands.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlPlaneError {
+    /// Storage.
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    /// CA, certificates, TLS.
+    #[error("identity: {0}")]
+    Identity(#[from] writeback_identity::Error),
+    /// The gRPC server.
+    #[error("server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Configuration.
+    #[error("config: {0}")]
+    Config(String),
+}
+
+/// The running control plane's shared state.
+pub struct ControlPlane {
+    /// Durable state.
+    pub store: Store,
+    /// The CA that issues agent certificates.
+    pub ca: Arc<Ca>,
+    /// Links to the relays.
+    pub dispatcher: Dispatcher,
+    /// Config.
+    pub config: ControlPlaneConfig,
+}
+
+impl ControlPlane {
+    /// Opens the database and the CA named by `config`.
+    pub async fn open(config: ControlPlaneConfig) -> Result<Arc<ControlPlane>, ControlPlaneError> {
+        let ca = Arc::new(Ca::load(&config.data_dir).map_err(|e| {
+            ControlPlaneError::Config(format!(
+                "cannot load the CA from {} ({e}); run `writeback-control-plane init` first",
+                config.data_dir.display()
+            ))
+        })?);
+        let store = Store::connect(&config.database_url()).await?;
+        let dispatcher = Dispatcher::new(ca.clone(), config.relay_urls.clone());
+        Ok(Arc::new(ControlPlane {
+            store,
+            ca,
+            dispatcher,
+            config,
+        }))
+    }
+}

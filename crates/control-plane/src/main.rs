@@ -1,0 +1,150 @@
+//! `writeback-control-plane`: `init` a tenant, `serve` the API, and offline
+//! admin commands (`token create`, `relay-cert`).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use writeback_control_plane::store::{ClientApp, Role, Store};
+use writeback_control_plane::{ControlPlane, ControlPlaneConfig, bootstrap};
+
+/// The writeback control plane.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML config file; `WRITEBACK_CP_…` variables override it.
+    #[arg(long, env = "WRITEBACK_CP_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a tenant, its CA (if absent) and a first global administrator token.
+    Init {
+        /// Tenant id (a-z, 0-9, '.', '-', '_').
+        #[arg(long)]
+        tenant: String,
+        /// The administrator principal (their UPN).
+        #[arg(long, default_value = "admin")]
+        admin: String,
+        /// Client app the token is issued to (the operation origin).
+        #[arg(long, default_value = "portal")]
+        client_app: String,
+        /// Where to write the token (mode 0600); never printed.
+        #[arg(long)]
+        token_file: PathBuf,
+    },
+    /// Serve the API.
+    Serve,
+    /// Mint an API token for a principal (written to a file, mode 0600).
+    Token {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// Principal (UPN).
+        #[arg(long)]
+        principal: String,
+        /// global_admin, password_admin or user.
+        #[arg(long)]
+        role: String,
+        /// portal, graph, powershell or m365_admin_center.
+        #[arg(long)]
+        client_app: String,
+        /// Where to write the token.
+        #[arg(long)]
+        token_file: PathBuf,
+    },
+    /// Issue a relay certificate from the CA into a directory.
+    RelayCert {
+        /// Tenant the relay serves.
+        #[arg(long)]
+        tenant: String,
+        /// Relay id.
+        #[arg(long, default_value = "relay-1")]
+        relay_id: String,
+        /// DNS names for the certificate.
+        #[arg(long = "dns")]
+        dns: Vec<String>,
+        /// IP addresses for the certificate.
+        #[arg(long = "ip")]
+        ips: Vec<IpAddr>,
+        /// Output directory (relay.pem, relay.key, ca.pem).
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    writeback_core::telemetry::init();
+    writeback_identity::install_crypto_provider();
+    let args = Args::parse();
+    let config: ControlPlaneConfig =
+        writeback_core::config::load(args.config.as_deref(), "WRITEBACK_CP_")
+            .context("while loading the control plane config")?;
+    match args.command {
+        Cmd::Init {
+            tenant,
+            admin,
+            client_app,
+            token_file,
+        } => {
+            let app = ClientApp::parse(&client_app)
+                .with_context(|| format!("unknown client app {client_app:?}"))?;
+            let done = bootstrap::init(&config, &tenant, &admin, app, &token_file)
+                .await
+                .context("while initializing")?;
+            println!(
+                "tenant {tenant} ready; CA {} (fingerprint {}); administrator token written to {}",
+                if done.created_ca { "created" } else { "kept" },
+                done.ca_fingerprint,
+                token_file.display()
+            );
+        }
+        Cmd::Serve => {
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("while binding {}", config.listen))?;
+            let cp = ControlPlane::open(config)
+                .await
+                .context("while opening the control plane")?;
+            cp.serve(listener, writeback_core::shutdown_signal())
+                .await
+                .context("while serving")?;
+        }
+        Cmd::Token {
+            tenant,
+            principal,
+            role,
+            client_app,
+            token_file,
+        } => {
+            let role = Role::parse(&role).with_context(|| format!("unknown role {role:?}"))?;
+            let app = ClientApp::parse(&client_app)
+                .with_context(|| format!("unknown client app {client_app:?}"))?;
+            let store = Store::connect(&config.database_url()).await?;
+            bootstrap::issue_token(&store, &tenant, &principal, role, app, None, &token_file)
+                .await
+                .context("while issuing the token")?;
+            println!("token for {principal} written to {}", token_file.display());
+        }
+        Cmd::RelayCert {
+            tenant,
+            relay_id,
+            dns,
+            ips,
+            out_dir,
+        } => {
+            bootstrap::issue_relay_cert(&config, &tenant, &relay_id, &dns, &ips, &out_dir)
+                .context("while issuing the relay certificate")?;
+            println!(
+                "relay certificate for {relay_id} written to {}",
+                out_dir.display()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! Enrolled agents: identity, envelope public key and revocation.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{
+    Arg, Page, Store, StoreError, finish_page, insert_error, limit_arg, non_empty, normalize_dns,
+    query_with, system_now_ms,
+};
+
+/// An agent to record at enrollment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAgent {
+    /// Tenant it belongs to.
+    pub tenant: String,
+    /// Domain it serves (lowercased when stored).
+    pub domain: String,
+    /// Its id, unique in the tenant (also in its certificate's URI SAN).
+    pub agent_id: String,
+    /// Host name it reported.
+    pub hostname: String,
+    /// Software version it reported.
+    pub version: String,
+    /// Its HPKE X25519 public key for password envelopes.
+    pub envelope_public_key: Vec<u8>,
+    /// SHA-256 fingerprint of the certificate issued to it.
+    pub cert_fingerprint: String,
+}
+
+/// An enrolled agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRow {
+    /// Tenant it belongs to.
+    pub tenant: String,
+    /// Its id.
+    pub agent_id: String,
+    /// Domain it serves.
+    pub domain: String,
+    /// Host name it reported.
+    pub hostname: String,
+    /// Software version it reported.
+    pub version: String,
+    /// Its HPKE X25519 public key for password envelopes.
+    pub envelope_public_key: Vec<u8>,
+    /// SHA-256 fingerprint of its certificate.
+    pub cert_fingerprint: String,
+    /// When it enrolled (Unix milliseconds).
+    pub enrolled_at_ms: i64,
+    /// When it was revoked, if it was.
+    pub revoked_at_ms: Option<i64>,
+}
+
+impl AgentRow {
+    /// True once revoked.
+    pub fn is_revoked(&self) -> bool {
+        self.revoked_at_ms.is_some()
+    }
+}
+
+const AGENT_COLUMNS: &str = "tenant_id, agent_id, domain, hostname, version, \
+     envelope_public_key, cert_fingerprint, enrolled_at_ms, revoked_at_ms";
+
+fn decode_key(hex_key: &str) -> Result<Vec<u8>, StoreError> {
+    hex::decode(hex_key).map_err(|_| StoreError::Corrupt("envelope_public_key"))
+}
+
+fn agent_from_row(row: &AnyRow) -> Result<AgentRow, StoreError> {
+    let key: String = row.try_get("envelope_public_key")?;
+    Ok(AgentRow {
+        tenant: row.try_get("tenant_id")?,
+        agent_id: row.try_get("agent_id")?,
+        domain: row.try_get("domain")?,
+        hostname: row.try_get("hostname")?,
+        version: row.try_get("version")?,
+        envelope_public_key: decode_key(&key)?,
+        cert_fingerprint: row.try_get("cert_fingerprint")?,
+        enrolled_at_ms: row.try_get("enrolled_at_ms")?,
+        revoked_at_ms: row.try_get("revoked_at_ms")?,
+    })
+}
+
+impl Store {
+    /// Records an enrolled agent. `NotFound { what: "domain" }` when the tenant
+    /// has no such domain, `AlreadyExists { what: "agent" }` for a reused id.
+    pub async fn insert_agent(&self, agent: &NewAgent) -> Result<(), StoreError> {
+        non_empty(&agent.agent_id, "agent id is empty")?;
+        if agent.envelope_public_key.is_empty() {
+            return Err(StoreError::InvalidArgument("envelope public key is empty"));
+        }
+        let domain = normalize_dns(&agent.domain);
+        sqlx::query(
+            "INSERT INTO agents (tenant_id, agent_id, domain, hostname, version, \
+             envelope_public_key, cert_fingerprint, enrolled_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&agent.tenant)
+        .bind(&agent.agent_id)
+        .bind(&domain)
+        .bind(&agent.hostname)
+        .bind(&agent.version)
+        .bind(hex::encode(&agent.envelope_public_key))
+        .bind(&agent.cert_fingerprint)
+        .bind(system_now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| insert_error(e, "agent", "domain"))?;
+        tracing::info!(tenant = %agent.tenant, domain = %domain, agent_id = %agent.agent_id, "agent enrolled");
+        Ok(())
+    }
+
+    /// One page of the tenant's agents (of one domain when `domain` is set),
+    /// revoked ones included, ordered by agent id, and the next page's token.
+    pub async fn list_agents(
+        &self,
+        tenant: &str,
+        domain: Option<&str>,
+        page: Page,
+    ) -> Result<(Vec<AgentRow>, Option<String>), StoreError> {
+        let limit = page.limit();
+        let mut sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = $1");
+        let mut args = vec![Arg::Text(tenant.to_owned())];
+        if let Some(domain) = domain {
+            args.push(Arg::Text(normalize_dns(domain)));
+            sql.push_str(&format!(" AND domain = ${}", args.len()));
+        }
+        if let Some(after) = page.cursor('a')? {
+            args.push(Arg::Text(after));
+            sql.push_str(&format!(" AND agent_id > ${}", args.len()));
+        }
+        args.push(Arg::Int(limit_arg(limit)));
+        sql.push_str(&format!(" ORDER BY agent_id LIMIT ${}", args.len()));
+        let rows = query_with(&sql, args).fetch_all(&self.pool).await?;
+        let mut agents = rows
+            .iter()
+            .map(agent_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = finish_page(&mut agents, limit, 'a', |a| a.agent_id.clone());
+        Ok((agents, next))
+    }
+
+    /// `(agent_id, envelope public key)` of every non-revoked agent of the
+    /// domain, ordered by agent id: the recipients of a password envelope.
+    pub async fn agent_keys(
+        &self,
+        tenant: &str,
+        domain: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT agent_id, envelope_public_key FROM agents \
+             WHERE tenant_id = $1 AND domain = $2 AND revoked_at_ms IS NULL ORDER BY agent_id",
+        )
+        .bind(tenant)
+        .bind(normalize_dns(domain))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let key: String = row.try_get("envelope_public_key")?;
+                Ok((row.try_get("agent_id")?, decode_key(&key)?))
+            })
+            .collect()
+    }
+
+    /// Revokes an agent (idempotent: the first revocation time is kept) and
+    /// returns its record. `NotFound { what: "agent" }` when the tenant has no
+    /// such agent.
+    pub async fn revoke_agent(&self, tenant: &str, agent_id: &str) -> Result<AgentRow, StoreError> {
+        let sql = format!(
+            "UPDATE agents SET revoked_at_ms = COALESCE(revoked_at_ms, $3) \
+             WHERE tenant_id = $1 AND agent_id = $2 RETURNING {AGENT_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(tenant)
+            .bind(agent_id)
+            .bind(system_now_ms())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound { what: "agent" })?;
+        let agent = agent_from_row(&row)?;
+        tracing::info!(tenant, domain = %agent.domain, agent_id, "agent revoked");
+        Ok(agent)
+    }
+
+    /// One agent of the tenant, revoked or not.
+    pub async fn get_agent(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+    ) -> Result<Option<AgentRow>, StoreError> {
+        let sql =
+            format!("SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = $1 AND agent_id = $2");
+        let row = sqlx::query(&sql)
+            .bind(tenant)
+            .bind(agent_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(agent_from_row).transpose()
+    }
+
+    /// True when the agent was revoked. `NotFound { what: "agent" }` when the
+    /// tenant has no such agent (callers should refuse it as well).
+    pub async fn is_agent_revoked(&self, tenant: &str, agent_id: &str) -> Result<bool, StoreError> {
+        let row =
+            sqlx::query("SELECT revoked_at_ms FROM agents WHERE tenant_id = $1 AND agent_id = $2")
+                .bind(tenant)
+                .bind(agent_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or(StoreError::NotFound { what: "agent" })?;
+        Ok(row.try_get::<Option<i64>, _>("revoked_at_ms")?.is_some())
+    }
+}

@@ -1,0 +1,354 @@
+//! Principals, their bearer tokens, and one-time agent enrollment tokens.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use super::{
+    Store, StoreError, constant_time_eq, insert_error, non_empty, normalize_dns, normalize_hash,
+    system_now_ms,
+};
+
+/// What a principal may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Global administrator: may change every toggle, including cloud sync
+    /// writeback, and reset passwords.
+    GlobalAdmin,
+    /// Password administrator: may reset end users' passwords.
+    PasswordAdmin,
+    /// End user: self-service only.
+    User,
+}
+
+impl Role {
+    /// Stable lowercase name: `global_admin`, `password_admin`, `user`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::GlobalAdmin => "global_admin",
+            Role::PasswordAdmin => "password_admin",
+            Role::User => "user",
+        }
+    }
+
+    /// Parses [`Role::as_str`]'s output (a `-` is accepted for `_`).
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s.replace('-', "_").as_str() {
+            "global_admin" => Role::GlobalAdmin,
+            "password_admin" => Role::PasswordAdmin,
+            "user" => Role::User,
+            _ => return None,
+        })
+    }
+
+    /// True for the two administrator roles.
+    pub fn is_admin(self) -> bool {
+        !matches!(self, Role::User)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The application a token was issued to: the origin of every operation made
+/// with it, which the caller cannot claim otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientApp {
+    /// The self-service reset portal and the administrator portal.
+    Portal,
+    /// The Graph-like API.
+    Graph,
+    /// PowerShell-style scripted administration.
+    Powershell,
+    /// The Microsoft 365 admin center equivalent.
+    M365AdminCenter,
+}
+
+impl ClientApp {
+    /// Stable lowercase name: `portal`, `graph`, `powershell`, `m365_admin_center`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientApp::Portal => "portal",
+            ClientApp::Graph => "graph",
+            ClientApp::Powershell => "powershell",
+            ClientApp::M365AdminCenter => "m365_admin_center",
+        }
+    }
+
+    /// Parses [`ClientApp::as_str`]'s output (a `-` is accepted for `_`).
+    pub fn parse(s: &str) -> Option<ClientApp> {
+        Some(match s.replace('-', "_").as_str() {
+            "portal" => ClientApp::Portal,
+            "graph" => ClientApp::Graph,
+            "powershell" => ClientApp::Powershell,
+            "m365_admin_center" => ClientApp::M365AdminCenter,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for ClientApp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who is calling, as an API token names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The tenant the token belongs to.
+    pub tenant: String,
+    /// The principal's name.
+    pub principal: String,
+    /// The principal's role.
+    pub role: Role,
+    /// The application the token was issued to.
+    pub client_app: ClientApp,
+    /// The token's id (for revocation and logs; not a secret).
+    pub token_id: String,
+}
+
+pub(super) fn parse_client_app(s: &str) -> Result<ClientApp, StoreError> {
+    ClientApp::parse(s).ok_or(StoreError::Corrupt("client_app"))
+}
+
+impl Store {
+    /// Creates a principal of the tenant. `AlreadyExists { what: "principal" }`
+    /// when the name is taken, `NotFound { what: "tenant" }` for an unknown
+    /// tenant.
+    pub async fn create_principal(
+        &self,
+        tenant: &str,
+        name: &str,
+        role: Role,
+    ) -> Result<(), StoreError> {
+        non_empty(name, "principal name is empty")?;
+        sqlx::query(
+            "INSERT INTO principals (tenant_id, name, role, created_at_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(tenant)
+        .bind(name)
+        .bind(role.as_str())
+        .bind(system_now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| insert_error(e, "principal", "tenant"))?;
+        Ok(())
+    }
+
+    /// The role of principal `name`, if it exists.
+    pub async fn principal_role(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<Role>, StoreError> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT role FROM principals WHERE tenant_id = $1 AND name = $2")
+                .bind(tenant)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::Database)?;
+        row.map(|(r,)| Role::parse(&r).ok_or(StoreError::Corrupt("role")))
+            .transpose()
+    }
+
+    /// Creates the principal when it does not exist yet; an existing
+    /// principal keeps its role.
+    pub async fn ensure_principal(
+        &self,
+        tenant: &str,
+        name: &str,
+        role: Role,
+    ) -> Result<(), StoreError> {
+        match self.create_principal(tenant, name, role).await {
+            Ok(()) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stores a bearer token for a principal and client app and returns its
+    /// new id. `token_hash` is the hex SHA-256 of the token (see
+    /// [`super::hash_secret`]); anything else is `InvalidArgument`.
+    /// `expires_at_ms` `None` never expires. `NotFound { what: "principal" }`
+    /// for an unknown principal, `AlreadyExists { what: "api token" }` when the
+    /// hash is already stored.
+    pub async fn create_api_token(
+        &self,
+        tenant: &str,
+        principal: &str,
+        client_app: ClientApp,
+        token_hash: &str,
+        expires_at_ms: Option<i64>,
+    ) -> Result<String, StoreError> {
+        let token_hash = normalize_hash(token_hash).ok_or(StoreError::InvalidArgument(
+            "token_hash is not a hex sha-256",
+        ))?;
+        let token_id = uuid::Uuid::new_v4().to_string();
+        sqlx::query(
+            "INSERT INTO api_tokens \
+             (tenant_id, token_id, principal, client_app, token_hash, created_at_ms, expires_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(tenant)
+        .bind(&token_id)
+        .bind(principal)
+        .bind(client_app.as_str())
+        .bind(token_hash)
+        .bind(system_now_ms())
+        .bind(expires_at_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| insert_error(e, "api token", "principal"))?;
+        tracing::info!(tenant, principal, token_id = %token_id, client_app = %client_app, "api token created");
+        Ok(token_id)
+    }
+
+    /// The caller a bearer token names, by its hash. `None` when the hash is
+    /// unknown or malformed, the token expired (`now_ms >= expires_at_ms`) or
+    /// was revoked. Looks across tenants: the token decides the tenant.
+    pub async fn authenticate(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<Caller>, StoreError> {
+        let Some(token_hash) = normalize_hash(token_hash) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "SELECT t.tenant_id, t.token_id, t.principal, t.client_app, p.role \
+             FROM api_tokens t \
+             JOIN principals p ON p.tenant_id = t.tenant_id AND p.name = t.principal \
+             WHERE t.token_hash = $1 AND t.revoked_at_ms IS NULL \
+               AND (t.expires_at_ms IS NULL OR t.expires_at_ms > $2)",
+        )
+        .bind(token_hash)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let role: String = row.try_get("role")?;
+        let client_app: String = row.try_get("client_app")?;
+        Ok(Some(Caller {
+            tenant: row.try_get("tenant_id")?,
+            principal: row.try_get("principal")?,
+            role: Role::parse(&role).ok_or(StoreError::Corrupt("role"))?,
+            client_app: parse_client_app(&client_app)?,
+            token_id: row.try_get("token_id")?,
+        }))
+    }
+
+    /// Revokes a bearer token of the tenant (idempotent: the first revocation
+    /// time is kept). `NotFound { what: "api token" }` when the tenant has no
+    /// such token.
+    pub async fn revoke_api_token(&self, tenant: &str, token_id: &str) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at_ms = COALESCE(revoked_at_ms, $3) \
+             WHERE tenant_id = $1 AND token_id = $2",
+        )
+        .bind(tenant)
+        .bind(token_id)
+        .bind(system_now_ms())
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: "api token" });
+        }
+        tracing::info!(tenant, token_id, "api token revoked");
+        Ok(())
+    }
+
+    /// Stores a one-time enrollment token for an agent of `domain`.
+    /// `token_id` is the token's public id, `secret_hash` the hex SHA-256 of its
+    /// secret part. `NotFound { what: "domain" }` when the tenant has no such
+    /// domain, `AlreadyExists { what: "enrollment token" }` for a reused id.
+    pub async fn create_enrollment_token(
+        &self,
+        tenant: &str,
+        domain: &str,
+        token_id: &str,
+        secret_hash: &str,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        non_empty(token_id, "enrollment token id is empty")?;
+        let secret_hash = normalize_hash(secret_hash).ok_or(StoreError::InvalidArgument(
+            "secret_hash is not a hex sha-256",
+        ))?;
+        let domain = normalize_dns(domain);
+        sqlx::query(
+            "INSERT INTO enrollment_tokens \
+             (token_id, tenant_id, domain, secret_hash, created_at_ms, expires_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(token_id)
+        .bind(tenant)
+        .bind(&domain)
+        .bind(secret_hash)
+        .bind(system_now_ms())
+        .bind(expires_at_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| insert_error(e, "enrollment token", "domain"))?;
+        tracing::info!(tenant, domain = %domain, token_id, "enrollment token created");
+        Ok(())
+    }
+
+    /// Uses an enrollment token once and returns its `(tenant, domain)`.
+    ///
+    /// `TokenInvalid` when the id is unknown or the secret hash does not match
+    /// (checked first, so a guess learns nothing else), then `TokenUsed` when
+    /// it was used, then `TokenExpired` when `now_ms >= expires_at_ms`. The
+    /// token is marked used by one conditional `UPDATE … WHERE used_at_ms IS
+    /// NULL`, so of several concurrent consumers exactly one wins and the
+    /// others get `TokenUsed`.
+    pub async fn consume_enrollment_token(
+        &self,
+        token_id: &str,
+        secret_hash: &str,
+        now_ms: i64,
+    ) -> Result<(String, String), StoreError> {
+        let secret_hash = normalize_hash(secret_hash).ok_or(StoreError::TokenInvalid)?;
+        let row = sqlx::query(
+            "SELECT tenant_id, domain, secret_hash, expires_at_ms, used_at_ms \
+             FROM enrollment_tokens WHERE token_id = $1",
+        )
+        .bind(token_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::TokenInvalid)?;
+        let stored_hash: String = row.try_get("secret_hash")?;
+        if !constant_time_eq(&stored_hash, &secret_hash) {
+            return Err(StoreError::TokenInvalid);
+        }
+        if row.try_get::<Option<i64>, _>("used_at_ms")?.is_some() {
+            return Err(StoreError::TokenUsed);
+        }
+        if now_ms >= row.try_get::<i64, _>("expires_at_ms")? {
+            return Err(StoreError::TokenExpired);
+        }
+        let tenant: String = row.try_get("tenant_id")?;
+        let domain: String = row.try_get("domain")?;
+        let done = sqlx::query(
+            "UPDATE enrollment_tokens SET used_at_ms = $3 \
+             WHERE token_id = $1 AND tenant_id = $2 AND used_at_ms IS NULL",
+        )
+        .bind(token_id)
+        .bind(&tenant)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::TokenUsed);
+        }
+        tracing::info!(tenant = %tenant, domain = %domain, token_id, "enrollment token consumed");
+        Ok((tenant, domain))
+    }
+}

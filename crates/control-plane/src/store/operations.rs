@@ -1,0 +1,370 @@
+//! The audit log: one record per operation, written as pending before
+//! dispatch and finished exactly once.
+
+use std::fmt;
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use writeback_core::ReasonCode;
+
+use super::auth::parse_client_app;
+use super::{
+    Arg, ClientApp, Page, Store, StoreError, finish_page, insert_error, limit_arg, non_empty,
+    query_with,
+};
+
+/// The message of an operation closed by [`Store::close_expired_pending`].
+pub const RESTART_TIMEOUT_MESSAGE: &str = "the control plane restarted before the outcome was known; the change may or may not have been applied";
+
+/// Where an operation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OperationState {
+    /// Recorded and dispatched; no outcome yet.
+    Pending,
+    /// Applied to the directory.
+    Succeeded,
+    /// Refused, failed or timed out.
+    Failed,
+}
+
+impl OperationState {
+    /// `pending`, `succeeded` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationState::Pending => "pending",
+            OperationState::Succeeded => "succeeded",
+            OperationState::Failed => "failed",
+        }
+    }
+
+    /// Parses [`OperationState::as_str`]'s output.
+    pub fn parse(s: &str) -> Option<OperationState> {
+        Some(match s {
+            "pending" => OperationState::Pending,
+            "succeeded" => OperationState::Succeeded,
+            "failed" => OperationState::Failed,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for OperationState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An operation to record as pending before it is dispatched. Holds no
+/// password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOperation {
+    /// Operation id (a UUID), unique in the tenant.
+    pub id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Kind, e.g. `OperationKind::as_str()`: `reset`, `change`, `forced_change`, `unlock`.
+    pub kind: String,
+    /// Target user as given (e.g. `upn:alice@contoso.test`); matched exactly by
+    /// [`Store::list_operations`] and [`Store::count_operations_since`], so
+    /// normalize it before storing.
+    pub target: String,
+    /// Domain it is routed to (may be empty when none was found).
+    pub domain: String,
+    /// Principal that asked.
+    pub principal: String,
+    /// Origin (the token's client app).
+    pub client_app: ClientApp,
+    /// When it was accepted (Unix milliseconds).
+    pub created_at_ms: i64,
+    /// After this instant no outcome is expected any more.
+    pub deadline_at_ms: i64,
+}
+
+/// The final state of an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finish {
+    /// [`OperationState::Succeeded`] or [`OperationState::Failed`];
+    /// `Pending` is refused as `InvalidArgument`.
+    pub state: OperationState,
+    /// The outcome's reason code (`OK` on success).
+    pub reason_code: ReasonCode,
+    /// A sentence a help desk can act on; no password, token or DN.
+    pub message: String,
+    /// Agent that answered, if any.
+    pub agent_id: Option<String>,
+    /// Relay that routed it, if any.
+    pub relay_id: Option<String>,
+    /// When the outcome arrived (Unix milliseconds).
+    pub finished_at_ms: i64,
+    /// Time the agent reported, if any.
+    pub agent_duration_ms: Option<i64>,
+}
+
+/// The durable record of one operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationRow {
+    /// Operation id.
+    pub id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Kind (`reset`, `change`, `forced_change`, `unlock`).
+    pub kind: String,
+    /// Target user as given.
+    pub target: String,
+    /// Domain it was routed to.
+    pub domain: String,
+    /// Principal that asked.
+    pub principal: String,
+    /// Origin.
+    pub client_app: ClientApp,
+    /// Pending, succeeded or failed.
+    pub state: OperationState,
+    /// The reason code once finished (a [`ReasonCode`] string form).
+    pub reason_code: Option<String>,
+    /// The outcome message once finished.
+    pub message: Option<String>,
+    /// Agent that answered.
+    pub agent_id: Option<String>,
+    /// Relay that routed it.
+    pub relay_id: Option<String>,
+    /// When it was accepted.
+    pub created_at_ms: i64,
+    /// Its deadline.
+    pub deadline_at_ms: i64,
+    /// When it finished.
+    pub finished_at_ms: Option<i64>,
+    /// Time the agent reported.
+    pub agent_duration_ms: Option<i64>,
+}
+
+impl OperationRow {
+    /// True when the change was applied (the operation succeeded).
+    pub fn applied(&self) -> bool {
+        self.state == OperationState::Succeeded
+    }
+
+    /// Total time in the control plane, once finished.
+    pub fn duration_ms(&self) -> Option<i64> {
+        self.finished_at_ms
+            .map(|f| f.saturating_sub(self.created_at_ms).max(0))
+    }
+}
+
+const OPERATION_COLUMNS: &str = "tenant_id, id, kind, target, domain, principal, client_app, \
+     state, reason_code, message, agent_id, relay_id, created_at_ms, deadline_at_ms, \
+     finished_at_ms, agent_duration_ms";
+
+fn operation_from_row(row: &AnyRow) -> Result<OperationRow, StoreError> {
+    let client_app: String = row.try_get("client_app")?;
+    let state: String = row.try_get("state")?;
+    Ok(OperationRow {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant_id")?,
+        kind: row.try_get("kind")?,
+        target: row.try_get("target")?,
+        domain: row.try_get("domain")?,
+        principal: row.try_get("principal")?,
+        client_app: parse_client_app(&client_app)?,
+        state: OperationState::parse(&state).ok_or(StoreError::Corrupt("state"))?,
+        reason_code: row.try_get("reason_code")?,
+        message: row.try_get("message")?,
+        agent_id: row.try_get("agent_id")?,
+        relay_id: row.try_get("relay_id")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        deadline_at_ms: row.try_get("deadline_at_ms")?,
+        finished_at_ms: row.try_get("finished_at_ms")?,
+        agent_duration_ms: row.try_get("agent_duration_ms")?,
+    })
+}
+
+/// The keyset of the audit log's order: `(created_at_ms, id)`, newest first.
+fn operation_key(op: &OperationRow) -> String {
+    format!("{}:{}", op.created_at_ms, op.id)
+}
+
+fn parse_operation_key(key: &str) -> Result<(i64, String), StoreError> {
+    let (ms, id) = key.split_once(':').ok_or(StoreError::InvalidPageToken)?;
+    let ms = ms.parse().map_err(|_| StoreError::InvalidPageToken)?;
+    Ok((ms, id.to_owned()))
+}
+
+impl Store {
+    /// Records an operation as pending; call it before dispatching.
+    /// `AlreadyExists { what: "operation" }` when the tenant already has the
+    /// id (a repeated id is never applied twice), `NotFound { what: "tenant" }`
+    /// for an unknown tenant.
+    pub async fn insert_operation(&self, op: &NewOperation) -> Result<(), StoreError> {
+        non_empty(&op.id, "operation id is empty")?;
+        sqlx::query(
+            "INSERT INTO operations (tenant_id, id, kind, target, domain, principal, \
+             client_app, state, created_at_ms, deadline_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9)",
+        )
+        .bind(&op.tenant)
+        .bind(&op.id)
+        .bind(&op.kind)
+        .bind(&op.target)
+        .bind(&op.domain)
+        .bind(&op.principal)
+        .bind(op.client_app.as_str())
+        .bind(op.created_at_ms)
+        .bind(op.deadline_at_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| insert_error(e, "operation", "tenant"))?;
+        Ok(())
+    }
+
+    /// Moves a pending operation to its final state. Only `pending → final`
+    /// happens: `AlreadyFinished` when it already has one (the first outcome
+    /// stands), `NotFound { what: "operation" }` when the tenant has no such
+    /// operation.
+    pub async fn finish_operation(
+        &self,
+        tenant: &str,
+        id: &str,
+        fin: &Finish,
+    ) -> Result<(), StoreError> {
+        if fin.state == OperationState::Pending {
+            return Err(StoreError::InvalidArgument(
+                "an operation cannot finish as pending",
+            ));
+        }
+        let done = sqlx::query(
+            "UPDATE operations SET state = $3, reason_code = $4, message = $5, agent_id = $6, \
+             relay_id = $7, finished_at_ms = $8, agent_duration_ms = $9 \
+             WHERE tenant_id = $1 AND id = $2 AND state = 'pending'",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(fin.state.as_str())
+        .bind(fin.reason_code.as_str())
+        .bind(&fin.message)
+        .bind(fin.agent_id.as_deref())
+        .bind(fin.relay_id.as_deref())
+        .bind(fin.finished_at_ms)
+        .bind(fin.agent_duration_ms)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(());
+        }
+        let exists = sqlx::query("SELECT 1 FROM operations WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match exists {
+            Some(_) => Err(StoreError::AlreadyFinished),
+            None => Err(StoreError::NotFound { what: "operation" }),
+        }
+    }
+
+    /// One operation of the tenant.
+    pub async fn get_operation(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<OperationRow>, StoreError> {
+        let sql =
+            format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE tenant_id = $1 AND id = $2");
+        let row = sqlx::query(&sql)
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(operation_from_row).transpose()
+    }
+
+    /// One page of the tenant's audit log, newest first (by `created_at_ms`,
+    /// then id), only operations whose target equals `user` when set, and
+    /// the next page's token. Keyset pagination: rows inserted meanwhile never
+    /// make a page repeat or skip an older row.
+    pub async fn list_operations(
+        &self,
+        tenant: &str,
+        user: Option<&str>,
+        page: Page,
+    ) -> Result<(Vec<OperationRow>, Option<String>), StoreError> {
+        let limit = page.limit();
+        let mut sql = format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE tenant_id = $1");
+        let mut args = vec![Arg::Text(tenant.to_owned())];
+        if let Some(user) = user {
+            args.push(Arg::Text(user.to_owned()));
+            sql.push_str(&format!(" AND target = ${}", args.len()));
+        }
+        if let Some(key) = page.cursor('o')? {
+            let (ms, id) = parse_operation_key(&key)?;
+            args.push(Arg::Int(ms));
+            let ms_at = args.len();
+            args.push(Arg::Text(id));
+            let id_at = args.len();
+            sql.push_str(&format!(
+                " AND (created_at_ms < ${ms_at} OR (created_at_ms = ${ms_at} AND id < ${id_at}))"
+            ));
+        }
+        args.push(Arg::Int(limit_arg(limit)));
+        sql.push_str(&format!(
+            " ORDER BY created_at_ms DESC, id DESC LIMIT ${}",
+            args.len()
+        ));
+        let rows = query_with(&sql, args).fetch_all(&self.pool).await?;
+        let mut ops = rows
+            .iter()
+            .map(operation_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = finish_page(&mut ops, limit, 'o', operation_key);
+        Ok((ops, next))
+    }
+
+    /// How many operations of `kinds` (every kind when empty) targeted `target`
+    /// at or after `since_ms`, in any state, and the oldest `created_at_ms`
+    /// among them (when the window frees up). For the per-user throttle.
+    pub async fn count_operations_since(
+        &self,
+        tenant: &str,
+        target: &str,
+        kinds: &[&str],
+        since_ms: i64,
+    ) -> Result<(i64, Option<i64>), StoreError> {
+        let mut sql = String::from(
+            "SELECT COUNT(*) AS n, MIN(created_at_ms) AS oldest FROM operations \
+             WHERE tenant_id = $1 AND target = $2 AND created_at_ms >= $3",
+        );
+        let mut args = vec![
+            Arg::Text(tenant.to_owned()),
+            Arg::Text(target.to_owned()),
+            Arg::Int(since_ms),
+        ];
+        if !kinds.is_empty() {
+            let mut placeholders = Vec::with_capacity(kinds.len());
+            for kind in kinds {
+                args.push(Arg::Text((*kind).to_owned()));
+                placeholders.push(format!("${}", args.len()));
+            }
+            sql.push_str(&format!(" AND kind IN ({})", placeholders.join(", ")));
+        }
+        let row = query_with(&sql, args).fetch_one(&self.pool).await?;
+        Ok((row.try_get("n")?, row.try_get("oldest")?))
+    }
+
+    /// Closes, in every tenant, each pending operation whose deadline has
+    /// passed (`deadline_at_ms <= now_ms`) as failed with `TIMEOUT` and
+    /// [`RESTART_TIMEOUT_MESSAGE`]; returns how many. Run at start-up.
+    pub async fn close_expired_pending(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE operations SET state = 'failed', reason_code = $1, message = $2, \
+             finished_at_ms = $3 WHERE state = 'pending' AND deadline_at_ms <= $3",
+        )
+        .bind(ReasonCode::Timeout.as_str())
+        .bind(RESTART_TIMEOUT_MESSAGE)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        let closed = done.rows_affected();
+        if closed > 0 {
+            tracing::warn!(closed, "closed pending operations whose deadline passed");
+        }
+        Ok(closed)
+    }
+}

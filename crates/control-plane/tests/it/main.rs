@@ -1,0 +1,40 @@
+//! Integration tests of the control plane's store. Every test function runs
+//! twice: against a fresh SQLite file and against a fresh PostgreSQL database
+//! (`WRITEBACK_TEST_POSTGRES_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`). The PostgreSQL variants
+//! fail, never skip, when the server is unreachable.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+/// Generates `sqlite::<name>` and `postgres::<name>` tests for each async test
+/// function `async fn <name>(db: &TestDb)` of the invoking module.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = crate::harness::TestDb::sqlite();
+                    super::$name(&db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = crate::harness::TestDb::postgres().await;
+                    super::$name(&db).await;
+                }
+            )*
+        }
+    };
+}
+
+mod agents;
+mod domains;
+mod enrollment;
+mod harness;
+mod operations;
+mod tenants;
+mod tokens;

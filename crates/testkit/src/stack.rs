@@ -1,0 +1,379 @@
+//! The whole system in one process for integration tests: a control plane
+//! (SQLite in a temp dir, or the database a test names), one or more relays
+//! and agents, each on a port-0 listener with PKI minted from the control
+//! plane's CA. Agents apply operations to real Samba DCs started with
+//! [`crate::SambaDc`]. Everything stops when the [`Stack`] is dropped.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use writeback_agent::directory::{Directory, DirectoryConfig};
+use writeback_agent::runtime::RunningAgent;
+use writeback_control_plane::store::{ClientApp, Role};
+use writeback_control_plane::{ControlPlane, ControlPlaneConfig, bootstrap};
+use writeback_identity::{Ca, SpiffeId, tls, transport};
+use writeback_proto::v1 as pb;
+use writeback_relay::Relay;
+use writeback_relay::config::{RelayOptions, RelayTls, SecretPem};
+
+use crate::{SambaDc, TestkitError};
+
+/// How long a test waits for something to come up.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running relay.
+pub struct RunningRelay {
+    /// `https://127.0.0.1:port`.
+    pub url: String,
+    /// The relay (registry access).
+    pub relay: Relay,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningRelay {
+    /// Stops the relay (GoAway to its agents) and waits for it to end.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// A bearer-authenticated client channel.
+#[derive(Clone)]
+pub struct Client {
+    channel: Channel,
+    header: MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl Client {
+    /// Wraps a gRPC request with the bearer token.
+    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.metadata_mut()
+            .insert("authorization", self.header.clone());
+        r
+    }
+    /// PasswordService client.
+    pub fn passwords(&self) -> pb::password_service_client::PasswordServiceClient<Channel> {
+        pb::password_service_client::PasswordServiceClient::new(self.channel.clone())
+    }
+    /// SettingsService client.
+    pub fn settings(&self) -> pb::settings_service_client::SettingsServiceClient<Channel> {
+        pb::settings_service_client::SettingsServiceClient::new(self.channel.clone())
+    }
+    /// DomainService client.
+    pub fn domains(&self) -> pb::domain_service_client::DomainServiceClient<Channel> {
+        pb::domain_service_client::DomainServiceClient::new(self.channel.clone())
+    }
+    /// AgentService client.
+    pub fn agents(&self) -> pb::agent_service_client::AgentServiceClient<Channel> {
+        pb::agent_service_client::AgentServiceClient::new(self.channel.clone())
+    }
+    /// AuditService client.
+    pub fn audit(&self) -> pb::audit_service_client::AuditServiceClient<Channel> {
+        pb::audit_service_client::AuditServiceClient::new(self.channel.clone())
+    }
+}
+
+/// Control plane + relays + agents in this process.
+pub struct Stack {
+    /// Temp dir holding the data dir, tokens and agent state.
+    pub dir: tempfile::TempDir,
+    /// Tenant id.
+    pub tenant: String,
+    /// The control plane's state.
+    pub cp: Arc<ControlPlane>,
+    /// `https://127.0.0.1:port` of the client API.
+    pub cp_url: String,
+    /// Relays, in the order the control plane knows them.
+    pub relays: Vec<RunningRelay>,
+    /// Path of the global administrator's token (client app portal).
+    pub admin_token_file: PathBuf,
+    agents: Vec<(watch::Sender<bool>, RunningAgent)>,
+    cp_stop: watch::Sender<bool>,
+    cp_task: tokio::task::JoinHandle<()>,
+}
+
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+fn localhost() -> Vec<IpAddr> {
+    vec![IpAddr::from([127, 0, 0, 1])]
+}
+
+/// Starts a relay for `tenant` with a certificate from `ca` on `listener`.
+pub fn start_relay(
+    ca: &Ca,
+    tenant: &str,
+    relay_id: &str,
+    listener: tokio::net::TcpListener,
+    heartbeat: Duration,
+) -> Result<RunningRelay, TestkitError> {
+    let addr = listener.local_addr()?;
+    let id = SpiffeId::Relay {
+        tenant: tenant.to_owned(),
+        relay_id: relay_id.to_owned(),
+    };
+    let (chain, key) = ca
+        .issue_service(&id, &["localhost".to_owned()], &localhost())
+        .map_err(|e| TestkitError::Stack(e.to_string()))?;
+    let relay = Relay::new(RelayOptions {
+        relay_id: relay_id.to_owned(),
+        tenant: tenant.to_owned(),
+        tls: RelayTls {
+            chain_pem: chain,
+            key_pem: SecretPem::new(key),
+            ca_pem: ca.cert_pem().to_owned(),
+        },
+        heartbeat_interval: heartbeat,
+        heartbeat_timeout: heartbeat * 3,
+        agent_queue_depth: 64,
+        max_message_bytes: 256 * 1024,
+    });
+    let (stop, rx) = watch::channel(false);
+    let serving = relay.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = serving.serve(listener, wait_true(rx)).await {
+            tracing::error!(error = %e, "relay failed");
+        }
+    });
+    Ok(RunningRelay {
+        url: format!("https://{addr}"),
+        relay,
+        stop,
+        task,
+    })
+}
+
+impl Stack {
+    /// A stack with SQLite and `relays` relays.
+    pub async fn start(tenant: &str, relays: usize) -> Result<Stack, TestkitError> {
+        Stack::start_with(tenant, relays, None).await
+    }
+
+    /// A stack on `database_url` (SQLite in the temp dir when `None`).
+    pub async fn start_with(
+        tenant: &str,
+        relays: usize,
+        database_url: Option<String>,
+    ) -> Result<Stack, TestkitError> {
+        writeback_identity::install_crypto_provider();
+        let dir = tempfile::tempdir()?;
+        let data_dir = dir.path().join("cp");
+        let mut listeners = Vec::new();
+        for _ in 0..relays {
+            listeners
+                .push(tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?);
+        }
+        let relay_urls = listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| format!("https://{a}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let config = ControlPlaneConfig {
+            data_dir: data_dir.clone(),
+            database_url: database_url.unwrap_or_default(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls_dns_names: vec!["localhost".into()],
+            tls_ip_addresses: localhost(),
+            relay_urls,
+            operation_timeout_seconds: 20,
+            ..ControlPlaneConfig::default()
+        };
+        let admin_token_file = dir.path().join("admin.token");
+        bootstrap::init(
+            &config,
+            tenant,
+            "admin@writeback.test",
+            ClientApp::Portal,
+            &admin_token_file,
+        )
+        .await
+        .map_err(|e| TestkitError::Stack(format!("init: {e}")))?;
+        let cp = ControlPlane::open(config)
+            .await
+            .map_err(|e| TestkitError::Stack(format!("open: {e}")))?;
+        let mut running = Vec::new();
+        for (i, l) in listeners.into_iter().enumerate() {
+            running.push(start_relay(
+                &cp.ca,
+                tenant,
+                &format!("relay-{}", i + 1),
+                l,
+                Duration::from_secs(5),
+            )?);
+        }
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let cp_url = format!("https://{}", listener.local_addr()?);
+        let (cp_stop, rx) = watch::channel(false);
+        let serving = cp.clone();
+        let cp_task = tokio::spawn(async move {
+            if let Err(e) = serving.serve(listener, wait_true(rx)).await {
+                tracing::error!(error = %e, "control plane failed");
+            }
+        });
+        Ok(Stack {
+            dir,
+            tenant: tenant.to_owned(),
+            cp,
+            cp_url,
+            relays: running,
+            admin_token_file,
+            agents: Vec::new(),
+            cp_stop,
+            cp_task,
+        })
+    }
+
+    /// A client authenticated with the token in `token_file`.
+    pub fn client_with_file(&self, token_file: &Path) -> Result<Client, TestkitError> {
+        let token = std::fs::read_to_string(token_file)?;
+        self.client_with_token(token.trim())
+    }
+
+    /// A client authenticated with `token`.
+    pub fn client_with_token(&self, token: &str) -> Result<Client, TestkitError> {
+        let config = tls::client_config(
+            tls::roots_from_pem(self.cp.ca.cert_pem())
+                .map_err(|e| TestkitError::Stack(e.to_string()))?,
+            None,
+        )
+        .map_err(|e| TestkitError::Stack(e.to_string()))?;
+        let channel = transport::channel(&self.cp_url, config)
+            .map_err(|e| TestkitError::Stack(e.to_string()))?;
+        let header = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| TestkitError::Stack("token is not ASCII".into()))?;
+        Ok(Client { channel, header })
+    }
+
+    /// The global administrator (client app portal).
+    pub fn admin(&self) -> Result<Client, TestkitError> {
+        self.client_with_file(&self.admin_token_file)
+    }
+
+    /// Mints a token for `principal` with `role` issued to `app`, returns a client.
+    pub async fn client(
+        &self,
+        principal: &str,
+        role: Role,
+        app: ClientApp,
+    ) -> Result<Client, TestkitError> {
+        let file = self.dir.path().join(format!(
+            "{}-{}.token",
+            principal.replace(['@', '/'], "_"),
+            app.as_str()
+        ));
+        bootstrap::issue_token(
+            &self.cp.store,
+            &self.tenant,
+            principal,
+            role,
+            app,
+            None,
+            &file,
+        )
+        .await
+        .map_err(|e| TestkitError::Stack(format!("token: {e}")))?;
+        self.client_with_file(&file)
+    }
+
+    /// Registers the DC's domain with the control plane and turns writeback on.
+    pub async fn add_domain(&self, dc: &SambaDc) -> Result<(), TestkitError> {
+        let admin = self.admin()?;
+        admin
+            .domains()
+            .add_domain(admin.request(pb::AddDomainRequest {
+                name: dc.domain().to_owned(),
+                upn_suffixes: vec![],
+            }))
+            .await
+            .map_err(|s| TestkitError::Stack(format!("add domain: {s}")))?;
+        admin
+            .settings()
+            .update_settings(admin.request(pb::UpdateSettingsRequest {
+                cloud_sync_writeback: Some(true),
+                sspr_writeback: Some(true),
+                unlock_without_reset: Some(true),
+            }))
+            .await
+            .map_err(|s| TestkitError::Stack(format!("settings: {s}")))?;
+        Ok(())
+    }
+
+    /// Enrolls a new agent for `dc`'s domain (through the real enrollment
+    /// RPC), binding to the DC as `bind_dn`/`bind_password`, and starts it;
+    /// returns once it is connected to a relay. Returns the agent id.
+    pub async fn start_agent(
+        &mut self,
+        dc: &SambaDc,
+        bind_dn: &str,
+        bind_password: &str,
+    ) -> Result<String, TestkitError> {
+        let admin = self.admin()?;
+        let token = admin
+            .agents()
+            .create_enrollment_token(admin.request(pb::CreateEnrollmentTokenRequest {
+                domain: dc.domain().to_owned(),
+                ttl_seconds: 600,
+            }))
+            .await
+            .map_err(|s| TestkitError::Stack(format!("enrollment token: {s}")))?
+            .into_inner()
+            .token;
+        let state_dir = self
+            .dir
+            .path()
+            .join(format!("agent-{}", self.agents.len() + 1));
+        let enrollment = writeback_agent::enroll::enroll(&self.cp_url, &token, &state_dir)
+            .await
+            .map_err(|e| TestkitError::Stack(format!("enroll: {e}")))?;
+        let directory = Directory::new(DirectoryConfig {
+            urls: vec![dc.ldaps_url()],
+            ca_pem: dc.ca_pem().to_owned(),
+            bind_dn: bind_dn.to_owned(),
+            bind_password: bind_password.to_owned().into(),
+            scope_base_dns: Vec::new(),
+            scope_group_dn: None,
+            timeout: Duration::from_secs(10),
+        })
+        .map_err(|e| TestkitError::Stack(format!("directory: {e}")))?;
+        let (stop, rx) = watch::channel(false);
+        let mut agent =
+            writeback_agent::runtime::start(&state_dir, Arc::new(directory), 16, wait_true(rx))
+                .map_err(|e| TestkitError::Stack(format!("agent: {e}")))?;
+        agent
+            .wait_connected(READY_TIMEOUT)
+            .await
+            .map_err(|e| TestkitError::Stack(format!("agent: {e}")))?;
+        self.agents.push((stop, agent));
+        Ok(enrollment.agent_id)
+    }
+
+    /// Stops the `index`th agent started (its tunnel closes).
+    pub async fn stop_agent(&mut self, index: usize) {
+        if index < self.agents.len() {
+            let (stop, agent) = self.agents.remove(index);
+            let _ = stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(10), agent.task).await;
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for (stop, _) in &self.agents {
+            let _ = stop.send(true);
+        }
+        for r in &self.relays {
+            let _ = r.stop.send(true);
+        }
+        let _ = self.cp_stop.send(true);
+        self.cp_task.abort();
+    }
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests against real Samba AD DCs. They need Samba installed
+//! (`scripts/install-deps.sh`) and fail loudly without it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod skeleton;

@@ -111,7 +111,7 @@ pub enum DirectoryError {
     /// No domain controller could be reached; one entry per URL tried.
     #[error("no domain controller reachable: {}", attempts.join("; "))]
     Unreachable {
-        /// "<url>: <what happened>" per URL.
+        /// `"<url>: <what happened>"` per URL.
         attempts: Vec<String>,
     },
 

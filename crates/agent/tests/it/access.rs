@@ -89,6 +89,7 @@ async fn rights_are_named_and_connectivity_is_classified() {
         dc.try_bind(&ivan, "Ivan-Passw0rd-1").await.unwrap(),
         "the refused reset wrote nothing"
     );
+    assert_ne!(crate::attr(&dc, &ivan, "pwdLastSet").await, "0");
     // Outside the delegated OU.
     refused(
         svc.reset_password(&upn(&dc, "plain"), &pw("Plain-Passw0rd-2"), reset)
@@ -153,6 +154,28 @@ async fn rights_are_named_and_connectivity_is_classified() {
         matches!(&e, DirectoryError::Unreachable { attempts } if attempts.len() == 2),
         "{e:?}"
     );
+
+    // Something accepts TCP but never speaks TLS: the per-step timeout ends the wait
+    // and the next URL is used.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut stalled = cfg.clone();
+    stalled.urls = vec![
+        format!("ldaps://127.0.0.1:{}", silent.local_addr().unwrap().port()),
+        dc.ldaps_url(),
+    ];
+    stalled.timeout = Duration::from_secs(1);
+    let started = std::time::Instant::now();
+    directory(stalled.clone())
+        .unlock(&upn(&dc, "ivan"))
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    stalled.urls.truncate(1);
+    refused(
+        directory(stalled).unlock(&upn(&dc, "ivan")).await,
+        ReasonCode::DcUnreachable,
+    );
+    drop(silent);
 
     // A DC certificate from another CA: TLS_FAILURE, over LDAPS and StartTLS.
     let other = TestCa::new("some other CA").unwrap();

@@ -120,6 +120,7 @@ async fn lookups_scope_and_protected_accounts() {
             .unwrap(),
         "Administrator's password is unchanged"
     );
+    assert!(!dc.kinit("Administrator", "Admin-Passw0rd-1").await.unwrap());
     // Nested: grace -> Helpdesk Leads -> Domain Admins (Samba sets no adminCount).
     let grace = dc.create_user("grace", "Start-Passw0rd!").await.unwrap();
     dc.samba_tool(&["group", "add", "Helpdesk Leads"])
@@ -163,6 +164,7 @@ async fn lookups_scope_and_protected_accounts() {
             .await
             .unwrap()
     );
+    assert!(!dc.kinit("heidi", "Heidi-Passw0rd-1").await.unwrap());
 
     // Disabled accounts are refused before anything is written.
     dc.samba_tool(&["user", "disable", "eve"]).await.unwrap();
@@ -181,4 +183,5 @@ async fn lookups_scope_and_protected_accounts() {
             .await
             .unwrap()
     );
+    assert!(!dc.kinit("eve", "Eve-Passw0rd-1").await.unwrap());
 }

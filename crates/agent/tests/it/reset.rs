@@ -35,6 +35,7 @@ async fn resets_unlocks_and_expiry_flags_reach_the_dc() {
             .unwrap()
     );
     assert!(dc.kinit("alice", "Reset-Passw0rd-1").await.unwrap());
+    assert!(!dc.kinit("alice", "Start-Passw0rd!").await.unwrap());
 
     // By objectGUID, too.
     let by_guid = Target::ObjectGuid(guid_of(&dc, "alice").await);

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# The whole writeback stack on one Debian machine (as root):
+#
+#   sudo scripts/stack.sh up     # build, start two Samba AD domains, the control
+#                                # plane (SQLite), a relay and one agent per domain
+#   sudo scripts/stack.sh down   # stop everything and remove its state
+#   sudo scripts/stack.sh status # what runs
+#
+# `up` is safe to re-run: what already runs is kept. State, logs and the
+# administrator token live in $WRITEBACK_STACK_DIR (default: .local/stack in
+# the checkout). Ports: control plane 127.0.0.1:8443, relay 127.0.0.1:7443,
+# domain controllers on their own 127.0.0.N (LDAPS 636).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+STATE=${WRITEBACK_STACK_DIR:-$ROOT/.local/stack}
+TENANT=${WRITEBACK_TENANT:-demo}
+DOMAINS=(contoso.test fabrikam.test)
+CP_ADDR=127.0.0.1:8443
+RELAY_ADDR=127.0.0.1:7443
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/writeback/target}
+BIN=$CARGO_TARGET_DIR/debug
+
+log() { printf 'stack: %s\n' "$*"; }
+die() { printf 'stack: error: %s\n' "$*" >&2; exit 1; }
+
+running() { [[ -f $STATE/pids/$1 ]] && kill -0 "$(cat "$STATE/pids/$1")" 2>/dev/null; }
+
+start() { # name, command...
+    local name=$1; shift
+    if running "$name"; then
+        log "$name already runs (pid $(cat "$STATE/pids/$name"))"
+        return
+    fi
+    setsid "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null &
+    echo $! >"$STATE/pids/$name"
+    log "started $name (pid $!, log $STATE/logs/$name.log)"
+}
+
+wait_for() { # description, seconds, test command...
+    local what=$1 secs=$2; shift 2
+    local deadline=$((SECONDS + secs))
+    until "$@" 2>/dev/null; do
+        ((SECONDS < deadline)) || die "$what did not come up within ${secs}s; see $STATE/logs"
+        sleep 0.3
+    done
+}
+
+port_open() { (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
+
+ctl() {
+    "$BIN/writebackctl" --control-plane "https://$CP_ADDR" --ca-file "$STATE/cp/ca.pem" \
+        --token-file "$STATE/admin.token" "$@"
+}
+
+up() {
+    scripts/install-deps.sh
+    log "building (cache in $CARGO_TARGET_DIR)"
+    cargo build --locked --bins
+    mkdir -p "$STATE"/{pids,logs,cp,relay,agents,lab}
+    chmod 700 "$STATE"
+
+    start lab "$BIN/writeback-lab" --dir "$STATE/lab" $(printf -- '--domain %s ' "${DOMAINS[@]}")
+    wait_for "the domain controllers" 180 test -f "$STATE/lab/ready"
+
+    cat >"$STATE/cp.toml" <<TOML
+data_dir = "$STATE/cp"
+listen = "$CP_ADDR"
+relay_urls = ["https://$RELAY_ADDR"]
+tls_dns_names = ["localhost"]
+tls_ip_addresses = ["127.0.0.1"]
+TOML
+    if [[ ! -f $STATE/admin.token ]]; then
+        "$BIN/writeback-control-plane" --config "$STATE/cp.toml" init --tenant "$TENANT" \
+            --admin "admin@contoso.test" --client-app portal --token-file "$STATE/admin.token"
+    fi
+    if [[ ! -f $STATE/relay/relay.pem ]]; then
+        "$BIN/writeback-control-plane" --config "$STATE/cp.toml" relay-cert --tenant "$TENANT" \
+            --relay-id relay-1 --dns localhost --ip 127.0.0.1 --out-dir "$STATE/relay"
+    fi
+    cat >"$STATE/relay.toml" <<TOML
+relay_id = "relay-1"
+tenant = "$TENANT"
+listen = "$RELAY_ADDR"
+cert_file = "$STATE/relay/relay.pem"
+key_file = "$STATE/relay/relay.key"
+ca_file = "$STATE/relay/ca.pem"
+TOML
+    start relay "$BIN/writeback-relay" --config "$STATE/relay.toml"
+    start control-plane "$BIN/writeback-control-plane" --config "$STATE/cp.toml" serve
+    wait_for "the relay" 30 port_open "$RELAY_ADDR"
+    wait_for "the control plane" 30 port_open "$CP_ADDR"
+
+    for d in "${DOMAINS[@]}"; do
+        if ! ctl domain list | cut -f1 | grep -qx "$d"; then
+            ctl domain add "$d"
+        fi
+    done
+    ctl settings set --cloud-sync-writeback on --sspr-writeback on --unlock-without-reset on >/dev/null
+
+    for d in "${DOMAINS[@]}"; do
+        local a=$STATE/agents/$d
+        if [[ ! -f $a/state/state.toml ]]; then
+            mkdir -p "$a"
+            ctl agent enroll-token --domain "$d" | head -n1 >"$a/token"
+            chmod 600 "$a/token"
+            "$BIN/writeback-agent" enroll --control-plane "https://$CP_ADDR" \
+                --token-file "$a/token" --state-dir "$a/state"
+            rm -f "$a/token"
+        fi
+        cat >"$a/agent.toml" <<TOML
+state_dir = "$a/state"
+[directory]
+urls = ["$(cat "$STATE/lab/$d/ldaps_url")"]
+ca_file = "$STATE/lab/$d/ca.pem"
+bind_dn = "$(cat "$STATE/lab/$d/bind_dn")"
+bind_password_file = "$STATE/lab/$d/bind_password"
+TOML
+        # The DCs get new addresses and credentials on each lab start, so an
+        # agent always restarts with the current ones.
+        if running "agent-$d"; then kill "$(cat "$STATE/pids/agent-$d")" || true; sleep 0.5; fi
+        start "agent-$d" "$BIN/writeback-agent" --config "$a/agent.toml" run
+    done
+    wait_for "the agents" 30 bash -c "[[ \$('$BIN/writebackctl' --control-plane https://$CP_ADDR --ca-file '$STATE/cp/ca.pem' --token-file '$STATE/admin.token' agent list | grep -c online) -ge ${#DOMAINS[@]} ]]"
+
+    cat <<TXT
+
+writeback is up. Try (the demo users' passwords are in $STATE/lab/users.txt):
+
+  export WRITEBACK_CONTROL_PLANE=https://$CP_ADDR
+  export WRITEBACK_CA_FILE=$STATE/cp/ca.pem
+  export WRITEBACK_TOKEN_FILE=$STATE/admin.token
+  alias writebackctl=$BIN/writebackctl
+
+  writebackctl status
+  writebackctl agent list
+  echo 'N3w-Passw0rd!' | writebackctl password reset --user alice@contoso.test
+  echo 'An0ther-Passw0rd!' | writebackctl password reset --user bob@fabrikam.test
+  writebackctl audit list
+
+Stop and remove everything with: scripts/stack.sh down
+TXT
+}
+
+down() {
+    for p in "$STATE"/pids/agent-* "$STATE/pids/control-plane" "$STATE/pids/relay" "$STATE/pids/lab"; do
+        [[ -f $p ]] || continue
+        local pid
+        pid=$(cat "$p")
+        if kill -0 "$pid" 2>/dev/null; then
+            kill "$pid" 2>/dev/null || true
+            for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+            log "stopped $(basename "$p")"
+        fi
+        rm -f "$p"
+    done
+    rm -rf "$STATE"
+    log "removed $STATE"
+}
+
+status() {
+    for p in "$STATE"/pids/*; do
+        [[ -f $p ]] || continue
+        if kill -0 "$(cat "$p")" 2>/dev/null; then log "$(basename "$p"): running"; else log "$(basename "$p"): stopped"; fi
+    done
+    if running control-plane; then ctl status || true; fi
+}
+
+case ${1:-} in
+    up) up ;;
+    down) down ;;
+    status) status ;;
+    *) die "usage: scripts/stack.sh up|down|status" ;;
+esac

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs every writeback test on a fresh Debian machine (as root):
+#
+#   sudo scripts/test.sh
+#
+# 1. installs Samba and friends when missing (scripts/install-deps.sh);
+# 2. makes sure the local PostgreSQL answers on 127.0.0.1:5432 (the storage
+#    tests run against SQLite *and* PostgreSQL and fail loudly without it);
+# 3. checks formatting and lints (cargo fmt --check, clippy -D warnings);
+# 4. runs the whole workspace's tests with cargo-nextest (cargo test when
+#    nextest is absent), including the end-to-end tests against real Samba
+#    AD domain controllers.
+#
+# The build cache lives outside the checkout (CARGO_TARGET_DIR, default
+# ~/.cache/writeback/target) so a fresh clone does not rebuild everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf 'test: %s\n' "$*"; }
+
+scripts/install-deps.sh
+
+export WRITEBACK_TEST_POSTGRES_URL=${WRITEBACK_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    if command -v pg_ctlcluster >/dev/null && [[ -d /etc/postgresql ]]; then
+        log "PostgreSQL is not answering; starting the local cluster"
+        for v in /etc/postgresql/*; do
+            pg_ctlcluster --skip-systemctl-redirect "$(basename "$v")" main start || true
+        done
+    fi
+fi
+pg_isready -h 127.0.0.1 -p 5432 || log "warning: PostgreSQL is not reachable; the PostgreSQL storage tests will fail"
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/writeback/target}
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+if cargo nextest --version >/dev/null 2>&1; then
+    log "cargo nextest run --workspace"
+    cargo nextest run --workspace --locked --profile ci
+else
+    log "cargo-nextest not found; using cargo test"
+    cargo test --workspace --locked
+fi
+log "all tests passed"

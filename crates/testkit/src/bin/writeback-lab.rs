@@ -75,7 +75,9 @@ async fn main() -> std::process::ExitCode {
             "--dir" => dir = args.next().map(PathBuf::from),
             "--domain" => domains.extend(args.next()),
             other => {
-                eprintln!("writeback-lab: unknown argument {other:?}; usage: writeback-lab --dir DIR --domain NAME...");
+                eprintln!(
+                    "writeback-lab: unknown argument {other:?}; usage: writeback-lab --dir DIR --domain NAME..."
+                );
                 return std::process::ExitCode::from(2);
             }
         }

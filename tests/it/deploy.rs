@@ -1,0 +1,133 @@
+//! docker-compose.yml and deploy/ stay in step with the code: the compose
+//! file validates, every file it names exists, its ports match the example
+//! configs, and the example configs load with the services' own config types
+//! (which refuse unknown keys).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use writeback_agent::config::AgentConfig;
+use writeback_control_plane::ControlPlaneConfig;
+use writeback_relay::RelayConfig;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn compose_file_validates_with_docker_compose() {
+    let out = Command::new("docker-compose")
+        .args(["-f", "docker-compose.yml", "config", "-q"])
+        .current_dir(root())
+        .output()
+        .expect("docker-compose must be installed (scripts/install-deps.sh)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let services = Command::new("docker-compose")
+        .args(["-f", "docker-compose.yml", "config", "--services"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let mut names: Vec<String> = String::from_utf8(services.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "agent-contoso",
+            "agent-fabrikam",
+            "control-plane",
+            "control-plane-init",
+            "dc-contoso",
+            "dc-fabrikam",
+            "postgres",
+            "relay",
+            "setup",
+        ]
+    );
+}
+
+#[test]
+fn every_file_the_compose_file_names_exists() {
+    let text = std::fs::read_to_string(root().join("docker-compose.yml")).unwrap();
+    let mut checked = 0;
+    for token in text.split(|c: char| {
+        c.is_whitespace() || c == '"' || c == '\'' || c == ',' || c == '[' || c == ']'
+    }) {
+        let path = token.split(':').next().unwrap_or("");
+        let path = path.trim_start_matches("./");
+        if !(path.starts_with("deploy/")) || path.starts_with("deploy/secrets/") {
+            continue;
+        }
+        assert!(
+            root().join(path).exists(),
+            "docker-compose.yml names {path}, which does not exist"
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 5,
+        "expected several deploy/ paths, found {checked}"
+    );
+    for dockerfile in ["deploy/docker/Dockerfile", "deploy/docker/samba/Dockerfile"] {
+        assert!(root().join(dockerfile).exists());
+    }
+    // Every COPY source of the Dockerfiles exists too.
+    let samba = std::fs::read_to_string(root().join("deploy/docker/samba/Dockerfile")).unwrap();
+    for line in samba.lines().filter(|l| l.starts_with("COPY ")) {
+        let src = line.split_whitespace().nth(1).unwrap();
+        assert!(
+            root().join("deploy/docker/samba").join(src).exists(),
+            "{src}"
+        );
+    }
+    let main = std::fs::read_to_string(root().join("deploy/docker/Dockerfile")).unwrap();
+    for line in main.lines().filter(|l| l.starts_with("COPY deploy/")) {
+        let src = line.split_whitespace().nth(1).unwrap();
+        assert!(root().join(src).exists(), "{src}");
+    }
+}
+
+fn load<T: serde::de::DeserializeOwned + serde::Serialize + Default>(
+    file: &str,
+    prefix: &str,
+) -> T {
+    writeback_core::config::load(Some(&root().join(file)), prefix)
+        .unwrap_or_else(|e| panic!("{file} does not load: {e}"))
+}
+
+#[test]
+fn example_configs_load_and_match_the_compose_ports() {
+    let cp: ControlPlaneConfig = load("deploy/config/control-plane.toml", "WRITEBACK_TEST_UNUSED_");
+    let relay: RelayConfig = load("deploy/config/relay.toml", "WRITEBACK_TEST_UNUSED_");
+    let agent: AgentConfig = load("deploy/config/agent.toml", "WRITEBACK_TEST_UNUSED_");
+    assert!(!agent.directory.urls.is_empty());
+    let compose = std::fs::read_to_string(root().join("docker-compose.yml")).unwrap();
+    let cp_port = cp.listen.port();
+    let relay_port = relay.listen.port();
+    assert!(
+        compose.contains(&format!("\"{cp_port}:{cp_port}\"")),
+        "compose publishes the control plane's port {cp_port}"
+    );
+    assert!(
+        compose.contains(&format!("\"{relay_port}:{relay_port}\"")),
+        "compose publishes the relay's port {relay_port}"
+    );
+    assert!(
+        cp.relay_urls
+            .iter()
+            .any(|u| u.ends_with(&format!(":{relay_port}"))),
+        "the control plane dials the relay's port"
+    );
+    assert!(
+        cp.tls_dns_names.iter().any(|n| n == "control-plane"),
+        "the API certificate names the compose service"
+    );
+}

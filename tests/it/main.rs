@@ -4,5 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod deploy;
+mod enrollment;
 mod scenarios;
 mod skeleton;

@@ -188,17 +188,29 @@ async fn session(
                     let (executor, tx) = (executor.clone(), tx.clone());
                     tokio::spawn(async move {
                         let dcs = executor.applier().health().await;
+                        // Cached by the health monitor: a probe never waits for it.
+                        let checks = executor.checks();
                         let report = HealthReport {
                             probe_id: probe.probe_id,
                             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
                             domain_controllers: dcs,
-                            permissions_ok: false,
-                            policy_warnings: Vec::new(),
+                            permissions_ok: checks.permissions_ok,
+                            policy_warnings: checks.policy_warnings,
                         };
                         let _ = tx.send(message(agent_message::Body::Health(report))).await;
                     });
                 }
                 Ok(Some(RelayMessage { body: Some(relay_message::Body::GoAway(g)) })) => {
+                    // Operations in flight still answer on this tunnel (the
+                    // relay drains it) while we reconnect: keep it open until
+                    // the relay ends it, which it does once every result is
+                    // in (our side ends when the last operation drops its
+                    // sender) or its drain period is over.
+                    tokio::spawn(async move {
+                        let _client = client;
+                        let drain = async { while let Ok(Some(_)) = inbound.message().await {} };
+                        let _ = tokio::time::timeout(Duration::from_secs(120), drain).await;
+                    });
                     return Ok(End::GoAway(g.reason));
                 }
                 Ok(Some(_)) => tracing::warn!("unexpected relay message ignored"),

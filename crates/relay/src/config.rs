@@ -32,6 +32,23 @@ pub struct RelayConfig {
     pub agent_queue_depth: usize,
     /// Largest gRPC message accepted or sent, bytes.
     pub max_message_bytes: usize,
+    /// Tunnels one agent identity may be opening or holding at once (a
+    /// reconnect storm gets OVERLOADED beyond it).
+    pub max_tunnels_per_agent: usize,
+    /// Seconds in-flight operations may still finish after a shutdown
+    /// told every agent GoAway.
+    pub shutdown_grace_seconds: u32,
+}
+
+impl RelayConfig {
+    /// The limits this config asks for.
+    pub fn limits(&self) -> crate::Limits {
+        crate::Limits {
+            queue_depth: self.agent_queue_depth.max(1),
+            max_tunnels_per_agent: self.max_tunnels_per_agent.max(1),
+            shutdown_grace: Duration::from_secs(u64::from(self.shutdown_grace_seconds)),
+        }
+    }
 }
 
 impl Default for RelayConfig {
@@ -47,6 +64,8 @@ impl Default for RelayConfig {
             heartbeat_misses: 3,
             agent_queue_depth: 256,
             max_message_bytes: 256 * 1024,
+            max_tunnels_per_agent: 4,
+            shutdown_grace_seconds: 10,
         }
     }
 }

@@ -14,7 +14,8 @@ use writeback_identity::{PeerInfo, SpiffeId};
 use writeback_proto::v1::relay_dispatch_server::RelayDispatch;
 use writeback_proto::v1::{
     AgentHealth, DispatchRequest, DispatchResponse, PresenceEvent, PresenceReport,
-    ProbeHealthRequest, ProbeHealthResponse, WatchPresenceRequest,
+    ProbeHealthRequest, ProbeHealthResponse, SetRevokedAgentsRequest, SetRevokedAgentsResponse,
+    WatchPresenceRequest,
 };
 
 use crate::config::RelayOptions;
@@ -67,7 +68,7 @@ type PresenceStream = Pin<Box<dyn Stream<Item = Result<PresenceReport, Status>> 
 
 #[tonic::async_trait]
 impl RelayDispatch for DispatchService {
-    #[tracing::instrument(skip_all, fields(operation_id, tenant, domain))]
+    #[tracing::instrument(skip_all, fields(operation_id, tenant, domain, agent_id))]
     async fn dispatch(
         &self,
         req: Request<DispatchRequest>,
@@ -78,9 +79,9 @@ impl RelayDispatch for DispatchService {
             .operation
             .ok_or_else(|| status(ReasonCode::InvalidArgument, "dispatch without an operation"))?;
         let span = tracing::Span::current();
-        span.record("operation_id", op.operation_id.as_str());
-        span.record("tenant", op.tenant.as_str());
-        span.record("domain", op.domain.as_str());
+        span.record("operation_id", tracing::field::display(&op.operation_id));
+        span.record("tenant", tracing::field::display(&op.tenant));
+        span.record("domain", tracing::field::display(&op.domain));
         self.check_tenant(&op.tenant)?;
         if op.operation_id.is_empty() || op.domain.is_empty() {
             return Err(status(
@@ -92,19 +93,20 @@ impl RelayDispatch for DispatchService {
             .expires_at
             .as_ref()
             .ok_or_else(|| status(ReasonCode::InvalidArgument, "an operation needs an expiry"))?;
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let left = expires.seconds.saturating_sub(now);
-        if left <= 0 {
+        let expires_ns = i128::from(expires.seconds) * 1_000_000_000 + i128::from(expires.nanos);
+        let left_ns = expires_ns - time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+        if left_ns <= 0 {
             return Err(status(
                 ReasonCode::OperationExpired,
                 "the operation expired before the relay could route it; nothing was applied",
             ));
         }
-        let wait = Duration::from_secs(u64::try_from(left).unwrap_or(0)).min(MAX_OPERATION_WAIT);
+        let wait = Duration::from_nanos(u64::try_from(left_ns).unwrap_or(u64::MAX))
+            .min(MAX_OPERATION_WAIT);
         let id = op.operation_id.clone();
         match self.registry.dispatch(op, wait).await {
             Ok(result) => {
-                tracing::info!(agent_id = %result.agent_id, "operation answered");
+                tracing::debug!(agent_id = %result.agent_id, "operation answered");
                 Ok(Response::new(DispatchResponse {
                     result: Some(result),
                     relay_id: self.options.relay_id.clone(),
@@ -144,6 +146,23 @@ impl RelayDispatch for DispatchService {
                     report,
                 })
                 .collect(),
+        }))
+    }
+
+    async fn set_revoked_agents(
+        &self,
+        req: Request<SetRevokedAgentsRequest>,
+    ) -> Result<Response<SetRevokedAgentsResponse>, Status> {
+        self.authorize(&req)?;
+        let req = req.into_inner();
+        self.check_tenant(&req.tenant)?;
+        let count = req.agent_ids.len();
+        let closed = self
+            .registry
+            .set_revoked(&req.tenant, req.agent_ids.into_iter().collect());
+        tracing::info!(tenant = %req.tenant, revoked = count, closed, "revoked agents updated");
+        Ok(Response::new(SetRevokedAgentsResponse {
+            tunnels_closed: u32::try_from(closed).unwrap_or(u32::MAX),
         }))
     }
 

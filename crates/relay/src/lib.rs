@@ -25,7 +25,7 @@ use writeback_proto::v1::agent_tunnel_server::AgentTunnelServer;
 use writeback_proto::v1::relay_dispatch_server::RelayDispatchServer;
 
 pub use config::{RelayConfig, RelayOptions};
-pub use registry::Registry;
+pub use registry::{Limits, Registry};
 
 /// Errors that stop the relay.
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +49,20 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Builds a relay from resolved options.
+    /// Builds a relay from resolved options, with default [`Limits`] apart
+    /// from the options' queue depth.
     pub fn new(options: RelayOptions) -> Relay {
-        let registry = Registry::new(options.relay_id.clone(), options.agent_queue_depth);
+        let limits = Limits {
+            queue_depth: options.agent_queue_depth,
+            ..Limits::default()
+        };
+        Relay::with_limits(options, limits)
+    }
+
+    /// Builds a relay enforcing `limits` (its queue depth wins over the
+    /// options').
+    pub fn with_limits(options: RelayOptions, limits: Limits) -> Relay {
+        let registry = Registry::with_limits(options.relay_id.clone(), limits);
         Relay {
             options: Arc::new(options),
             registry,
@@ -109,7 +120,13 @@ impl Relay {
         let shutdown = async move {
             shutdown.await;
             tracing::info!("relay shutting down; telling agents to reconnect");
-            registry.shut_down("relay shutting down");
+            health
+                .set_not_serving::<AgentTunnelServer<tunnel::TunnelService>>()
+                .await;
+            health
+                .set_not_serving::<RelayDispatchServer<dispatch::DispatchService>>()
+                .await;
+            registry.shut_down().await;
         };
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))

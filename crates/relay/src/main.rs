@@ -27,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("while binding {}", config.listen))?;
-    Relay::new(options)
+    Relay::with_limits(options, config.limits())
         .serve(listener, async {
             let _ = tokio::signal::ctrl_c().await;
         })

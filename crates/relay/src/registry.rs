@@ -2,8 +2,19 @@
 //! identity from its certificate; a second tunnel with the same identity
 //! replaces the first. [`Registry::dispatch`] routes an operation to one
 //! live agent of the domain — fewest outstanding requests first, round robin
-//! among equals — and fails over to another agent if the chosen tunnel
-//! drops before answering, within the operation's deadline.
+//! among equals — and waits for its answer until the operation's deadline.
+//!
+//! Exactly-once is kept by one rule: an operation is sent to a *second*
+//! agent only when the first agent's tunnel is gone (dropped, silent past
+//! the heartbeat limit, or revoked). When the first agent merely reconnects
+//! (its new tunnel replaces the old one) the operation is resent to the same
+//! agent, whose executor answers a repeated operation id with its first
+//! result. An agent that is alive but slow is never doubled: the deadline
+//! answers `TIMEOUT` and a late answer is logged and dropped.
+//!
+//! The registry also holds the tenant's revoked agents (their tunnels are
+//! refused and closed), limits how many tunnels one identity may be opening
+//! at once, and drains in-flight operations when the relay shuts down.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -18,8 +29,38 @@ use writeback_proto::v1::{
     PresenceEvent, PresenceReport, RelayMessage, relay_message,
 };
 
-/// Tenant + domain: the routing key.
-type DomainKey = (String, String);
+/// Why a tunnel was closed; decides what happens to its in-flight operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The agent left, the connection broke, or it went silent: its
+    /// operations fail over to another agent of the domain.
+    Dropped,
+    /// A newer tunnel of the same agent replaced it: its operations are
+    /// resent to that agent (which deduplicates by operation id).
+    Replaced,
+    /// The control plane revoked the agent: its operations fail over.
+    Revoked,
+    /// The relay shut down and the drain period ended: the outcome of its
+    /// operations is unknown, so they fail with `TIMEOUT`.
+    Shutdown,
+}
+
+impl CloseReason {
+    fn words(self) -> &'static str {
+        match self {
+            CloseReason::Dropped => "tunnel dropped",
+            CloseReason::Replaced => "replaced by a newer tunnel of the same agent",
+            CloseReason::Revoked => "the agent was revoked",
+            CloseReason::Shutdown => "relay shutting down",
+        }
+    }
+}
+
+/// What a dispatcher waiting on a tunnel receives.
+enum Answer {
+    Result(OperationResult),
+    Lost(CloseReason),
+}
 
 /// One registered tunnel.
 pub struct AgentConn {
@@ -31,7 +72,7 @@ pub struct AgentConn {
     pub version: String,
     tx: mpsc::Sender<RelayMessage>,
     outstanding: AtomicUsize,
-    pending: Mutex<HashMap<String, oneshot::Sender<OperationResult>>>,
+    pending: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
     probes: Mutex<HashMap<String, oneshot::Sender<HealthReport>>>,
     closed: AtomicBool,
     close_signal: Notify,
@@ -49,19 +90,26 @@ impl AgentConn {
         self.outstanding.load(Ordering::Relaxed)
     }
 
-    /// Resolves when the registry closed this tunnel (replaced, shut down).
+    /// True once the registry closed this tunnel.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Resolves when the registry closed this tunnel (replaced, revoked,
+    /// shut down).
     pub async fn closed(&self) {
-        if self.closed.load(Ordering::Acquire) {
+        let notified = self.close_signal.notified();
+        if self.is_closed() {
             return;
         }
-        self.close_signal.notified().await;
+        notified.await;
     }
 
     /// Hands an agent's result to the dispatcher waiting for it. Returns
     /// false for a late or unknown answer (which the caller logs and drops).
     pub fn complete(&self, result: OperationResult) -> bool {
         match lock(&self.pending).remove(&result.operation_id) {
-            Some(waiter) => waiter.send(result).is_ok(),
+            Some(waiter) => waiter.send(Answer::Result(result)).is_ok(),
             None => false,
         }
     }
@@ -74,20 +122,29 @@ impl AgentConn {
         }
     }
 
-    fn close(&self, reason: &str) {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return;
-        }
+    fn go_away(&self, reason: &str) {
         let _ = self.tx.try_send(RelayMessage {
             body: Some(relay_message::Body::GoAway(GoAway {
                 reason: reason.to_owned(),
             })),
         });
-        // Dropping the waiters wakes every dispatcher on this tunnel, which
-        // then fails over to another agent.
-        lock(&self.pending).clear();
+    }
+
+    fn close(&self, reason: CloseReason) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if reason != CloseReason::Dropped {
+            self.go_away(reason.words());
+        }
+        // Wake every dispatcher on this tunnel with the reason, so each
+        // decides between failing over, resending and giving up.
+        let waiters: Vec<_> = lock(&self.pending).drain().map(|(_, w)| w).collect();
+        for w in waiters {
+            let _ = w.send(Answer::Lost(reason));
+        }
         lock(&self.probes).clear();
-        self.close_signal.notify_one();
+        self.close_signal.notify_waiters();
     }
 }
 
@@ -99,14 +156,82 @@ struct DomainAgents {
 
 #[derive(Default)]
 struct State {
-    domains: HashMap<DomainKey, DomainAgents>,
+    /// tenant → domain → live tunnels.
+    domains: HashMap<String, HashMap<String, DomainAgents>>,
+    /// tenant → revoked agent ids.
+    revoked: HashMap<String, HashSet<String>>,
+    /// identity → tunnels being opened or open (a reconnect-storm guard).
+    opening: HashMap<AgentIdentity, usize>,
     shutting_down: bool,
+}
+
+impl State {
+    fn is_revoked(&self, id: &AgentIdentity) -> bool {
+        self.revoked
+            .get(&id.tenant)
+            .is_some_and(|r| r.contains(&id.agent_id))
+    }
+
+    fn domain_mut(&mut self, tenant: &str, domain: &str) -> Option<&mut DomainAgents> {
+        self.domains.get_mut(tenant)?.get_mut(domain)
+    }
+
+    fn remove_conn(&mut self, conn: &AgentConn) -> bool {
+        let id = &conn.identity;
+        let Some(domains) = self.domains.get_mut(&id.tenant) else {
+            return false;
+        };
+        let Some(entry) = domains.get_mut(&id.domain) else {
+            return false;
+        };
+        let before = entry.agents.len();
+        entry.agents.retain(|a| a.conn_id != conn.conn_id);
+        let removed = entry.agents.len() != before;
+        if entry.agents.is_empty() {
+            domains.remove(&id.domain);
+            if domains.is_empty() {
+                self.domains.remove(&id.tenant);
+            }
+        }
+        removed
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Arc<AgentConn>> {
+        self.domains
+            .values()
+            .flat_map(|d| d.values())
+            .flat_map(|d| d.agents.iter())
+    }
+}
+
+/// Relay-wide limits the registry enforces.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Requests queued per agent before new ones get OVERLOADED.
+    pub queue_depth: usize,
+    /// Tunnels one agent identity may be opening or holding at once;
+    /// more get OVERLOADED (a reconnect storm, a misbehaving client).
+    pub max_tunnels_per_agent: usize,
+    /// On shutdown, how long in-flight operations may still finish after
+    /// every agent has been told GoAway.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            queue_depth: 256,
+            max_tunnels_per_agent: 4,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
 }
 
 struct Inner {
     relay_id: String,
-    queue_depth: usize,
+    limits: Limits,
     next_conn: AtomicU64,
+    late_answers: AtomicU64,
     state: Mutex<State>,
     presence: broadcast::Sender<PresenceReport>,
 }
@@ -117,15 +242,54 @@ pub struct Registry {
     inner: Arc<Inner>,
 }
 
+/// Held while a tunnel of one identity is being opened or is open; counts
+/// toward [`Limits::max_tunnels_per_agent`].
+pub struct OpenGuard {
+    registry: Registry,
+    identity: AgentIdentity,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        let mut state = lock(&self.registry.inner.state);
+        if let Some(n) = state.opening.get_mut(&self.identity) {
+            *n -= 1;
+            if *n == 0 {
+                state.opening.remove(&self.identity);
+            }
+        }
+    }
+}
+
+fn revoked_failure() -> Failure {
+    Failure::new(
+        ReasonCode::AgentRevoked,
+        "this agent has been revoked; enroll it again to reconnect",
+    )
+}
+
 impl Registry {
-    /// An empty registry for relay `relay_id`.
+    /// An empty registry for relay `relay_id` with per-agent queues of
+    /// `queue_depth` and default limits otherwise.
     pub fn new(relay_id: String, queue_depth: usize) -> Registry {
+        Registry::with_limits(
+            relay_id,
+            Limits {
+                queue_depth,
+                ..Limits::default()
+            },
+        )
+    }
+
+    /// An empty registry enforcing `limits`.
+    pub fn with_limits(relay_id: String, limits: Limits) -> Registry {
         let (presence, _) = broadcast::channel(4096);
         Registry {
             inner: Arc::new(Inner {
                 relay_id,
-                queue_depth,
+                limits,
                 next_conn: AtomicU64::new(1),
+                late_answers: AtomicU64::new(0),
                 state: Mutex::new(State::default()),
                 presence,
             }),
@@ -137,15 +301,66 @@ impl Registry {
         &self.inner.relay_id
     }
 
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Answers that arrived after their operation's deadline (or for an
+    /// unknown operation) and were dropped.
+    pub fn late_answers(&self) -> u64 {
+        self.inner.late_answers.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_late_answer(&self) {
+        self.inner.late_answers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Admits the start of a tunnel for `identity` (before its Hello):
+    /// refused when the agent is revoked, the relay is shutting down, or the
+    /// identity already has [`Limits::max_tunnels_per_agent`] tunnels
+    /// opening or open.
+    pub fn admit(&self, identity: &AgentIdentity) -> Result<OpenGuard, Failure> {
+        let mut state = lock(&self.inner.state);
+        if state.shutting_down {
+            return Err(shutting_down());
+        }
+        if state.is_revoked(identity) {
+            return Err(revoked_failure());
+        }
+        let n = state.opening.entry(identity.clone()).or_insert(0);
+        if *n >= self.inner.limits.max_tunnels_per_agent {
+            return Err(Failure::new(
+                ReasonCode::Overloaded,
+                "too many tunnels for this agent identity at once; back off and reconnect",
+            ));
+        }
+        *n += 1;
+        Ok(OpenGuard {
+            registry: self.clone(),
+            identity: identity.clone(),
+        })
+    }
+
+    /// Tunnels of `identity` being opened or open (what
+    /// [`Limits::max_tunnels_per_agent`] bounds).
+    pub fn tunnels_of(&self, identity: &AgentIdentity) -> usize {
+        lock(&self.inner.state)
+            .opening
+            .get(identity)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Registers a tunnel, replacing any tunnel with the same identity.
-    /// Returns the connection and the receiver of messages to send down it,
-    /// or `None` when the relay is shutting down.
+    /// Returns the connection and the receiver of messages to send down it;
+    /// refused when the relay is shutting down or the agent is revoked.
     pub fn register(
         &self,
         identity: AgentIdentity,
         version: String,
-    ) -> Option<(Arc<AgentConn>, mpsc::Receiver<RelayMessage>)> {
-        let (tx, rx) = mpsc::channel(self.inner.queue_depth);
+    ) -> Result<(Arc<AgentConn>, mpsc::Receiver<RelayMessage>), Failure> {
+        let (tx, rx) = mpsc::channel(self.inner.limits.queue_depth);
         let conn = Arc::new(AgentConn {
             identity: identity.clone(),
             conn_id: self.inner.next_conn.fetch_add(1, Ordering::Relaxed),
@@ -160,10 +375,17 @@ impl Registry {
         let replaced = {
             let mut state = lock(&self.inner.state);
             if state.shutting_down {
-                return None;
+                return Err(shutting_down());
             }
-            let key = (identity.tenant.clone(), identity.domain.clone());
-            let entry = state.domains.entry(key).or_default();
+            if state.is_revoked(&identity) {
+                return Err(revoked_failure());
+            }
+            let entry = state
+                .domains
+                .entry(identity.tenant.clone())
+                .or_default()
+                .entry(identity.domain.clone())
+                .or_default();
             let old = entry
                 .agents
                 .iter()
@@ -175,44 +397,75 @@ impl Registry {
         if let Some(old) = replaced {
             tracing::info!(tenant = %identity.tenant, domain = %identity.domain,
                 agent_id = %identity.agent_id, "a new tunnel replaces the agent's previous one");
-            old.close("replaced by a newer tunnel of the same agent");
+            old.close(CloseReason::Replaced);
         }
         self.announce(&conn, PresenceEvent::Connected);
-        Some((conn, rx))
+        Ok((conn, rx))
     }
 
     /// Removes a tunnel (if it is still the registered one) and wakes its
-    /// waiters so their operations fail over.
-    pub fn unregister(&self, conn: &Arc<AgentConn>, reason: &str) {
-        let removed = {
-            let mut state = lock(&self.inner.state);
-            let key = (conn.identity.tenant.clone(), conn.identity.domain.clone());
-            let mut removed = false;
-            if let Some(entry) = state.domains.get_mut(&key) {
-                let before = entry.agents.len();
-                entry.agents.retain(|a| a.conn_id != conn.conn_id);
-                removed = entry.agents.len() != before;
-                if entry.agents.is_empty() {
-                    state.domains.remove(&key);
-                }
-            }
-            removed
-        };
+    /// waiters with `reason`.
+    pub fn unregister(&self, conn: &Arc<AgentConn>, reason: CloseReason) {
+        let removed = lock(&self.inner.state).remove_conn(conn);
         conn.close(reason);
         if removed {
             self.announce(conn, PresenceEvent::Disconnected);
         }
     }
 
-    /// Closes every tunnel with a GoAway and refuses new ones.
-    pub fn shut_down(&self, reason: &str) {
+    /// Replaces the set of revoked agents of `tenant` and closes their open
+    /// tunnels; returns how many were closed.
+    pub fn set_revoked(&self, tenant: &str, agent_ids: HashSet<String>) -> usize {
+        let closing: Vec<Arc<AgentConn>> = {
+            let mut state = lock(&self.inner.state);
+            let closing = state
+                .domains
+                .get(tenant)
+                .into_iter()
+                .flat_map(|d| d.values())
+                .flat_map(|d| d.agents.iter())
+                .filter(|a| agent_ids.contains(&a.identity.agent_id))
+                .cloned()
+                .collect();
+            state.revoked.insert(tenant.to_owned(), agent_ids);
+            closing
+        };
+        for c in &closing {
+            tracing::warn!(tenant = %c.identity.tenant, domain = %c.identity.domain,
+                agent_id = %c.identity.agent_id, "agent revoked; closing its tunnel");
+            self.unregister(c, CloseReason::Revoked);
+        }
+        closing.len()
+    }
+
+    /// Shuts down gracefully: refuses new tunnels and new operations, tells
+    /// every agent GoAway, lets in-flight operations finish for up to the
+    /// grace period, then closes every tunnel; operations still unanswered
+    /// fail with `TIMEOUT` (their outcome is unknown).
+    pub async fn shut_down(&self) {
         let conns: Vec<Arc<AgentConn>> = {
             let mut state = lock(&self.inner.state);
             state.shutting_down = true;
-            state.domains.drain().flat_map(|(_, d)| d.agents).collect()
+            state.all().cloned().collect()
+        };
+        for c in &conns {
+            c.go_away(CloseReason::Shutdown.words());
+        }
+        let deadline = tokio::time::Instant::now() + self.inner.limits.shutdown_grace;
+        while conns.iter().any(|c| c.outstanding() > 0) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let conns: Vec<Arc<AgentConn>> = {
+            let mut state = lock(&self.inner.state);
+            state
+                .domains
+                .drain()
+                .flat_map(|(_, d)| d.into_values())
+                .flat_map(|d| d.agents)
+                .collect()
         };
         for c in conns {
-            c.close(reason);
+            c.close(CloseReason::Shutdown);
             self.announce(&c, PresenceEvent::Disconnected);
         }
     }
@@ -221,7 +474,8 @@ impl Registry {
     pub fn agents(&self, tenant: &str, domain: &str) -> Vec<Arc<AgentConn>> {
         lock(&self.inner.state)
             .domains
-            .get(&(tenant.to_owned(), domain.to_owned()))
+            .get(tenant)
+            .and_then(|d| d.get(domain))
             .map(|d| d.agents.clone())
             .unwrap_or_default()
     }
@@ -230,10 +484,33 @@ impl Registry {
     pub fn tenant_agents(&self, tenant: &str) -> Vec<Arc<AgentConn>> {
         lock(&self.inner.state)
             .domains
-            .iter()
-            .filter(|((t, _), _)| t == tenant)
-            .flat_map(|(_, d)| d.agents.iter().cloned())
+            .get(tenant)
+            .into_iter()
+            .flat_map(|d| d.values())
+            .flat_map(|d| d.agents.iter().cloned())
             .collect()
+    }
+
+    /// Number of live tunnels.
+    pub fn len(&self) -> usize {
+        lock(&self.inner.state).all().count()
+    }
+
+    /// True when no tunnel is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The live tunnel of `identity`, if any.
+    fn current(&self, identity: &AgentIdentity) -> Option<Arc<AgentConn>> {
+        lock(&self.inner.state)
+            .domains
+            .get(&identity.tenant)?
+            .get(&identity.domain)?
+            .agents
+            .iter()
+            .find(|a| a.identity.agent_id == identity.agent_id)
+            .cloned()
     }
 
     /// Subscribes to presence changes.
@@ -253,22 +530,32 @@ impl Registry {
     }
 
     fn announce(&self, conn: &AgentConn, event: PresenceEvent) {
-        let _ = self.inner.presence.send(self.report(conn, event));
+        if self.inner.presence.receiver_count() > 0 {
+            let _ = self.inner.presence.send(self.report(conn, event));
+        }
     }
 
     /// Picks the live agent of the domain with the fewest outstanding
-    /// requests, round robin among equals, skipping `tried` tunnels.
-    fn pick(&self, tenant: &str, domain: &str, tried: &HashSet<u64>) -> Option<Arc<AgentConn>> {
+    /// requests, round robin among equals, skipping agents in `tried`.
+    fn pick(
+        &self,
+        tenant: &str,
+        domain: &str,
+        tried: &HashSet<String>,
+    ) -> Result<Option<Arc<AgentConn>>, Failure> {
         let mut state = lock(&self.inner.state);
-        let entry = state
-            .domains
-            .get_mut(&(tenant.to_owned(), domain.to_owned()))?;
+        if state.shutting_down {
+            return Err(shutting_down());
+        }
+        let Some(entry) = state.domain_mut(tenant, domain) else {
+            return Ok(None);
+        };
         let n = entry.agents.len();
         let start = entry.next % n.max(1);
         let mut best: Option<&Arc<AgentConn>> = None;
         for i in 0..n {
             let a = &entry.agents[(start + i) % n];
-            if tried.contains(&a.conn_id) || a.closed.load(Ordering::Acquire) {
+            if a.is_closed() || tried.contains(&a.identity.agent_id) {
                 continue;
             }
             if best.is_none_or(|b| a.outstanding() < b.outstanding()) {
@@ -277,50 +564,46 @@ impl Registry {
         }
         let chosen = best.cloned();
         entry.next = entry.next.wrapping_add(1);
-        chosen
+        Ok(chosen)
     }
 
     /// Routes `op` to a live agent of its domain and waits for the answer
-    /// until `timeout`, failing over when a tunnel drops first.
+    /// until `timeout` (see the module docs for when it fails over).
     pub async fn dispatch(
         &self,
         op: OperationRequest,
         timeout: Duration,
     ) -> Result<OperationResult, Failure> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut tried = HashSet::new();
+        let mut tried: HashSet<String> = HashSet::new();
         let mut overloaded = false;
+        let mut next: Option<Arc<AgentConn>> = None;
+        let op = Arc::new(op);
         loop {
-            let Some(conn) = self.pick(&op.tenant, &op.domain, &tried) else {
-                return Err(if overloaded {
-                    Failure::new(
-                        ReasonCode::Overloaded,
-                        "every agent of the domain has a full queue; try again shortly",
-                    )
-                } else if tried.is_empty() {
-                    Failure::new(
-                        ReasonCode::NoAgentOnline,
-                        format!("no agent of domain {} is connected to the relay", op.domain),
-                    )
-                } else {
-                    Failure::new(
-                        ReasonCode::NoAgentOnline,
-                        format!(
-                            "every agent of domain {} disconnected before answering",
-                            op.domain
-                        ),
-                    )
-                });
+            let conn = match next.take() {
+                Some(c) => c,
+                None => match self.pick(&op.tenant, &op.domain, &tried)? {
+                    Some(c) => c,
+                    None => return Err(unrouted(&op.domain, &tried, overloaded)),
+                },
             };
-            tried.insert(conn.conn_id);
+            tried.insert(conn.identity.agent_id.clone());
+            tracing::Span::current()
+                .record("agent_id", tracing::field::display(&conn.identity.agent_id));
             let (tx, rx) = oneshot::channel();
             lock(&conn.pending).insert(op.operation_id.clone(), tx);
+            if conn.is_closed() {
+                // Closed between the pick and the insert: nobody will wake us.
+                lock(&conn.pending).remove(&op.operation_id);
+                continue;
+            }
             let msg = RelayMessage {
-                body: Some(relay_message::Body::Request(op.clone())),
+                body: Some(relay_message::Body::Request(OperationRequest::clone(&op))),
             };
             if let Err(e) = conn.tx.try_send(msg) {
                 lock(&conn.pending).remove(&op.operation_id);
                 if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                    tracing::debug!(agent_id = %conn.identity.agent_id, "agent queue full");
                     overloaded = true;
                 }
                 continue;
@@ -328,18 +611,38 @@ impl Registry {
             conn.outstanding.fetch_add(1, Ordering::Relaxed);
             let answer = tokio::time::timeout_at(deadline, rx).await;
             conn.outstanding.fetch_sub(1, Ordering::Relaxed);
-            match answer {
-                Ok(Ok(result)) => return Ok(result),
-                Ok(Err(_)) => {
-                    tracing::info!(operation_id = %op.operation_id, agent_id = %conn.identity.agent_id,
-                        "tunnel dropped before the agent answered; failing over");
-                }
+            let reason = match answer {
+                Ok(Ok(Answer::Result(result))) => return Ok(result),
+                Ok(Ok(Answer::Lost(reason))) => reason,
+                Ok(Err(_)) => CloseReason::Dropped,
                 Err(_) => {
                     lock(&conn.pending).remove(&op.operation_id);
+                    tracing::warn!(agent_id = %conn.identity.agent_id,
+                        "agent did not answer before the deadline");
                     return Err(Failure::new(
                         ReasonCode::Timeout,
                         "the agent did not answer before the operation's deadline; the change may or may not have been applied",
                     ));
+                }
+            };
+            if reason == CloseReason::Shutdown {
+                return Err(Failure::new(
+                    ReasonCode::Timeout,
+                    "the relay shut down before the agent answered; the change may or may not have been applied",
+                ));
+            }
+            // The same agent reconnected: resend to it (it deduplicates by
+            // operation id). Otherwise the agent is gone: fail over to
+            // another agent of the domain.
+            match self.current(&conn.identity) {
+                Some(c) if c.conn_id != conn.conn_id && reason != CloseReason::Revoked => {
+                    tracing::info!(agent_id = %conn.identity.agent_id, reason = reason.words(),
+                        "agent reconnected before answering; resending to its new tunnel");
+                    next = Some(c);
+                }
+                _ => {
+                    tracing::info!(agent_id = %conn.identity.agent_id, reason = reason.words(),
+                        "tunnel lost before the agent answered; failing over");
                 }
             }
         }
@@ -376,5 +679,31 @@ impl Registry {
             (conn.identity.clone(), report)
         });
         futures::future::join_all(probes).await
+    }
+}
+
+fn shutting_down() -> Failure {
+    Failure::new(
+        ReasonCode::Unavailable,
+        "the relay is shutting down; nothing was sent to an agent",
+    )
+}
+
+fn unrouted(domain: &str, tried: &HashSet<String>, overloaded: bool) -> Failure {
+    if overloaded {
+        Failure::new(
+            ReasonCode::Overloaded,
+            "every agent of the domain has a full queue; try again shortly",
+        )
+    } else if tried.is_empty() {
+        Failure::new(
+            ReasonCode::NoAgentOnline,
+            format!("no agent of domain {domain} is connected to the relay"),
+        )
+    } else {
+        Failure::new(
+            ReasonCode::NoAgentOnline,
+            format!("every agent of domain {domain} disconnected before answering"),
+        )
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 use writeback_core::{ReasonCode, status};
 use writeback_identity::{PeerInfo, SpiffeId};
 use writeback_proto::TUNNEL_PROTOCOL_VERSION;
@@ -21,7 +22,7 @@ use writeback_proto::v1::{
 };
 
 use crate::config::RelayOptions;
-use crate::registry::{AgentConn, Registry};
+use crate::registry::{AgentConn, CloseReason, OpenGuard, Registry};
 
 /// How long an agent has to send its Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,6 +74,11 @@ impl AgentTunnel for TunnelService {
         req: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<RelayStream>, Status> {
         let identity = agent_identity_of(&req)?;
+        let guard = self.registry.admit(&identity).map_err(|f| {
+            tracing::info!(tenant = %identity.tenant, domain = %identity.domain,
+                agent_id = %identity.agent_id, reason = %f.reason, "tunnel refused");
+            Status::from(f)
+        })?;
         let mut inbound = req.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(AgentMessage {
@@ -101,15 +107,9 @@ impl AgentTunnel for TunnelService {
                 "the Hello's identity does not match the agent's certificate",
             ));
         }
-        let Some((conn, rx)) = self
+        let (conn, rx) = self
             .registry
-            .register(identity.clone(), hello.agent_version)
-        else {
-            return Err(status(
-                ReasonCode::Unavailable,
-                "the relay is shutting down; connect to another relay",
-            ));
-        };
+            .register(identity.clone(), hello.agent_version)?;
         tracing::info!(tenant = %identity.tenant, domain = %identity.domain,
             agent_id = %identity.agent_id, "agent tunnel open");
         let welcome = RelayMessage {
@@ -122,12 +122,18 @@ impl AgentTunnel for TunnelService {
                 .unwrap_or(u32::MAX),
             })),
         };
-        tokio::spawn(read_tunnel(
-            self.registry.clone(),
-            conn,
-            inbound,
-            self.options.heartbeat_timeout,
-        ));
+        let span = tracing::info_span!("tunnel", tenant = %identity.tenant,
+            domain = %identity.domain, agent_id = %identity.agent_id);
+        tokio::spawn(
+            read_tunnel(
+                self.registry.clone(),
+                conn,
+                inbound,
+                self.options.heartbeat_timeout,
+                guard,
+            )
+            .instrument(span),
+        );
         let out =
             futures::stream::once(async { Ok(welcome) }).chain(ReceiverStream::new(rx).map(Ok));
         Ok(Response::new(Box::pin(out)))
@@ -141,8 +147,8 @@ async fn read_tunnel(
     conn: Arc<AgentConn>,
     mut inbound: Streaming<AgentMessage>,
     silence_limit: Duration,
+    _guard: OpenGuard,
 ) {
-    let id = conn.identity.clone();
     let reason = loop {
         let msg = tokio::select! {
             m = tokio::time::timeout(silence_limit, inbound.message()) => m,
@@ -150,21 +156,20 @@ async fn read_tunnel(
         };
         match msg {
             Err(_) => {
-                tracing::warn!(tenant = %id.tenant, domain = %id.domain, agent_id = %id.agent_id,
-                    "agent silent past the heartbeat limit; dropping its tunnel");
+                tracing::warn!("agent silent past the heartbeat limit; dropping its tunnel");
                 break "missed heartbeats";
             }
             Ok(Ok(None)) => break "agent closed the tunnel",
             Ok(Err(e)) => {
-                tracing::info!(agent_id = %id.agent_id, error = %e.message(), "tunnel broke");
+                tracing::info!(error = %e.message(), "tunnel broke");
                 break "tunnel broke";
             }
             Ok(Ok(Some(m))) => match m.body {
                 Some(agent_message::Body::Result(result)) => {
                     let op = result.operation_id.clone();
                     if !conn.complete(result) {
-                        tracing::warn!(operation_id = %op, agent_id = %id.agent_id,
-                            "late or unknown answer dropped");
+                        registry.count_late_answer();
+                        tracing::warn!(operation_id = %op, "late or unknown answer dropped");
                     }
                 }
                 Some(agent_message::Body::Health(report)) => {
@@ -172,12 +177,11 @@ async fn read_tunnel(
                 }
                 Some(agent_message::Body::Heartbeat(_)) => {}
                 Some(agent_message::Body::Hello(_)) | None => {
-                    tracing::warn!(agent_id = %id.agent_id, "unexpected tunnel message ignored");
+                    tracing::warn!("unexpected tunnel message ignored");
                 }
             },
         }
     };
-    tracing::info!(tenant = %id.tenant, domain = %id.domain, agent_id = %id.agent_id, reason,
-        "agent tunnel closed");
-    registry.unregister(&conn, reason);
+    tracing::info!(reason, "agent tunnel closed");
+    registry.unregister(&conn, CloseReason::Dropped);
 }

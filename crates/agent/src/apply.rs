@@ -1,6 +1,8 @@
 //! The production [`Apply`]: operations go to Active Directory through
 //! [`Directory`], and directory errors become failures with their stable
 //! reason code and a help-desk sentence (the DC's raw text stays in the log).
+//! Its health checks are the permission check (rights only, not the per-user
+//! inheritance scan) and the password-policy warnings.
 
 use secrecy::SecretString;
 use writeback_core::{Failure, OperationKind, ReasonCode};
@@ -9,6 +11,8 @@ use writeback_proto::v1::DcStatus;
 
 use crate::directory::{Directory, DirectoryError, ResetOptions};
 use crate::executor::{Apply, ValidOperation};
+use crate::health::Checks;
+use crate::{permissions, policy};
 
 fn failure(e: DirectoryError) -> Failure {
     Failure::new(e.reason(), e.public_message())
@@ -59,5 +63,31 @@ impl Apply for Directory {
                     .unwrap_or_default(),
             })
             .collect()
+    }
+
+    async fn checks(&self) -> Checks {
+        let permissions_ok = match permissions::check(self, false).await {
+            Ok(report) => report.rights_ok(),
+            Err(e) => {
+                tracing::warn!(reason = %e.reason(), error = %e, "permission check failed");
+                false
+            }
+        };
+        let policy_warnings = match self.domain_report().await {
+            Ok(report) => policy::warnings(&report),
+            Err(e) => {
+                tracing::warn!(reason = %e.reason(), error = %e, "password policy not readable");
+                vec![format!(
+                    "the password policy could not be read ({}): {}",
+                    e.reason(),
+                    e.public_message()
+                )]
+            }
+        };
+        Checks {
+            permissions_ok,
+            policy_warnings,
+            checked_at: Some(time::OffsetDateTime::now_utc()),
+        }
     }
 }

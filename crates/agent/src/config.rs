@@ -72,6 +72,40 @@ impl Default for DirectorySection {
 impl DirectorySection {
     /// Reads the files the section names and builds the directory config.
     pub fn resolve(&self) -> Result<DirectoryConfig, AgentError> {
+        self.validate()?;
+        let password = std::fs::read_to_string(&self.bind_password_file).map_err(|e| {
+            AgentError::Config(format!(
+                "cannot read {}: {e}",
+                self.bind_password_file.display()
+            ))
+        })?;
+        let password = SecretString::from(password.trim_end_matches(['\r', '\n']).to_owned());
+        self.resolve_as(&self.bind_dn, password)
+    }
+
+    /// The same domain controllers, CA, scope and timeout, bound as another account
+    /// (an administrator, for `permissions grant`); `bind_password_file` is not read.
+    pub fn resolve_as(
+        &self,
+        bind_dn: &str,
+        password: SecretString,
+    ) -> Result<DirectoryConfig, AgentError> {
+        self.validate()?;
+        let ca_pem = std::fs::read_to_string(&self.ca_file).map_err(|e| {
+            AgentError::Config(format!("cannot read {}: {e}", self.ca_file.display()))
+        })?;
+        Ok(DirectoryConfig {
+            urls: self.urls.clone(),
+            ca_pem,
+            bind_dn: bind_dn.to_owned(),
+            bind_password: password,
+            scope_base_dns: self.scope_base_dns.clone(),
+            scope_group_dn: self.scope_group_dn.clone(),
+            timeout: Duration::from_secs(self.timeout_seconds.max(1)),
+        })
+    }
+
+    fn validate(&self) -> Result<(), AgentError> {
         if self.urls.is_empty() {
             return Err(AgentError::Config(
                 "directory.urls must name at least one domain controller".into(),
@@ -82,19 +116,6 @@ impl DirectorySection {
                 "directory.bind_dn must name the service account".into(),
             ));
         }
-        let read = |p: &PathBuf| {
-            std::fs::read_to_string(p)
-                .map_err(|e| AgentError::Config(format!("cannot read {}: {e}", p.display())))
-        };
-        let password = read(&self.bind_password_file)?;
-        Ok(DirectoryConfig {
-            urls: self.urls.clone(),
-            ca_pem: read(&self.ca_file)?,
-            bind_dn: self.bind_dn.clone(),
-            bind_password: SecretString::from(password.trim_end_matches(['\r', '\n']).to_owned()),
-            scope_base_dns: self.scope_base_dns.clone(),
-            scope_group_dn: self.scope_group_dn.clone(),
-            timeout: Duration::from_secs(self.timeout_seconds.max(1)),
-        })
+        Ok(())
     }
 }

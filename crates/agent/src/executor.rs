@@ -19,6 +19,7 @@ use writeback_proto::v1::{
 };
 
 use crate::directory::Target;
+use crate::health::{Checks, HealthHandle};
 use crate::state::Enrollment;
 
 /// How many finished operations are remembered for deduplication.
@@ -45,8 +46,14 @@ pub struct ValidOperation {
 pub trait Apply: Send + Sync + 'static {
     /// Applies `op`; `secrets` is present for every kind that carries a password.
     async fn apply(&self, op: &ValidOperation, secrets: Option<&Secrets>) -> Result<(), Failure>;
-    /// Reachability of each configured DC.
+    /// Reachability of each configured DC (live, per probe).
     async fn health(&self) -> Vec<DcStatus>;
+    /// The slow checks behind health: the service account's rights and the password
+    /// policy's pitfalls. Run by [`crate::health::HealthMonitor`] every few minutes,
+    /// never per probe. The default verifies nothing.
+    async fn checks(&self) -> Checks {
+        Checks::default()
+    }
 }
 
 type Cell = Arc<OnceCell<OperationOutcome>>;
@@ -62,6 +69,7 @@ pub struct Executor {
     enrollment: Enrollment,
     envelope_key: writeback_envelope::KeyPair,
     applier: Arc<dyn Apply>,
+    checks: HealthHandle,
     memory: Mutex<Memory>,
 }
 
@@ -76,13 +84,25 @@ impl Executor {
             enrollment,
             envelope_key,
             applier,
+            checks: HealthHandle::unchecked(),
             memory: Mutex::new(Memory::default()),
         }
+    }
+
+    /// Report the checks kept by `handle` in health reports.
+    pub fn with_checks(mut self, handle: HealthHandle) -> Executor {
+        self.checks = handle;
+        self
     }
 
     /// The applier (for health reports).
     pub fn applier(&self) -> &Arc<dyn Apply> {
         &self.applier
+    }
+
+    /// The last permission and policy checks (for health reports; never waits).
+    pub fn checks(&self) -> Checks {
+        self.checks.current()
     }
 
     fn cell(&self, id: &str) -> Cell {

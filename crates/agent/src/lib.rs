@@ -5,7 +5,12 @@
 //!
 //! [`enroll`] obtains the agent's identity; [`runtime`] wires the state
 //! directory, the [`executor`] (checks, envelope opening, exactly-once per
-//! operation id) and the [`tunnel`] to the relays; [`directory`] speaks LDAP.
+//! operation id) and the [`tunnel`] to the relays; [`directory`] speaks LDAP
+//! (including self-relative security descriptors). [`permissions`] checks and
+//! grants the service account's rights on the domain (`permissions check|grant`),
+//! [`policy`] reads the password policy and says which pitfalls apply
+//! (`policy`), and [`health`] re-runs both in the background for the health
+//! reports the relays probe.
 
 #![forbid(unsafe_code)]
 
@@ -14,6 +19,9 @@ pub mod config;
 pub mod directory;
 pub mod enroll;
 pub mod executor;
+pub mod health;
+pub mod permissions;
+pub mod policy;
 pub mod runtime;
 pub mod state;
 pub mod tunnel;

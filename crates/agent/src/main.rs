@@ -1,12 +1,17 @@
-//! `writeback-agent`: `enroll` once with a token, then `run`.
+//! `writeback-agent`: `enroll` once with a token, then `run`; `permissions
+//! check|grant` and `policy` check the domain before (and after) going live.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use secrecy::SecretString;
 use writeback_agent::config::AgentConfig;
 use writeback_agent::directory::Directory;
+use writeback_agent::{permissions, policy};
+use writeback_core::ReasonCode;
 
 /// The writeback on-premises agent.
 #[derive(Parser)]
@@ -38,6 +43,96 @@ enum Cmd {
     },
     /// Connect to the relays and apply operations until stopped.
     Run,
+    /// Check or grant the rights the service account needs on the domain.
+    Permissions {
+        #[command(subcommand)]
+        action: PermissionsCmd,
+    },
+    /// Print the domain's password policy and warn about what gets in the way of
+    /// writeback.
+    Policy,
+}
+
+#[derive(Subcommand)]
+enum PermissionsCmd {
+    /// Report which rights the service account holds, and the in-scope users whose
+    /// inheritance is disabled. Exits 1 with the reason code when something is
+    /// missing.
+    Check,
+    /// Add the missing rights to the domain root for the service account, bound as a
+    /// domain or enterprise administrator. Running it again changes nothing.
+    Grant {
+        /// The administrator's DN or UPN.
+        #[arg(long)]
+        admin_dn: String,
+        /// File holding the administrator's password; without it, a prompt.
+        #[arg(long)]
+        admin_password_file: Option<PathBuf>,
+    },
+}
+
+fn read_secret_file(path: &Path) -> anyhow::Result<SecretString> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("while reading {}", path.display()))?;
+    Ok(SecretString::from(
+        text.trim_end_matches(['\r', '\n']).to_owned(),
+    ))
+}
+
+/// A refusal with its reason code: printed on stderr, exit 1.
+fn refused(reason: ReasonCode, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("{reason}: {message}");
+    ExitCode::from(1)
+}
+
+async fn permissions_cmd(config: &AgentConfig, action: PermissionsCmd) -> anyhow::Result<ExitCode> {
+    match action {
+        PermissionsCmd::Check => {
+            let directory = Directory::new(config.directory.resolve()?)?;
+            match permissions::check(&directory, true).await {
+                Ok(report) => {
+                    print!("{}", report.render());
+                    println!();
+                    if report.reason() == ReasonCode::Ok {
+                        println!("{}", report.verdict());
+                        Ok(ExitCode::SUCCESS)
+                    } else {
+                        eprintln!("{}", report.verdict());
+                        Ok(ExitCode::from(1))
+                    }
+                }
+                Err(e) => Ok(refused(e.reason(), e)),
+            }
+        }
+        PermissionsCmd::Grant {
+            admin_dn,
+            admin_password_file,
+        } => {
+            let password = match admin_password_file {
+                Some(p) => read_secret_file(&p)?,
+                None => SecretString::from(
+                    rpassword::prompt_password(format!("password for {admin_dn}: "))
+                        .context("while reading the administrator's password")?,
+                ),
+            };
+            let admin = Directory::new(config.directory.resolve_as(&admin_dn, password)?)?;
+            match permissions::grant(&admin, &config.directory.bind_dn).await {
+                Ok(outcome) => {
+                    print!("{}", outcome.render());
+                    println!();
+                    let report = &outcome.report;
+                    if report.rights_ok() {
+                        println!("{}", report.verdict());
+                        Ok(ExitCode::SUCCESS)
+                    } else {
+                        eprintln!("{}", report.verdict());
+                        Ok(ExitCode::from(1))
+                    }
+                }
+                Err(e) => Ok(refused(e.reason(), e)),
+            }
+        }
+    }
 }
 
 fn read_token(file: Option<PathBuf>, inline: Option<String>) -> anyhow::Result<String> {
@@ -61,7 +156,7 @@ fn read_token(file: Option<PathBuf>, inline: Option<String>) -> anyhow::Result<S
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     writeback_core::telemetry::init();
     writeback_identity::install_crypto_provider();
     let args = Args::parse();
@@ -96,6 +191,14 @@ async fn main() -> anyhow::Result<()> {
             )?;
             agent.task.await.context("agent task failed")?;
         }
+        Cmd::Permissions { action } => return permissions_cmd(&config, action).await,
+        Cmd::Policy => {
+            let directory = Directory::new(config.directory.resolve()?)?;
+            match directory.domain_report().await {
+                Ok(report) => print!("{}", policy::render(&report)),
+                Err(e) => return Ok(refused(e.reason(), e)),
+            }
+        }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

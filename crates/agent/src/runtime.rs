@@ -1,5 +1,6 @@
 //! Wires an enrolled agent together: state directory → TLS identity →
-//! executor over a directory → tunnel to the relays.
+//! executor over a directory (with the background health checks) → tunnel to
+//! the relays.
 
 use std::future::Future;
 use std::path::Path;
@@ -12,6 +13,7 @@ use writeback_proto::v1::AgentIdentity;
 
 use crate::AgentError;
 use crate::executor::{Apply, Executor};
+use crate::health::HealthMonitor;
 use crate::state::AgentState;
 use crate::tunnel::{self, TunnelOptions, TunnelState};
 
@@ -72,12 +74,14 @@ pub fn start(
         max_message_bytes: MAX_MESSAGE_BYTES,
     };
     tracing::info!(tenant = %e.tenant, domain = %e.domain, agent_id = %e.agent_id, "agent starting");
-    let executor = Arc::new(Executor::new(
-        state.enrollment.clone(),
-        state.envelope_key,
-        applier,
-    ));
+    let (checks, monitor) = HealthMonitor::new(Arc::clone(&applier)).start();
+    let executor = Arc::new(
+        Executor::new(state.enrollment.clone(), state.envelope_key, applier).with_checks(checks),
+    );
     let (tx, rx) = watch::channel(TunnelState::Connecting);
-    let task = tokio::spawn(tunnel::run(options, executor, tx, shutdown));
+    let task = tokio::spawn(async move {
+        tunnel::run(options, executor, tx, shutdown).await;
+        drop(monitor);
+    });
     Ok(RunningAgent { state: rx, task })
 }

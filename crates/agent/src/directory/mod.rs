@@ -29,6 +29,8 @@
 
 mod classify;
 mod error;
+pub(crate) mod sd;
+mod security;
 mod session;
 mod wire;
 
@@ -45,9 +47,11 @@ use tracing::{debug, info, warn};
 
 pub use classify::{DcRefusal, classify};
 pub use error::{BindRejection, DirectoryError, ProtectedBy, Right};
+pub(crate) use security::SecuritySnapshot;
 
 use session::{ConnectFailure, DcUrl, Session, unexpected};
-use wire::{RawEntry, Sid};
+use wire::RawEntry;
+pub(crate) use wire::{Sid, human_duration};
 
 /// Where and how the agent reaches its domain.
 #[derive(Debug, Clone)]
@@ -1017,7 +1021,7 @@ async fn explain_access(
         && let Some(bytes) = entries
             .first()
             .and_then(|e| e.first("nTSecurityDescriptor"))
-        && wire::dacl_protected(bytes) == Some(true)
+        && sd::dacl_protected(bytes) == Some(true)
     {
         warn!(%dn, %text, "insufficient access on a user whose DACL does not inherit");
         return DirectoryError::InheritanceDisabled { dn, text };

@@ -260,6 +260,57 @@ impl Session {
         Ok(Ok(out))
     }
 
+    /// Search with the paged-results control (`page_size` entries a page), so a
+    /// domain with more users than the DC's size limit is read whole. Entries
+    /// (referrals dropped) or the non-success result.
+    pub(crate) async fn search_paged(
+        &mut self,
+        base: &str,
+        filter: &str,
+        attrs: &[&str],
+        controls: Vec<RawControl>,
+        page_size: i32,
+    ) -> Result<Answer<Vec<RawEntry>>, DirectoryError> {
+        let mut ldap = self.ldap.clone();
+        if !controls.is_empty() {
+            ldap.with_controls(controls);
+        }
+        let mut stream = ldap
+            .with_timeout(self.timeout)
+            .streaming_search_with(
+                ldap3::adapters::PagedResults::new(page_size),
+                base,
+                Scope::Subtree,
+                filter,
+                attrs.to_vec(),
+            )
+            .await
+            .map_err(|e| self.op_error("search", e, false))?;
+        let mut out = Vec::new();
+        loop {
+            match stream.next().await {
+                Ok(Some(entry)) if entry.is_ref() || entry.is_intermediate() => {}
+                Ok(Some(entry)) => match RawEntry::parse(entry.0) {
+                    Some(e) => out.push(e),
+                    None => {
+                        return Err(DirectoryError::Connection {
+                            op: "search",
+                            detail: "malformed search entry".to_string(),
+                            during_write: false,
+                        });
+                    }
+                },
+                Ok(None) => break,
+                Err(e) => return Err(self.op_error("search", e, false)),
+            }
+        }
+        let result = stream.finish().await;
+        if result.rc != rc::SUCCESS {
+            return Ok(Err(result));
+        }
+        Ok(Ok(out))
+    }
+
     /// Search and turn a non-success result into a [`DirectoryError::Directory`].
     pub(crate) async fn search_ok(
         &mut self,

@@ -1,7 +1,7 @@
 //! Active Directory's wire formats: the quoted UTF-16LE `unicodePwd`, binary values in
-//! search filters, SIDs, FILETIMEs and negative intervals, the control field of a
-//! self-relative security descriptor, request controls, and search entries parsed
-//! without guessing which values are text.
+//! search filters, SIDs, FILETIMEs and negative intervals, request controls, and
+//! search entries parsed without guessing which values are text. Security descriptors
+//! are in [`super::sd`].
 
 use std::fmt;
 use std::time::Duration;
@@ -24,9 +24,6 @@ pub(crate) const IN_CHAIN_RULE: &str = "1.2.840.113556.1.4.1941";
 
 /// `ADS_UF_ACCOUNTDISABLE` in `userAccountControl`.
 pub(crate) const UF_ACCOUNTDISABLE: u32 = 0x2;
-/// `SE_DACL_PROTECTED` in a security descriptor's control field: the DACL does not
-/// inherit ACEs from the parent ("inheritance disabled").
-pub(crate) const SE_DACL_PROTECTED: u16 = 0x1000;
 
 /// The policy-hints control, value `SEQUENCE { INTEGER 1 }`, never critical: a DC
 /// that does not know it (Samba) must ignore it rather than fail the reset.
@@ -46,6 +43,15 @@ pub(crate) fn sd_flags_dacl_control() -> RawControl {
         ctype: SD_FLAGS_OID.to_string(),
         crit: false,
         val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x04]),
+    }
+}
+
+/// The same control, critical, for writing `nTSecurityDescriptor`: a DC that did not
+/// honour it would replace the owner, group and SACL too, so it must refuse instead.
+pub(crate) fn sd_flags_dacl_write_control() -> RawControl {
+    RawControl {
+        crit: true,
+        ..sd_flags_dacl_control()
     }
 }
 
@@ -82,22 +88,53 @@ pub(crate) struct Sid {
 }
 
 impl Sid {
-    /// Parse the binary form (as in `objectSid`, `tokenGroups`).
+    /// Parse the binary form (as in `objectSid`, `tokenGroups`): exactly one SID.
     pub(crate) fn from_bytes(b: &[u8]) -> Option<Sid> {
+        match Sid::parse_prefix(b)? {
+            (sid, len) if len == b.len() => Some(sid),
+            _ => None,
+        }
+    }
+
+    /// Parse the SID at the start of `b` (inside an ACE or a security descriptor,
+    /// where more bytes may follow); returns it and its length in bytes.
+    pub(crate) fn parse_prefix(b: &[u8]) -> Option<(Sid, usize)> {
         let revision = *b.first()?;
         let count = usize::from(*b.get(1)?);
         let auth_bytes = b.get(2..8)?;
         let authority = auth_bytes
             .iter()
             .fold(0u64, |acc, byte| (acc << 8) | u64::from(*byte));
-        let subs = b.get(8..8 + 4 * count)?;
-        if b.len() != 8 + 4 * count {
-            return None;
-        }
+        let len = 8 + 4 * count;
+        let subs = b.get(8..len)?;
         let sub = subs
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
+        Some((
+            Sid {
+                revision,
+                authority,
+                sub,
+            },
+            len,
+        ))
+    }
+
+    /// Parse the string form `S-1-5-21-…`; `None` if it is not one.
+    pub(crate) fn parse_str(s: &str) -> Option<Sid> {
+        let mut parts = s.strip_prefix("S-")?.split('-');
+        let revision = parts.next()?.parse().ok()?;
+        let authority: u64 = parts.next()?.parse().ok()?;
+        if authority >= 1 << 48 {
+            return None;
+        }
+        let sub = parts
+            .map(|p| p.parse::<u32>().ok())
+            .collect::<Option<Vec<_>>>()?;
+        if sub.len() > usize::from(u8::MAX) {
+            return None;
+        }
         Some(Sid {
             revision,
             authority,
@@ -131,6 +168,16 @@ impl Sid {
         let mut sid = self.clone();
         sid.sub.push(rid);
         sid
+    }
+
+    /// The domain of an account SID: this SID without its last sub-authority.
+    pub(crate) fn domain(&self) -> Option<Sid> {
+        let (_, rest) = self.sub.split_last()?;
+        Some(Sid {
+            revision: self.revision,
+            authority: self.authority,
+            sub: rest.to_vec(),
+        })
     }
 
     /// The last sub-authority.
@@ -180,13 +227,6 @@ pub(crate) fn interval_to_duration(interval: i64) -> Option<Duration> {
     }
     let ticks = interval.unsigned_abs();
     Some(Duration::from_nanos(ticks.saturating_mul(100)))
-}
-
-/// Whether a self-relative security descriptor has `SE_DACL_PROTECTED` set; `None`
-/// if the bytes are too short to be one.
-pub(crate) fn dacl_protected(sd: &[u8]) -> Option<bool> {
-    let control = u16::from_le_bytes([*sd.get(2)?, *sd.get(3)?]);
-    Some(control & SE_DACL_PROTECTED != 0)
 }
 
 /// "1 day", "12 hours", "30 minutes", "45 seconds".
@@ -430,6 +470,35 @@ mod tests {
         );
         assert!(Sid::from_bytes(&bytes[..20]).is_none());
         assert!(Sid::from_bytes(&[]).is_none());
+        assert_eq!(
+            sid.domain().map(|d| d.with_rid(513).to_string()).as_deref(),
+            Some("S-1-5-21-1775307849-3344873265-3436961399-513")
+        );
+        // A prefix parse leaves what follows.
+        let mut longer = bytes.to_vec();
+        longer.extend_from_slice(&[9, 9]);
+        assert_eq!(Sid::parse_prefix(&longer), Some((sid.clone(), bytes.len())));
+        assert!(Sid::from_bytes(&longer).is_none());
+        // The string form.
+        assert_eq!(
+            Sid::parse_str("S-1-5-21-1775307849-3344873265-3436961399-500"),
+            Some(sid)
+        );
+        assert_eq!(
+            Sid::parse_str("S-1-1-0").map(|s| s.to_bytes()),
+            Some(vec![1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0])
+        );
+        for bad in [
+            "",
+            "S-",
+            "S-1",
+            "S-1-x-2",
+            "X-1-5-32",
+            "S-1-281474976710656-1",
+            "S-1-5--1",
+        ] {
+            assert!(Sid::parse_str(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]
@@ -455,15 +524,6 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(90 * 60)), "90 minutes");
         assert_eq!(human_duration(Duration::from_secs(45)), "45 seconds");
         assert_eq!(human_duration(Duration::from_secs(86_400 + 1)), "25 hours");
-    }
-
-    #[test]
-    fn the_protected_bit_is_read_from_the_control_field() {
-        // The start of a DACL-only descriptor Samba returned for a user
-        // (AQAEhA... = 01 00 04 84): self-relative, DACL present, auto-inherited.
-        assert_eq!(dacl_protected(&[0x01, 0x00, 0x04, 0x84, 0, 0]), Some(false));
-        assert_eq!(dacl_protected(&[0x01, 0x00, 0x04, 0x94, 0, 0]), Some(true));
-        assert_eq!(dacl_protected(&[0x01, 0x00]), None);
     }
 
     #[test]

@@ -204,7 +204,7 @@ async fn rights_are_named_and_connectivity_is_classified() {
 
 /// Set SE_DACL_PROTECTED on `dn` and drop its inherited ACEs, as "Disable
 /// inheritance > Remove all inherited permissions" does, over LDAPS as Administrator.
-async fn disable_inheritance(dc: &SambaDc, dn: &str) {
+pub async fn disable_inheritance(dc: &SambaDc, dn: &str) {
     // DACL_SECURITY_INFORMATION only.
     let sd_flags = RawControl {
         ctype: "1.2.840.113556.1.4.801".to_string(),

@@ -8,6 +8,8 @@
 
 mod access;
 mod change;
+mod permissions;
+mod policy;
 mod refusals;
 mod reset;
 

@@ -442,6 +442,7 @@ impl AgentService for Api {
             .await
             .map_err(store_status)?;
         tracing::info!(tenant = %caller.tenant, agent_id = %id, "agent revoked");
+        self.cp.dispatcher.sync_revocations(&caller.tenant).await?;
         Ok(Response::new(agent_pb(row, false)))
     }
 }

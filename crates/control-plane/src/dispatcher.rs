@@ -5,8 +5,14 @@
 //! which domain. An operation goes to a relay that holds an agent of its
 //! domain; when presence knows none (just after a start), every relay is
 //! tried in turn until one does not answer NO_AGENT_ONLINE.
+//!
+//! The dispatcher also keeps every relay's list of revoked agents current:
+//! it sends the tenant's full list (from the store) whenever it
+//! (re)connects to a relay, before the first dispatch after a relay link
+//! broke, and after every revocation ([`Dispatcher::sync_revocations`]).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -16,19 +22,32 @@ use writeback_identity::{Ca, SpiffeId, tls, transport};
 use writeback_proto::v1::relay_dispatch_client::RelayDispatchClient;
 use writeback_proto::v1::{
     AgentHealth, DispatchRequest, DispatchResponse, OperationRequest, PresenceEvent,
-    ProbeHealthRequest, WatchPresenceRequest,
+    ProbeHealthRequest, SetRevokedAgentsRequest, WatchPresenceRequest,
 };
+
+use crate::store::{Page, Store};
 
 /// (tenant, domain) → agent id → relay url.
 type PresenceMap = HashMap<(String, String), HashMap<String, String>>;
 
+/// One relay link of a tenant.
+struct RelayLink {
+    url: String,
+    client: RelayDispatchClient<Channel>,
+    /// True while the relay is known to hold the tenant's current list of
+    /// revoked agents; cleared when the link breaks (the relay may have
+    /// restarted and forgotten it).
+    revocations_synced: AtomicBool,
+}
+
 struct TenantLinks {
-    relays: Vec<(String, RelayDispatchClient<Channel>)>,
+    relays: Vec<Arc<RelayLink>>,
 }
 
 struct Inner {
     ca: Arc<Ca>,
     relay_urls: Vec<String>,
+    store: Option<Store>,
     tenants: Mutex<HashMap<String, Arc<TenantLinks>>>,
     presence: Mutex<PresenceMap>,
     next: std::sync::atomic::AtomicUsize,
@@ -45,12 +64,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Dispatcher {
-    /// A dispatcher over `relay_urls`, issuing client certificates from `ca`.
+    /// A dispatcher over `relay_urls`, issuing client certificates from
+    /// `ca`, with no store: relays are told that no agent is revoked.
     pub fn new(ca: Arc<Ca>, relay_urls: Vec<String>) -> Dispatcher {
+        Dispatcher::build(ca, relay_urls, None)
+    }
+
+    /// A dispatcher that reads each tenant's revoked agents from `store`
+    /// and keeps every relay's list current.
+    pub fn with_store(ca: Arc<Ca>, relay_urls: Vec<String>, store: Store) -> Dispatcher {
+        Dispatcher::build(ca, relay_urls, Some(store))
+    }
+
+    fn build(ca: Arc<Ca>, relay_urls: Vec<String>, store: Option<Store>) -> Dispatcher {
         Dispatcher {
             inner: Arc::new(Inner {
                 ca,
                 relay_urls,
+                store,
                 tenants: Mutex::new(HashMap::new()),
                 presence: Mutex::new(HashMap::new()),
                 next: std::sync::atomic::AtomicUsize::new(0),
@@ -87,7 +118,11 @@ impl Dispatcher {
         let mut relays = Vec::new();
         for url in &self.inner.relay_urls {
             let channel = transport::channel(url, config.clone()).map_err(internal)?;
-            relays.push((url.clone(), RelayDispatchClient::new(channel)));
+            relays.push(Arc::new(RelayLink {
+                url: url.clone(),
+                client: RelayDispatchClient::new(channel),
+                revocations_synced: AtomicBool::new(false),
+            }));
         }
         let links = Arc::new(TenantLinks { relays });
         let mut tenants = lock(&self.inner.tenants);
@@ -95,19 +130,95 @@ impl Dispatcher {
             return Ok(l.clone());
         }
         tenants.insert(tenant.to_owned(), links.clone());
-        for (url, client) in &links.relays {
-            tokio::spawn(
-                self.clone()
-                    .watch(tenant.to_owned(), url.clone(), client.clone()),
-            );
+        for link in &links.relays {
+            tokio::spawn(self.clone().watch(tenant.to_owned(), link.clone()));
         }
         Ok(links)
     }
 
-    /// Follows one relay's presence stream forever, reconnecting with backoff.
-    async fn watch(self, tenant: String, url: String, mut client: RelayDispatchClient<Channel>) {
+    /// The tenant's revoked agent ids, from the store.
+    async fn revoked_agents(&self, tenant: &str) -> Result<Vec<String>, Failure> {
+        let Some(store) = &self.inner.store else {
+            return Ok(Vec::new());
+        };
+        let mut ids = Vec::new();
+        let mut page = Page::first(0);
+        loop {
+            let (rows, next) = store.list_agents(tenant, None, page).await.map_err(|e| {
+                tracing::error!(error = %e, "cannot read the revoked agents");
+                Failure::new(
+                    ReasonCode::Internal,
+                    "the control plane cannot read its agents",
+                )
+            })?;
+            ids.extend(
+                rows.into_iter()
+                    .filter(|a| a.is_revoked())
+                    .map(|a| a.agent_id),
+            );
+            match next {
+                Some(token) => page = Page::after(0, token),
+                None => return Ok(ids),
+            }
+        }
+    }
+
+    /// Sends `ids` (the full list) to one relay.
+    async fn push_revocations(&self, tenant: &str, link: &RelayLink, ids: Vec<String>) -> bool {
+        let request = SetRevokedAgentsRequest {
+            tenant: tenant.to_owned(),
+            agent_ids: ids,
+        };
+        match link.client.clone().set_revoked_agents(request).await {
+            Ok(r) => {
+                let closed = r.into_inner().tunnels_closed;
+                tracing::debug!(relay = %link.url, closed, "relay has the revoked agents");
+                link.revocations_synced.store(true, Ordering::Release);
+                true
+            }
+            Err(s) => {
+                tracing::info!(relay = %link.url, error = %s.message(),
+                    "cannot send the revoked agents to the relay; will retry when it is back");
+                link.revocations_synced.store(false, Ordering::Release);
+                false
+            }
+        }
+    }
+
+    /// Sends the tenant's full list of revoked agents (from the store) to
+    /// every relay; each closes the tunnels of revoked agents and refuses
+    /// them from then on. A relay that cannot be reached now gets the list
+    /// when its link comes back. Call after every revocation.
+    pub async fn sync_revocations(&self, tenant: &str) -> Result<(), Failure> {
+        let links = self.links(tenant)?;
+        let ids = self.revoked_agents(tenant).await?;
+        let pushes = links
+            .relays
+            .iter()
+            .map(|link| self.push_revocations(tenant, link, ids.clone()));
+        futures::future::join_all(pushes).await;
+        Ok(())
+    }
+
+    /// Makes sure `link` has the current revoked list before an operation
+    /// goes through it.
+    async fn ensure_revocations(&self, tenant: &str, link: &RelayLink) {
+        if link.revocations_synced.load(Ordering::Acquire) {
+            return;
+        }
+        if let Ok(ids) = self.revoked_agents(tenant).await {
+            self.push_revocations(tenant, link, ids).await;
+        }
+    }
+
+    /// Follows one relay's presence stream forever, reconnecting with
+    /// backoff; each (re)connection first gives the relay the revoked list.
+    async fn watch(self, tenant: String, link: Arc<RelayLink>) {
+        let url = link.url.clone();
+        let mut client = link.client.clone();
         let mut backoff = Duration::from_millis(200);
         loop {
+            self.ensure_revocations(&tenant, &link).await;
             match client
                 .watch_presence(WatchPresenceRequest {
                     tenant: tenant.clone(),
@@ -133,7 +244,9 @@ impl Dispatcher {
                     tracing::debug!(relay = %url, error = %s.message(), "presence watch failed");
                 }
             }
-            // The stream ended: forget what this relay told us.
+            // The stream ended: the relay may have restarted and forgotten
+            // the revoked list, and what it told us is stale.
+            link.revocations_synced.store(false, Ordering::Release);
             for agents in lock(&self.inner.presence).values_mut() {
                 agents.retain(|_, u| *u != url);
             }
@@ -173,20 +286,22 @@ impl Dispatcher {
             .next
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let n = links.relays.len();
-        let mut order: Vec<&(String, RelayDispatchClient<Channel>)> =
+        let mut order: Vec<&Arc<RelayLink>> =
             (0..n).map(|i| &links.relays[(start + i) % n]).collect();
         // Relays known to hold an agent of the domain first.
-        order.sort_by_key(|(url, _)| !holding.contains(url));
+        order.sort_by_key(|link| !holding.contains(&link.url));
         let mut last = Failure::new(
             ReasonCode::NoAgentOnline,
             format!("no agent of domain {} is connected to any relay", op.domain),
         );
-        for (url, client) in order {
+        for link in order {
+            let url = &link.url;
+            self.ensure_revocations(&op.tenant, link).await;
             let mut request = tonic::Request::new(DispatchRequest {
                 operation: Some(op.clone()),
             });
             request.set_timeout(timeout + Duration::from_secs(2));
-            match client.clone().dispatch(request).await {
+            match link.client.clone().dispatch(request).await {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(s) => {
                     let f = failure_of(&s);
@@ -217,8 +332,8 @@ impl Dispatcher {
         let Ok(links) = self.links(tenant) else {
             return Vec::new();
         };
-        let calls = links.relays.iter().map(|(_, client)| {
-            let mut client = client.clone();
+        let calls = links.relays.iter().map(|link| {
+            let mut client = link.client.clone();
             let req = ProbeHealthRequest {
                 tenant: tenant.to_owned(),
                 domain: domain.to_owned(),

@@ -63,7 +63,8 @@ impl ControlPlane {
             ))
         })?);
         let store = Store::connect(&config.database_url()).await?;
-        let dispatcher = Dispatcher::new(ca.clone(), config.relay_urls.clone());
+        let dispatcher =
+            Dispatcher::with_store(ca.clone(), config.relay_urls.clone(), store.clone());
         Ok(Arc::new(ControlPlane {
             store,
             ca,

@@ -183,9 +183,17 @@ impl RelayDispatch for DispatchService {
             .iter()
             .map(|c| self.registry.report(c, PresenceEvent::Connected))
             .collect();
+        let registry = self.registry.clone();
         let stream = async_stream(snapshot, move |tx| async move {
             loop {
-                match rx.recv().await {
+                let next = tokio::select! {
+                    r = rx.recv() => r,
+                    // The relay is going away: end the stream so the
+                    // control plane reconnects elsewhere (and so the
+                    // server's graceful shutdown is not held open).
+                    () = registry.stopping() => return,
+                };
+                match next {
                     Ok(r) => {
                         let mine = r.identity.as_ref().is_some_and(|i| i.tenant == tenant);
                         if mine && tx.send(Ok(r)).await.is_err() {

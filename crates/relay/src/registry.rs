@@ -234,6 +234,7 @@ struct Inner {
     late_answers: AtomicU64,
     state: Mutex<State>,
     presence: broadcast::Sender<PresenceReport>,
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// The set of live tunnels; cheap to clone.
@@ -292,6 +293,7 @@ impl Registry {
                 late_answers: AtomicU64::new(0),
                 state: Mutex::new(State::default()),
                 presence,
+                stopping: tokio::sync::watch::channel(false).0,
             }),
         }
     }
@@ -443,6 +445,7 @@ impl Registry {
     /// grace period, then closes every tunnel; operations still unanswered
     /// fail with `TIMEOUT` (their outcome is unknown).
     pub async fn shut_down(&self) {
+        self.inner.stopping.send_replace(true);
         let conns: Vec<Arc<AgentConn>> = {
             let mut state = lock(&self.inner.state);
             state.shutting_down = true;
@@ -468,6 +471,12 @@ impl Registry {
             c.close(CloseReason::Shutdown);
             self.announce(&c, PresenceEvent::Disconnected);
         }
+    }
+
+    /// Resolves once a shutdown has begun (presence streams end then).
+    pub async fn stopping(&self) {
+        let mut rx = self.inner.stopping.subscribe();
+        let _ = rx.wait_for(|v| *v).await;
     }
 
     /// Live agents of a domain.

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
-//mod control_plane;
+mod control_plane;
 mod lifecycle;
 mod limits;
 mod routing;
@@ -50,7 +50,7 @@ pub fn init_tracing() {
 
 /// A tenant CA and the certificates a test needs.
 pub struct Pki {
-    pub ca: Ca,
+    pub ca: Arc<Ca>,
     pub tenant: String,
 }
 
@@ -59,7 +59,7 @@ impl Pki {
         init_tracing();
         writeback_identity::install_crypto_provider();
         Pki {
-            ca: Ca::generate(tenant).unwrap(),
+            ca: Arc::new(Ca::generate(tenant).unwrap()),
             tenant: tenant.to_owned(),
         }
     }

@@ -105,6 +105,11 @@ impl Executor {
         self.checks.current()
     }
 
+    /// The same, but right after start-up waits up to `limit` for the first round.
+    pub async fn settled_checks(&self, limit: std::time::Duration) -> Checks {
+        self.checks.settled(limit).await
+    }
+
     fn cell(&self, id: &str) -> Cell {
         let mut m = self.memory.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = m.cells.get(id) {

@@ -187,9 +187,13 @@ async fn session(
                 Ok(Some(RelayMessage { body: Some(relay_message::Body::Probe(probe)) })) => {
                     let (executor, tx) = (executor.clone(), tx.clone());
                     tokio::spawn(async move {
-                        let dcs = executor.applier().health().await;
-                        // Cached by the health monitor: a probe never waits for it.
-                        let checks = executor.checks();
+                        // The rights and policy checks are cached by the health
+                        // monitor; a probe waits for them only right after start-up,
+                        // while the DCs are being bound to anyway.
+                        let (dcs, checks) = tokio::join!(
+                            executor.applier().health(),
+                            executor.settled_checks(Duration::from_millis(1500)),
+                        );
                         let report = HealthReport {
                             probe_id: probe.probe_id,
                             agent_version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -76,6 +76,12 @@ async fn policy_pitfalls_and_permissions_reach_the_health_checks() {
         .unwrap();
     let checks = svc.checks().await;
     assert!(checks.permissions_ok, "{checks:?}");
+    // An agent bound as Administrator (as the test stack's are) holds every right
+    // through BUILTIN\Administrators.
+    let admin = directory(admin_config(&dc));
+    let report = permissions::check(&admin, false).await.unwrap();
+    assert!(report.rights_ok(), "{}", report.render());
+    assert!(admin.checks().await.permissions_ok);
     assert!(checks.policy_warnings.is_empty(), "{checks:?}");
     let out = agent_cli(&config, &["policy"]).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("no warnings"));

@@ -7,9 +7,17 @@
 //! # What Samba 4.17 does (measured; the integration tests pin it)
 //! - Any account may read its own `objectSid` and `tokenGroups` and the DACL (with
 //!   the SD-flags control) of the domain root, OUs and users.
+//! - `tokenGroups` includes BUILTIN aliases: Administrator's token carries
+//!   BUILTIN\Administrators, whose container-inherit full-control ACE on the root
+//!   gives it all four rights.
+//! - The default domain DACL grants Unexpire Password to Authenticated Users
+//!   (`(OA;;CR;ccc2dc7d-…;;AU)`, as Windows does), so an ordinary account lacks
+//!   only the three user rights.
 //! - Writing the domain root's DACL with the SD-flags control (value 4, critical)
 //!   replaces the DACL only; Samba then recomputes the inherited ACEs of every
-//!   object below, so a grant at the root reaches existing users at once.
+//!   object below, so a grant at the root reaches existing users at once (and an
+//!   OU's DACL shows the inherited copies). The DACL-only descriptor Samba returns
+//!   re-encodes byte for byte with [`super::sd`].
 
 use std::collections::HashSet;
 

@@ -9,7 +9,9 @@
 # `up` is safe to re-run: what already runs is kept. State, logs and the
 # administrator token live in $WRITEBACK_STACK_DIR (default: .local/stack in
 # the checkout). Ports: control plane 127.0.0.1:8443, relay 127.0.0.1:7443,
-# domain controllers on their own 127.0.0.N (LDAPS 636).
+# domain controllers on their own 127.0.0.N (LDAPS 636). Each agent binds as
+# the service account svc-writeback, whose rights `up` grants with
+# `writeback-agent permissions grant`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -113,9 +115,14 @@ state_dir = "$a/state"
 [directory]
 urls = ["$(cat "$STATE/lab/$d/ldaps_url")"]
 ca_file = "$STATE/lab/$d/ca.pem"
-bind_dn = "$(cat "$STATE/lab/$d/bind_dn")"
-bind_password_file = "$STATE/lab/$d/bind_password"
+bind_dn = "$(cat "$STATE/lab/$d/svc_dn")"
+bind_password_file = "$STATE/lab/$d/svc_password"
 TOML
+        # Tutorial step 1 (Set-AADCloudSyncPermissions): give the service
+        # account exactly the rights writeback needs; idempotent.
+        "$BIN/writeback-agent" --config "$a/agent.toml" permissions grant \
+            --admin-dn "$(cat "$STATE/lab/$d/admin_dn")" --admin-password-file "$STATE/lab/$d/admin_password"
+        "$BIN/writeback-agent" --config "$a/agent.toml" permissions check
         # The DCs get new addresses and credentials on each lab start, so an
         # agent always restarts with the current ones.
         if running "agent-$d"; then kill "$(cat "$STATE/pids/agent-$d")" || true; sleep 0.5; fi

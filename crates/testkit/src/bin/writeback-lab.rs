@@ -2,9 +2,11 @@
 //! (`scripts/stack.sh up`) until it is stopped. For each `--domain` it starts
 //! a DC (see [`writeback_testkit::SambaDc`]), creates the demo users, and
 //! writes what the agents and the operator need into `--dir`:
-//! `<domain>/ldaps_url`, `<domain>/ca.pem`, `<domain>/bind_dn`,
-//! `<domain>/bind_password` (0600) and `users.txt` (0600, the demo users'
-//! initial passwords); then `ready`. SIGTERM or Ctrl-C stops the DCs and
+//! `<domain>/ldaps_url`, `<domain>/ca.pem`, `<domain>/admin_dn`,
+//! `<domain>/admin_password` (0600), the agent's service account
+//! `svc-writeback` (`<domain>/svc_dn`, `<domain>/svc_password`, 0600; it has
+//! no rights until `writeback-agent permissions grant`), and `users.txt`
+//! (0600, the demo users' initial passwords); then `ready`. SIGTERM or Ctrl-C stops the DCs and
 //! removes their directories.
 
 #![allow(clippy::print_stdout)]
@@ -42,12 +44,18 @@ async fn run(dir: PathBuf, domains: Vec<String>) -> Result<(), TestkitError> {
     let mut users = String::new();
     for domain in &domains {
         let dc = SambaDc::start(domain).await?;
+        // The seed's advice for evaluating writeback: minimum password age 0.
+        dc.set_password_settings(&["--min-pwd-age=0"]).await?;
         let d = dir.join(domain);
         std::fs::create_dir_all(&d)?;
         write(&d.join("ldaps_url"), &dc.ldaps_url(), false)?;
         write(&d.join("ca.pem"), dc.ca_pem(), false)?;
-        write(&d.join("bind_dn"), &dc.admin_dn(), false)?;
-        write(&d.join("bind_password"), dc.admin_password(), true)?;
+        write(&d.join("admin_dn"), &dc.admin_dn(), false)?;
+        write(&d.join("admin_password"), dc.admin_password(), true)?;
+        let svc_password = demo_password();
+        let svc_dn = dc.create_user("svc-writeback", &svc_password).await?;
+        write(&d.join("svc_dn"), &svc_dn, false)?;
+        write(&d.join("svc_password"), &svc_password, true)?;
         for user in ["alice", "bob"] {
             let password = demo_password();
             dc.create_user(user, &password).await?;

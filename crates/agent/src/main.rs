@@ -31,12 +31,11 @@ enum Cmd {
         /// Control plane URL, e.g. https://cp.example:8443.
         #[arg(long)]
         control_plane: String,
-        /// File holding the one-time token; `-` reads it from stdin.
-        #[arg(long, conflicts_with = "token")]
+        /// File holding the one-time token; `-` reads it from stdin. (Never
+        /// on the command line, where other users could read it; the
+        /// environment variable WRITEBACK_ENROLLMENT_TOKEN also works.)
+        #[arg(long)]
         token_file: Option<PathBuf>,
-        /// The one-time token itself (prefer --token-file: argv is visible to other users).
-        #[arg(long, env = "WRITEBACK_ENROLLMENT_TOKEN", hide_env_values = true)]
-        token: Option<String>,
         /// State directory to create (default: the config's state_dir).
         #[arg(long)]
         state_dir: Option<PathBuf>,
@@ -135,8 +134,9 @@ async fn permissions_cmd(config: &AgentConfig, action: PermissionsCmd) -> anyhow
     }
 }
 
-fn read_token(file: Option<PathBuf>, inline: Option<String>) -> anyhow::Result<String> {
-    match (file, inline) {
+fn read_token(file: Option<PathBuf>) -> anyhow::Result<String> {
+    let from_env = std::env::var("WRITEBACK_ENROLLMENT_TOKEN").ok();
+    match (file, from_env) {
         (Some(p), _) if p.as_os_str() == "-" => {
             let mut s = String::new();
             std::io::stdin()
@@ -150,7 +150,9 @@ fn read_token(file: Option<PathBuf>, inline: Option<String>) -> anyhow::Result<S
             .to_owned()),
         (None, Some(t)) => Ok(t),
         (None, None) => {
-            anyhow::bail!("give the enrollment token with --token-file FILE (or - for stdin)")
+            anyhow::bail!(
+                "give the enrollment token with --token-file FILE (or - for stdin) or WRITEBACK_ENROLLMENT_TOKEN"
+            )
         }
     }
 }
@@ -167,10 +169,9 @@ async fn main() -> anyhow::Result<ExitCode> {
         Cmd::Enroll {
             control_plane,
             token_file,
-            token,
             state_dir,
         } => {
-            let token = read_token(token_file, token)?;
+            let token = read_token(token_file)?;
             let dir = state_dir.unwrap_or_else(|| config.state_dir.clone());
             let e = writeback_agent::enroll::enroll(&control_plane, &token, &dir).await?;
             println!(

@@ -81,6 +81,75 @@ pub enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+/// A principal's role.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum RoleArg {
+    /// Every toggle, domains, enrollment, tokens, administrator resets.
+    #[value(name = "global_admin", alias = "global-admin")]
+    GlobalAdmin,
+    /// Administrator resets and unlocks of end users.
+    #[value(name = "password_admin", alias = "password-admin")]
+    PasswordAdmin,
+    /// Self-service on their own account.
+    #[value(name = "user")]
+    User,
+}
+
+/// The client app a token is issued to: the origin of its operations.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum ClientAppArg {
+    /// The reset portal and the administrator portal.
+    #[value(name = "portal")]
+    Portal,
+    /// The Graph-like API.
+    #[value(name = "graph")]
+    Graph,
+    /// PowerShell-style scripted administration.
+    #[value(name = "powershell")]
+    Powershell,
+    /// The M365 admin center equivalent.
+    #[value(name = "m365_admin_center", alias = "m365-admin-center")]
+    M365AdminCenter,
+}
+
+/// `token …`
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Mint a token for a principal (global administrators). It is written
+    /// to --out with mode 0600 and never printed.
+    Create {
+        /// The principal (their UPN).
+        #[arg(long)]
+        principal: String,
+        /// The principal's role (an existing principal keeps theirs).
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// The client app the token is issued to.
+        #[arg(long, value_enum)]
+        client_app: ClientAppArg,
+        /// Lifetime in seconds; 0 never expires.
+        #[arg(long, default_value_t = 0)]
+        ttl_seconds: u32,
+        /// File to write the token to (mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// List tokens (their ids and metadata, never the tokens).
+    List {
+        /// Only this principal's tokens.
+        #[arg(long)]
+        principal: Option<String>,
+    },
+    /// Revoke a token at once.
+    Revoke {
+        /// Token id; without one, the token this command runs with.
+        id: Option<String>,
+    },
 }
 
 /// On or off.
@@ -244,6 +313,9 @@ pub enum AuditCmd {
         /// Continue after this page token.
         #[arg(long)]
         page_token: Option<String>,
+        /// Follow every page instead of printing the next page's token.
+        #[arg(long, conflicts_with = "page_token")]
+        all: bool,
     },
 }
 
@@ -379,6 +451,7 @@ pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Resu
     use pb::domain_service_client::DomainServiceClient as DomainC;
     use pb::password_service_client::PasswordServiceClient as PasswordC;
     use pb::settings_service_client::SettingsServiceClient as SettingsC;
+    use pb::token_service_client::TokenServiceClient as TokenC;
     let settings = || SettingsC::with_interceptor(channel.clone(), bearer.clone());
     match cli.command {
         Command::Settings(SettingsCmd::Show) => {
@@ -421,6 +494,9 @@ pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Resu
                 .map_err(io)?;
                 for p in d.problems {
                     writeln!(out, "  problem: {p}").map_err(io)?;
+                }
+                for w in d.warnings {
+                    writeln!(out, "  warning: {w}").map_err(io)?;
                 }
             }
         }
@@ -571,24 +647,167 @@ pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Resu
             user,
             page_size,
             page_token,
+            all,
         }) => {
-            let page = AuditC::with_interceptor(channel, bearer)
-                .list_audit(pb::ListAuditRequest {
-                    user: user.unwrap_or_default(),
-                    page_size,
-                    page_token: page_token.unwrap_or_default(),
+            let mut client = AuditC::with_interceptor(channel, bearer);
+            let mut token = page_token.unwrap_or_default();
+            loop {
+                let page = client
+                    .list_audit(pb::ListAuditRequest {
+                        user: user.clone().unwrap_or_default(),
+                        page_size,
+                        page_token: token,
+                    })
+                    .await?
+                    .into_inner();
+                for r in &page.records {
+                    print_record(out, r).map_err(io)?;
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                if !all {
+                    writeln!(out, "# more: --page-token {}", page.next_page_token).map_err(io)?;
+                    break;
+                }
+                token = page.next_page_token;
+            }
+        }
+        Command::Token(TokenCmd::Create {
+            principal,
+            role,
+            client_app,
+            ttl_seconds,
+            out: file,
+        }) => {
+            let created = TokenC::with_interceptor(channel, bearer)
+                .create_token(pb::CreateTokenRequest {
+                    principal,
+                    role: role_pb(role) as i32,
+                    client_app: client_app_pb(client_app) as i32,
+                    ttl_seconds,
                 })
                 .await?
                 .into_inner();
-            for r in &page.records {
-                print_record(out, r).map_err(io)?;
+            let token = Zeroizing::new(created.token);
+            write_secret_file(&file, format!("{}\n", token.as_str()).as_bytes())?;
+            let info = created.info.unwrap_or_default();
+            writeln!(
+                out,
+                "token {} for {} written to {} (expires: {})",
+                info.token_id,
+                info.principal,
+                file.display(),
+                if info.expires_at.is_some() {
+                    when(&info.expires_at)
+                } else {
+                    "never".into()
+                }
+            )
+            .map_err(io)?;
+        }
+        Command::Token(TokenCmd::List { principal }) => {
+            let mut client = TokenC::with_interceptor(channel, bearer);
+            let mut token = String::new();
+            loop {
+                let page = client
+                    .list_tokens(pb::ListTokensRequest {
+                        principal: principal.clone().unwrap_or_default(),
+                        page_size: 100,
+                        page_token: token,
+                    })
+                    .await?
+                    .into_inner();
+                for t in page.tokens {
+                    print_token(out, &t).map_err(io)?;
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
             }
-            if !page.next_page_token.is_empty() {
-                writeln!(out, "# more: --page-token {}", page.next_page_token).map_err(io)?;
-            }
+        }
+        Command::Token(TokenCmd::Revoke { id }) => {
+            let t = TokenC::with_interceptor(channel, bearer)
+                .revoke_token(pb::RevokeTokenRequest {
+                    token_id: id.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            writeln!(out, "revoked token {} of {}", t.token_id, t.principal).map_err(io)?;
         }
     }
     Ok(())
+}
+
+fn role_pb(r: RoleArg) -> pb::Role {
+    match r {
+        RoleArg::GlobalAdmin => pb::Role::GlobalAdmin,
+        RoleArg::PasswordAdmin => pb::Role::PasswordAdmin,
+        RoleArg::User => pb::Role::User,
+    }
+}
+
+fn client_app_pb(a: ClientAppArg) -> pb::ClientApp {
+    match a {
+        ClientAppArg::Portal => pb::ClientApp::Portal,
+        ClientAppArg::Graph => pb::ClientApp::Graph,
+        ClientAppArg::Powershell => pb::ClientApp::Powershell,
+        ClientAppArg::M365AdminCenter => pb::ClientApp::M365AdminCenter,
+    }
+}
+
+/// Writes a secret to `path` with mode 0600, even when `path` exists with a
+/// wider mode: a new 0600 file next to it replaces it atomically.
+fn write_secret_file(path: &std::path::Path, contents: &[u8]) -> Result<(), CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let local =
+        |e: std::io::Error| CliError::Local(format!("cannot write {}: {e}", path.display()));
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "token".into());
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(local)
+}
+
+fn print_token(out: &mut dyn Write, t: &pb::TokenInfo) -> std::io::Result<()> {
+    let role = pb::Role::try_from(t.role).map_or("unknown", |r| r.as_str_name());
+    let app = pb::ClientApp::try_from(t.client_app).map_or("unknown", |a| a.as_str_name());
+    let state = if t.revoked_at.is_some() {
+        format!("revoked {}", when(&t.revoked_at))
+    } else if t.expires_at.is_some() {
+        format!("expires {}", when(&t.expires_at))
+    } else {
+        "never expires".to_owned()
+    };
+    writeln!(
+        out,
+        "{}\t{}\t{}\t{}\tcreated {}\t{}",
+        t.token_id,
+        t.principal,
+        role.trim_start_matches("ROLE_").to_ascii_lowercase(),
+        app.trim_start_matches("CLIENT_APP_").to_ascii_lowercase(),
+        when(&t.created_at),
+        state
+    )
 }
 
 fn print_settings(out: &mut dyn Write, s: &pb::Settings) -> std::io::Result<()> {

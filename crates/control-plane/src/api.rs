@@ -8,18 +8,19 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 use tonic::{Request, Response, Status};
-use writeback_core::operation::{to_timestamp, user_ref_key};
+use writeback_core::operation::user_ref_key;
 use writeback_core::{Failure, OperationKind, ReasonCode, status};
 use writeback_envelope::{Binding, Recipient, Secrets};
 use writeback_identity::{EnrollmentToken, SpiffeId};
 use writeback_proto::v1::{
     self as pb, agent_service_server::AgentService, audit_service_server::AuditService,
     domain_service_server::DomainService, enrollment_service_server::EnrollmentService,
-    password_service_server::PasswordService, settings_service_server::SettingsService, user_ref,
+    password_service_server::PasswordService, settings_service_server::SettingsService,
+    token_service_server::TokenService, user_ref,
 };
 
 use crate::ControlPlane;
-use crate::auth::{authenticate, is_admin, now_ms, require_admin, require_global_admin};
+use crate::auth::{authenticate, is_admin, require_admin, require_global_admin};
 use crate::policy::{self, TargetKind};
 use crate::store::{self, Caller, Page, StoreError};
 
@@ -46,6 +47,12 @@ pub fn store_status(e: StoreError) -> Status {
         StoreError::AlreadyExists { what } => {
             status(ReasonCode::AlreadyExists, format!("{what} already exists"))
         }
+        StoreError::RoleMismatch { existing } => status(
+            ReasonCode::AlreadyExists,
+            format!(
+                "the principal already exists with the role {existing}; mint the token for that role"
+            ),
+        ),
         StoreError::InvalidPageToken => {
             status(ReasonCode::InvalidArgument, "the page token is invalid")
         }
@@ -182,80 +189,178 @@ impl SettingsService for Api {
 }
 
 impl Api {
+    /// Whether `domain`'s agent set-up is complete (the tutorial's "verify
+    /// the cloud sync agent set-up is complete"): agents enrolled and online,
+    /// each answering a health probe with a recent enough version, reachable
+    /// domain controllers and verified permissions. Problems block writeback
+    /// and say what to do in plain words; warnings do not block.
     async fn domain_status(&self, tenant: &str, domain: &str) -> Result<pb::DomainStatus, Status> {
-        let (agents, _) = self
-            .cp
-            .store
-            .list_agents(
-                tenant,
-                Some(domain),
-                Page {
-                    size: 1000,
-                    token: None,
-                },
-            )
-            .await
-            .map_err(store_status)?;
-        let enrolled: Vec<_> = agents.iter().filter(|a| !a.is_revoked()).collect();
+        let mut agents = Vec::new();
+        let mut token = None;
+        loop {
+            let (rows, next) = self
+                .cp
+                .store
+                .list_agents(tenant, Some(domain), Page { size: 1000, token })
+                .await
+                .map_err(store_status)?;
+            agents.extend(rows.into_iter().filter(|a| !a.is_revoked()));
+            match next {
+                Some(n) => token = Some(n),
+                None => break,
+            }
+        }
         let online = self.cp.dispatcher.online_agents(tenant, domain);
-        let online_count = enrolled
+        let online_count = agents
             .iter()
             .filter(|a| online.contains(&a.agent_id))
             .count();
         let mut problems = Vec::new();
-        if enrolled.is_empty() {
-            problems.push("no agent is enrolled for this domain".to_owned());
+        let mut warnings = Vec::new();
+        if agents.is_empty() {
+            problems.push(format!(
+                "no agent is enrolled for this domain; create an enrollment token with \
+                 `writebackctl agent enroll-token --domain {domain}` and enroll an agent"
+            ));
         } else if online_count == 0 {
-            problems.push("no enrolled agent is online".to_owned());
+            problems.push(format!(
+                "none of the {} enrolled agents is connected to a relay; check that the agents \
+                 are running and can reach the relay (their logs say why not)",
+                agents.len()
+            ));
+        } else {
+            for a in agents.iter().filter(|a| !online.contains(&a.agent_id)) {
+                warnings.push(format!(
+                    "agent {} on {} is enrolled but not connected to a relay",
+                    a.agent_id, a.hostname
+                ));
+            }
+            if online_count == 1 {
+                warnings.push(
+                    "only one agent is online, so there is no failover; enroll another agent on \
+                     a second server"
+                        .to_owned(),
+                );
+            }
         }
         if online_count > 0 {
+            let min = &self.cp.config.min_agent_version;
+            let mut policy_warnings = Vec::new();
             for h in self
                 .cp
                 .dispatcher
-                .probe(tenant, domain, Duration::from_secs(3))
+                .probe(tenant, domain, PROBE_TIMEOUT)
                 .await
             {
                 let id = h.identity.map(|i| i.agent_id).unwrap_or_default();
-                match h.report {
-                    None => problems.push(format!("agent {id} did not answer the health probe")),
-                    Some(r) => {
-                        for dc in r.domain_controllers.iter().filter(|d| !d.reachable) {
-                            problems.push(format!(
-                                "agent {id} cannot reach {} ({})",
-                                dc.url, dc.reason_code
-                            ));
-                        }
-                        if !version_at_least(&r.agent_version, &self.cp.config.min_agent_version) {
-                            problems.push(format!(
-                                "agent {id} runs version {}, older than the minimum {}",
-                                r.agent_version, self.cp.config.min_agent_version
-                            ));
-                        }
-                        problems.extend(
-                            r.policy_warnings
-                                .into_iter()
-                                .map(|w| format!("agent {id}: {w}")),
-                        );
+                let Some(r) = h.report else {
+                    problems.push(format!(
+                        "agent {id} did not answer the health check in time"
+                    ));
+                    continue;
+                };
+                if !version_at_least(&r.agent_version, min) {
+                    problems.push(format!(
+                        "agent {id} runs version {}, older than the minimum version {min}; upgrade it",
+                        if r.agent_version.is_empty() { "unknown" } else { &r.agent_version }
+                    ));
+                }
+                if !r.permissions_ok {
+                    problems.push(format!(
+                        "agent {id} has not verified its service account's permissions; it needs \
+                         Reset Password, write lockoutTime and write pwdLastSet on user objects \
+                         and Unexpire Password on the domain root, applied to this object and \
+                         all descendant objects"
+                    ));
+                }
+                let unreachable: Vec<_> = r
+                    .domain_controllers
+                    .iter()
+                    .filter(|d| !d.reachable)
+                    .collect();
+                let all_down = !r.domain_controllers.is_empty()
+                    && unreachable.len() == r.domain_controllers.len();
+                for dc in unreachable {
+                    let line = format!(
+                        "agent {id} cannot use the domain controller {}: {}",
+                        dc.url,
+                        dc_problem_words(&dc.reason_code)
+                    );
+                    if all_down {
+                        problems.push(line);
+                    } else {
+                        warnings.push(line);
+                    }
+                }
+                if r.domain_controllers.is_empty() {
+                    problems.push(format!("agent {id} has no domain controller configured"));
+                }
+                for w in r.policy_warnings {
+                    if !policy_warnings.contains(&w) {
+                        policy_warnings.push(w);
                     }
                 }
             }
+            warnings.extend(policy_warnings);
         }
         Ok(pb::DomainStatus {
             domain: domain.to_owned(),
-            agents_enrolled: u32::try_from(enrolled.len()).unwrap_or(u32::MAX),
+            agents_enrolled: u32::try_from(agents.len()).unwrap_or(u32::MAX),
             agents_online: u32::try_from(online_count).unwrap_or(u32::MAX),
             setup_complete: online_count > 0 && problems.is_empty(),
             problems,
+            warnings,
         })
     }
 }
 
-/// Compares dotted numeric versions; unparsable versions are "older".
+/// How long `status` waits for agents' health answers.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A DC reachability reason code in words.
+fn dc_problem_words(code: &str) -> &'static str {
+    match ReasonCode::parse(code) {
+        Some(ReasonCode::DcUnreachable) => {
+            "it does not answer on the network (check the URL, DNS and firewalls)"
+        }
+        Some(ReasonCode::TlsFailure) => {
+            "the TLS handshake failed (check its certificate and the agent's ca_file)"
+        }
+        Some(ReasonCode::AgentBindFailed) => {
+            "the service account cannot sign in (check bind_dn and its password)"
+        }
+        Some(ReasonCode::Timeout) => "it did not answer in time",
+        _ => "it cannot be used (the agent's log has the details)",
+    }
+}
+
+/// Compares dotted numeric versions (`1.2.3`, missing parts are 0); a
+/// pre-release (`1.2.3-rc1`) is older than its release, and an unparsable
+/// version is older than anything.
 fn version_at_least(v: &str, min: &str) -> bool {
-    let parse = |s: &str| -> Option<Vec<u64>> { s.split('.').map(|p| p.parse().ok()).collect() };
-    match (parse(v), parse(min)) {
-        (Some(a), Some(b)) => a >= b,
-        _ => false,
+    fn parse(s: &str) -> Option<(Vec<u64>, bool)> {
+        let s = s.trim().trim_start_matches('v');
+        let s = s.split('+').next().unwrap_or(s);
+        let (core, pre) = match s.split_once('-') {
+            Some((c, _)) => (c, true),
+            None => (s, false),
+        };
+        let parts = core
+            .split('.')
+            .map(|p| p.parse().ok())
+            .collect::<Option<Vec<u64>>>()?;
+        Some((parts, pre))
+    }
+    let (Some((mut a, a_pre)), Some((mut b, b_pre))) = (parse(v), parse(min)) else {
+        return false;
+    };
+    let n = a.len().max(b.len());
+    a.resize(n, 0);
+    b.resize(n, 0);
+    match a.cmp(&b) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => !a_pre || b_pre,
     }
 }
 
@@ -370,8 +475,11 @@ impl AgentService for Api {
         } else {
             u64::from(r.ttl_seconds)
         };
-        let expires =
-            now_ms().saturating_add(i64::try_from(ttl.saturating_mul(1000)).unwrap_or(i64::MAX));
+        let expires = self
+            .cp
+            .store
+            .now_ms()
+            .saturating_add(i64::try_from(ttl.saturating_mul(1000)).unwrap_or(i64::MAX));
         let token = EnrollmentToken::generate(&self.cp.ca.fingerprint());
         self.cp
             .store
@@ -501,7 +609,11 @@ impl EnrollmentService for Api {
         let (tenant, domain) = self
             .cp
             .store
-            .consume_enrollment_token(&token.token_id, &token.secret_hash(), now_ms())
+            .consume_enrollment_token(
+                &token.token_id,
+                &token.secret_hash(),
+                self.cp.store.now_ms(),
+            )
             .await
             .map_err(store_status)?;
         let id = SpiffeId::agent(&tenant, &domain, &agent_id).map_err(|_| {
@@ -541,6 +653,26 @@ impl EnrollmentService for Api {
             relay_urls: self.cp.config.agent_relay_urls(),
         }))
     }
+}
+
+/// `user` with its UPN trimmed and lowercased, or its GUID in canonical form.
+fn normalize_user(user: pb::UserRef) -> Result<pb::UserRef, Status> {
+    let by = match user.by {
+        Some(user_ref::By::Upn(upn)) => user_ref::By::Upn(upn.trim().to_ascii_lowercase()),
+        Some(user_ref::By::ObjectGuid(g)) => user_ref::By::ObjectGuid(
+            uuid::Uuid::parse_str(g.trim())
+                .map_err(|_| status(ReasonCode::InvalidArgument, "objectGUID is not a GUID"))?
+                .hyphenated()
+                .to_string(),
+        ),
+        None => {
+            return Err(status(
+                ReasonCode::InvalidArgument,
+                "the request names no user",
+            ));
+        }
+    };
+    Ok(pb::UserRef { by: Some(by) })
 }
 
 /// One password operation as the handlers hand it to [`Api::run_operation`].
@@ -655,10 +787,14 @@ impl Api {
     ) -> Result<pb::OperationResponse, Status> {
         let started = Instant::now();
         let store = &self.cp.store;
-        let user = ask
-            .user
-            .clone()
-            .ok_or_else(|| status(ReasonCode::InvalidArgument, "the request names no user"))?;
+        // One spelling per user: UPNs trimmed and lowercase (AD compares
+        // them without regard to case), GUIDs in canonical form. The
+        // normalized reference is what the audit log, the throttle and the
+        // envelope binding see, and what the agent receives.
+        let user =
+            normalize_user(ask.user.clone().ok_or_else(|| {
+                status(ReasonCode::InvalidArgument, "the request names no user")
+            })?)?;
         let target_key = user_ref_key(&user)
             .ok_or_else(|| status(ReasonCode::InvalidArgument, "the request names no user"))?;
         let (domain, target_kind) = match &user.by {
@@ -729,14 +865,21 @@ impl Api {
         span.record("domain", domain.as_str());
 
         let settings = store.settings(&caller.tenant).await.map_err(store_status)?;
-        policy::decide(
+        if let Err(refusal) = policy::decide(
             &settings,
             caller.role,
             caller.client_app,
             target_kind,
             ask.kind,
-        )
-        .map_err(Status::from)?;
+        ) {
+            // A refused operation never becomes an operation: no audit
+            // record, no dispatch, and it does not count toward the
+            // throttle. The refusal is answered at once and logged here.
+            tracing::info!(principal = %caller.principal, client_app = %caller.client_app,
+                target = %target_key, target_kind = ?target_kind, reason = %refusal.reason,
+                "operation refused by policy");
+            return Err(refusal.into());
+        }
 
         let operation_id = if ask.operation_id.is_empty() {
             uuid::Uuid::new_v4().to_string()
@@ -748,7 +891,7 @@ impl Api {
         span.record("operation_id", operation_id.as_str());
         let fail = |f: Failure| -> Status { f.with_operation(operation_id.clone()).into() };
 
-        let now = now_ms();
+        let now = store.now_ms();
         let timeout = Duration::from_secs(self.cp.config.operation_timeout_seconds.max(1));
         let deadline_ms = now + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
         match store
@@ -773,28 +916,7 @@ impl Api {
             Some(_) => {}
             None => {
                 if ask.kind == OperationKind::Reset {
-                    let limit = self.cp.config.throttle_per_user_per_hour;
-                    let hour = 3_600_000;
-                    let (count, oldest) = store
-                        .count_operations_since(&caller.tenant, &target_key, &["reset"], now - hour)
-                        .await
-                        .map_err(store_status)?;
-                    if count >= i64::from(limit) {
-                        let next = oldest.unwrap_or(now) + hour;
-                        let when = time::OffsetDateTime::from_unix_timestamp(next / 1000)
-                            .ok()
-                            .and_then(|t| {
-                                t.format(&time::format_description::well_known::Rfc3339)
-                                    .ok()
-                            })
-                            .unwrap_or_default();
-                        return Err(fail(Failure::new(
-                            ReasonCode::Throttled,
-                            format!(
-                                "at most {limit} resets per user per hour; the next is allowed at {when}"
-                            ),
-                        )));
-                    }
+                    self.throttle(&caller, &target_key, now).await?;
                 }
                 store
                     .insert_operation(&store::NewOperation {
@@ -860,7 +982,7 @@ impl Api {
                     message: message.clone(),
                     agent_id: (!agent_id.is_empty()).then_some(agent_id),
                     relay_id: (!relay_id.is_empty()).then_some(relay_id),
-                    finished_at_ms: now_ms(),
+                    finished_at_ms: store.now_ms(),
                     agent_duration_ms: Some(i64::try_from(agent_ms).unwrap_or(i64::MAX)),
                 },
             )
@@ -870,6 +992,51 @@ impl Api {
         }
         tracing::info!(reason = %reason, elapsed_ms = started.elapsed().as_millis(), "operation finished");
         answer(&operation_id, &reason, message)
+    }
+
+    /// Refuses a reset of `target` with `THROTTLED` once the tenant's limit
+    /// of resets per user per hour is reached (every recorded reset counts,
+    /// whatever its outcome; refused and throttled attempts are not recorded
+    /// and so do not count). The answer says when the next reset is allowed,
+    /// in the message and as `retry-after` seconds in the metadata.
+    async fn throttle(&self, caller: &Caller, target: &str, now: i64) -> Result<(), Status> {
+        let limit = self.cp.config.throttle_per_user_per_hour;
+        if limit == 0 {
+            return Ok(());
+        }
+        const HOUR_MS: i64 = 3_600_000;
+        let (count, oldest) = self
+            .cp
+            .store
+            .count_operations_since(&caller.tenant, target, &["reset"], now - HOUR_MS)
+            .await
+            .map_err(store_status)?;
+        if count < i64::from(limit) {
+            return Ok(());
+        }
+        let next_ms = oldest.unwrap_or(now) + HOUR_MS;
+        let next_s = next_ms.div_euclid(1000) + i64::from(next_ms.rem_euclid(1000) > 0);
+        let when = time::OffsetDateTime::from_unix_timestamp(next_s)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default();
+        tracing::info!(principal = %caller.principal, target, limit, "reset throttled");
+        let mut refusal: Status = Failure::new(
+            ReasonCode::Throttled,
+            format!(
+                "at most {limit} password resets per user per hour; the next reset of this user \
+                 is allowed at {when}"
+            ),
+        )
+        .into();
+        let wait_s = (next_s * 1000 - now).max(0).div_euclid(1000);
+        if let Ok(v) = wait_s.to_string().parse() {
+            refusal.metadata_mut().insert("retry-after", v);
+        }
+        Err(refusal)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -952,6 +1119,14 @@ impl Api {
             envelope,
             traceparent: String::new(),
         };
+        // The last gate: writeback switched off since the policy check
+        // (while recording and sealing) stops the operation here, so nothing
+        // accepted before the switch is handed to a relay after it.
+        let settings = self.cp.store.settings(&caller.tenant).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot read the settings");
+            Failure::new(ReasonCode::Internal, "the control plane's storage failed")
+        })?;
+        policy::check_toggles(&settings, ask.kind)?;
         self.cp.dispatcher.dispatch(op, timeout).await
     }
 }
@@ -1061,7 +1236,170 @@ fn record_pb(r: store::OperationRow) -> pb::OperationRecord {
     }
 }
 
-#[allow(dead_code)]
-fn _unused(t: time::OffsetDateTime) -> Option<prost_types::Timestamp> {
-    Some(to_timestamp(t))
+fn role_pb(r: store::Role) -> pb::Role {
+    match r {
+        store::Role::GlobalAdmin => pb::Role::GlobalAdmin,
+        store::Role::PasswordAdmin => pb::Role::PasswordAdmin,
+        store::Role::User => pb::Role::User,
+    }
+}
+
+fn role_of(r: i32) -> Option<store::Role> {
+    match pb::Role::try_from(r).ok()? {
+        pb::Role::GlobalAdmin => Some(store::Role::GlobalAdmin),
+        pb::Role::PasswordAdmin => Some(store::Role::PasswordAdmin),
+        pb::Role::User => Some(store::Role::User),
+        pb::Role::Unspecified => None,
+    }
+}
+
+fn client_app_of(a: i32) -> Option<store::ClientApp> {
+    match pb::ClientApp::try_from(a).ok()? {
+        pb::ClientApp::Portal => Some(store::ClientApp::Portal),
+        pb::ClientApp::Graph => Some(store::ClientApp::Graph),
+        pb::ClientApp::Powershell => Some(store::ClientApp::Powershell),
+        pb::ClientApp::M365AdminCenter => Some(store::ClientApp::M365AdminCenter),
+        pb::ClientApp::Unspecified => None,
+    }
+}
+
+fn token_pb(t: store::TokenRow) -> pb::TokenInfo {
+    pb::TokenInfo {
+        token_id: t.token_id,
+        principal: t.principal,
+        role: role_pb(t.role) as i32,
+        client_app: client_app_pb(t.client_app) as i32,
+        created_at: ts(t.created_at_ms),
+        expires_at: t.expires_at_ms.and_then(ts),
+        revoked_at: t.revoked_at_ms.and_then(ts),
+    }
+}
+
+#[tonic::async_trait]
+impl TokenService for Api {
+    async fn create_token(
+        &self,
+        req: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreatedToken>, Status> {
+        let caller = authenticate(&self.cp.store, &req).await?;
+        require_global_admin(&caller)?;
+        let r = req.into_inner();
+        let principal = crate::auth::normalize_principal(&r.principal)
+            .map_err(|why| status(ReasonCode::InvalidArgument, why))?;
+        let role = role_of(r.role).ok_or_else(|| {
+            status(
+                ReasonCode::InvalidArgument,
+                "a role is global_admin, password_admin or user",
+            )
+        })?;
+        let app = client_app_of(r.client_app).ok_or_else(|| {
+            status(
+                ReasonCode::InvalidArgument,
+                "a client app is portal, graph, powershell or m365_admin_center",
+            )
+        })?;
+        let expires_at_ms = (r.ttl_seconds > 0).then(|| {
+            self.cp
+                .store
+                .now_ms()
+                .saturating_add(i64::from(r.ttl_seconds) * 1000)
+        });
+        let store = &self.cp.store;
+        store
+            .ensure_principal_with_role(&caller.tenant, &principal, role)
+            .await
+            .map_err(store_status)?;
+        let (token, hash) = crate::auth::new_api_token();
+        let token_id = store
+            .create_api_token(&caller.tenant, &principal, app, &hash, expires_at_ms)
+            .await
+            .map_err(store_status)?;
+        let info = store
+            .get_api_token(&caller.tenant, &token_id)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| status(ReasonCode::Internal, "the new token vanished"))?;
+        tracing::info!(tenant = %caller.tenant, by = %caller.principal, principal = %principal,
+            token_id = %token_id, role = %role, client_app = %app, "api token minted");
+        Ok(Response::new(pb::CreatedToken {
+            token,
+            info: Some(token_pb(info)),
+        }))
+    }
+
+    async fn list_tokens(
+        &self,
+        req: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        let caller = authenticate(&self.cp.store, &req).await?;
+        require_global_admin(&caller)?;
+        let r = req.into_inner();
+        let principal = (!r.principal.trim().is_empty()).then_some(r.principal.as_str());
+        let (rows, next) = self
+            .cp
+            .store
+            .list_api_tokens(&caller.tenant, principal, page(r.page_size, r.page_token))
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::ListTokensResponse {
+            tokens: rows.into_iter().map(token_pb).collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::TokenInfo>, Status> {
+        let caller = authenticate(&self.cp.store, &req).await?;
+        let id = req.into_inner().token_id;
+        let id = if id.trim().is_empty() {
+            caller.token_id.clone()
+        } else {
+            id.trim().to_owned()
+        };
+        let store = &self.cp.store;
+        let not_found = || status(ReasonCode::NotFound, format!("no token {id}"));
+        let row = store
+            .get_api_token(&caller.tenant, &id)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(not_found)?;
+        if caller.role != store::Role::GlobalAdmin
+            && !row.principal.eq_ignore_ascii_case(&caller.principal)
+        {
+            // Other principals' tokens are not even acknowledged to exist.
+            return Err(not_found());
+        }
+        store
+            .revoke_api_token(&caller.tenant, &id)
+            .await
+            .map_err(store_status)?;
+        let row = store
+            .get_api_token(&caller.tenant, &id)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(not_found)?;
+        tracing::info!(tenant = %caller.tenant, by = %caller.principal, token_id = %id,
+            principal = %row.principal, "api token revoked");
+        Ok(Response::new(token_pb(row)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_at_least;
+
+    #[test]
+    fn versions_compare_numerically_and_pre_releases_are_older() {
+        assert!(version_at_least("0.10.0", "0.2.0"));
+        assert!(version_at_least("0.2.0", "0.2.0"));
+        assert!(version_at_least("0.2", "0.2.0"));
+        assert!(version_at_least("v1.0.0", "0.2.0"));
+        assert!(version_at_least("0.2.0+build.5", "0.2.0"));
+        assert!(!version_at_least("0.2.0-rc1", "0.2.0"));
+        assert!(!version_at_least("0.1.9", "0.2.0"));
+        assert!(!version_at_least("", "0.1.0"));
+        assert!(!version_at_least("latest", "0.1.0"));
+    }
 }

@@ -1,5 +1,7 @@
-//! Bearer-token authentication. API tokens look like `wbt1.<64 hex>`; only
-//! their SHA-256 is stored, so a database dump yields no usable token.
+//! Bearer-token authentication and role checks. API tokens look like
+//! `wbt1.<64 hex>`; only their SHA-256 is stored, so a database dump yields
+//! no usable token. A token may carry an expiry and can be revoked; either
+//! makes it `UNAUTHENTICATED` at once.
 
 use tonic::{Request, Status};
 use writeback_core::{ReasonCode, status};
@@ -17,10 +19,10 @@ pub fn new_api_token() -> (String, String) {
     (token, hash)
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch by the system clock. The API itself
+/// asks the store's [`crate::store::Clock`] instead, so tests can move time.
 pub fn now_ms() -> i64 {
-    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
-        .unwrap_or(i64::MAX)
+    crate::store::Clock::system().now_ms()
 }
 
 /// The caller behind `req`'s `authorization: Bearer …` header.
@@ -43,7 +45,7 @@ pub async fn authenticate<T>(store: &Store, req: &Request<T>) -> Result<Caller, 
         .filter(|t| t.starts_with(PREFIX))
         .ok_or_else(unauthenticated)?;
     match store
-        .authenticate(&sha256_hex(token.as_bytes()), now_ms())
+        .authenticate(&sha256_hex(token.as_bytes()), store.now_ms())
         .await
     {
         Ok(Some(caller)) => Ok(caller),
@@ -88,4 +90,21 @@ pub fn require_global_admin(caller: &Caller) -> Result<(), Status> {
             "this needs the global administrator role",
         ))
     }
+}
+
+/// A principal name as stored: trimmed and lowercase (principals are UPNs,
+/// compared without regard to case). Refuses empty names, whitespace and
+/// control characters, and names over 256 characters.
+pub fn normalize_principal(name: &str) -> Result<String, &'static str> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("a principal name (a UPN) is required");
+    }
+    if name.chars().count() > 256 {
+        return Err("a principal name is at most 256 characters");
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("a principal name has no spaces or control characters");
+    }
+    Ok(name.to_ascii_lowercase())
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use writeback_identity::{Ca, SpiffeId, ca::write_file};
 
-use crate::auth::new_api_token;
+use crate::auth::{new_api_token, normalize_principal};
 use crate::store::{ClientApp, Role, Store};
 use crate::{ControlPlaneConfig, ControlPlaneError};
 
@@ -67,7 +67,10 @@ pub async fn init(
     })
 }
 
-/// Creates the principal if needed and writes a new token for it to `file` (0600).
+/// Creates the principal if needed (its name lowercased; an existing
+/// principal must have `role`) and writes a new token for it to `file`
+/// (mode 0600, created without ever being readable by others). The token is
+/// never returned, logged or printed.
 #[allow(clippy::too_many_arguments)]
 pub async fn issue_token(
     store: &Store,
@@ -78,13 +81,51 @@ pub async fn issue_token(
     expires_at_ms: Option<i64>,
     file: &Path,
 ) -> Result<(), ControlPlaneError> {
-    store.ensure_principal(tenant, principal, role).await?;
+    let principal =
+        normalize_principal(principal).map_err(|why| ControlPlaneError::Config(why.into()))?;
+    store
+        .ensure_principal_with_role(tenant, &principal, role)
+        .await?;
+    let principal = principal.as_str();
     let (token, hash) = new_api_token();
     store
         .create_api_token(tenant, principal, client_app, &hash, expires_at_ms)
         .await?;
-    write_file(file, format!("{token}\n").as_bytes(), true)?;
+    write_secret_file(file, format!("{token}\n").as_bytes())?;
     Ok(())
+}
+
+/// Writes a secret to `path` with mode 0600, even when `path` already exists
+/// with a wider mode: the secret goes to a new 0600 file next to it, which
+/// then replaces `path` atomically.
+pub fn write_secret_file(path: &Path, contents: &[u8]) -> Result<(), ControlPlaneError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |e: std::io::Error| ControlPlaneError::Config(format!("{}: {e}", path.display()));
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "secret".into());
+    let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(io)
 }
 
 /// Issues a relay certificate and key from the CA into `out_dir`

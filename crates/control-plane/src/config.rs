@@ -26,7 +26,8 @@ pub struct ControlPlaneConfig {
     pub agent_relay_urls: Vec<String>,
     /// How long an operation may take end to end, seconds.
     pub operation_timeout_seconds: u64,
-    /// Resets (and changes) allowed per user per hour.
+    /// Password resets allowed per target user per hour (every recorded
+    /// reset counts, whatever its outcome); 0 turns the throttle off.
     pub throttle_per_user_per_hour: u32,
     /// Lifetime of enrollment tokens, seconds (default for requests that give none).
     pub enrollment_token_ttl_seconds: u64,

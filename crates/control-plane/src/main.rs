@@ -1,5 +1,6 @@
 //! `writeback-control-plane`: `init` a tenant, `serve` the API, and offline
-//! admin commands (`token create`, `relay-cert`).
+//! admin commands (`token`, `relay-cert`) that work on the data dir and the
+//! database directly. Tokens are written to files (mode 0600), never printed.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -39,7 +40,8 @@ enum Cmd {
     },
     /// Serve the API.
     Serve,
-    /// Mint an API token for a principal (written to a file, mode 0600).
+    /// Mint an API token for a principal (written to a file, mode 0600;
+    /// `writebackctl token create` does the same through the API).
     Token {
         /// Tenant id.
         #[arg(long)]
@@ -53,9 +55,12 @@ enum Cmd {
         /// portal, graph, powershell or m365_admin_center.
         #[arg(long)]
         client_app: String,
-        /// Where to write the token.
+        /// Where to write the token (mode 0600); never printed.
         #[arg(long)]
         token_file: PathBuf,
+        /// Lifetime in seconds; the token never expires when absent.
+        #[arg(long)]
+        ttl_seconds: Option<u32>,
     },
     /// Issue a relay certificate from the CA into a directory.
     RelayCert {
@@ -121,12 +126,14 @@ async fn main() -> anyhow::Result<()> {
             role,
             client_app,
             token_file,
+            ttl_seconds,
         } => {
             let role = Role::parse(&role).with_context(|| format!("unknown role {role:?}"))?;
             let app = ClientApp::parse(&client_app)
                 .with_context(|| format!("unknown client app {client_app:?}"))?;
             let store = Store::connect(&config.database_url()).await?;
-            bootstrap::issue_token(&store, &tenant, &principal, role, app, None, &token_file)
+            let expires = ttl_seconds.map(|s| store.now_ms().saturating_add(i64::from(s) * 1000));
+            bootstrap::issue_token(&store, &tenant, &principal, role, app, expires, &token_file)
                 .await
                 .context("while issuing the token")?;
             println!("token for {principal} written to {}", token_file.display());

@@ -2,16 +2,33 @@
 //! The origin is the client app the caller's token was issued to, so a
 //! client cannot claim another origin. Every refusal names the rule.
 //!
-//! | caller | operation | origin | result |
-//! |---|---|---|---|
-//! | anyone | change / forced change of own password | any | written back |
-//! | anyone | reset of own password (SSPR) | portal | written back |
-//! | end user | reset of own password | graph, powershell, m365 | UNSUPPORTED_OPERATION |
-//! | anyone | unlock own account (SSPR) | portal, with the unlock toggle | written back |
-//! | administrator | reset of an end user | portal, graph | written back |
-//! | administrator | reset of an end user | powershell, m365 admin center | UNSUPPORTED_OPERATION |
-//! | administrator | reset or unlock of another administrator | any | UNSUPPORTED_OPERATION |
-//! | end user | anything on another user | any | PERMISSION_DENIED |
+//! The checks run in this order, and the first that fails answers:
+//!
+//! 1. **who** — an end user may act only on their own account
+//!    (`PERMISSION_DENIED`); this depends on the caller alone, not on the
+//!    tenant's state;
+//! 2. **toggles** — password writeback in cloud sync and "write back
+//!    passwords to your on-premises directory?" must be on, and for an
+//!    unlock also "allow users to unlock accounts without resetting their
+//!    password?" (`WRITEBACK_DISABLED`), so switching writeback off stops
+//!    every operation at once;
+//! 3. **the seed's tables** (`UNSUPPORTED_OPERATION` otherwise):
+//!
+//! | caller | operation | target | origin | result |
+//! |---|---|---|---|---|
+//! | anyone | voluntary or forced change | own account | any | written back |
+//! | anyone | reset (SSPR) | own account | portal | written back |
+//! | end user | reset | own account | graph, powershell, m365 | UNSUPPORTED_OPERATION |
+//! | administrator | reset | own account | graph, powershell, m365 ("the password reset tool") | UNSUPPORTED_OPERATION |
+//! | anyone | unlock (SSPR) | own account | portal | written back |
+//! | anyone | unlock | own account | graph, powershell, m365 | UNSUPPORTED_OPERATION |
+//! | administrator | reset | another end user | portal, graph | written back |
+//! | administrator | reset | another end user | powershell, m365 admin center | UNSUPPORTED_OPERATION |
+//! | administrator | unlock | another end user | portal, graph | written back (like a reset; the seed is silent) |
+//! | administrator | unlock | another end user | powershell, m365 admin center | UNSUPPORTED_OPERATION |
+//! | administrator | change, forced change | another user | any | UNSUPPORTED_OPERATION (changes are self-service) |
+//! | administrator | anything | another administrator | any | UNSUPPORTED_OPERATION |
+//! | end user | anything | another user | any | PERMISSION_DENIED |
 
 use writeback_core::{Failure, OperationKind, ReasonCode};
 
@@ -36,6 +53,31 @@ fn unsupported(rule: &str) -> Failure {
     Failure::new(ReasonCode::UnsupportedOperation, rule)
 }
 
+fn disabled(rule: &str) -> Failure {
+    Failure::new(ReasonCode::WritebackDisabled, rule)
+}
+
+/// The toggles an operation of `kind` needs, checked in the order the
+/// tutorial switches them on.
+pub fn check_toggles(settings: &Settings, kind: OperationKind) -> Result<(), Failure> {
+    if !settings.cloud_sync_writeback {
+        return Err(disabled(
+            "password writeback in cloud sync is switched off for this tenant (settings: cloud-sync-writeback)",
+        ));
+    }
+    if !settings.sspr_writeback {
+        return Err(disabled(
+            "\"write back passwords to your on-premises directory\" is switched off (settings: sspr-writeback)",
+        ));
+    }
+    if kind == OperationKind::Unlock && !settings.unlock_without_reset {
+        return Err(disabled(
+            "\"allow users to unlock accounts without resetting their password\" is switched off (settings: unlock-without-reset)",
+        ));
+    }
+    Ok(())
+}
+
 /// Decides whether an operation may be written back.
 pub fn decide(
     settings: &Settings,
@@ -44,18 +86,13 @@ pub fn decide(
     target: TargetKind,
     kind: OperationKind,
 ) -> Result<(), Failure> {
-    if !settings.cloud_sync_writeback {
+    if target != TargetKind::Own && !is_admin(role) {
         return Err(Failure::new(
-            ReasonCode::WritebackDisabled,
-            "password writeback in cloud sync is switched off for this tenant (settings: cloud-sync-writeback)",
+            ReasonCode::PermissionDenied,
+            "only administrators may act on another user's account",
         ));
     }
-    if !settings.sspr_writeback {
-        return Err(Failure::new(
-            ReasonCode::WritebackDisabled,
-            "\"write back passwords to your on-premises directory\" is switched off (settings: sspr-writeback)",
-        ));
-    }
+    check_toggles(settings, kind)?;
     match (target, kind) {
         (TargetKind::Own, OperationKind::Change | OperationKind::ForcedChange) => Ok(()),
         (TargetKind::Own, OperationKind::Reset) => {
@@ -72,24 +109,13 @@ pub fn decide(
             }
         }
         (TargetKind::Own, OperationKind::Unlock) => {
-            if origin != ClientApp::Portal {
+            if origin == ClientApp::Portal {
+                Ok(())
+            } else {
                 Err(unsupported(
                     "self-service account unlock is only written back from the reset portal",
                 ))
-            } else if !settings.unlock_without_reset {
-                Err(Failure::new(
-                    ReasonCode::UnsupportedOperation,
-                    "\"allow users to unlock accounts without resetting their password\" is switched off (settings: unlock-without-reset)",
-                ))
-            } else {
-                Ok(())
             }
-        }
-        (TargetKind::OtherEndUser | TargetKind::OtherAdministrator, _) if !is_admin(role) => {
-            Err(Failure::new(
-                ReasonCode::PermissionDenied,
-                "only administrators may act on another user's account",
-            ))
         }
         (TargetKind::OtherAdministrator, _) => Err(unsupported(
             "an administrator cannot use password writeback for another administrator's password",
@@ -103,23 +129,84 @@ pub fn decide(
                 "resets from the M365 admin center are not written back; use the portal or the Graph API",
             )),
         },
-        (TargetKind::OtherEndUser, OperationKind::Unlock) => {
-            if !settings.unlock_without_reset {
-                Err(unsupported(
-                    "\"allow users to unlock accounts without resetting their password\" is switched off (settings: unlock-without-reset)",
-                ))
-            } else if matches!(origin, ClientApp::Portal | ClientApp::Graph) {
-                Ok(())
-            } else {
-                Err(unsupported(
-                    "administrator-initiated unlocks are written back only from the portal or the Graph API",
-                ))
-            }
-        }
+        (TargetKind::OtherEndUser, OperationKind::Unlock) => match origin {
+            ClientApp::Portal | ClientApp::Graph => Ok(()),
+            ClientApp::Powershell | ClientApp::M365AdminCenter => Err(unsupported(
+                "administrator-initiated unlocks are written back only from the portal or the Graph API",
+            )),
+        },
         (TargetKind::OtherEndUser, OperationKind::Change | OperationKind::ForcedChange) => {
             Err(unsupported(
                 "a password change is self-service only; an administrator resets another user's password instead",
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ON: Settings = Settings {
+        cloud_sync_writeback: true,
+        sspr_writeback: true,
+        unlock_without_reset: true,
+    };
+
+    fn code(r: Result<(), Failure>) -> ReasonCode {
+        r.err().map_or(ReasonCode::Ok, |f| f.reason)
+    }
+
+    #[test]
+    fn who_is_checked_before_the_toggles_and_the_toggles_before_the_tables() {
+        let off = Settings::default();
+        // An end user acting on someone else: the caller's role answers,
+        // whatever the tenant's toggles.
+        assert_eq!(
+            code(decide(
+                &off,
+                Role::User,
+                ClientApp::Portal,
+                TargetKind::OtherEndUser,
+                OperationKind::Reset
+            )),
+            ReasonCode::PermissionDenied
+        );
+        // Writeback off stops even what the tables would refuse.
+        assert_eq!(
+            code(decide(
+                &off,
+                Role::GlobalAdmin,
+                ClientApp::Powershell,
+                TargetKind::OtherEndUser,
+                OperationKind::Reset
+            )),
+            ReasonCode::WritebackDisabled
+        );
+        let no_unlock = Settings {
+            unlock_without_reset: false,
+            ..ON
+        };
+        assert_eq!(
+            code(decide(
+                &no_unlock,
+                Role::User,
+                ClientApp::Portal,
+                TargetKind::Own,
+                OperationKind::Unlock
+            )),
+            ReasonCode::WritebackDisabled
+        );
+        // The unlock toggle does not concern resets.
+        assert_eq!(
+            code(decide(
+                &no_unlock,
+                Role::User,
+                ClientApp::Portal,
+                TargetKind::Own,
+                OperationKind::Reset
+            )),
+            ReasonCode::Ok
+        );
     }
 }

@@ -1,33 +1,70 @@
 //! Assembles and serves the control plane: TLS for clients, every
 //! client-facing service, gRPC health and reflection (so `grpcurl` works),
-//! and the start-up sweep that closes operations a previous run left pending.
+//! and the sweep that closes operations left pending by a control plane that
+//! stopped (at start-up, then periodically, so a replica that died is
+//! cleaned up after by the others).
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 use writeback_identity::{tls, transport};
 use writeback_proto::v1::{
     agent_service_server::AgentServiceServer, audit_service_server::AuditServiceServer,
     domain_service_server::DomainServiceServer, enrollment_service_server::EnrollmentServiceServer,
     password_service_server::PasswordServiceServer, settings_service_server::SettingsServiceServer,
+    token_service_server::TokenServiceServer,
 };
 
 use crate::api::Api;
-use crate::auth::now_ms;
 use crate::{ControlPlane, ControlPlaneError};
 
 /// Largest request accepted, bytes.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
+/// How long after its deadline a pending operation is closed as `TIMEOUT`:
+/// longer than the dispatcher waits past a deadline, so an operation a live
+/// replica is still finishing is left to it.
+const SWEEP_GRACE: Duration = Duration::from_secs(10);
+
+/// How often the sweep and the database health check run.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Every service name health reports on ("" is the server as a whole).
+const SERVICES: [&str; 8] = [
+    "",
+    "writeback.v1.SettingsService",
+    "writeback.v1.DomainService",
+    "writeback.v1.AgentService",
+    "writeback.v1.EnrollmentService",
+    "writeback.v1.PasswordService",
+    "writeback.v1.AuditService",
+    "writeback.v1.TokenService",
+];
+
 impl ControlPlane {
+    /// Closes the operations whose deadline passed more than
+    /// [`SWEEP_GRACE`] ago as `TIMEOUT` with the "outcome unknown" message;
+    /// returns how many.
+    pub async fn sweep_pending(&self) -> Result<u64, ControlPlaneError> {
+        let now = self.store.now_ms();
+        let grace = i64::try_from(SWEEP_GRACE.as_millis()).unwrap_or(i64::MAX);
+        Ok(self
+            .store
+            .close_pending_due_by(now.saturating_sub(grace), now)
+            .await?)
+    }
+
     /// Serves the client-facing API on `listener` until `shutdown`.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ControlPlaneError> {
-        let closed = self.store.close_expired_pending(now_ms()).await?;
+        let closed = self.sweep_pending().await?;
         if closed > 0 {
             tracing::warn!(
                 count = closed,
@@ -42,12 +79,20 @@ impl ControlPlane {
         let incoming = transport::tls_incoming(listener, server_tls);
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<PasswordServiceServer<Api>>().await;
-        health.set_serving::<SettingsServiceServer<Api>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
+        set_health(&health, ServingStatus::Serving).await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(writeback_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| ControlPlaneError::Config(format!("reflection: {e}")))?;
+        // grpcurl and older tools still ask v1alpha.
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(writeback_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| ControlPlaneError::Config(format!("reflection: {e}")))?;
+
+        let housekeeping = tokio::spawn(housekeeping(self.clone(), health));
 
         let api = Api::new(self.clone());
         macro_rules! svc {
@@ -58,17 +103,58 @@ impl ControlPlane {
             };
         }
         tracing::info!(addr = ?local, database = self.store.backend(), "control plane listening");
-        tonic::transport::Server::builder()
+        let served = tonic::transport::Server::builder()
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(svc!(SettingsServiceServer))
             .add_service(svc!(DomainServiceServer))
             .add_service(svc!(AgentServiceServer))
             .add_service(svc!(EnrollmentServiceServer))
             .add_service(svc!(PasswordServiceServer))
             .add_service(svc!(AuditServiceServer))
+            .add_service(svc!(TokenServiceServer))
             .serve_with_incoming_shutdown(incoming, shutdown)
-            .await?;
+            .await;
+        housekeeping.abort();
+        served?;
         Ok(())
+    }
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    for service in SERVICES {
+        health.set_service_status(service, status).await;
+    }
+}
+
+/// Every [`HOUSEKEEPING_INTERVAL`]: reports NOT_SERVING while the database
+/// does not answer, and closes operations left pending past their deadline.
+async fn housekeeping(cp: Arc<ControlPlane>, health: HealthReporter) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut serving = true;
+    loop {
+        tick.tick().await;
+        let ok = match cp.store.ping().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "the database does not answer");
+                false
+            }
+        };
+        if ok != serving {
+            serving = ok;
+            let status = if ok {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            set_health(&health, status).await;
+        }
+        if ok && let Err(e) = cp.sweep_pending().await {
+            tracing::warn!(error = %e, "cannot close expired pending operations");
+        }
     }
 }

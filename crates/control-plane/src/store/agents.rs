@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 
 use super::{
     Arg, Page, Store, StoreError, finish_page, insert_error, limit_arg, non_empty, normalize_dns,
-    query_with, system_now_ms,
+    query_with,
 };
 
 /// An agent to record at enrollment.
@@ -100,7 +100,7 @@ impl Store {
         .bind(&agent.version)
         .bind(hex::encode(&agent.envelope_public_key))
         .bind(&agent.cert_fingerprint)
-        .bind(system_now_ms())
+        .bind(self.now_ms())
         .execute(&self.pool)
         .await
         .map_err(|e| insert_error(e, "agent", "domain"))?;
@@ -172,7 +172,7 @@ impl Store {
         let row = sqlx::query(&sql)
             .bind(tenant)
             .bind(agent_id)
-            .bind(system_now_ms())
+            .bind(self.now_ms())
             .fetch_optional(&self.pool)
             .await?
             .ok_or(StoreError::NotFound { what: "agent" })?;

@@ -4,10 +4,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use super::{
-    Store, StoreError, constant_time_eq, insert_error, non_empty, normalize_dns, normalize_hash,
-    system_now_ms,
+    Arg, Page, Store, StoreError, constant_time_eq, finish_page, insert_error, limit_arg,
+    non_empty, normalize_dns, normalize_hash, query_with,
 };
 
 /// What a principal may do.
@@ -46,6 +47,15 @@ impl Role {
     /// True for the two administrator roles.
     pub fn is_admin(self) -> bool {
         !matches!(self, Role::User)
+    }
+
+    /// Privilege order: user < password administrator < global administrator.
+    fn rank(self) -> u8 {
+        match self {
+            Role::User => 0,
+            Role::PasswordAdmin => 1,
+            Role::GlobalAdmin => 2,
+        }
     }
 }
 
@@ -118,6 +128,49 @@ pub(super) fn parse_client_app(s: &str) -> Result<ClientApp, StoreError> {
     ClientApp::parse(s).ok_or(StoreError::Corrupt("client_app"))
 }
 
+/// A bearer token's metadata; the token itself is never stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    /// Its id (not a secret).
+    pub token_id: String,
+    /// The principal it authenticates.
+    pub principal: String,
+    /// The principal's role.
+    pub role: Role,
+    /// The client app it was issued to (the origin of its operations).
+    pub client_app: ClientApp,
+    /// When it was minted (Unix milliseconds).
+    pub created_at_ms: i64,
+    /// When it stops working, if ever.
+    pub expires_at_ms: Option<i64>,
+    /// When it was revoked, if it was.
+    pub revoked_at_ms: Option<i64>,
+}
+
+impl TokenRow {
+    /// True when the token would authenticate at `now_ms`.
+    pub fn is_valid_at(&self, now_ms: i64) -> bool {
+        self.revoked_at_ms.is_none() && self.expires_at_ms.is_none_or(|e| e > now_ms)
+    }
+}
+
+const TOKEN_COLUMNS: &str = "t.token_id, t.principal, p.role, t.client_app, t.created_at_ms, \
+     t.expires_at_ms, t.revoked_at_ms";
+
+fn token_from_row(row: &AnyRow) -> Result<TokenRow, StoreError> {
+    let role: String = row.try_get("role")?;
+    let client_app: String = row.try_get("client_app")?;
+    Ok(TokenRow {
+        token_id: row.try_get("token_id")?,
+        principal: row.try_get("principal")?,
+        role: Role::parse(&role).ok_or(StoreError::Corrupt("role"))?,
+        client_app: parse_client_app(&client_app)?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        expires_at_ms: row.try_get("expires_at_ms")?,
+        revoked_at_ms: row.try_get("revoked_at_ms")?,
+    })
+}
+
 impl Store {
     /// Creates a principal of the tenant. `AlreadyExists { what: "principal" }`
     /// when the name is taken, `NotFound { what: "tenant" }` for an unknown
@@ -135,28 +188,67 @@ impl Store {
         .bind(tenant)
         .bind(name)
         .bind(role.as_str())
-        .bind(system_now_ms())
+        .bind(self.now_ms())
         .execute(&self.pool)
         .await
         .map_err(|e| insert_error(e, "principal", "tenant"))?;
         Ok(())
     }
 
-    /// The role of principal `name`, if it exists.
+    /// The role of principal `name`, if it exists. Names are compared
+    /// without regard to ASCII case (they are UPNs); should two stored names
+    /// differ only in case, the most privileged role wins, so an
+    /// administrator can never pass for an end user.
     pub async fn principal_role(
         &self,
         tenant: &str,
         name: &str,
     ) -> Result<Option<Role>, StoreError> {
-        let row: Option<(String,)> =
-            sqlx::query_as("SELECT role FROM principals WHERE tenant_id = $1 AND name = $2")
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT role FROM principals WHERE tenant_id = $1 AND LOWER(name) = $2")
                 .bind(tenant)
-                .bind(name)
-                .fetch_optional(&self.pool)
+                .bind(name.trim().to_ascii_lowercase())
+                .fetch_all(&self.pool)
                 .await
                 .map_err(StoreError::Database)?;
-        row.map(|(r,)| Role::parse(&r).ok_or(StoreError::Corrupt("role")))
-            .transpose()
+        let mut best: Option<Role> = None;
+        for (r,) in rows {
+            let role = Role::parse(&r).ok_or(StoreError::Corrupt("role"))?;
+            best = Some(match best {
+                Some(b) if b.rank() >= role.rank() => b,
+                _ => role,
+            });
+        }
+        Ok(best)
+    }
+
+    /// Creates the principal when it does not exist yet (names compared
+    /// without regard to case); `RoleMismatch` when it exists with another
+    /// role, so a token is never minted believing in a role the principal
+    /// does not have.
+    pub async fn ensure_principal_with_role(
+        &self,
+        tenant: &str,
+        name: &str,
+        role: Role,
+    ) -> Result<(), StoreError> {
+        match self.principal_role(tenant, name).await? {
+            Some(existing) if existing == role => Ok(()),
+            Some(existing) => Err(StoreError::RoleMismatch { existing }),
+            None => match self.create_principal(tenant, name, role).await {
+                Ok(()) => Ok(()),
+                // Created meanwhile by someone else: check again.
+                Err(StoreError::AlreadyExists { .. }) => {
+                    match self.principal_role(tenant, name).await? {
+                        Some(existing) if existing != role => {
+                            Err(StoreError::RoleMismatch { existing })
+                        }
+                        _ => Ok(()),
+                    }
+                }
+                Err(e) => Err(e),
+            },
+        }
     }
 
     /// Creates the principal when it does not exist yet; an existing
@@ -201,7 +293,7 @@ impl Store {
         .bind(principal)
         .bind(client_app.as_str())
         .bind(token_hash)
-        .bind(system_now_ms())
+        .bind(self.now_ms())
         .bind(expires_at_ms)
         .execute(&self.pool)
         .await
@@ -256,7 +348,7 @@ impl Store {
         )
         .bind(tenant)
         .bind(token_id)
-        .bind(system_now_ms())
+        .bind(self.now_ms())
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
@@ -264,6 +356,60 @@ impl Store {
         }
         tracing::info!(tenant, token_id, "api token revoked");
         Ok(())
+    }
+
+    /// One bearer token of the tenant (never its secret: only its metadata).
+    pub async fn get_api_token(
+        &self,
+        tenant: &str,
+        token_id: &str,
+    ) -> Result<Option<TokenRow>, StoreError> {
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens t \
+             JOIN principals p ON p.tenant_id = t.tenant_id AND p.name = t.principal \
+             WHERE t.tenant_id = $1 AND t.token_id = $2"
+        );
+        let row = sqlx::query(&sql)
+            .bind(tenant)
+            .bind(token_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    /// One page of the tenant's bearer tokens (of one principal when
+    /// `principal` is set), expired and revoked ones included, ordered by
+    /// token id, and the next page's token.
+    pub async fn list_api_tokens(
+        &self,
+        tenant: &str,
+        principal: Option<&str>,
+        page: Page,
+    ) -> Result<(Vec<TokenRow>, Option<String>), StoreError> {
+        let limit = page.limit();
+        let mut sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens t \
+             JOIN principals p ON p.tenant_id = t.tenant_id AND p.name = t.principal \
+             WHERE t.tenant_id = $1"
+        );
+        let mut args = vec![Arg::Text(tenant.to_owned())];
+        if let Some(principal) = principal {
+            args.push(Arg::Text(principal.trim().to_ascii_lowercase()));
+            sql.push_str(&format!(" AND LOWER(t.principal) = ${}", args.len()));
+        }
+        if let Some(after) = page.cursor('k')? {
+            args.push(Arg::Text(after));
+            sql.push_str(&format!(" AND t.token_id > ${}", args.len()));
+        }
+        args.push(Arg::Int(limit_arg(limit)));
+        sql.push_str(&format!(" ORDER BY t.token_id LIMIT ${}", args.len()));
+        let rows = query_with(&sql, args).fetch_all(&self.pool).await?;
+        let mut tokens = rows
+            .iter()
+            .map(token_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = finish_page(&mut tokens, limit, 'k', |t| t.token_id.clone());
+        Ok((tokens, next))
     }
 
     /// Stores a one-time enrollment token for an agent of `domain`.
@@ -292,7 +438,7 @@ impl Store {
         .bind(tenant)
         .bind(&domain)
         .bind(secret_hash)
-        .bind(system_now_ms())
+        .bind(self.now_ms())
         .bind(expires_at_ms)
         .execute(&self.pool)
         .await

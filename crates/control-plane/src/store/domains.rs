@@ -6,7 +6,6 @@ use sqlx::Row;
 
 use super::{
     Page, Store, StoreError, finish_page, insert_error, limit_arg, non_empty, normalize_dns,
-    system_now_ms,
 };
 
 /// A registered domain.
@@ -43,7 +42,7 @@ impl Store {
         if suffixes.is_empty() {
             suffixes.insert(name.clone());
         }
-        let created_at_ms = system_now_ms();
+        let created_at_ms = self.now_ms();
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO domains (tenant_id, name, created_at_ms) VALUES ($1, $2, $3)")
             .bind(tenant)

@@ -17,7 +17,8 @@
 //!   is refused, so a plaintext token cannot be stored by mistake;
 //! - time is injected as Unix milliseconds wherever it decides an outcome
 //!   (expiry, deadlines); bookkeeping timestamps (`created_at_ms` of a domain,
-//!   `revoked_at_ms` of an agent…) come from the system clock;
+//!   `revoked_at_ms` of an agent…) come from the store's [`Clock`] (the
+//!   system clock unless a test moved it, see [`Store::with_clock`]);
 //! - domain names and UPN suffixes are stored lowercase; every method that
 //!   takes one lowercases it first.
 
@@ -27,6 +28,8 @@ mod domains;
 mod operations;
 mod tenants;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -37,7 +40,7 @@ use sqlx::{Any, AnyPool};
 use writeback_core::ReasonCode;
 
 pub use agents::{AgentRow, NewAgent};
-pub use auth::{Caller, ClientApp, Role};
+pub use auth::{Caller, ClientApp, Role, TokenRow};
 pub use domains::DomainRow;
 pub use operations::{Finish, NewOperation, OperationRow, OperationState, RESTART_TIMEOUT_MESSAGE};
 pub use tenants::{Settings, SettingsUpdate};
@@ -79,6 +82,12 @@ pub enum StoreError {
         /// Kind of object that collides.
         what: &'static str,
     },
+    /// The principal exists with another role than the one asked for.
+    #[error("principal exists with role {existing}")]
+    RoleMismatch {
+        /// The role the principal has.
+        existing: Role,
+    },
     /// The operation already has its final state; it is never finished twice.
     #[error("operation already finished")]
     AlreadyFinished,
@@ -116,9 +125,9 @@ impl StoreError {
     pub fn reason_code(&self) -> ReasonCode {
         match self {
             StoreError::NotFound { .. } => ReasonCode::NotFound,
-            StoreError::AlreadyExists { .. } | StoreError::AlreadyFinished => {
-                ReasonCode::AlreadyExists
-            }
+            StoreError::AlreadyExists { .. }
+            | StoreError::AlreadyFinished
+            | StoreError::RoleMismatch { .. } => ReasonCode::AlreadyExists,
             StoreError::TokenUsed => ReasonCode::EnrollmentTokenUsed,
             StoreError::TokenExpired => ReasonCode::EnrollmentTokenExpired,
             StoreError::TokenInvalid => ReasonCode::EnrollmentTokenInvalid,
@@ -143,12 +152,40 @@ enum Backend {
     Postgres,
 }
 
+/// The control plane's notion of "now": the system clock plus an offset.
+/// Production never moves it; tests share one clock between the store and
+/// the API and move it forward to expire tokens, free the throttle window or
+/// pass deadlines without sleeping. Clones share the offset.
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    offset_ms: Arc<AtomicI64>,
+}
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Clock {
+        Clock::default()
+    }
+
+    /// Unix milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        system_now_ms().saturating_add(self.offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// Moves this clock (and every clone) forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.offset_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+}
+
 /// A cheap-to-clone handle on the control plane's database (a connection pool
 /// inside). Every clone shares the pool.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    clock: Clock,
 }
 
 impl Store {
@@ -191,7 +228,27 @@ impl Store {
             backend = backend_name(backend),
             "store connected and migrated"
         );
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            clock: Clock::system(),
+        })
+    }
+
+    /// This store with `clock` as its notion of now (for tests that move time).
+    pub fn with_clock(mut self, clock: Clock) -> Store {
+        self.clock = clock;
+        self
+    }
+
+    /// The store's clock; the API uses it too, so both agree on "now".
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// [`Clock::now_ms`] of the store's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// `"sqlite"` or `"postgres"`.

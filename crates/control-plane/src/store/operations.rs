@@ -14,7 +14,7 @@ use super::{
 };
 
 /// The message of an operation closed by [`Store::close_expired_pending`].
-pub const RESTART_TIMEOUT_MESSAGE: &str = "the control plane restarted before the outcome was known; the change may or may not have been applied";
+pub const RESTART_TIMEOUT_MESSAGE: &str = "outcome unknown: the control plane handling this operation stopped before the answer arrived; the change may or may not have been applied, so check the account before retrying";
 
 /// Where an operation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -350,15 +350,29 @@ impl Store {
 
     /// Closes, in every tenant, each pending operation whose deadline has
     /// passed (`deadline_at_ms <= now_ms`) as failed with `TIMEOUT` and
-    /// [`RESTART_TIMEOUT_MESSAGE`]; returns how many. Run at start-up.
+    /// [`RESTART_TIMEOUT_MESSAGE`]; returns how many.
     pub async fn close_expired_pending(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.close_pending_due_by(now_ms, now_ms).await
+    }
+
+    /// Like [`Store::close_expired_pending`], closing the pending operations
+    /// whose deadline is at or before `cutoff_ms` and recording `now_ms` as
+    /// their end. The control plane runs it at start-up and periodically
+    /// with a cutoff a grace period in the past, so an operation that a live
+    /// replica is still finishing is left to that replica.
+    pub async fn close_pending_due_by(
+        &self,
+        cutoff_ms: i64,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "UPDATE operations SET state = 'failed', reason_code = $1, message = $2, \
-             finished_at_ms = $3 WHERE state = 'pending' AND deadline_at_ms <= $3",
+             finished_at_ms = $3 WHERE state = 'pending' AND deadline_at_ms <= $4",
         )
         .bind(ReasonCode::Timeout.as_str())
         .bind(RESTART_TIMEOUT_MESSAGE)
         .bind(now_ms)
+        .bind(cutoff_ms)
         .execute(&self.pool)
         .await?;
         let closed = done.rows_affected();

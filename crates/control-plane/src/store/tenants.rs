@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError, flag, insert_error, non_empty, system_now_ms};
+use super::{Store, StoreError, flag, insert_error, non_empty};
 
 /// A tenant's writeback toggles; all `false` for a new tenant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,7 +44,7 @@ impl Store {
         sqlx::query("INSERT INTO tenants (tenant_id, name, created_at_ms) VALUES ($1, $2, $3)")
             .bind(tenant_id)
             .bind(name)
-            .bind(system_now_ms())
+            .bind(self.now_ms())
             .execute(&self.pool)
             .await
             .map_err(|e| insert_error(e, "tenant", "tenant"))?;
@@ -94,7 +94,7 @@ impl Store {
             .bind(update.cloud_sync_writeback.map(flag))
             .bind(update.sspr_writeback.map(flag))
             .bind(update.unlock_without_reset.map(flag))
-            .bind(system_now_ms())
+            .bind(self.now_ms())
             .fetch_optional(&self.pool)
             .await?
             .ok_or(StoreError::NotFound { what: "tenant" })?;

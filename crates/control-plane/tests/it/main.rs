@@ -1,4 +1,7 @@
-//! Integration tests of the control plane's store. Every test function runs
+//! Integration tests of the control plane: its store, and its public gRPC
+//! API served in-process against a fake relay (`support`), including the
+//! authorization matrix of the seed's supported/unsupported operations and
+//! `writebackctl` run against it. Every `both_backends!` test function runs
 //! twice: against a fresh SQLite file and against a fresh PostgreSQL database
 //! (`WRITEBACK_TEST_POSTGRES_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/postgres`). The PostgreSQL variants
@@ -32,9 +35,11 @@ macro_rules! both_backends {
 }
 
 mod agents;
+mod api;
 mod domains;
 mod enrollment;
 mod harness;
 mod operations;
+mod support;
 mod tenants;
 mod tokens;

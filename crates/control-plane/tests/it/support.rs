@@ -1,0 +1,761 @@
+//! API-level test rig: a control plane served in-process on a port-0 TLS
+//! listener, over a [`TestDb`] (SQLite or PostgreSQL), with an injected
+//! [`Clock`], and a [`FakeRelay`] in place of the relays: it records every
+//! operation the control plane dispatches, answers as told (refuse with
+//! `NO_AGENT_ONLINE`, answer, or hold until released), reports fake agents
+//! online and answers health probes with the reports a test sets. No Samba,
+//! no real agent: what is tested is the control plane's own behaviour.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use tokio::sync::{Semaphore, broadcast, watch};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+use writeback_control_plane::dispatcher::Dispatcher;
+use writeback_control_plane::store::{ClientApp, Clock, NewOperation, Role, Store};
+use writeback_control_plane::{ControlPlane, ControlPlaneConfig, bootstrap};
+use writeback_core::{ReasonCode, failure_of, status};
+use writeback_identity::{Ca, tls, transport};
+use writeback_proto::v1::{self as pb, relay_dispatch_server};
+
+use crate::harness::TestDb;
+
+/// The tenant every rig serves.
+pub const TENANT: &str = "t1";
+/// The global administrator `init` creates (client app portal).
+pub const ADMIN: &str = "admin@contoso.test";
+/// How long a test waits for something asynchronous.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+fn localhost() -> Vec<IpAddr> {
+    vec![IpAddr::from([127, 0, 0, 1])]
+}
+
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Adds the bearer token to every request.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(h) = &self.0 {
+            req.metadata_mut().insert("authorization", h.clone());
+        }
+        Ok(req)
+    }
+}
+
+type Svc = InterceptedService<Channel, Bearer>;
+
+/// A gRPC client of the control plane holding one bearer token.
+#[derive(Clone)]
+pub struct Client {
+    /// The TLS channel (for services without a bearer, e.g. health).
+    pub channel: Channel,
+    bearer: Bearer,
+}
+
+impl Client {
+    /// SettingsService.
+    pub fn settings(&self) -> pb::settings_service_client::SettingsServiceClient<Svc> {
+        pb::settings_service_client::SettingsServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.bearer.clone(),
+        )
+    }
+    /// DomainService.
+    pub fn domains(&self) -> pb::domain_service_client::DomainServiceClient<Svc> {
+        pb::domain_service_client::DomainServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.bearer.clone(),
+        )
+    }
+    /// AgentService.
+    pub fn agents(&self) -> pb::agent_service_client::AgentServiceClient<Svc> {
+        pb::agent_service_client::AgentServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.bearer.clone(),
+        )
+    }
+    /// EnrollmentService.
+    pub fn enrollment(&self) -> pb::enrollment_service_client::EnrollmentServiceClient<Svc> {
+        pb::enrollment_service_client::EnrollmentServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.bearer.clone(),
+        )
+    }
+    /// PasswordService.
+    pub fn passwords(&self) -> pb::password_service_client::PasswordServiceClient<Svc> {
+        pb::password_service_client::PasswordServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.bearer.clone(),
+        )
+    }
+    /// AuditService.
+    pub fn audit(&self) -> pb::audit_service_client::AuditServiceClient<Svc> {
+        pb::audit_service_client::AuditServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.bearer.clone(),
+        )
+    }
+    /// TokenService.
+    pub fn tokens(&self) -> pb::token_service_client::TokenServiceClient<Svc> {
+        pb::token_service_client::TokenServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.bearer.clone(),
+        )
+    }
+
+    /// Resets `upn`'s password; the reason code of the answer (`OK` or the refusal).
+    pub async fn reset(&self, upn: &str, password: &str) -> Result<String, ReasonCode> {
+        self.reset_with_id(upn, password, "").await
+    }
+
+    /// Resets with a caller-chosen operation id; returns the operation id.
+    pub async fn reset_with_id(
+        &self,
+        upn: &str,
+        password: &str,
+        operation_id: &str,
+    ) -> Result<String, ReasonCode> {
+        self.passwords()
+            .reset_password(pb::ResetPasswordRequest {
+                user: Some(upn_ref(upn)),
+                new_password: password.into(),
+                operation_id: operation_id.into(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner().operation_id)
+            .map_err(|s| failure_of(&s).reason)
+    }
+
+    /// Turns the three toggles on or off.
+    pub async fn set_all_toggles(&self, on: bool) {
+        self.settings()
+            .update_settings(pb::UpdateSettingsRequest {
+                cloud_sync_writeback: Some(on),
+                sspr_writeback: Some(on),
+                unlock_without_reset: Some(on),
+            })
+            .await
+            .expect("settings update");
+    }
+
+    /// Registers `domain` (its own UPN suffix).
+    pub async fn add_domain(&self, domain: &str) {
+        self.domains()
+            .add_domain(pb::AddDomainRequest {
+                name: domain.into(),
+                upn_suffixes: vec![],
+            })
+            .await
+            .expect("add domain");
+    }
+}
+
+/// A `UserRef` by UPN.
+pub fn upn_ref(upn: &str) -> pb::UserRef {
+    pb::UserRef {
+        by: Some(pb::user_ref::By::Upn(upn.into())),
+    }
+}
+
+/// The reason code a status carries in its `ErrorInfo` details; panics when
+/// the details are missing (every refusal must carry its code there).
+pub fn reason_in_details(s: &Status) -> ReasonCode {
+    use prost::Message;
+    let info = pb::ErrorInfo::decode(s.details())
+        .unwrap_or_else(|e| panic!("status without ErrorInfo details ({e}): {s:?}"));
+    ReasonCode::parse(&info.reason_code)
+        .unwrap_or_else(|| panic!("unknown reason code {:?} in {s:?}", info.reason_code))
+}
+
+/// What the fake relay does with a dispatched operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Refuses it with this code, as a relay without an agent of the domain does.
+    Refuse(ReasonCode),
+    /// Answers as the agent would, with this reason code (`Ok` = applied).
+    Answer(ReasonCode),
+    /// Holds it until [`FakeRelay::release`], then answers `OK`.
+    Hold,
+}
+
+/// A fake agent the relay reports.
+#[derive(Debug, Clone)]
+pub struct FakeAgent {
+    /// Agent id (as enrolled).
+    pub agent_id: String,
+    /// Domain.
+    pub domain: String,
+    /// What it answers to a health probe; `None` does not answer.
+    pub health: Option<pb::HealthReport>,
+}
+
+struct RelayState {
+    mode: Mutex<Mode>,
+    dispatched: Mutex<Vec<pb::OperationRequest>>,
+    count: watch::Sender<usize>,
+    release: Semaphore,
+    agents: Mutex<Vec<FakeAgent>>,
+    presence: broadcast::Sender<pb::PresenceReport>,
+}
+
+/// A relay stand-in on a TLS listener with a certificate from the tenant CA.
+#[derive(Clone)]
+pub struct FakeRelay {
+    state: Arc<RelayState>,
+}
+
+const RELAY_ID: &str = "fake-relay";
+
+impl FakeRelay {
+    /// Sets what happens to the next dispatched operations.
+    pub fn set_mode(&self, mode: Mode) {
+        *self.state.mode.lock().unwrap() = mode;
+    }
+
+    /// Every operation dispatched so far.
+    pub fn dispatched(&self) -> Vec<pb::OperationRequest> {
+        self.state.dispatched.lock().unwrap().clone()
+    }
+
+    /// Ids of the operations dispatched so far.
+    pub fn dispatched_ids(&self) -> Vec<String> {
+        self.dispatched()
+            .into_iter()
+            .map(|o| o.operation_id)
+            .collect()
+    }
+
+    /// Waits until at least `n` operations were dispatched.
+    pub async fn wait_dispatched(&self, n: usize) {
+        let mut rx = self.state.count.subscribe();
+        tokio::time::timeout(WAIT, rx.wait_for(|c| *c >= n))
+            .await
+            .unwrap_or_else(|_| panic!("fewer than {n} operations reached the relay"))
+            .unwrap();
+    }
+
+    /// Lets one held operation answer.
+    pub fn release(&self) {
+        self.state.release.add_permits(1);
+    }
+
+    /// Reports `agent` connected (or updates its health report).
+    pub fn connect(&self, agent: FakeAgent) {
+        let mut agents = self.state.agents.lock().unwrap();
+        agents.retain(|a| a.agent_id != agent.agent_id);
+        let _ = self
+            .state
+            .presence
+            .send(presence(&agent, pb::PresenceEvent::Connected));
+        agents.push(agent);
+    }
+
+    /// Reports `agent_id` disconnected.
+    pub fn disconnect(&self, agent_id: &str) {
+        let mut agents = self.state.agents.lock().unwrap();
+        if let Some(a) = agents.iter().find(|a| a.agent_id == agent_id) {
+            let _ = self
+                .state
+                .presence
+                .send(presence(a, pb::PresenceEvent::Disconnected));
+        }
+        agents.retain(|a| a.agent_id != agent_id);
+    }
+
+    /// Starts a fake relay on `listener` with a server certificate from `ca`.
+    pub fn start(ca: &Ca, listener: tokio::net::TcpListener) -> FakeRelay {
+        let (chain, key) = ca
+            .issue_server(&["localhost".to_owned()], &localhost())
+            .unwrap();
+        let config = tls::server_config(&chain, &key, None).unwrap();
+        let (presence, _) = broadcast::channel(64);
+        let relay = FakeRelay {
+            state: Arc::new(RelayState {
+                mode: Mutex::new(Mode::Refuse(ReasonCode::NoAgentOnline)),
+                dispatched: Mutex::new(Vec::new()),
+                count: watch::channel(0).0,
+                release: Semaphore::new(0),
+                agents: Mutex::new(Vec::new()),
+                presence,
+            }),
+        };
+        let incoming = transport::tls_incoming(listener, config);
+        let service = relay_dispatch_server::RelayDispatchServer::new(relay.clone());
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await;
+        });
+        relay
+    }
+}
+
+fn presence(a: &FakeAgent, event: pb::PresenceEvent) -> pb::PresenceReport {
+    pb::PresenceReport {
+        relay_id: RELAY_ID.into(),
+        identity: Some(pb::AgentIdentity {
+            tenant: TENANT.into(),
+            domain: a.domain.clone(),
+            agent_id: a.agent_id.clone(),
+        }),
+        event: event as i32,
+        agent_version: a
+            .health
+            .as_ref()
+            .map(|h| h.agent_version.clone())
+            .unwrap_or_default(),
+        observed_at: None,
+    }
+}
+
+fn outcome(op: &pb::OperationRequest, reason: ReasonCode) -> pb::DispatchResponse {
+    pb::DispatchResponse {
+        result: Some(pb::OperationResult {
+            operation_id: op.operation_id.clone(),
+            outcome: Some(pb::OperationOutcome {
+                reason_code: reason.as_str().into(),
+                message: format!("fake agent answered {reason}"),
+                applied: reason == ReasonCode::Ok,
+            }),
+            agent_id: "agent-fake".into(),
+            agent_duration_ms: 3,
+        }),
+        relay_id: RELAY_ID.into(),
+    }
+}
+
+type PresenceStream = Pin<Box<dyn Stream<Item = Result<pb::PresenceReport, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl relay_dispatch_server::RelayDispatch for FakeRelay {
+    async fn dispatch(
+        &self,
+        req: Request<pb::DispatchRequest>,
+    ) -> Result<Response<pb::DispatchResponse>, Status> {
+        let op = req.into_inner().operation.unwrap_or_default();
+        let mode = *self.state.mode.lock().unwrap();
+        self.state.dispatched.lock().unwrap().push(op.clone());
+        self.state.count.send_modify(|c| *c += 1);
+        match mode {
+            Mode::Refuse(code) => Err(status(code, "the fake relay refuses")),
+            Mode::Answer(code) => Ok(Response::new(outcome(&op, code))),
+            Mode::Hold => {
+                self.state.release.acquire().await.unwrap().forget();
+                Ok(Response::new(outcome(&op, ReasonCode::Ok)))
+            }
+        }
+    }
+
+    async fn probe_health(
+        &self,
+        req: Request<pb::ProbeHealthRequest>,
+    ) -> Result<Response<pb::ProbeHealthResponse>, Status> {
+        let r = req.into_inner();
+        let agents = self
+            .state
+            .agents
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| r.domain.is_empty() || a.domain == r.domain)
+            .map(|a| pb::AgentHealth {
+                identity: presence(a, pb::PresenceEvent::Connected).identity,
+                report: a.health.clone(),
+                reason_code: if a.health.is_some() {
+                    String::new()
+                } else {
+                    ReasonCode::Timeout.as_str().into()
+                },
+            })
+            .collect();
+        Ok(Response::new(pb::ProbeHealthResponse { agents }))
+    }
+
+    type WatchPresenceStream = PresenceStream;
+
+    async fn watch_presence(
+        &self,
+        _req: Request<pb::WatchPresenceRequest>,
+    ) -> Result<Response<PresenceStream>, Status> {
+        let rx = self.state.presence.subscribe();
+        let snapshot: Vec<_> = self
+            .state
+            .agents
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|a| Ok(presence(a, pb::PresenceEvent::Connected)))
+            .collect();
+        let live = futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(r) => return Some((Ok(r), rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            futures::stream::iter(snapshot).chain(live),
+        )))
+    }
+
+    async fn set_revoked_agents(
+        &self,
+        _req: Request<pb::SetRevokedAgentsRequest>,
+    ) -> Result<Response<pb::SetRevokedAgentsResponse>, Status> {
+        Ok(Response::new(pb::SetRevokedAgentsResponse::default()))
+    }
+}
+
+/// Knobs of a rig.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `throttle_per_user_per_hour`.
+    pub throttle_per_user_per_hour: u32,
+    /// `min_agent_version`.
+    pub min_agent_version: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            throttle_per_user_per_hour: 5,
+            min_agent_version: "0.1.0".into(),
+        }
+    }
+}
+
+/// One control plane serving on its own listener.
+pub struct TestCp {
+    /// The control plane's state.
+    pub cp: Arc<ControlPlane>,
+    /// `https://127.0.0.1:port`.
+    pub url: String,
+    /// The relay it dispatches to.
+    pub relay: FakeRelay,
+    /// The clock it (and its store) uses.
+    pub clock: Clock,
+    /// The global administrator's token (client app portal).
+    pub admin_token: String,
+    /// Temporary directory: the data dir (`cp/`, CA and SQLite file when
+    /// the database is not given) and token files.
+    pub dir: Arc<tempfile::TempDir>,
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestCp {
+    /// `init`s a tenant on `db` and serves a control plane over it.
+    pub async fn start(db: &TestDb, options: Options) -> TestCp {
+        writeback_identity::install_crypto_provider();
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let relay_listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap();
+        let relay_url = format!("https://{}", relay_listener.local_addr().unwrap());
+        let config = Self::config(dir.path(), db, &relay_url, &options);
+        let token_file = dir.path().join("admin.token");
+        bootstrap::init(&config, TENANT, ADMIN, ClientApp::Portal, &token_file)
+            .await
+            .unwrap();
+        let admin_token = std::fs::read_to_string(&token_file)
+            .unwrap()
+            .trim()
+            .to_owned();
+        let ca = Ca::load(&config.data_dir).unwrap();
+        let relay = FakeRelay::start(&ca, relay_listener);
+        Self::serve(config, relay, Clock::system(), admin_token, dir).await
+    }
+
+    /// Another control plane (a replica) on the same database, CA and
+    /// relay, with its own listener and its own clock.
+    pub async fn replica(&self) -> TestCp {
+        Self::serve(
+            self.cp.config.clone(),
+            self.relay.clone(),
+            Clock::system(),
+            self.admin_token.clone(),
+            self.dir.clone(),
+        )
+        .await
+    }
+
+    /// Stops this control plane and starts a new one on the same database,
+    /// CA, relay and clock: a restart.
+    pub async fn restart(self) -> TestCp {
+        let config = self.cp.config.clone();
+        let (relay, clock, token, dir) = (
+            self.relay.clone(),
+            self.clock.clone(),
+            self.admin_token.clone(),
+            self.dir.clone(),
+        );
+        self.stop().await;
+        Self::serve(config, relay, clock, token, dir).await
+    }
+
+    /// Stops serving and closes the database pool.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(WAIT, task).await;
+        }
+        self.cp.store.close().await;
+    }
+
+    fn config(dir: &Path, db: &TestDb, relay_url: &str, options: &Options) -> ControlPlaneConfig {
+        ControlPlaneConfig {
+            data_dir: dir.join("cp"),
+            database_url: db.url().to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls_dns_names: vec!["localhost".into()],
+            tls_ip_addresses: localhost(),
+            relay_urls: vec![relay_url.to_owned()],
+            operation_timeout_seconds: 30,
+            throttle_per_user_per_hour: options.throttle_per_user_per_hour,
+            min_agent_version: options.min_agent_version.clone(),
+            ..ControlPlaneConfig::default()
+        }
+    }
+
+    async fn serve(
+        config: ControlPlaneConfig,
+        relay: FakeRelay,
+        clock: Clock,
+        admin_token: String,
+        dir: Arc<tempfile::TempDir>,
+    ) -> TestCp {
+        let ca = Arc::new(Ca::load(&config.data_dir).unwrap());
+        let store = Store::connect(&config.database_url())
+            .await
+            .unwrap()
+            .with_clock(clock.clone());
+        let dispatcher =
+            Dispatcher::with_store(ca.clone(), config.relay_urls.clone(), store.clone());
+        let cp = Arc::new(ControlPlane {
+            store,
+            ca,
+            dispatcher,
+            config,
+        });
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let (stop, rx) = watch::channel(false);
+        let serving = cp.clone();
+        let task = tokio::spawn(async move {
+            serving
+                .serve(listener, wait_true(rx))
+                .await
+                .expect("control plane serves");
+        });
+        let t = TestCp {
+            cp,
+            url,
+            relay,
+            clock,
+            admin_token,
+            dir,
+            stop,
+            task: Some(task),
+        };
+        t.wait_serving().await;
+        t
+    }
+
+    /// Polls gRPC health until the control plane answers SERVING.
+    async fn wait_serving(&self) {
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let channel = self.client_with(None).channel;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let answer = HealthClient::new(channel.clone())
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await;
+            if let Ok(r) = answer
+                && r.into_inner().status
+                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the control plane did not become healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The CA certificate file clients trust.
+    pub fn ca_file(&self) -> PathBuf {
+        self.cp.config.data_dir.join("ca.pem")
+    }
+
+    fn client_with(&self, token: Option<&str>) -> Client {
+        let config =
+            tls::client_config(tls::roots_from_pem(self.cp.ca.cert_pem()).unwrap(), None).unwrap();
+        let channel = transport::channel(&self.url, config).unwrap();
+        let bearer = Bearer(token.map(|t| MetadataValue::try_from(format!("Bearer {t}")).unwrap()));
+        Client { channel, bearer }
+    }
+
+    /// A client with `token`.
+    pub fn client(&self, token: &str) -> Client {
+        self.client_with(Some(token))
+    }
+
+    /// A client without a token.
+    pub fn anonymous(&self) -> Client {
+        self.client_with(None)
+    }
+
+    /// The global administrator (portal).
+    pub fn admin(&self) -> Client {
+        self.client(&self.admin_token)
+    }
+
+    /// Mints a token (through the store, as `writeback-control-plane token`
+    /// does) for `principal` with `role`, issued to `app`.
+    pub async fn token(&self, principal: &str, role: Role, app: ClientApp) -> String {
+        let file = self.dir.path().join(format!(
+            "{}-{}-{}.token",
+            principal.replace(['@', '/'], "_"),
+            app.as_str(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        bootstrap::issue_token(&self.cp.store, TENANT, principal, role, app, None, &file)
+            .await
+            .unwrap();
+        std::fs::read_to_string(&file).unwrap().trim().to_owned()
+    }
+
+    /// A client for `principal` with `role` issued to `app`.
+    pub async fn client_for(&self, principal: &str, role: Role, app: ClientApp) -> Client {
+        let token = self.token(principal, role, app).await;
+        self.client(&token)
+    }
+
+    /// Enrolls an agent of `domain` through the Enroll RPC (fresh CSR and
+    /// envelope key, reporting `version`); returns its id. The agent is not
+    /// connected anywhere until [`FakeRelay::connect`].
+    pub async fn enroll_agent(&self, domain: &str, version: &str) -> String {
+        let admin = self.admin();
+        let token = admin
+            .agents()
+            .create_enrollment_token(pb::CreateEnrollmentTokenRequest {
+                domain: domain.into(),
+                ttl_seconds: 600,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .token;
+        let (csr_pem, _key) = writeback_identity::generate_csr().unwrap();
+        let key = writeback_envelope::KeyPair::generate();
+        self.anonymous()
+            .enrollment()
+            .enroll(pb::EnrollRequest {
+                token,
+                csr_pem,
+                envelope_public_key: key.public_bytes(),
+                hostname: format!("host-of-{domain}"),
+                agent_version: version.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .agent_id
+    }
+
+    /// Records an operation directly in the store, as a control plane that
+    /// accepted it would have.
+    pub async fn insert_operation(&self, id: &str, target_upn: &str, created_at_ms: i64) {
+        self.cp
+            .store
+            .insert_operation(&NewOperation {
+                id: id.into(),
+                tenant: TENANT.into(),
+                kind: "reset".into(),
+                target: format!("upn:{target_upn}"),
+                domain: "contoso.test".into(),
+                principal: ADMIN.into(),
+                client_app: ClientApp::Portal,
+                created_at_ms,
+                deadline_at_ms: created_at_ms + 30_000,
+            })
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for TestCp {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A rig with contoso.test registered, every toggle on and one agent
+/// enrolled (not connected): allowed operations reach the relay, which
+/// refuses them with `NO_AGENT_ONLINE` unless told otherwise.
+pub async fn ready(db: &TestDb, options: Options) -> TestCp {
+    let t = TestCp::start(db, options).await;
+    let admin = t.admin();
+    admin.add_domain("contoso.test").await;
+    admin.set_all_toggles(true).await;
+    t.enroll_agent("contoso.test", "0.1.0").await;
+    t
+}
+
+/// Runs `writebackctl <args>` in-process against `t` with `token` (from a
+/// token file, as the real command reads it); returns its result and what
+/// it printed. Standard input is empty.
+pub async fn ctl(
+    t: &TestCp,
+    token: &str,
+    args: &[&str],
+) -> (Result<(), writeback_cli::CliError>, String) {
+    use clap::Parser;
+    let token_file = t
+        .dir
+        .path()
+        .join(format!("ctl-{}.token", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let ca = t.ca_file();
+    let mut argv = vec![
+        "writebackctl".to_owned(),
+        "--control-plane".to_owned(),
+        t.url.clone(),
+        "--ca-file".to_owned(),
+        ca.display().to_string(),
+        "--token-file".to_owned(),
+        token_file.display().to_string(),
+    ];
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    let cli = writeback_cli::Cli::try_parse_from(argv).expect("writebackctl arguments");
+    let mut input = std::io::Cursor::new(Vec::new());
+    let mut out = Vec::new();
+    let result = writeback_cli::run(cli, &mut input, &mut out).await;
+    (result, String::from_utf8(out).unwrap())
+}

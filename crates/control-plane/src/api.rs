@@ -1,7 +1,10 @@
-//! The client-facing gRPC services. Each handler authenticates the bearer
-//! token, checks the caller's role, and turns every failure into a
-//! `tonic::Status` carrying a stable reason code (never a raw database or
-//! directory message).
+//! The client-facing gRPC services: settings and status, domains, agents
+//! and enrollment, password operations, the audit log, and API tokens. Each
+//! handler authenticates the bearer token, checks the caller's role, and
+//! turns every failure into a `tonic::Status` carrying a stable reason code
+//! (never a raw database or directory message). Password operations go
+//! through `Api::run_operation`: policy, throttle, a pending audit record,
+//! sealing, a last toggle check, dispatch, the recorded outcome.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

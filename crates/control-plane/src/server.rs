@@ -47,7 +47,7 @@ const SERVICES: [&str; 8] = [
 
 impl ControlPlane {
     /// Closes the operations whose deadline passed more than
-    /// [`SWEEP_GRACE`] ago as `TIMEOUT` with the "outcome unknown" message;
+    /// `SWEEP_GRACE` (10 s) ago as `TIMEOUT` with the "outcome unknown" message;
     /// returns how many.
     pub async fn sweep_pending(&self) -> Result<u64, ControlPlaneError> {
         let now = self.store.now_ms();

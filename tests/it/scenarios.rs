@@ -309,7 +309,7 @@ async fn self_service_unlock_with_and_without_reset_and_the_unlock_toggle() {
             .unwrap();
         assert_eq!(
             unlock(&alice, upn("alice", dc)).await.unwrap_err(),
-            ReasonCode::UnsupportedOperation
+            ReasonCode::WritebackDisabled
         );
         assert_ne!(attr(dc, "alice", "lockoutTime").await, 0, "still locked");
         admin

@@ -1,6 +1,7 @@
 //! The control-plane-facing `RelayDispatch` service: dispatch with
-//! deadline and failover, health fan-out, and presence reports. Only the
-//! tenant's control plane certificate may call it.
+//! deadline and failover, health fan-out, presence reports (which end when
+//! the relay shuts down) and the tenant's revoked agents. Only the tenant's
+//! control plane certificate may call it.
 
 use std::pin::Pin;
 use std::sync::Arc;

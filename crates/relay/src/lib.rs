@@ -1,12 +1,16 @@
 //! The writeback relay: the role the cloud's service-bus relay plays in the
 //! seed. Agents dial *out* to it over mutual TLS and keep one bidirectional
 //! tunnel each ([`tunnel`]); the control plane, also over mutual TLS, asks
-//! it to dispatch operations, probe agent health and report presence
-//! ([`dispatch`]). The [`registry`] holds the live tunnels keyed by the
-//! identity in each agent's certificate and routes every operation to a
-//! live agent of the target domain (least outstanding requests, then round
-//! robin), failing over to another agent of the domain if a tunnel drops
-//! before it answers. The relay only ever handles sealed envelopes.
+//! it to dispatch operations, probe agent health, report presence and keep
+//! the tenant's list of revoked agents ([`dispatch`]). The [`registry`]
+//! holds the live tunnels keyed by the identity in each agent's certificate
+//! and routes every operation to a live agent of the target domain (least
+//! outstanding requests, then round robin). It sends an operation to a
+//! second agent only when the first agent's tunnel is gone, never while
+//! that agent is alive and within the deadline, so an operation is applied
+//! once. It also enforces the per-agent queue and tunnel limits and, on
+//! shutdown, tells agents GoAway and drains operations in flight. The relay
+//! only ever handles sealed envelopes.
 
 #![forbid(unsafe_code)]
 

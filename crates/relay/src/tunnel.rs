@@ -1,9 +1,11 @@
 //! The agent-facing `AgentTunnel` service. A tunnel is admitted only when
 //! the client certificate names an agent of this relay's tenant (checked in
-//! the handshake) and its Hello repeats that identity and speaks our
-//! protocol version. The relay answers with a Welcome, then forwards
-//! requests and probes down the stream and results and health reports up;
-//! an agent silent past the heartbeat limit is dropped.
+//! the handshake), the agent is not revoked, the identity has fewer than
+//! the allowed tunnels opening at once, and its Hello repeats that identity
+//! and speaks our protocol version. The relay answers with a Welcome, then
+//! forwards requests and probes down the stream and results and health
+//! reports up; a late answer is counted, logged and dropped, and an agent
+//! silent past the heartbeat limit is dropped.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -117,7 +119,7 @@ impl AgentTunnel for TunnelService {
                 protocol_version: TUNNEL_PROTOCOL_VERSION,
                 relay_id: self.options.relay_id.clone(),
                 heartbeat_interval_seconds: u32::try_from(
-                    self.options.heartbeat_interval.as_secs(),
+                    self.options.heartbeat_interval.as_secs().max(1),
                 )
                 .unwrap_or(u32::MAX),
             })),

@@ -2,7 +2,9 @@
 //! inbound port), send a Hello, wait for the Welcome, then apply requests as
 //! they arrive (at most `max_in_flight` at once), answer health probes and
 //! send heartbeats. When the tunnel drops or the relay says GoAway, the
-//! agent moves to the next relay URL after a jittered exponential backoff.
+//! agent moves to the next relay URL after a jittered exponential backoff;
+//! after a GoAway the old tunnel stays open until the relay ends it, so the
+//! results of operations in flight still reach it.
 
 use std::future::Future;
 use std::sync::Arc;

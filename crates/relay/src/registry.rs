@@ -716,3 +716,139 @@ fn unrouted(domain: &str, tried: &HashSet<String>, overloaded: bool) -> Failure 
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn id(agent: &str) -> AgentIdentity {
+        AgentIdentity {
+            tenant: "t1".into(),
+            domain: "contoso.test".into(),
+            agent_id: agent.into(),
+        }
+    }
+
+    fn op(op_id: &str) -> OperationRequest {
+        OperationRequest {
+            operation_id: op_id.into(),
+            tenant: "t1".into(),
+            domain: "contoso.test".into(),
+            ..OperationRequest::default()
+        }
+    }
+
+    async fn next_request(rx: &mut mpsc::Receiver<RelayMessage>) -> OperationRequest {
+        loop {
+            match rx.recv().await.expect("a message").body {
+                Some(relay_message::Body::Request(r)) => return r,
+                _ => continue,
+            }
+        }
+    }
+
+    fn ok(op_id: &str, agent: &str) -> OperationResult {
+        OperationResult {
+            operation_id: op_id.into(),
+            agent_id: agent.into(),
+            ..OperationResult::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replaced_tunnel_hands_its_operation_to_the_same_agent() {
+        let r = Registry::new("relay-1".into(), 8);
+        let (_old, mut old_rx) = r.register(id("a1"), "v".into()).unwrap();
+        let call = tokio::spawn({
+            let r = r.clone();
+            async move { r.dispatch(op("op-1"), Duration::from_secs(5)).await }
+        });
+        assert_eq!(next_request(&mut old_rx).await.operation_id, "op-1");
+        let (_other, _other_rx) = r.register(id("b1"), "v".into()).unwrap();
+        let (new, mut new_rx) = r.register(id("a1"), "v".into()).unwrap();
+        assert_eq!(next_request(&mut new_rx).await.operation_id, "op-1");
+        assert!(new.complete(ok("op-1", "a1")));
+        assert_eq!(call.await.unwrap().unwrap().agent_id, "a1");
+        assert_eq!(r.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_tunnel_fails_over_and_a_slow_one_times_out() {
+        let r = Registry::new("relay-1".into(), 8);
+        let (a1, mut a1_rx) = r.register(id("a1"), "v".into()).unwrap();
+        let call = tokio::spawn({
+            let r = r.clone();
+            async move { r.dispatch(op("op-1"), Duration::from_secs(5)).await }
+        });
+        next_request(&mut a1_rx).await;
+        let (b1, mut b1_rx) = r.register(id("b1"), "v".into()).unwrap();
+        r.unregister(&a1, CloseReason::Dropped);
+        next_request(&mut b1_rx).await;
+        assert!(b1.complete(ok("op-1", "b1")));
+        assert_eq!(call.await.unwrap().unwrap().agent_id, "b1");
+        // Slow: the deadline answers, the late result is refused.
+        let err = r
+            .dispatch(op("op-2"), Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason, ReasonCode::Timeout);
+        assert!(!b1.complete(ok("op-2", "b1")));
+    }
+
+    #[tokio::test]
+    async fn limits_revocation_and_shutdown_refuse_at_once() {
+        let r = Registry::with_limits(
+            "relay-1".into(),
+            Limits {
+                queue_depth: 1,
+                max_tunnels_per_agent: 2,
+                shutdown_grace: Duration::from_millis(10),
+            },
+        );
+        let g1 = r.admit(&id("a1")).unwrap();
+        let _g2 = r.admit(&id("a1")).unwrap();
+        assert_eq!(
+            r.admit(&id("a1")).err().unwrap().reason,
+            ReasonCode::Overloaded
+        );
+        drop(g1);
+        assert!(r.admit(&id("a1")).is_ok());
+
+        let (_a1, _rx) = r.register(id("a1"), "v".into()).unwrap();
+        let first = tokio::spawn({
+            let r = r.clone();
+            async move { r.dispatch(op("op-1"), Duration::from_secs(5)).await }
+        });
+        tokio::task::yield_now().await;
+        while r.agents("t1", "contoso.test")[0].outstanding() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let full = r.dispatch(op("op-2"), Duration::from_secs(5)).await;
+        assert_eq!(full.unwrap_err().reason, ReasonCode::Overloaded);
+
+        assert_eq!(r.set_revoked("t1", HashSet::from(["a1".to_owned()])), 1);
+        assert_eq!(
+            r.register(id("a1"), "v".into()).err().unwrap().reason,
+            ReasonCode::AgentRevoked
+        );
+        assert_eq!(
+            first.await.unwrap().unwrap_err().reason,
+            ReasonCode::NoAgentOnline
+        );
+
+        r.shut_down().await;
+        assert_eq!(
+            r.dispatch(op("op-3"), Duration::from_secs(5))
+                .await
+                .unwrap_err()
+                .reason,
+            ReasonCode::Unavailable
+        );
+        assert_eq!(
+            r.admit(&id("b1")).err().unwrap().reason,
+            ReasonCode::Unavailable
+        );
+    }
+}

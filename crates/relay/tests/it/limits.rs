@@ -47,7 +47,8 @@ async fn tunnels_per_identity_are_limited() {
     .await
     .expect_err("over the limit");
     assert_eq!(failure_of(&err).reason, ReasonCode::Overloaded);
-    assert!(started.elapsed() < Duration::from_secs(1));
+    // Refused at once, not after the Hello timeout (10 s).
+    assert!(started.elapsed() < Duration::from_secs(5));
     // Another identity is not affected.
     let _a2 = raw_open(
         &relay.url,
@@ -187,7 +188,7 @@ async fn heartbeat_silence_drops_the_tunnel() {
     let pki = Pki::new(TENANT);
     let settings = RelaySettings {
         heartbeat: Duration::from_secs(1),
-        heartbeat_timeout: Duration::from_millis(1600),
+        heartbeat_timeout: Duration::from_millis(2500),
         ..RelaySettings::default()
     };
     let relay = TestRelay::start(&pki, "relay-1", settings).await;
@@ -223,12 +224,12 @@ async fn heartbeat_silence_drops_the_tunnel() {
     let took = started.elapsed();
     assert!(end.is_err() || matches!(end, Ok(None)));
     assert!(
-        took >= Duration::from_millis(1000) && took < Duration::from_secs(4),
+        took >= Duration::from_secs(2) && took < Duration::from_secs(7),
         "dropped after {took:?}"
     );
     relay.wait_tunnels(1).await;
     // The heartbeating agent is still there after several limits.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let left = relay.relay.registry().agents(TENANT, CONTOSO);
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].identity.agent_id, "a1");

@@ -68,7 +68,7 @@ async fn a_late_answer_times_out_and_is_never_applied_twice() {
     let pki = Pki::new(TENANT);
     let relay = TestRelay::start(&pki, "relay-1", RelaySettings::default()).await;
     let cp = pki.control_plane(&relay.url);
-    let slow = TestApplier::new(Mode::Delay(Duration::from_millis(2500)));
+    let slow = TestApplier::new(Mode::Delay(Duration::from_secs(4)));
     let mut a = TestAgent::start(&pki, &[&relay.url], CONTOSO, "a1", slow.clone());
     a.connected().await;
     relay.wait_tunnels(1).await;
@@ -89,8 +89,8 @@ async fn a_late_answer_times_out_and_is_never_applied_twice() {
     let elapsed = started.elapsed();
     assert_eq!(err.reason, ReasonCode::Timeout, "{err:?}");
     assert!(
-        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_millis(2000),
-        "TIMEOUT at the deadline, took {elapsed:?}"
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(3),
+        "TIMEOUT at the deadline, not at the late answer; took {elapsed:?}"
     );
     assert_eq!(other.count(), 0, "never sent to a second agent");
     // The first agent answers late; the relay drops the answer.
@@ -137,7 +137,7 @@ async fn no_agent_online_is_answered_at_once() {
     let elapsed = started.elapsed();
     assert_eq!(err.reason, ReasonCode::NoAgentOnline);
     assert!(
-        elapsed < Duration::from_millis(200),
+        elapsed < Duration::from_secs(1),
         "answered in {elapsed:?}, deadline 30 s"
     );
     assert_eq!(f.applier.count(), 0);

@@ -758,34 +758,10 @@ fn client_app_pb(a: ClientAppArg) -> pb::ClientApp {
 }
 
 /// Writes a secret to `path` with mode 0600, even when `path` exists with a
-/// wider mode: a new 0600 file next to it replaces it atomically.
+/// wider mode (see [`writeback_identity::ca::write_file`]).
 fn write_secret_file(path: &std::path::Path, contents: &[u8]) -> Result<(), CliError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let local =
-        |e: std::io::Error| CliError::Local(format!("cannot write {}: {e}", path.display()));
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "token".into());
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.map_err(local)
+    writeback_identity::ca::write_file(path, contents, true)
+        .map_err(|e| CliError::Local(format!("cannot write {e}")))
 }
 
 fn print_token(out: &mut dyn Write, t: &pb::TokenInfo) -> std::io::Result<()> {

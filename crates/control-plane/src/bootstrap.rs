@@ -96,36 +96,9 @@ pub async fn issue_token(
 }
 
 /// Writes a secret to `path` with mode 0600, even when `path` already exists
-/// with a wider mode: the secret goes to a new 0600 file next to it, which
-/// then replaces `path` atomically.
+/// with a wider mode (see [`writeback_identity::ca::write_file`]).
 pub fn write_secret_file(path: &Path, contents: &[u8]) -> Result<(), ControlPlaneError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |e: std::io::Error| ControlPlaneError::Config(format!("{}: {e}", path.display()));
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(io)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "secret".into());
-    let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
-    let written = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.map_err(io)
+    Ok(write_file(path, contents, true)?)
 }
 
 /// Issues a relay certificate and key from the CA into `out_dir`

@@ -215,22 +215,38 @@ pub fn fingerprint_of_pem(pem: &str) -> Result<String, Error> {
     Ok(hex::encode(Sha256::digest(der.as_ref())))
 }
 
-/// Writes a file, creating parents; `secret` files get mode 0600 from the
-/// moment they exist.
+/// Writes a file, creating parents. The contents go to a new file next to
+/// `path` (mode 0600 for `secret` files, 0644 otherwise) that then replaces
+/// `path` atomically, so a secret is never readable through an older, wider
+/// mode and readers never see a half-written file.
 pub fn write_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), Error> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let io = |e| Error::Io(path.display().to_string(), e);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io)?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    let tmp = dir.join(format!(".{name}.{}.tmp", crate::token::random_hex(8)));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(if secret { 0o600 } else { 0o644 })
+            .open(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    if secret {
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(io)?;
-    f.write_all(contents).map_err(io)
+    written.map_err(io)
 }
 
 #[cfg(test)]
@@ -258,6 +274,21 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(mode.permissions().mode() & 0o777, 0o600);
         assert_eq!(fingerprint_of_pem(ca.cert_pem()).unwrap(), ca.fingerprint());
+    }
+
+    #[test]
+    fn secret_files_are_0600_even_over_a_wider_existing_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub").join("token");
+        write_file(&p, b"public", false).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
+        write_file(&p, b"secret", true).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"secret");
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let leftovers = std::fs::read_dir(p.parent().unwrap()).unwrap().count();
+        assert_eq!(leftovers, 1, "no temporary file is left behind");
     }
 
     #[test]

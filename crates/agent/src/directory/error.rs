@@ -136,13 +136,16 @@ pub enum DirectoryError {
         text: String,
     },
 
-    /// An LDAP operation did not finish within the configured timeout.
+    /// An LDAP operation on a bound connection did not finish within the configured
+    /// timeout (a connect, TLS or bind timeout is [`DirectoryError::Unreachable`]).
     #[error("ldap {op} timed out after {after:?}")]
     Timeout {
-        /// The operation ("search", "modify", "bind", "connect").
+        /// The operation ("search", "modify").
         op: &'static str,
         /// The timeout.
         after: Duration,
+        /// Whether a write may have reached the DC, so its outcome is unknown.
+        during_write: bool,
     },
 
     /// No user matches the target.
@@ -309,10 +312,25 @@ impl DirectoryError {
                 "the agent's service account cannot sign in to the directory ({cause}); \
                  update the service-account credentials in the agent configuration"
             ),
-            DirectoryError::Timeout { after, .. } => format!(
-                "the domain controller did not answer within {}",
-                human_duration(*after)
-            ),
+            DirectoryError::Timeout {
+                after,
+                during_write,
+                ..
+            } => {
+                let after = human_duration(*after);
+                if *during_write {
+                    format!(
+                        "the domain controller did not answer within {after} while the \
+                         change was being written; its outcome is unknown — check the \
+                         account before retrying"
+                    )
+                } else {
+                    format!(
+                        "the domain controller did not answer within {after}; nothing was \
+                         changed"
+                    )
+                }
+            }
             DirectoryError::UserNotFound => {
                 "no user with this identity exists in the on-premises directory".into()
             }
@@ -450,6 +468,7 @@ mod tests {
             DirectoryError::Timeout {
                 op: "modify",
                 after: Duration::from_secs(10),
+                during_write: true,
             },
             DirectoryError::UserNotFound,
             DirectoryError::UserAmbiguous { count: 2 },
@@ -532,6 +551,31 @@ mod tests {
             min_length: Some(7),
         };
         assert!(e.public_message().contains("at least 7 characters"));
+    }
+
+    #[test]
+    fn a_timeout_says_whether_a_write_may_have_happened() {
+        let search = DirectoryError::Timeout {
+            op: "search",
+            after: Duration::from_secs(2),
+            during_write: false,
+        };
+        assert_eq!(search.reason(), ReasonCode::Timeout);
+        assert_eq!(
+            search.public_message(),
+            "the domain controller did not answer within 2 seconds; nothing was changed"
+        );
+        let modify = DirectoryError::Timeout {
+            op: "modify",
+            after: Duration::from_secs(2),
+            during_write: true,
+        };
+        assert_eq!(modify.reason(), ReasonCode::Timeout);
+        assert_eq!(
+            modify.public_message(),
+            "the domain controller did not answer within 2 seconds while the change was being \
+             written; its outcome is unknown — check the account before retrying"
+        );
     }
 
     #[test]

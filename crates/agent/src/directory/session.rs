@@ -353,6 +353,7 @@ impl Session {
             LdapError::Timeout { .. } => DirectoryError::Timeout {
                 op,
                 after: self.timeout,
+                during_write: write,
             },
             other => {
                 warn!(url = %self.url, op, error = %other, "ldap connection failed mid-operation");

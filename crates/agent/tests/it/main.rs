@@ -12,6 +12,7 @@ mod permissions;
 mod policy;
 mod refusals;
 mod reset;
+mod timeout;
 
 use secrecy::SecretString;
 use writeback_agent::directory::{Directory, DirectoryConfig, DirectoryError, Target};

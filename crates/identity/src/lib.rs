@@ -1,11 +1,14 @@
-//! Workload identity for writeback. The control plane owns one CA per tenant
-//! ([`Ca`]); every agent, relay and control plane carries a certificate from
-//! it whose URI SAN names what it is ([`SpiffeId`], e.g.
-//! `spiffe://writeback/tenant/t1/domain/contoso.test/agent/a1`). Identity
-//! comes only from that SAN, never the CN. [`tls`] builds rustls configs
-//! whose verifiers authorize the peer's SAN during the handshake, and
+//! Workload identity for writeback. The control plane owns a CA ([`Ca`]);
+//! every agent, relay and control plane carries a certificate from it whose
+//! URI SAN names what it is and which tenant it belongs to ([`SpiffeId`],
+//! e.g. `spiffe://writeback/tenant/t1/domain/contoso.test/agent/a1`).
+//! Identity comes only from that SAN, never the CN. [`tls`] builds rustls
+//! configs whose verifiers authorize the peer's SAN during the handshake,
 //! [`transport`] plugs them into tonic servers and channels so each request
-//! knows its authenticated peer.
+//! knows its authenticated peer, and [`token`] defines the one-time
+//! enrollment tokens that pin the CA for an agent's first contact.
+//! [`ca::write_file`] is the one place key and token files are written
+//! (atomically, 0600 for secrets).
 
 #![forbid(unsafe_code)]
 

@@ -3,7 +3,8 @@
 //! `127.0.0.N`, with an LDAPS certificate from a throwaway test CA that clients verify
 //! — so tests exercise the same LDAP, password and Kerberos behaviour an agent meets on
 //! premises. [`stack::Stack`] adds the control plane, relays and agents in-process, so a
-//! test can assemble the whole system from one crate.
+//! test can assemble the whole system from one crate. The `writeback-lab`
+//! binary keeps DCs running for the local stack (`scripts/stack.sh up`).
 //!
 //! Everything is polled with deadlines (no fixed sleeps), nothing listens on fixed
 //! shared ports, and several domain controllers run side by side, also from parallel

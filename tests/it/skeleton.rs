@@ -2,8 +2,6 @@
 //! identity and envelope checks hold end to end.
 
 use std::io::Cursor;
-use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 use writeback_core::{ReasonCode, failure_of};
@@ -421,6 +419,3 @@ async fn sealed_op(
         traceparent: String::new(),
     }
 }
-
-#[allow(dead_code)]
-fn _assert_send(_: Arc<()>, _: Duration) {}

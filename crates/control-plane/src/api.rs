@@ -23,7 +23,7 @@ use writeback_proto::v1::{
 };
 
 use crate::ControlPlane;
-use crate::auth::{authenticate, is_admin, require_admin, require_global_admin};
+use crate::auth::{authenticate, require_admin, require_global_admin};
 use crate::policy::{self, TargetKind};
 use crate::store::{self, Caller, Page, StoreError};
 
@@ -831,7 +831,7 @@ impl Api {
                     .principal_role(&caller.tenant, &upn)
                     .await
                     .map_err(store_status)?
-                    .is_some_and(is_admin)
+                    .is_some_and(store::Role::is_admin)
                 {
                     TargetKind::OtherAdministrator
                 } else {
@@ -1177,7 +1177,7 @@ impl AuditService for Api {
             .ok_or_else(|| status(ReasonCode::NotFound, format!("no operation {id}")))?;
         let own = row.principal == caller.principal
             || row.target == format!("upn:{}", caller.principal.to_ascii_lowercase());
-        if !is_admin(caller.role) && !own {
+        if !caller.role.is_admin() && !own {
             return Err(status(ReasonCode::NotFound, format!("no operation {id}")));
         }
         Ok(Response::new(record_pb(row)))

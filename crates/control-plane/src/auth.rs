@@ -63,14 +63,9 @@ pub async fn authenticate<T>(store: &Store, req: &Request<T>) -> Result<Caller, 
     }
 }
 
-/// True for global and password administrators.
-pub fn is_admin(role: Role) -> bool {
-    matches!(role, Role::GlobalAdmin | Role::PasswordAdmin)
-}
-
 /// Refuses callers that are not administrators.
 pub fn require_admin(caller: &Caller) -> Result<(), Status> {
-    if is_admin(caller.role) {
+    if caller.role.is_admin() {
         Ok(())
     } else {
         Err(status(

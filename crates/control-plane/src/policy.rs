@@ -45,10 +45,6 @@ pub enum TargetKind {
     OtherAdministrator,
 }
 
-fn is_admin(role: Role) -> bool {
-    matches!(role, Role::GlobalAdmin | Role::PasswordAdmin)
-}
-
 fn unsupported(rule: &str) -> Failure {
     Failure::new(ReasonCode::UnsupportedOperation, rule)
 }
@@ -86,7 +82,7 @@ pub fn decide(
     target: TargetKind,
     kind: OperationKind,
 ) -> Result<(), Failure> {
-    if target != TargetKind::Own && !is_admin(role) {
+    if target != TargetKind::Own && !role.is_admin() {
         return Err(Failure::new(
             ReasonCode::PermissionDenied,
             "only administrators may act on another user's account",
@@ -98,7 +94,7 @@ pub fn decide(
         (TargetKind::Own, OperationKind::Reset) => {
             if origin == ClientApp::Portal {
                 Ok(())
-            } else if is_admin(role) {
+            } else if role.is_admin() {
                 Err(unsupported(
                     "an administrator cannot use the password reset tool for their own password; use self-service reset from the portal",
                 ))

@@ -83,11 +83,6 @@ pub fn user_ref_key(user: &v1::UserRef) -> Option<String> {
     }
 }
 
-/// Converts a protobuf timestamp to Unix seconds (rounding nanos down).
-pub fn unix_seconds(ts: &prost_types::Timestamp) -> i64 {
-    ts.seconds
-}
-
 /// Current time as a protobuf timestamp.
 pub fn now_timestamp() -> prost_types::Timestamp {
     to_timestamp(time::OffsetDateTime::now_utc())

@@ -3,9 +3,18 @@
 #
 #   sudo scripts/install-deps.sh
 #
-# - Installs samba, samba-ad-dc, ldap-utils, krb5-user, winbind and docker-compose,
+# - Installs every Debian package the stack and the tests use (PACKAGES below:
+#   Samba AD with its provisioning schema files, LDAP and Kerberos clients,
+#   PostgreSQL, docker-compose, debootstrap for the locally built base image),
 #   running `apt-get update` (once) and `apt-get install` only if one of them is
-#   missing. Running it again changes nothing.
+#   missing. Packages are named explicitly and installed without Recommends:
+#   `samba-ad-provision` is only a Recommends of `samba-ad-dc`, yet
+#   `samba-tool domain provision` cannot run without it. Running the script
+#   again changes nothing and takes about a second.
+# - Configures and starts the local PostgreSQL for the storage tests
+#   (scripts/postgres.sh: 127.0.0.1:5432, role writeback_test).
+# - The Docker engine itself is the machine's (the container tests need it);
+#   the script installs no engine and does not fail without one.
 # - The test harness (crates/testkit) runs its own Samba AD DCs as child processes on
 #   127.0.0.N with per-DC directories; the distribution's own samba/smbd/nmbd/winbind
 #   daemons must not run, because a daemon listening on 0.0.0.0:389/636/88 makes those
@@ -25,7 +34,13 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 export LC_ALL=C
 
-PACKAGES=(samba samba-ad-dc ldap-utils krb5-user winbind docker-compose)
+PACKAGES=(
+    samba samba-ad-dc samba-ad-provision python3-samba winbind # a Samba AD DC
+    ldap-utils krb5-user                                       # independent proof: ldapsearch, kinit
+    iproute2 procps                                            # ip addr add on lo; pgrep/ps
+    postgresql                                                 # the storage tests' second backend
+    docker-compose debootstrap ca-certificates                 # the compose evaluation, its base image
+)
 DISTRO_UNITS=(samba-ad-dc smbd nmbd winbind)
 
 log() { printf 'install-deps: %s\n' "$*"; }
@@ -111,9 +126,14 @@ if ((running)); then
 fi
 log "no distro samba daemons running"
 
-for tool in samba samba-tool kinit ldapsearch ip cp; do
+for tool in samba samba-tool kinit ldapsearch ip cp pg_ctlcluster debootstrap; do
     command -v "$tool" >/dev/null || die "$tool not found after installation"
 done
 /usr/bin/python3 -c 'import samba.samdb' </dev/null ||
     die "/usr/bin/python3 cannot import samba (python3-samba missing?)"
+# samba-tool domain provision reads the schema from samba-ad-provision's files.
+[[ -n $(find /usr/share/samba/setup -name 'AD_DS_Attributes__Windows_Server_2012_R2.ldf' 2>/dev/null) ]] ||
+    die "Samba's provisioning schema files are missing (samba-ad-provision)"
 log "ok: $(samba -V)"
+
+"$(dirname "$0")/postgres.sh"

@@ -3,9 +3,10 @@
 #
 #   sudo scripts/test.sh
 #
-# 1. installs Samba and friends when missing (scripts/install-deps.sh);
-# 2. makes sure the local PostgreSQL answers on 127.0.0.1:5432 (the storage
-#    tests run against SQLite *and* PostgreSQL and fail loudly without it);
+# 1. installs what the tests use when missing and starts the local PostgreSQL
+#    on 127.0.0.1:5432 (scripts/install-deps.sh, scripts/postgres.sh; the
+#    storage tests run against SQLite *and* PostgreSQL and fail loudly
+#    without it);
 # 3. checks formatting and lints (cargo fmt --check, clippy -D warnings);
 # 4. runs the whole workspace's tests with cargo-nextest (cargo test when
 #    nextest is absent), including the end-to-end tests against real Samba
@@ -20,16 +21,8 @@ log() { printf 'test: %s\n' "$*"; }
 
 scripts/install-deps.sh
 
-export WRITEBACK_TEST_POSTGRES_URL=${WRITEBACK_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
-if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
-    if command -v pg_ctlcluster >/dev/null && [[ -d /etc/postgresql ]]; then
-        log "PostgreSQL is not answering; starting the local cluster"
-        for v in /etc/postgresql/*; do
-            pg_ctlcluster --skip-systemctl-redirect "$(basename "$v")" main start || true
-        done
-    fi
-fi
-pg_isready -h 127.0.0.1 -p 5432 || log "warning: PostgreSQL is not reachable; the PostgreSQL storage tests will fail"
+# install-deps.sh ran scripts/postgres.sh: PostgreSQL answers on 127.0.0.1:5432.
+export WRITEBACK_TEST_POSTGRES_URL=${WRITEBACK_TEST_POSTGRES_URL:-postgres://writeback_test@127.0.0.1:5432/postgres}
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/writeback/target}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}

@@ -8,7 +8,7 @@ use sqlx::Connection;
 use writeback_control_plane::store::{Store, hash_secret};
 
 /// The PostgreSQL server the tests use unless overridden.
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const DEFAULT_POSTGRES_URL: &str = "postgres://writeback_test@127.0.0.1:5432/postgres";
 
 /// One test's database.
 pub enum TestDb {

@@ -4,7 +4,7 @@
 //! `writebackctl` run against it. Every `both_backends!` test function runs
 //! twice: against a fresh SQLite file and against a fresh PostgreSQL database
 //! (`WRITEBACK_TEST_POSTGRES_URL`, default
-//! `postgres://postgres@127.0.0.1:5432/postgres`). The PostgreSQL variants
+//! `postgres://writeback_test@127.0.0.1:5432/postgres`). The PostgreSQL variants
 //! fail, never skip, when the server is unreachable.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -5,11 +5,14 @@
 //! premises. [`stack::Stack`] adds the control plane, relays and agents in-process, so a
 //! test can assemble the whole system from one crate. The `writeback-lab`
 //! binary keeps DCs running for the local stack (`scripts/stack.sh up`).
+//! [`docker`] runs containers for the tests that need a machine of their own (a
+//! clean Debian for `scripts/install-deps.sh`, the docker-compose evaluation).
 //!
 //! Everything is polled with deadlines (no fixed sleeps), nothing listens on fixed
 //! shared ports, and several domain controllers run side by side, also from parallel
 //! test processes (`cargo nextest`).
 
+pub mod docker;
 mod error;
 pub mod pki;
 pub mod samba;

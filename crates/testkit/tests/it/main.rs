@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod fresh_machine;
 mod pki;
 mod samba_dc;
 

@@ -39,7 +39,7 @@ PACKAGES=(
     ldap-utils krb5-user                                       # independent proof: ldapsearch, kinit
     iproute2 procps                                            # ip addr add on lo; pgrep/ps
     postgresql                                                 # the storage tests' second backend
-    docker-compose debootstrap ca-certificates                 # the compose evaluation, its base image
+    docker-compose debootstrap ca-certificates binutils        # the compose evaluation: base image, strip
 )
 DISTRO_UNITS=(samba-ad-dc smbd nmbd winbind)
 

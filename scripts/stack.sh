@@ -104,8 +104,11 @@ TOML
         local a=$STATE/agents/$d
         if [[ ! -f $a/state/state.toml ]]; then
             mkdir -p "$a"
-            ctl agent enroll-token --domain "$d" | head -n1 >"$a/token"
-            chmod 600 "$a/token"
+            # The token is the first line of the answer (no `head`: with
+            # pipefail, writebackctl's broken pipe would fail the step).
+            local answer
+            answer=$(ctl agent enroll-token --domain "$d")
+            (umask 077 && printf '%s\n' "${answer%%$'\n'*}" >"$a/token")
             "$BIN/writeback-agent" enroll --control-plane "https://$CP_ADDR" \
                 --token-file "$a/token" --state-dir "$a/state"
             rm -f "$a/token"

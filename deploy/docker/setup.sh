@@ -1,20 +1,67 @@
 #!/usr/bin/env bash
-# One-shot set-up for docker-compose.yml: registers the domains, turns
-# writeback on and enrolls one agent per domain (idempotent).
-# Runs after control-plane-init and once control-plane and relay are up.
+# The one-shot set-up jobs of docker-compose.yml (idempotent; a second run
+# changes nothing):
+#
+#   writeback-setup cloud    registers $DOMAINS and turns writeback on (the
+#                            tutorial's toggles); on the "cloud" network.
+#   writeback-setup forest   for one forest ($DOMAIN): enrolls its agent into
+#                            /var/lib/writeback/agent (the agent's own volume)
+#                            with a one-time token, then — bound as the
+#                            domain's administrator — grants the agent's
+#                            service account exactly the rights writeback
+#                            needs (`writeback-agent permissions grant`, the
+#                            tutorial's step 1) and checks them as the service
+#                            account. On the cloud network and that forest's.
+#
+# Both read the operator's CA certificate and administrator token from
+# /var/lib/writeback/operator (written by control-plane-init). Passwords come
+# only from files (docker secrets), never from the command line.
 set -euo pipefail
 CP=${CONTROL_PLANE_URL:-https://control-plane:8443}
-ctl() { writebackctl --control-plane "$CP" --ca-file /var/lib/writeback/cp/ca.pem --token-file /var/lib/writeback/cp/admin.token "$@"; }
-for _ in $(seq 1 60); do ctl settings show >/dev/null 2>&1 && break; sleep 1; done
-for d in $DOMAINS; do
-    ctl domain list | cut -f1 | grep -qx "$d" || ctl domain add "$d"
-done
-ctl settings set --cloud-sync-writeback on --sspr-writeback on --unlock-without-reset on
-for d in $DOMAINS; do
-    state=/var/lib/writeback/agents/$d
+OPERATOR=/var/lib/writeback/operator
+log() { printf 'writeback-setup: %s\n' "$*"; }
+ctl() { writebackctl --control-plane "$CP" --ca-file "$OPERATOR/ca.pem" --token-file "$OPERATOR/admin.token" "$@"; }
+
+wait_for_control_plane() {
+    for _ in $(seq 1 120); do
+        ctl settings show >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    ctl settings show # fails with the reason
+}
+
+cloud() {
+    : "${DOMAINS:?}"
+    wait_for_control_plane
+    for d in $DOMAINS; do
+        ctl domain list | cut -f1 | grep -qx "$d" || ctl domain add "$d"
+    done
+    ctl settings set --cloud-sync-writeback on --sspr-writeback on --unlock-without-reset on
+    log "domains registered, writeback on"
+}
+
+forest() {
+    : "${DOMAIN:?}" "${ADMIN_DN:?}" "${ADMIN_PASSWORD_FILE:?}"
+    local state=/var/lib/writeback/agent
+    wait_for_control_plane
     if [[ ! -f $state/state.toml ]]; then
-        ctl agent enroll-token --domain "$d" | head -n1 | \
+        # The token is the first line of the answer; it goes on through stdin.
+        local answer
+        answer=$(ctl agent enroll-token --domain "$DOMAIN")
+        printf '%s\n' "${answer%%$'\n'*}" |
             writeback-agent enroll --control-plane "$CP" --token-file - --state-dir "$state"
+        log "enrolled the agent of $DOMAIN"
     fi
-done
-echo "writeback set-up complete"
+    writeback-agent permissions grant --admin-dn "$ADMIN_DN" --admin-password-file "$ADMIN_PASSWORD_FILE"
+    writeback-agent permissions check
+    log "the agent of $DOMAIN is enrolled and its service account holds its rights"
+}
+
+case ${1:-} in
+    cloud) cloud ;;
+    forest) forest ;;
+    *)
+        echo "usage: writeback-setup cloud|forest" >&2
+        exit 2
+        ;;
+esac

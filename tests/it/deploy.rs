@@ -47,9 +47,13 @@ fn compose_file_validates_with_docker_compose() {
             "control-plane-init",
             "dc-contoso",
             "dc-fabrikam",
+            "egress-contoso",
+            "egress-fabrikam",
             "postgres",
             "relay",
             "setup",
+            "setup-contoso",
+            "setup-fabrikam",
         ]
     );
 }
@@ -76,22 +80,41 @@ fn every_file_the_compose_file_names_exists() {
         checked >= 5,
         "expected several deploy/ paths, found {checked}"
     );
-    for dockerfile in ["deploy/docker/Dockerfile", "deploy/docker/samba/Dockerfile"] {
-        assert!(root().join(dockerfile).exists());
-    }
-    // Every COPY source of the Dockerfiles exists too.
-    let samba = std::fs::read_to_string(root().join("deploy/docker/samba/Dockerfile")).unwrap();
-    for line in samba.lines().filter(|l| l.starts_with("COPY ")) {
-        let src = line.split_whitespace().nth(1).unwrap();
-        assert!(
-            root().join("deploy/docker/samba").join(src).exists(),
-            "{src}"
-        );
+    // Every COPY source of the Dockerfiles exists too (the main Dockerfile's
+    // binaries are staged by scripts/compose.sh; its other sources are files).
+    for image in ["samba", "postgres", "egress"] {
+        let dir = root().join("deploy/docker").join(image);
+        let text = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
+        for line in text.lines().filter(|l| l.starts_with("COPY ")) {
+            let src = line.split_whitespace().nth(1).unwrap();
+            assert!(dir.join(src).exists(), "deploy/docker/{image}: {src}");
+        }
     }
     let main = std::fs::read_to_string(root().join("deploy/docker/Dockerfile")).unwrap();
-    for line in main.lines().filter(|l| l.starts_with("COPY deploy/")) {
-        let src = line.split_whitespace().nth(1).unwrap();
-        assert!(root().join(src).exists(), "{src}");
+    let mut staged = 0;
+    for line in main.lines().filter(|l| l.starts_with("COPY ")) {
+        for src in line
+            .split_whitespace()
+            .skip(1)
+            .filter(|w| !w.starts_with('/'))
+        {
+            if src.starts_with(".local/docker/bin/") {
+                staged += 1;
+            } else {
+                assert!(root().join(src).exists(), "{src}");
+            }
+        }
+    }
+    assert!(staged >= 4, "the runtime images copy the staged binaries");
+    let compose_sh = std::fs::read_to_string(root().join("scripts/compose.sh")).unwrap();
+    for bin in [
+        "writeback-control-plane",
+        "writeback-relay",
+        "writeback-agent",
+        "writebackctl",
+    ] {
+        assert!(main.contains(&format!(".local/docker/bin/{bin}")), "{bin}");
+        assert!(compose_sh.contains(bin), "scripts/compose.sh stages {bin}");
     }
 }
 
@@ -113,18 +136,22 @@ fn example_configs_load_and_match_the_compose_ports() {
     let cp_port = cp.listen.port();
     let relay_port = relay.listen.port();
     assert!(
-        compose.contains(&format!("\"{cp_port}:{cp_port}\"")),
-        "compose publishes the control plane's port {cp_port}"
-    );
-    assert!(
-        compose.contains(&format!("\"{relay_port}:{relay_port}\"")),
-        "compose publishes the relay's port {relay_port}"
+        compose.contains(&format!(
+            "\"127.0.0.1:${{WRITEBACK_CP_PORT:-{cp_port}}}:{cp_port}\""
+        )),
+        "compose publishes the control plane's port {cp_port} on loopback"
     );
     assert!(
         cp.relay_urls
             .iter()
-            .any(|u| u.ends_with(&format!(":{relay_port}"))),
+            .any(|u| u == &format!("https://relay:{relay_port}")),
         "the control plane dials the relay's port"
+    );
+    let egress = std::fs::read_to_string(root().join("deploy/docker/egress/Dockerfile")).unwrap();
+    assert!(
+        egress.contains(&format!("UPSTREAM=relay-upstream:{relay_port}"))
+            && egress.contains(&format!("LISTEN_PORT={relay_port}")),
+        "the egress gateways forward the relay's port {relay_port}"
     );
     assert!(
         cp.tls_dns_names.iter().any(|n| n == "control-plane"),

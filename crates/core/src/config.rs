@@ -1,7 +1,8 @@
 //! Config loading shared by every binary: defaults, then an optional TOML
 //! file, then `WRITEBACK_<SERVICE>_…` environment variables (nested keys
 //! split on `__`). Secrets are never config values: config names a `*_file`
-//! and the service reads the secret from it.
+//! and the service reads the secret from it. `WRITEBACK_<SERVICE>_CONFIG`
+//! names the file itself (each binary's `--config`), so it is not a key.
 
 use std::path::Path;
 
@@ -25,8 +26,15 @@ pub fn figment<T: Serialize + Default>(file: Option<&Path>, env_prefix: &str) ->
     if let Some(path) = file {
         f = f.merge(Toml::file_exact(path));
     }
-    f.merge(Env::prefixed(env_prefix).split("__"))
+    f.merge(
+        Env::prefixed(env_prefix)
+            .ignore(&[CONFIG_FILE_VAR])
+            .split("__"),
+    )
 }
+
+/// The variable (after the service's prefix) that names the config file.
+const CONFIG_FILE_VAR: &str = "CONFIG";
 
 #[cfg(test)]
 #[allow(clippy::result_large_err)]
@@ -56,6 +64,18 @@ mod tests {
                 load(Some(Path::new("demo.toml")), "WRITEBACK_DEMO_").map_err(|e| e.to_string())?;
             assert_eq!(d.listen, "file");
             assert_eq!(d.nested.port, 7);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_config_file_variable_is_not_a_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("demo.toml", "listen = \"file\"\n")?;
+            jail.set_env("WRITEBACK_DEMO_CONFIG", "demo.toml");
+            let d: Demo =
+                load(Some(Path::new("demo.toml")), "WRITEBACK_DEMO_").map_err(|e| e.to_string())?;
+            assert_eq!(d.listen, "file");
             Ok(())
         });
     }

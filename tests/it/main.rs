@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod compose;
 mod deploy;
 mod enrollment;
 mod scenarios;

@@ -63,7 +63,9 @@ provision() {
         --server-role=dc --dns-backend=NONE --use-rfc2307 \
         --option="server services = ldap, cldap, kdc, rpc" >/dev/null
     tls_certificate
-    sed -i "/\[global\]/a \\\ttls enabled = yes\n\ttls keyfile = $DATA/tls/key.pem\n\ttls certfile = $DATA/tls/cert.pem\n\ttls cafile = $DATA/tls/ca.pem" "$CONF"
+    # TLS with our certificate; and the previous password stops working at once
+    # (Samba accepts it for NTLM and simple binds for 60 minutes by default).
+    sed -i "/\[global\]/a \\\ttls enabled = yes\n\ttls keyfile = $DATA/tls/key.pem\n\ttls certfile = $DATA/tls/cert.pem\n\ttls cafile = $DATA/tls/ca.pem\n\told password allowed period = 0" "$CONF"
     samba-tool domain passwordsettings set -s "$CONF" --min-pwd-age=0 \
         --account-lockout-threshold="${LOCKOUT_THRESHOLD:-0}" >/dev/null
     set_password Administrator "$ADMIN_PASSWORD_FILE"

@@ -7,13 +7,17 @@
 #    on 127.0.0.1:5432 (scripts/install-deps.sh, scripts/postgres.sh; the
 #    storage tests run against SQLite *and* PostgreSQL and fail loudly
 #    without it);
-# 3. checks formatting and lints (cargo fmt --check, clippy -D warnings);
-# 4. runs the whole workspace's tests with cargo-nextest (cargo test when
+# 2. checks formatting and lints (cargo fmt --check, clippy -D warnings);
+# 3. runs the whole workspace's tests with cargo-nextest (cargo test when
 #    nextest is absent), including the end-to-end tests against real Samba
-#    AD domain controllers.
+#    AD domain controllers, the fresh-machine test (install-deps.sh in a
+#    clean Debian container) and the docker-compose tests, which need the
+#    machine's Docker engine.
 #
 # The build cache lives outside the checkout (CARGO_TARGET_DIR, default
-# ~/.cache/writeback/target) so a fresh clone does not rebuild everything.
+# ~/.cache/writeback/target) so a fresh clone does not rebuild everything;
+# the Debian base root file system and apt's downloads for the container
+# tests are cached under ~/.cache/writeback, images in the engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

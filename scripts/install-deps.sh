@@ -13,8 +13,12 @@
 #   again changes nothing and takes about a second.
 # - Configures and starts the local PostgreSQL for the storage tests
 #   (scripts/postgres.sh: 127.0.0.1:5432, role writeback_test).
-# - The Docker engine itself is the machine's (the container tests need it);
-#   the script installs no engine and does not fail without one.
+# - The container tests need a Docker engine. When the machine has none
+#   (no `dockerd`), Debian's docker.io is installed (with iptables and
+#   nftables, its dependencies) and, on systemd machines, started; an engine
+#   from elsewhere (docker-ce) is kept. Without systemd nothing starts it (a
+#   container, like the fresh-machine test's, cannot run one): start
+#   `dockerd` yourself. The storage driver is the engine's own choice.
 # - The test harness (crates/testkit) runs its own Samba AD DCs as child processes on
 #   127.0.0.N with per-DC directories; the distribution's own samba/smbd/nmbd/winbind
 #   daemons must not run, because a daemon listening on 0.0.0.0:389/636/88 makes those
@@ -41,6 +45,8 @@ PACKAGES=(
     postgresql                                                 # the storage tests' second backend
     docker-compose debootstrap ca-certificates binutils        # the compose evaluation: base image, strip
 )
+# A machine's own engine (docker-ce, or docker.io already there) is kept.
+command -v dockerd >/dev/null || PACKAGES+=(docker.io)
 DISTRO_UNITS=(samba-ad-dc smbd nmbd winbind)
 
 log() { printf 'install-deps: %s\n' "$*"; }
@@ -97,6 +103,15 @@ if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
     done
 else
     log "no systemd: no distro services to disable"
+fi
+
+if [[ " ${missing[*]} " == *" docker.io "* ]]; then
+    if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
+        systemctl enable --now docker.service
+        log "started the Docker engine (docker.io)"
+    else
+        log "installed docker.io; without systemd, start the engine yourself (dockerd)"
+    fi
 fi
 
 # Any samba daemon still running now was not started by this script; report only.

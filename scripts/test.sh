@@ -25,8 +25,8 @@ log() { printf 'test: %s\n' "$*"; }
 
 scripts/install-deps.sh
 
-# install-deps.sh ran scripts/postgres.sh: PostgreSQL answers on 127.0.0.1:5432.
-export WRITEBACK_TEST_POSTGRES_URL=${WRITEBACK_TEST_POSTGRES_URL:-postgres://writeback_test@127.0.0.1:5432/postgres}
+# install-deps.sh ran scripts/postgres.sh: PostgreSQL answers on 127.0.0.1:5432
+# for the tests' default WRITEBACK_TEST_POSTGRES_URL.
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/writeback/target}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}

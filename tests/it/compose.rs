@@ -62,7 +62,7 @@ impl Project {
         assert!(
             out.status.success(),
             "scripts/compose.sh up failed:\n{}",
-            docker::tail(&text(&out), 80)
+            writeback_testkit::tail_lines(&text(&out), 80)
         );
         eprintln!(
             "compose up ({}): {:?}",
@@ -248,6 +248,16 @@ impl Project {
             .unwrap()
             .trim()
             .to_owned()
+    }
+
+    fn healthy(&self, service: &str) -> bool {
+        let id = self.container(service);
+        docker::run(
+            "docker",
+            &["inspect", "-f", "{{.State.Health.Status}}", &id],
+        )
+        .map(|s| s.trim() == "healthy")
+        .unwrap_or(false)
     }
 }
 
@@ -514,16 +524,4 @@ async fn compose_postgres_profile_writes_back_in_both_forests() {
     );
     let count = count.expect("read the operations table in the postgres container");
     assert!(count.trim().parse::<i64>().unwrap() >= 2, "{count}");
-}
-
-impl Project {
-    fn healthy(&self, service: &str) -> bool {
-        let id = self.container(service);
-        docker::run(
-            "docker",
-            &["inspect", "-f", "{{.State.Health.Status}}", &id],
-        )
-        .map(|s| s.trim() == "healthy")
-        .unwrap_or(false)
-    }
 }

@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::TestkitError;
+use crate::{TestkitError, tail_lines};
 
 /// Label that marks a test container with the id of the process that owns it.
 const PID_LABEL: &str = "writeback.test.pid";
@@ -52,14 +52,8 @@ pub fn run(program: &str, args: &[&str]) -> Result<String, TestkitError> {
     checked(&format!("{program} {}", args.join(" ")), out)
 }
 
-/// Like [`run`], with `input` on stdin (how secrets reach a command).
-pub fn run_with_input(program: &str, args: &[&str], input: &[u8]) -> Result<String, TestkitError> {
-    let out = output_with_input(program, args, input)?;
-    checked(&format!("{program} {}", args.join(" ")), out)
-}
-
-/// Runs `program args…` with `input` on stdin, returning its output whatever
-/// its exit status.
+/// Runs `program args…` with `input` on stdin (how secrets reach a command),
+/// returning its output whatever its exit status.
 pub fn output_with_input(
     program: &str,
     args: &[&str],
@@ -90,7 +84,7 @@ fn checked(what: &str, out: Output) -> Result<String, TestkitError> {
     Err(TestkitError::Command {
         command: what.to_owned(),
         status: out.status.to_string(),
-        stderr: tail(&String::from_utf8_lossy(&out.stderr), 40),
+        stderr: tail_lines(&String::from_utf8_lossy(&out.stderr), 40),
     })
 }
 
@@ -99,12 +93,6 @@ fn spawn_error(program: &str, e: std::io::Error) -> TestkitError {
         format!("run {program} (a Docker engine and scripts/install-deps.sh are required)"),
         e,
     )
-}
-
-/// The last `n` lines of `text`.
-pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// The Debian bookworm base image of the project's images, from
@@ -138,11 +126,6 @@ impl Container {
         args.extend_from_slice(command);
         let id = run("docker", &args)?.trim().to_owned();
         Ok(Container { id })
-    }
-
-    /// The container's id.
-    pub fn id(&self) -> &str {
-        &self.id
     }
 
     /// `docker exec` of `command`, with its output whatever its exit status.

@@ -1150,7 +1150,8 @@ fn log_tail(path: &Path) -> String {
     }
 }
 
-fn tail_lines(text: &str, n: usize) -> String {
+/// The last `n` lines of `text` (for error messages that quote a log or stderr).
+pub fn tail_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -79,8 +79,8 @@ fn install_deps_on_a_clean_debian_container_then_a_samba_dc_answers_over_ldaps()
     assert!(
         install.status.success(),
         "scripts/install-deps.sh failed on a clean Debian:\n{}\n{}",
-        docker::tail(&String::from_utf8_lossy(&install.stdout), 30),
-        docker::tail(&String::from_utf8_lossy(&install.stderr), 30),
+        writeback_testkit::tail_lines(&String::from_utf8_lossy(&install.stdout), 30),
+        writeback_testkit::tail_lines(&String::from_utf8_lossy(&install.stderr), 30),
     );
     eprintln!("install-deps.sh on a clean Debian: {:?}", started.elapsed());
 
@@ -134,7 +134,7 @@ fn install_deps_on_a_clean_debian_container_then_a_samba_dc_answers_over_ldaps()
                 } else {
                     "it exited"
                 },
-                docker::tail(&String::from_utf8_lossy(&log.stdout), 40)
+                writeback_testkit::tail_lines(&String::from_utf8_lossy(&log.stdout), 40)
             );
         }
         std::thread::sleep(Duration::from_millis(250));

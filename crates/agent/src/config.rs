@@ -43,6 +43,9 @@ pub struct DirectorySection {
     pub scope_group_dn: Option<String>,
     /// Per-LDAP-operation timeout, seconds.
     pub timeout_seconds: u64,
+    /// Most LDAPS sessions kept open to the domain controllers (idle or in use);
+    /// operations beyond it wait for one.
+    pub max_sessions: usize,
 }
 
 impl Default for AgentConfig {
@@ -65,6 +68,7 @@ impl Default for DirectorySection {
             scope_base_dns: Vec::new(),
             scope_group_dn: None,
             timeout_seconds: 10,
+            max_sessions: crate::directory::DEFAULT_MAX_SESSIONS,
         }
     }
 }
@@ -80,7 +84,9 @@ impl DirectorySection {
             ))
         })?;
         let password = SecretString::from(password.trim_end_matches(['\r', '\n']).to_owned());
-        self.resolve_as(&self.bind_dn, password)
+        let mut config = self.resolve_as(&self.bind_dn, password)?;
+        config.bind_password_file = Some(self.bind_password_file.clone());
+        Ok(config)
     }
 
     /// The same domain controllers, CA, scope and timeout, bound as another account
@@ -99,9 +105,11 @@ impl DirectorySection {
             ca_pem,
             bind_dn: bind_dn.to_owned(),
             bind_password: password,
+            bind_password_file: None,
             scope_base_dns: self.scope_base_dns.clone(),
             scope_group_dn: self.scope_group_dn.clone(),
             timeout: Duration::from_secs(self.timeout_seconds.max(1)),
+            max_sessions: self.max_sessions.max(1),
         })
     }
 

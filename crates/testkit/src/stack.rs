@@ -333,15 +333,12 @@ impl Stack {
         let enrollment = writeback_agent::enroll::enroll(&self.cp_url, &token, &state_dir)
             .await
             .map_err(|e| TestkitError::Stack(format!("enroll: {e}")))?;
-        let directory = Directory::new(DirectoryConfig {
-            urls: vec![dc.ldaps_url()],
-            ca_pem: dc.ca_pem().to_owned(),
-            bind_dn: bind_dn.to_owned(),
-            bind_password: bind_password.to_owned().into(),
-            scope_base_dns: Vec::new(),
-            scope_group_dn: None,
-            timeout: Duration::from_secs(10),
-        })
+        let directory = Directory::new(DirectoryConfig::new(
+            vec![dc.ldaps_url()],
+            dc.ca_pem(),
+            bind_dn,
+            bind_password.to_owned().into(),
+        ))
         .map_err(|e| TestkitError::Stack(format!("directory: {e}")))?;
         let (stop, rx) = watch::channel(false);
         let mut agent =

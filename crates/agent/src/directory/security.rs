@@ -78,19 +78,15 @@ impl Directory {
         account: &str,
         list_users: bool,
     ) -> Result<SecuritySnapshot, DirectoryError> {
-        let mut s = self.session().await?;
-        let result = self.snapshot_on(&mut s, account, list_users).await;
-        s.close().await;
-        result
+        with_session!(self, |s| self.snapshot_on(s, account, list_users).await)
     }
 
     /// Replace the DACL of the domain root with the one in `sd` (a self-relative
     /// descriptor): only the DACL is written (SD-flags 4, critical).
     #[tracing::instrument(skip_all, fields(dc))]
     pub(crate) async fn write_root_dacl(&self, sd: &[u8]) -> Result<(), DirectoryError> {
-        let mut s = self.session().await?;
-        let result = async {
-            let root_dn = self.domain(&mut s).await?.root_dn;
+        with_session!(self, |s| {
+            let root_dn = self.domain(s).await?.root_dn.clone();
             let mods = vec![Mod::Replace(
                 b"nTSecurityDescriptor".as_slice(),
                 HashSet::from([sd]),
@@ -105,10 +101,7 @@ impl Directory {
                 }
                 Err(res) => Err(unexpected("modify", &s.url, res)),
             }
-        }
-        .await;
-        s.close().await;
-        result
+        })
     }
 
     async fn snapshot_on(
@@ -117,7 +110,7 @@ impl Directory {
         account: &str,
         list_users: bool,
     ) -> Result<SecuritySnapshot, DirectoryError> {
-        let root_dn = self.domain(s).await?.root_dn;
+        let root_dn = self.domain(s).await?.root_dn.clone();
         let principal = principal(s, &root_dn, account).await?;
         let root_sd = read_dacl(s, &root_dn).await?;
         let mut scope_sds = Vec::new();

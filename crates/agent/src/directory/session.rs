@@ -3,7 +3,7 @@
 //! timeout whose failures come back as [`DirectoryError`]s.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ldap3::controls::RawControl;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, LdapResult, Mod, Scope, StdStream};
@@ -117,6 +117,12 @@ pub(crate) enum ConnectFailure {
 pub(crate) struct Session {
     ldap: Ldap,
     pub(crate) url: String,
+    /// Index of the DC's URL in the configuration.
+    pub(crate) dc: usize,
+    /// When the bind succeeded.
+    pub(crate) opened: Instant,
+    /// The connection failed or an operation on it timed out: never reuse it.
+    pub(crate) broken: bool,
     timeout: Duration,
 }
 
@@ -161,6 +167,9 @@ pub(crate) async fn open(
         Ok(res) if res.rc == rc::SUCCESS => Ok(Session {
             ldap,
             url: dc.url.clone(),
+            dc: 0,
+            opened: Instant::now(),
+            broken: false,
             timeout,
         }),
         Ok(res) if res.rc == rc::INVALID_CREDENTIALS => {
@@ -249,6 +258,7 @@ impl Session {
             match RawEntry::parse(entry.0) {
                 Some(e) => out.push(e),
                 None => {
+                    self.broken = true;
                     return Err(DirectoryError::Connection {
                         op: "search",
                         detail: "malformed search entry".to_string(),
@@ -293,6 +303,7 @@ impl Session {
                 Ok(Some(entry)) => match RawEntry::parse(entry.0) {
                     Some(e) => out.push(e),
                     None => {
+                        self.broken = true;
                         return Err(DirectoryError::Connection {
                             op: "search",
                             detail: "malformed search entry".to_string(),
@@ -348,7 +359,8 @@ impl Session {
         }
     }
 
-    fn op_error(&self, op: &'static str, e: LdapError, write: bool) -> DirectoryError {
+    fn op_error(&mut self, op: &'static str, e: LdapError, write: bool) -> DirectoryError {
+        self.broken = true;
         match e {
             LdapError::Timeout { .. } => DirectoryError::Timeout {
                 op,
@@ -364,6 +376,21 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Whether the connection is gone (the DC closed it, or it failed).
+    pub(crate) fn is_closed(&mut self) -> bool {
+        self.ldap.is_closed()
+    }
+
+    /// A read of the rootDSE: the cheapest request that proves the session still
+    /// answers.
+    pub(crate) async fn probe(&mut self) -> bool {
+        matches!(
+            self.search("", Scope::Base, "(objectClass=*)", &["1.1"], Vec::new())
+                .await,
+            Ok(Ok(_))
+        )
     }
 
     /// Unbind, best effort.

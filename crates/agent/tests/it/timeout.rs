@@ -42,10 +42,13 @@ async fn a_dc_that_stalls_after_the_bind_times_out_and_nothing_is_written() {
     let mut cfg = admin_config(&dc);
     cfg.urls = vec![proxy.url()];
     cfg.timeout = TIMEOUT;
-    directory(cfg.clone())
+    let fresh = directory(cfg.clone());
+    fresh
         .reset_password(&upn(&dc, "bob"), &pw("Bob-Passw0rd-1"), reset)
         .await
         .unwrap();
+    // The session stays open for the next operation until the handle is closed.
+    fresh.close().await;
     let requests = match proxy.next().await {
         Event::Closed { requests, tls13 } => {
             eprintln!("a reset on a fresh handle: {requests} LDAP requests, TLS 1.3: {tls13}");

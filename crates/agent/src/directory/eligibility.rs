@@ -1,0 +1,260 @@
+//! Whether an operation may touch its target: find the user (domain-wide, so a
+//! duplicated UPN is refused wherever the copies are), then the scope (configured
+//! OUs and group), the protected accounts and disabled accounts — before anything
+//! is written.
+//!
+//! Round trips on a warm session: one subtree search for the user, one base search
+//! of the user that reads `tokenGroups` and, when a scope group is configured,
+//! matches it in the same request. The scope bases are compared with the user's DN
+//! locally ([`super::dn`]); the protected groups' DNs come from the cached domain
+//! facts. Only a service account that may not read `tokenGroups` costs one more
+//! search (the in-chain membership check).
+
+use ldap3::{Scope, ldap_escape};
+use tracing::{debug, warn};
+
+use super::domain::{
+    DomainInfo, PROTECTED_ACCOUNT_RIDS, PROTECTED_DOMAIN_RIDS, protected_group_name,
+};
+use super::session::Session;
+use super::wire::{self, RawEntry, Sid};
+use super::{Directory, DirectoryError, ProtectedBy, Target, dn};
+
+pub(crate) const USER_ATTRS: &[&str] = &[
+    "sAMAccountName",
+    "displayName",
+    "userAccountControl",
+    "adminCount",
+    "objectSid",
+    "primaryGroupID",
+    "pwdLastSet",
+];
+
+/// The target user as read before any write.
+#[derive(Debug, Clone)]
+pub(crate) struct User {
+    pub(crate) dn: String,
+    pub(crate) sam: String,
+    pub(crate) display_name: Option<String>,
+    pub(crate) uac: u32,
+    pub(crate) admin_count: i64,
+    pub(crate) sid: Option<Sid>,
+    pub(crate) primary_group_id: Option<u32>,
+    pub(crate) pwd_last_set: Option<i64>,
+}
+
+impl User {
+    pub(crate) fn from_entry(entry: RawEntry) -> User {
+        User {
+            sam: entry.text("sAMAccountName").unwrap_or_default().to_string(),
+            display_name: entry.text("displayName").map(str::to_string),
+            uac: entry
+                .int("userAccountControl")
+                .and_then(|v| u32::try_from(v & 0xffff_ffff).ok())
+                .unwrap_or(0),
+            admin_count: entry.int("adminCount").unwrap_or(0),
+            sid: entry.first("objectSid").and_then(Sid::from_bytes),
+            primary_group_id: entry
+                .int("primaryGroupID")
+                .and_then(|v| u32::try_from(v).ok()),
+            pwd_last_set: entry.int("pwdLastSet"),
+            dn: entry.dn,
+        }
+    }
+}
+
+impl Directory {
+    /// Find the target and apply every refusal rule; nothing has been written yet.
+    pub(crate) async fn eligible_user(
+        &self,
+        s: &mut Session,
+        target: &Target,
+    ) -> Result<User, DirectoryError> {
+        let domain = self.domain(s).await?;
+        let filter = user_filter(target)?;
+        // Domain-wide first: a UPN held by two users is ambiguous wherever they are.
+        let mut found = s
+            .search_ok(&domain.root_dn, Scope::Subtree, &filter, USER_ATTRS)
+            .await?;
+        let entry = match found.len() {
+            0 => return Err(DirectoryError::UserNotFound),
+            1 => found.remove(0),
+            count => {
+                let dns: Vec<&str> = found.iter().map(|e| e.dn.as_str()).collect();
+                warn!(
+                    count,
+                    ?dns,
+                    "target matches several users; refusing to guess"
+                );
+                return Err(DirectoryError::UserAmbiguous { count });
+            }
+        };
+        let user = User::from_entry(entry);
+        debug!(dn = %user.dn, "target user found");
+        if !domain.scope_bases.is_empty()
+            && !domain
+                .scope_bases
+                .iter()
+                .any(|b| dn::is_within(&user.dn, b))
+        {
+            return Err(self.not_in_scope(&user));
+        }
+        let token = self.token_in_scope(s, &user).await?;
+        check_protected(s, &domain, &user, token).await?;
+        if user.uac & wire::UF_ACCOUNTDISABLE != 0 {
+            return Err(DirectoryError::AccountDisabled { dn: user.dn });
+        }
+        Ok(user)
+    }
+
+    fn not_in_scope(&self, user: &User) -> DirectoryError {
+        DirectoryError::UserNotInScope {
+            dn: user.dn.clone(),
+        }
+    }
+
+    /// The user's `tokenGroups`, in one base search that also checks the scope
+    /// group when one is configured (the entry comes back only if the user is a
+    /// direct member).
+    async fn token_in_scope(
+        &self,
+        s: &mut Session,
+        user: &User,
+    ) -> Result<Vec<Sid>, DirectoryError> {
+        let filter = match &self.inner.config.scope_group_dn {
+            Some(group) => format!("(memberOf={})", ldap_escape(group.as_str())),
+            None => "(objectClass=*)".to_string(),
+        };
+        let entries = s
+            .search_ok(&user.dn, Scope::Base, &filter, &["tokenGroups"])
+            .await?;
+        let Some(entry) = entries.first() else {
+            return Err(self.not_in_scope(user));
+        };
+        Ok(entry
+            .values("tokenGroups")
+            .iter()
+            .filter_map(|v| Sid::from_bytes(v))
+            .collect())
+    }
+}
+
+/// `(&(objectCategory=person)(objectClass=user)(...))` for the target, values escaped.
+pub(crate) fn user_filter(target: &Target) -> Result<String, DirectoryError> {
+    let clause = match target {
+        Target::Upn(upn) => {
+            if upn.trim().is_empty() {
+                return Err(DirectoryError::InvalidRequest("empty user principal name"));
+            }
+            format!("(userPrincipalName={})", ldap_escape(upn.as_str()))
+        }
+        Target::ObjectGuid(guid) => {
+            format!("(objectGUID={})", wire::escape_bytes(&guid.to_bytes_le()))
+        }
+    };
+    Ok(format!(
+        "(&(objectCategory=person)(objectClass=user){clause})"
+    ))
+}
+
+/// Protected accounts are never written back: `adminCount=1`, the built-in
+/// Administrator and krbtgt, and members — direct, nested or by primary group — of
+/// the protected groups. Membership is read from `tokenGroups` (transitive, includes
+/// the primary group and universal groups of other domains; never empty, since it
+/// holds the primary group); when the service account may not read it (empty),
+/// membership is checked with `LDAP_MATCHING_RULE_IN_CHAIN` against the groups found
+/// in this domain instead.
+async fn check_protected(
+    s: &mut Session,
+    domain: &DomainInfo,
+    user: &User,
+    sids: Vec<Sid>,
+) -> Result<(), DirectoryError> {
+    let protected = |by| DirectoryError::ProtectedAccount {
+        dn: user.dn.clone(),
+        by,
+    };
+    if user.admin_count == 1 {
+        return Err(protected(ProtectedBy::AdminCount));
+    }
+    if let Some(sid) = &user.sid
+        && sid.is_domain_account()
+        && sid
+            .rid()
+            .is_some_and(|rid| PROTECTED_ACCOUNT_RIDS.contains(&rid))
+    {
+        return Err(protected(ProtectedBy::BuiltinAccount));
+    }
+    if let Some(pg) = user.primary_group_id
+        && let Some((_, name)) = PROTECTED_DOMAIN_RIDS.iter().find(|(r, _)| *r == pg)
+    {
+        return Err(protected(ProtectedBy::Group(name)));
+    }
+    if let Some(name) = sids.iter().find_map(protected_group_name) {
+        return Err(protected(ProtectedBy::Group(name)));
+    }
+    if !sids.is_empty() {
+        return Ok(());
+    }
+    debug!("tokenGroups not readable; relying on the in-chain check");
+    if domain.protected_groups.is_empty() {
+        return Ok(());
+    }
+    let any: String = domain
+        .protected_groups
+        .iter()
+        .map(|(dn, _)| in_chain_clause(dn))
+        .collect();
+    let hits = s
+        .search_ok(&user.dn, Scope::Base, &format!("(|{any})"), &["1.1"])
+        .await?;
+    if hits.is_empty() {
+        return Ok(());
+    }
+    // Name the group (rare path: only for protected users).
+    for (dn, name) in &domain.protected_groups {
+        let hit = s
+            .search_ok(&user.dn, Scope::Base, &in_chain_clause(dn), &["1.1"])
+            .await?;
+        if !hit.is_empty() {
+            return Err(protected(ProtectedBy::Group(name)));
+        }
+    }
+    Err(protected(ProtectedBy::Group("a protected group")))
+}
+
+fn in_chain_clause(group_dn: &str) -> String {
+    format!(
+        "(memberOf:{}:={})",
+        wire::IN_CHAIN_RULE,
+        ldap_escape(group_dn)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_escape_what_the_caller_sends() {
+        let f = user_filter(&Target::Upn("*)(sAMAccountName=*".into())).unwrap();
+        assert_eq!(
+            f,
+            "(&(objectCategory=person)(objectClass=user)(userPrincipalName=\\2a\\29\\28sAMAccountName=\\2a))"
+        );
+        assert!(ldap3::parse_filter(&f).is_ok());
+        let guid = uuid::Uuid::parse_str("01020304-0506-0708-090a-0b0c0d0e0f10").unwrap();
+        let f = user_filter(&Target::ObjectGuid(guid)).unwrap();
+        assert!(f.contains("(objectGUID=\\04\\03\\02\\01\\06\\05\\08\\07\\09\\0a"));
+        assert!(matches!(
+            user_filter(&Target::Upn(" ".into())),
+            Err(DirectoryError::InvalidRequest(_))
+        ));
+        let c = in_chain_clause("CN=Admins (EU),OU=x,DC=contoso,DC=test");
+        assert_eq!(
+            c,
+            "(memberOf:1.2.840.113556.1.4.1941:=CN=Admins \\28EU\\29,OU=x,DC=contoso,DC=test)"
+        );
+        assert!(ldap3::parse_filter(&c).is_ok());
+    }
+}

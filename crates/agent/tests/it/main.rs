@@ -10,6 +10,8 @@ mod access;
 mod change;
 mod permissions;
 mod policy;
+mod pool;
+mod proxy;
 mod refusals;
 mod reset;
 mod timeout;

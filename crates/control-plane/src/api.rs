@@ -800,74 +800,98 @@ impl Api {
             })?)?;
         let target_key = user_ref_key(&user)
             .ok_or_else(|| status(ReasonCode::InvalidArgument, "the request names no user"))?;
-        let (domain, target_kind) = match &user.by {
-            Some(user_ref::By::Upn(upn)) => {
-                let upn = upn.trim().to_ascii_lowercase();
-                let Some((local, suffix)) = upn.rsplit_once('@') else {
-                    return Err(status(
-                        ReasonCode::InvalidArgument,
-                        "a UPN looks like name@suffix",
-                    ));
-                };
-                if local.is_empty() {
-                    return Err(status(
-                        ReasonCode::InvalidArgument,
-                        "a UPN looks like name@suffix",
-                    ));
-                }
-                let domain = store
-                    .domain_for_upn_suffix(&caller.tenant, suffix)
-                    .await
-                    .map_err(store_status)?
-                    .ok_or_else(|| {
+        let resolve = async {
+            let resolved = match &user.by {
+                Some(user_ref::By::Upn(upn)) => {
+                    let upn = upn.trim().to_ascii_lowercase();
+                    let Some((local, suffix)) = upn.rsplit_once('@') else {
+                        return Err(status(
+                            ReasonCode::InvalidArgument,
+                            "a UPN looks like name@suffix",
+                        ));
+                    };
+                    if local.is_empty() {
+                        return Err(status(
+                            ReasonCode::InvalidArgument,
+                            "a UPN looks like name@suffix",
+                        ));
+                    }
+                    // Independent reads, at once.
+                    let (domain, role) = tokio::join!(
+                        store.domain_for_upn_suffix(&caller.tenant, suffix),
+                        store.principal_role(&caller.tenant, &upn),
+                    );
+                    let domain = domain.map_err(store_status)?.ok_or_else(|| {
                         status(
                             ReasonCode::DomainNotFound,
                             format!("no registered domain has the UPN suffix {suffix:?}"),
                         )
                     })?;
-                let kind = if upn == caller.principal.to_ascii_lowercase() {
-                    TargetKind::Own
-                } else if store
-                    .principal_role(&caller.tenant, &upn)
-                    .await
-                    .map_err(store_status)?
-                    .is_some_and(store::Role::is_admin)
-                {
-                    TargetKind::OtherAdministrator
-                } else {
-                    TargetKind::OtherEndUser
-                };
-                (domain, kind)
-            }
-            Some(user_ref::By::ObjectGuid(g)) => {
-                uuid::Uuid::parse_str(g)
-                    .map_err(|_| status(ReasonCode::InvalidArgument, "objectGUID is not a GUID"))?;
-                let domain = ask.domain.trim().to_ascii_lowercase();
-                if !store
-                    .domain_exists(&caller.tenant, &domain)
-                    .await
-                    .map_err(store_status)?
-                {
+                    let kind = if upn == caller.principal.to_ascii_lowercase() {
+                        TargetKind::Own
+                    } else if role
+                        .map_err(store_status)?
+                        .is_some_and(store::Role::is_admin)
+                    {
+                        TargetKind::OtherAdministrator
+                    } else {
+                        TargetKind::OtherEndUser
+                    };
+                    (domain, kind)
+                }
+                Some(user_ref::By::ObjectGuid(g)) => {
+                    uuid::Uuid::parse_str(g).map_err(|_| {
+                        status(ReasonCode::InvalidArgument, "objectGUID is not a GUID")
+                    })?;
+                    let domain = ask.domain.trim().to_ascii_lowercase();
+                    if !store
+                        .domain_exists(&caller.tenant, &domain)
+                        .await
+                        .map_err(store_status)?
+                    {
+                        return Err(status(
+                            ReasonCode::DomainNotFound,
+                            "a user given by objectGUID needs a registered domain",
+                        ));
+                    }
+                    // A GUID cannot be matched to a principal here, so it is
+                    // treated as another end user: administrators only.
+                    (domain, TargetKind::OtherEndUser)
+                }
+                None => {
                     return Err(status(
-                        ReasonCode::DomainNotFound,
-                        "a user given by objectGUID needs a registered domain",
+                        ReasonCode::InvalidArgument,
+                        "the request names no user",
                     ));
                 }
-                // A GUID cannot be matched to a principal here, so it is
-                // treated as another end user: administrators only.
-                (domain, TargetKind::OtherEndUser)
-            }
-            None => {
-                return Err(status(
-                    ReasonCode::InvalidArgument,
-                    "the request names no user",
-                ));
+            };
+            Ok::<_, Status>(resolved)
+        };
+        // The operation id first (it costs no read), so the record of a repeated
+        // id is read together with everything else the decision needs.
+        let operation_id = if ask.operation_id.is_empty() {
+            None
+        } else {
+            Some(
+                uuid::Uuid::parse_str(&ask.operation_id)
+                    .map_err(|_| status(ReasonCode::InvalidArgument, "an operation id is a UUID"))?
+                    .to_string(),
+            )
+        };
+        let existing = async {
+            match &operation_id {
+                Some(id) => store.get_operation(&caller.tenant, id).await,
+                // A new id was never used.
+                None => Ok(None),
             }
         };
+        let (resolved, settings, existing) =
+            tokio::join!(resolve, store.settings(&caller.tenant), existing);
+        let (domain, target_kind) = resolved?;
         let span = tracing::Span::current();
         span.record("domain", domain.as_str());
 
-        let settings = store.settings(&caller.tenant).await.map_err(store_status)?;
+        let settings = settings.map_err(store_status)?;
         if let Err(refusal) = policy::decide(
             &settings,
             caller.role,
@@ -884,24 +908,14 @@ impl Api {
             return Err(refusal.into());
         }
 
-        let operation_id = if ask.operation_id.is_empty() {
-            uuid::Uuid::new_v4().to_string()
-        } else {
-            uuid::Uuid::parse_str(&ask.operation_id)
-                .map_err(|_| status(ReasonCode::InvalidArgument, "an operation id is a UUID"))?
-                .to_string()
-        };
+        let operation_id = operation_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         span.record("operation_id", operation_id.as_str());
         let fail = |f: Failure| -> Status { f.with_operation(operation_id.clone()).into() };
 
         let now = store.now_ms();
         let timeout = Duration::from_secs(self.cp.config.operation_timeout_seconds.max(1));
         let deadline_ms = now + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
-        match store
-            .get_operation(&caller.tenant, &operation_id)
-            .await
-            .map_err(store_status)?
-        {
+        match existing.map_err(store_status)? {
             Some(row) if row.target != target_key || row.kind != ask.kind.as_str() => {
                 return Err(fail(Failure::new(
                     ReasonCode::AlreadyExists,

@@ -81,6 +81,10 @@ pub fn store_status(e: StoreError) -> Status {
     }
 }
 
+/// The domain's agents' (id, public key) pairs as read from the store, when the
+/// operation carries a password to seal.
+type AgentKeys = Result<Vec<(String, Vec<u8>)>, store::StoreError>;
+
 fn page(size: u32, token: String) -> Page {
     Page {
         size,
@@ -915,7 +919,15 @@ impl Api {
         let now = store.now_ms();
         let timeout = Duration::from_secs(self.cp.config.operation_timeout_seconds.max(1));
         let deadline_ms = now + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
-        match existing.map_err(store_status)? {
+        // The agents' keys (to seal the password to) are read while the record is
+        // written.
+        let keys = async {
+            match ask.new_password {
+                Some(_) => Some(store.agent_keys(&caller.tenant, &domain).await),
+                None => None,
+            }
+        };
+        let keys = match existing.map_err(store_status)? {
             Some(row) if row.target != target_key || row.kind != ask.kind.as_str() => {
                 return Err(fail(Failure::new(
                     ReasonCode::AlreadyExists,
@@ -930,30 +942,31 @@ impl Api {
                     row.message.unwrap_or_default(),
                 );
             }
-            Some(_) => {}
+            Some(_) => keys.await,
             None => {
                 if ask.kind == OperationKind::Reset {
                     self.throttle(&caller, &target_key, now).await?;
                 }
-                store
-                    .insert_operation(&store::NewOperation {
-                        id: operation_id.clone(),
-                        tenant: caller.tenant.clone(),
-                        kind: ask.kind.as_str().to_owned(),
-                        target: target_key.clone(),
-                        domain: domain.clone(),
-                        principal: caller.principal.clone(),
-                        client_app: caller.client_app,
-                        created_at_ms: now,
-                        deadline_at_ms: deadline_ms,
-                    })
-                    .await
-                    .map_err(store_status)?;
+                let record = store::NewOperation {
+                    id: operation_id.clone(),
+                    tenant: caller.tenant.clone(),
+                    kind: ask.kind.as_str().to_owned(),
+                    target: target_key.clone(),
+                    domain: domain.clone(),
+                    principal: caller.principal.clone(),
+                    client_app: caller.client_app,
+                    created_at_ms: now,
+                    deadline_at_ms: deadline_ms,
+                };
+                let (inserted, keys) = tokio::join!(store.insert_operation(&record), keys);
+                inserted.map_err(store_status)?;
+                keys
             }
-        }
+        };
 
         let result = self
             .seal_and_dispatch(
+                keys,
                 &caller,
                 &ask,
                 &user,
@@ -1059,6 +1072,7 @@ impl Api {
     #[allow(clippy::too_many_arguments)]
     async fn seal_and_dispatch(
         &self,
+        keys: Option<AgentKeys>,
         caller: &Caller,
         ask: &Ask,
         user: &pb::UserRef,
@@ -1069,18 +1083,19 @@ impl Api {
         timeout: Duration,
     ) -> Result<pb::DispatchResponse, Failure> {
         let expires_at = deadline_ms.div_euclid(1000);
-        let envelope = match &ask.new_password {
-            None => None,
-            Some(new_password) => {
-                let keys = self
-                    .cp
-                    .store
-                    .agent_keys(&caller.tenant, domain)
-                    .await
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "cannot read agent keys");
-                        Failure::new(ReasonCode::Internal, "the control plane's storage failed")
-                    })?;
+        let envelope = match (&ask.new_password, keys) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(Failure::new(
+                    ReasonCode::Internal,
+                    "the agents' keys were not read",
+                ));
+            }
+            (Some(new_password), Some(keys)) => {
+                let keys = keys.map_err(|e| {
+                    tracing::error!(error = %e, "cannot read agent keys");
+                    Failure::new(ReasonCode::Internal, "the control plane's storage failed")
+                })?;
                 if keys.is_empty() {
                     return Err(Failure::new(
                         ReasonCode::NoAgentOnline,

@@ -64,15 +64,37 @@ fn next_password() -> String {
     format!("Bench-{:08}-Pw!", PASSWORDS.fetch_add(1, Ordering::Relaxed))
 }
 
-/// One closed-loop worker: `op(user index)` back to back until the window ends.
-async fn worker<F, Fut>(next: Arc<AtomicUsize>, users: usize, w: Window, mut op: F) -> Sample
+/// The measured interval, the same for every worker of a run (so no worker runs
+/// alone, and faster, at either end).
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    measure_from: Instant,
+    end: Instant,
+    window: Duration,
+}
+
+impl Window {
+    /// Starting now: warm up, then measure.
+    fn schedule(self) -> Schedule {
+        let measure_from = Instant::now() + self.warmup;
+        Schedule {
+            measure_from,
+            end: measure_from + self.window,
+            window: self.window,
+        }
+    }
+}
+
+/// One closed-loop worker: `op(user index)` back to back until the window ends;
+/// only resets that start and finish inside it count.
+async fn worker<F, Fut>(next: Arc<AtomicUsize>, users: usize, w: Schedule, mut op: F) -> Sample
 where
     F: FnMut(usize) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let start = Instant::now();
-    let measure_from = start + w.warmup;
-    let end = measure_from + w.window;
+    let Schedule {
+        measure_from, end, ..
+    } = w;
     let mut sample = Sample {
         window: w.window,
         ..Sample::default()
@@ -98,7 +120,7 @@ where
 
 async fn gather(
     handles: Vec<tokio::task::JoinHandle<Sample>>,
-    w: Window,
+    w: Schedule,
 ) -> anyhow::Result<Sample> {
     let mut total = Sample {
         window: w.window,
@@ -122,7 +144,8 @@ pub async fn raw(
     let next = Arc::new(AtomicUsize::new(0));
     let upns: Arc<Vec<String>> = Arc::new(domain.users.iter().map(|(u, _)| u.clone()).collect());
     let base = domain.dc.base_dn();
-    let mut handles = Vec::new();
+    // Every connection is up and bound before anyone starts.
+    let mut connections = Vec::with_capacity(workers);
     for _ in 0..workers {
         let settings = LdapConnSettings::new().set_config(domain.dc.tls_config());
         let (conn, mut ldap) =
@@ -132,6 +155,11 @@ pub async fn raw(
             .await?
             .success()
             .context("the raw client's bind")?;
+        connections.push(ldap);
+    }
+    let w = w.schedule();
+    let mut handles = Vec::new();
+    for ldap in connections {
         let (next, upns, base) = (Arc::clone(&next), Arc::clone(&upns), base.clone());
         handles.push(tokio::spawn(async move {
             let count = upns.len();
@@ -225,6 +253,7 @@ pub async fn writeback(
 ) -> anyhow::Result<Sample> {
     let next = Arc::new(AtomicUsize::new(0));
     let upns: Arc<Vec<String>> = Arc::new(domain.users.iter().map(|(u, _)| u.clone()).collect());
+    let w = w.schedule();
     let mut handles = Vec::new();
     for _ in 0..workers {
         let (next, upns, api) = (Arc::clone(&next), Arc::clone(&upns), api.clone());

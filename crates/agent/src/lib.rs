@@ -6,7 +6,8 @@
 //! [`enroll`] obtains the agent's identity; [`runtime`] wires the state
 //! directory, the [`executor`] (checks, envelope opening, exactly-once per
 //! operation id) and the [`tunnel`] to the relays; [`directory`] speaks LDAP
-//! (including self-relative security descriptors). [`permissions`] checks and
+//! over a pool of warm, bound sessions (including self-relative security
+//! descriptors). [`permissions`] checks and
 //! grants the service account's rights on the domain (`permissions check|grant`),
 //! [`policy`] reads the password policy and says which pitfalls apply
 //! (`policy`), and [`health`] re-runs both in the background for the health

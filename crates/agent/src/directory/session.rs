@@ -145,6 +145,10 @@ pub(crate) async fn open(
             )));
         }
     };
+    // One LDAP request, one answer: never hold a small write back (Nagle).
+    if let Err(e) = tcp.set_nodelay(true) {
+        debug!(error = %e, "cannot set TCP_NODELAY");
+    }
     let tcp = tcp
         .into_std()
         .map_err(|e| ConnectFailure::Unreachable(format!("socket: {e}")))?;

@@ -221,6 +221,15 @@ impl Api {
     }
 
     async fn reset(&self, upn: &str, password: String) -> anyhow::Result<()> {
+        self.reset_expecting(upn, password, "OK").await
+    }
+
+    async fn reset_expecting(
+        &self,
+        upn: &str,
+        password: String,
+        reason: &str,
+    ) -> anyhow::Result<()> {
         let mut req = tonic::Request::new(pb::ResetPasswordRequest {
             user: Some(pb::UserRef {
                 by: Some(pb::user_ref::By::Upn(upn.to_owned())),
@@ -232,12 +241,17 @@ impl Api {
             .insert("authorization", self.header.clone());
         let answer = pb::password_service_client::PasswordServiceClient::new(self.channel.clone())
             .reset_password(req)
-            .await
-            .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
-            .into_inner();
-        let outcome = answer.outcome.unwrap_or_default();
-        if outcome.reason_code != "OK" {
-            bail!("{}: {}", outcome.reason_code, outcome.message);
+            .await;
+        // A refusal arrives as a gRPC status whose details name the reason.
+        let got = match answer {
+            Ok(r) => r.into_inner().outcome.unwrap_or_default().reason_code,
+            Err(s) if reason == "USER_NOT_FOUND" && s.code() == tonic::Code::NotFound => {
+                reason.to_owned()
+            }
+            Err(s) => bail!("{:?}: {}", s.code(), s.message()),
+        };
+        if got != reason {
+            bail!("expected {reason}, got {got}");
         }
         Ok(())
     }
@@ -268,6 +282,23 @@ pub async fn writeback(
         }));
     }
     gather(handles, w).await
+}
+
+/// The pipeline without the DC's work: resets of a user that does not exist, one
+/// at a time, answered `USER_NOT_FOUND` after the agent's one search.
+pub async fn floor(api: &Api, domain: &Domain, w: Window) -> anyhow::Result<Sample> {
+    let upn = Arc::new(format!("no-such-user@{}", domain.dc.domain()));
+    let w = w.schedule();
+    let api = api.clone();
+    let sample = worker(Arc::new(AtomicUsize::new(0)), 1, w, move |_| {
+        let (api, upn) = (api.clone(), Arc::clone(&upn));
+        async move {
+            api.reset_expecting(&upn, next_password(), "USER_NOT_FOUND")
+                .await
+        }
+    })
+    .await;
+    Ok(sample)
 }
 
 /// One reset through writeback and a bind with the new password: the resets

@@ -152,6 +152,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
+    let floor = load::floor(&api, first, w).await?;
+    report_errors("floor", 1, &floor);
+    println!(
+        "\nThe pipeline alone (a reset of a user that does not exist, one at a time; the \
+         agent's one search is the only DC work): p50 {:.2} ms, p99 {:.2} ms.",
+        floor.quantile_ms(0.5),
+        floor.quantile_ms(0.99)
+    );
+
     let c = args.forest_concurrency;
     let one = match one_forest {
         Some(r) => r,

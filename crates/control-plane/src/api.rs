@@ -1028,7 +1028,8 @@ impl Api {
     /// of resets per user per hour is reached (every recorded reset counts,
     /// whatever its outcome; refused and throttled attempts are not recorded
     /// and so do not count). The answer says when the next reset is allowed,
-    /// in the message and as `retry-after` seconds in the metadata.
+    /// in the message, as `retry-after` seconds in the metadata and as a
+    /// `google.rpc.RetryInfo`.
     async fn throttle(&self, caller: &Caller, target: &str, now: i64) -> Result<(), Status> {
         let limit = self.cp.config.throttle_per_user_per_hour;
         if limit == 0 {
@@ -1054,19 +1055,16 @@ impl Api {
             })
             .unwrap_or_default();
         tracing::info!(principal = %caller.principal, target, limit, "reset throttled");
-        let mut refusal: Status = Failure::new(
+        let wait_s = (next_s * 1000 - now).max(0).div_euclid(1000);
+        Err(Failure::new(
             ReasonCode::Throttled,
             format!(
                 "at most {limit} password resets per user per hour; the next reset of this user \
                  is allowed at {when}"
             ),
         )
-        .into();
-        let wait_s = (next_s * 1000 - now).max(0).div_euclid(1000);
-        if let Ok(v) = wait_s.to_string().parse() {
-            refusal.metadata_mut().insert("retry-after", v);
-        }
-        Err(refusal)
+        .with_retry_after(Duration::from_secs(u64::try_from(wait_s).unwrap_or(0)))
+        .into())
     }
 
     #[allow(clippy::too_many_arguments)]

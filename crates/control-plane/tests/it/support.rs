@@ -171,14 +171,19 @@ pub fn upn_ref(upn: &str) -> pb::UserRef {
     }
 }
 
-/// The reason code a status carries in its `ErrorInfo` details; panics when
-/// the details are missing (every refusal must carry its code there).
+/// The reason code a status carries in its standard `google.rpc.ErrorInfo`
+/// detail, read with tonic-types' decoder; panics when the details are missing
+/// or not in writeback's error domain (every refusal must carry its code there).
 pub fn reason_in_details(s: &Status) -> ReasonCode {
-    use prost::Message;
-    let info = pb::ErrorInfo::decode(s.details())
-        .unwrap_or_else(|e| panic!("status without ErrorInfo details ({e}): {s:?}"));
-    ReasonCode::parse(&info.reason_code)
-        .unwrap_or_else(|| panic!("unknown reason code {:?} in {s:?}", info.reason_code))
+    use tonic_types::StatusExt;
+    let info = s
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .unwrap_or_else(|| panic!("status without google.rpc.ErrorInfo details: {s:?}"));
+    assert_eq!(info.domain, "writeback.v1", "{s:?}");
+    ReasonCode::parse(&info.reason)
+        .unwrap_or_else(|| panic!("unknown reason code {:?} in {s:?}", info.reason))
 }
 
 /// What the fake relay does with a dispatched operation.

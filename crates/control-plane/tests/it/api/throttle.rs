@@ -73,6 +73,18 @@ async fn resets_beyond_the_hourly_limit_are_throttled_until_the_window_frees(db:
         .and_then(|v| v.parse().ok())
         .expect("retry-after metadata");
     assert!((3_590..=3_600).contains(&retry_after), "{retry_after}");
+    // The same wait as gRPC's standard google.rpc.RetryInfo.
+    {
+        use tonic_types::StatusExt;
+        let retry = err.get_error_details().retry_info().cloned();
+        assert_eq!(
+            retry.and_then(|r| r.retry_delay),
+            Some(std::time::Duration::from_secs(
+                u64::try_from(retry_after).unwrap()
+            )),
+            "{err:?}"
+        );
+    }
     // Throttled attempts are not recorded either.
     let audit = admin
         .audit()

@@ -13,6 +13,9 @@
 #   again changes nothing and takes about a second.
 # - Configures and starts the local PostgreSQL for the storage tests
 #   (scripts/postgres.sh: 127.0.0.1:5432, role writeback_test).
+# - Creates the Python virtual environment of the tests' independent gRPC
+#   client (scripts/python-env.sh: pinned grpcio packages from PyPI, in
+#   ~/.cache/writeback/venv).
 # - The container tests need a Docker engine. When the machine has none
 #   (no `dockerd`), Debian's docker.io is installed (with iptables and
 #   nftables, its dependencies) and, on systemd machines, started; an engine
@@ -44,6 +47,7 @@ PACKAGES=(
     iproute2 procps                                            # ip addr add on lo; pgrep/ps
     postgresql                                                 # the storage tests' second backend
     docker-compose debootstrap ca-certificates binutils        # the compose evaluation: base image, strip
+    python3-venv                                               # the tests' Python gRPC client (python-env.sh)
 )
 # A machine's own engine (docker-ce, or docker.io already there) is kept.
 command -v dockerd >/dev/null || PACKAGES+=(docker.io)
@@ -152,3 +156,4 @@ done
 log "ok: $(samba -V)"
 
 "$(dirname "$0")/postgres.sh"
+"$(dirname "$0")/python-env.sh" >/dev/null

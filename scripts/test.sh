@@ -6,7 +6,8 @@
 # 1. installs what the tests use when missing and starts the local PostgreSQL
 #    on 127.0.0.1:5432 (scripts/install-deps.sh, scripts/postgres.sh; the
 #    storage tests run against SQLite *and* PostgreSQL and fail loudly
-#    without it);
+#    without it) and the Python environment of the tests' independent gRPC
+#    client (scripts/python-env.sh);
 # 2. checks formatting and lints (cargo fmt --check, clippy -D warnings);
 # 3. runs the whole workspace's tests with cargo-nextest (cargo test when
 #    nextest is absent), including the end-to-end tests against real Samba

@@ -8,3 +8,4 @@ mod deploy;
 mod enrollment;
 mod scenarios;
 mod skeleton;
+mod standard_errors;

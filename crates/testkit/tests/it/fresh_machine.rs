@@ -3,8 +3,9 @@
 //! (`scripts/base-image.sh --clean`, debootstrap'd locally when no registry is
 //! reachable) runs `scripts/install-deps.sh`, then the harness's own
 //! `writeback-lab` provisions and starts a Samba AD DC in it, and `ldapsearch`
-//! binds over LDAPS with the certificate the harness issued, verified. A package
-//! missing from the script fails this test on any machine.
+//! binds over LDAPS with the certificate the harness issued, verified; the tests'
+//! Python environment (grpcio from PyPI, `scripts/python-env.sh`) imports. A
+//! package missing from the script fails this test on any machine.
 //!
 //! apt's downloads are cached outside the checkout (`~/.cache/writeback/apt-archives`)
 //! so repeated runs install from local .deb files; the packages are still
@@ -55,6 +56,19 @@ fn install_deps_on_a_clean_debian_container_then_a_samba_dc_answers_over_ldaps()
         ),
         format!("{}:/var/cache/apt/archives", apt_cache.display()),
     ];
+    // The machine's own trust anchors (an egress proxy's CA, say) belong to the
+    // machine, not the project: a fresh machine here has them, so the container
+    // gets them too; Debian's ca-certificates adds them to the system store
+    // when install-deps installs it.
+    let local_cas = std::path::Path::new("/usr/local/share/ca-certificates");
+    let mut mounts = mounts.to_vec();
+    if local_cas.is_dir() {
+        mounts.push(format!(
+            "{}:{}:ro",
+            local_cas.display(),
+            local_cas.display()
+        ));
+    }
     // NET_ADMIN: the harness adds its DC's address to lo. SYS_ADMIN: provisioning
     // writes the sysvol's NT ACLs as security.* extended attributes.
     let mut options = vec!["--cap-add", "NET_ADMIN", "--cap-add", "SYS_ADMIN"];
@@ -89,6 +103,14 @@ fn install_deps_on_a_clean_debian_container_then_a_samba_dc_answers_over_ldaps()
         .exec_ok(&["bash", "/src/scripts/install-deps.sh"])
         .unwrap();
     assert!(again.contains("nothing to install"), "{again}");
+
+    // The tests' Python gRPC client has its environment.
+    c.exec_ok(&[
+        "/root/.cache/writeback/venv/bin/python",
+        "-c",
+        "import grpc, grpc_status, grpc_tools, grpc_reflection",
+    ])
+    .unwrap();
 
     // PostgreSQL answers on 127.0.0.1:5432 for the tests' role, without a password.
     let select = c

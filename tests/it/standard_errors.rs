@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use writeback_proto::v1 as pb;
 use writeback_testkit::stack::Stack;
 
 /// The Python of the tests' virtual environment; fails loudly when it is missing.
@@ -28,24 +27,7 @@ fn venv_python() -> PathBuf {
 async fn a_python_client_decodes_every_error_with_the_standard_libraries() {
     writeback_identity::install_crypto_provider();
     let stack = Stack::start("t1", 1).await.unwrap();
-    let admin = stack.admin().unwrap();
-    admin
-        .domains()
-        .add_domain(admin.request(pb::AddDomainRequest {
-            name: "contoso.test".into(),
-            upn_suffixes: vec![],
-        }))
-        .await
-        .unwrap();
-    admin
-        .settings()
-        .update_settings(admin.request(pb::UpdateSettingsRequest {
-            cloud_sync_writeback: Some(true),
-            sspr_writeback: Some(true),
-            unlock_without_reset: Some(true),
-        }))
-        .await
-        .unwrap();
+    stack.register_domain("contoso.test").await.unwrap();
     let ca = stack.dir.path().join("cp-ca.pem");
     std::fs::write(&ca, stack.cp.ca.cert_pem()).unwrap();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

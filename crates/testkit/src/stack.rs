@@ -285,11 +285,16 @@ impl Stack {
 
     /// Registers the DC's domain with the control plane and turns writeback on.
     pub async fn add_domain(&self, dc: &SambaDc) -> Result<(), TestkitError> {
+        self.register_domain(dc.domain()).await
+    }
+
+    /// Registers `domain` (no DC needed) and turns the three writeback toggles on.
+    pub async fn register_domain(&self, domain: &str) -> Result<(), TestkitError> {
         let admin = self.admin()?;
         admin
             .domains()
             .add_domain(admin.request(pb::AddDomainRequest {
-                name: dc.domain().to_owned(),
+                name: domain.to_owned(),
                 upn_suffixes: vec![],
             }))
             .await

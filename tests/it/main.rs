@@ -6,6 +6,7 @@
 mod compose;
 mod deploy;
 mod enrollment;
+mod metrics;
 mod scenarios;
 mod skeleton;
 mod standard_errors;

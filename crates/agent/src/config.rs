@@ -22,6 +22,9 @@ pub struct AgentConfig {
     pub max_in_flight: u32,
     /// The domain controllers and the service account.
     pub directory: DirectorySection,
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP); off when
+    /// unset. Use loopback or a management network.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// How the agent reaches Active Directory.
@@ -54,6 +57,7 @@ impl Default for AgentConfig {
             state_dir: crate::state::default_state_dir(),
             max_in_flight: 16,
             directory: DirectorySection::default(),
+            metrics_listen: None,
         }
     }
 }

@@ -71,6 +71,7 @@ pub struct Executor {
     applier: Arc<dyn Apply>,
     checks: HealthHandle,
     memory: Mutex<Memory>,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Executor {
@@ -86,12 +87,19 @@ impl Executor {
             applier,
             checks: HealthHandle::unchecked(),
             memory: Mutex::new(Memory::default()),
+            metrics: None,
         }
     }
 
     /// Report the checks kept by `handle` in health reports.
     pub fn with_checks(mut self, handle: HealthHandle) -> Executor {
         self.checks = handle;
+        self
+    }
+
+    /// Counts every operation answered in `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Executor {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -152,6 +160,10 @@ impl Executor {
             outcome
         };
         tracing::info!(reason = %outcome.reason_code, applied = outcome.applied, "operation finished");
+        if let Some(m) = &self.metrics {
+            let kind = OperationKind::from_wire(op.kind).map_or("", OperationKind::as_str);
+            m.operation(kind, &outcome.reason_code, started.elapsed());
+        }
         OperationResult {
             operation_id: id,
             outcome: Some(outcome),

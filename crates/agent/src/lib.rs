@@ -21,6 +21,7 @@ pub mod directory;
 pub mod enroll;
 pub mod executor;
 pub mod health;
+pub mod metrics;
 pub mod permissions;
 pub mod policy;
 pub mod runtime;

@@ -184,13 +184,19 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
         Cmd::Run => {
             let directory = Directory::new(config.directory.resolve()?)?;
+            let mut observability =
+                writeback_agent::runtime::Observability::new(config.metrics_listen);
+            directory.register_metrics(&mut observability.registry);
             let agent = writeback_agent::runtime::start(
                 &config.state_dir,
-                Arc::new(directory),
+                Arc::new(directory.clone()),
                 config.max_in_flight,
+                Some(observability),
                 writeback_core::shutdown_signal(),
-            )?;
+            )
+            .await?;
             agent.task.await.context("agent task failed")?;
+            directory.close().await;
         }
         Cmd::Permissions { action } => return permissions_cmd(&config, action).await,
         Cmd::Policy => {

@@ -26,6 +26,8 @@ pub struct RunningAgent {
     pub state: watch::Receiver<TunnelState>,
     /// The tunnel task; ends after shutdown.
     pub task: tokio::task::JoinHandle<()>,
+    /// The metrics registry, when the agent was started with one.
+    pub metrics: Option<Arc<prometheus_client::registry::Registry>>,
 }
 
 impl RunningAgent {
@@ -46,12 +48,38 @@ impl RunningAgent {
     }
 }
 
+/// The agent's metrics: a registry (the directory's metrics already in it,
+/// see [`crate::directory::Directory::register_metrics`]), the executor's
+/// handle, and where to serve them (`None`: not served; the registry is still
+/// kept in [`RunningAgent::metrics`]).
+pub struct Observability {
+    /// The registry.
+    pub registry: prometheus_client::registry::Registry,
+    /// The executor's metrics, registered in it.
+    pub metrics: crate::metrics::Metrics,
+    /// `metrics_listen`.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+impl Observability {
+    /// A registry with the process's and the executor's metrics, served on `listen`.
+    pub fn new(listen: Option<std::net::SocketAddr>) -> Observability {
+        let (registry, metrics) = crate::metrics::registry();
+        Observability {
+            registry,
+            metrics,
+            listen,
+        }
+    }
+}
+
 /// Starts the agent enrolled in `state_dir`, applying operations with
 /// `applier`, until `shutdown` completes.
-pub fn start(
+pub async fn start(
     state_dir: &Path,
     applier: Arc<dyn Apply>,
     max_in_flight: u32,
+    observability: Option<Observability>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunningAgent, AgentError> {
     let state = AgentState::load(state_dir)?;
@@ -75,13 +103,34 @@ pub fn start(
     };
     tracing::info!(tenant = %e.tenant, domain = %e.domain, agent_id = %e.agent_id, "agent starting");
     let (checks, monitor) = HealthMonitor::new(Arc::clone(&applier)).start();
-    let executor = Arc::new(
-        Executor::new(state.enrollment.clone(), state.envelope_key, applier).with_checks(checks),
-    );
+    let mut executor = Executor::new(state.enrollment.clone(), state.envelope_key, applier)
+        .with_checks(checks.clone());
+    let mut registry = None;
+    let mut listening = None;
+    if let Some(mut o) = observability {
+        crate::metrics::register_health(&mut o.registry, checks);
+        executor = executor.with_metrics(o.metrics);
+        let shared = Arc::new(o.registry);
+        if let Some(addr) = o.listen {
+            listening = Some(
+                writeback_core::metrics::spawn_guarded(addr, Arc::clone(&shared))
+                    .await
+                    .map_err(|e| AgentError::Config(format!("metrics_listen {addr}: {e}")))?,
+            );
+        }
+        registry = Some(shared);
+    }
+    let executor = Arc::new(executor);
     let (tx, rx) = watch::channel(TunnelState::Connecting);
     let task = tokio::spawn(async move {
         tunnel::run(options, executor, tx, shutdown).await;
         drop(monitor);
+        // The metrics listener stops with the agent.
+        drop(listening);
     });
-    Ok(RunningAgent { state: rx, task })
+    Ok(RunningAgent {
+        state: rx,
+        task,
+        metrics: registry,
+    })
 }

@@ -81,6 +81,15 @@ pub fn store_status(e: StoreError) -> Status {
     }
 }
 
+/// What an operation's metrics need to know of how far it got.
+#[derive(Default)]
+struct Seen {
+    /// The target's domain, once resolved.
+    domain: String,
+    /// The agent's time, when an agent answered.
+    agent: Option<Duration>,
+}
+
 /// The domain's agents' (id, public key) pairs as read from the store, when the
 /// operation carries a password to seal.
 type AgentKeys = Result<Vec<(String, Vec<u8>)>, store::StoreError>;
@@ -122,7 +131,7 @@ impl SettingsService for Api {
         &self,
         req: Request<pb::GetSettingsRequest>,
     ) -> Result<Response<pb::Settings>, Status> {
-        let caller = authenticate(&self.cp.store, &req).await?;
+        let caller = self.authenticate(&req).await?;
         require_admin(&caller)?;
         let s = self
             .cp
@@ -137,7 +146,7 @@ impl SettingsService for Api {
         &self,
         req: Request<pb::UpdateSettingsRequest>,
     ) -> Result<Response<pb::Settings>, Status> {
-        let caller = authenticate(&self.cp.store, &req).await?;
+        let caller = self.authenticate(&req).await?;
         require_global_admin(&caller)?;
         let u = req.into_inner();
         let s = self
@@ -163,7 +172,7 @@ impl SettingsService for Api {
         &self,
         req: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let caller = authenticate(&self.cp.store, &req).await?;
+        let caller = self.authenticate(&req).await?;
         require_admin(&caller)?;
         let settings = self
             .cp
@@ -377,7 +386,7 @@ impl DomainService for Api {
         &self,
         req: Request<pb::AddDomainRequest>,
     ) -> Result<Response<pb::Domain>, Status> {
-        let caller = authenticate(&self.cp.store, &req).await?;
+        let caller = self.authenticate(&req).await?;
         require_global_admin(&caller)?;
         let r = req.into_inner();
         let name = r.name.trim().to_ascii_lowercase();
@@ -418,7 +427,7 @@ impl DomainService for Api {
         &self,
         req: Request<pb::ListDomainsRequest>,
     ) -> Result<Response<pb::ListDomainsResponse>, Status> {
-        let caller = authenticate(&self.cp.store, &req).await?;
+        let caller = self.authenticate(&req).await?;
         require_admin(&caller)?;
         let r = req.into_inner();
         let (rows, next) = self
@@ -459,7 +468,7 @@ impl AgentService for Api {
         &self,
         req: Request<pb::CreateEnrollmentTokenRequest>,
     ) -> Result<Response<pb::EnrollmentToken>, Status> {
-        let caller = authenticate(&self.cp.store, &req).await?;
+        let caller = self.authenticate(&req).await?;
         require_global_admin(&caller)?;
         let r = req.into_inner();
         let domain = r.domain.trim().to_ascii_lowercase();
@@ -511,7 +520,7 @@ impl AgentService for Api {
         &self,
         req: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        let caller = authenticate(&self.cp.store, &req).await?;
+        let caller = self.authenticate(&req).await?;
         require_admin(&caller)?;
         let r = req.into_inner();
         let domain = (!r.domain.is_empty()).then(|| r.domain.to_ascii_lowercase());
@@ -547,7 +556,7 @@ impl AgentService for Api {
         &self,
         req: Request<pb::RevokeAgentRequest>,
     ) -> Result<Response<pb::Agent>, Status> {
-        let caller = authenticate(&self.cp.store, &req).await?;
+        let caller = self.authenticate(&req).await?;
         require_global_admin(&caller)?;
         let id = req.into_inner().agent_id;
         let row = self
@@ -722,7 +731,7 @@ impl PasswordService for Api {
         &self,
         req: Request<pb::ResetPasswordRequest>,
     ) -> Result<Response<pb::OperationResponse>, Status> {
-        let caller = authenticate(&self.cp.store, &req).await?;
+        let caller = self.authenticate(&req).await?;
         let mut r = req.into_inner();
         check_password(&r.new_password, "new password")?;
         let ask = Ask {
@@ -742,7 +751,7 @@ impl PasswordService for Api {
         &self,
         req: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::OperationResponse>, Status> {
-        let caller = authenticate(&self.cp.store, &req).await?;
+        let caller = self.authenticate(&req).await?;
         let mut r = req.into_inner();
         check_password(&r.new_password, "new password")?;
         check_password(&r.old_password, "current password")?;
@@ -767,7 +776,7 @@ impl PasswordService for Api {
         &self,
         req: Request<pb::UnlockAccountRequest>,
     ) -> Result<Response<pb::OperationResponse>, Status> {
-        let caller = authenticate(&self.cp.store, &req).await?;
+        let caller = self.authenticate(&req).await?;
         let r = req.into_inner();
         let ask = Ask {
             kind: OperationKind::Unlock,
@@ -784,13 +793,58 @@ impl PasswordService for Api {
 }
 
 impl Api {
-    /// Resolves, authorizes, throttles, records, seals and dispatches one
-    /// operation, and records its outcome.
-    #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, operation_id, domain, kind = %ask.kind))]
+    /// The caller behind the request's bearer token; a refusal is counted.
+    async fn authenticate<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        let caller = authenticate(&self.cp.store, req).await;
+        if let Err(s) = &caller
+            && s.code() == tonic::Code::Unauthenticated
+        {
+            self.cp.metrics.auth_failure();
+        }
+        caller
+    }
+
+    /// [`Api::decide_and_run`], counted in the metrics by kind, domain, origin
+    /// and the reason answered.
     async fn run_operation(
         &self,
         caller: Caller,
         ask: Ask,
+    ) -> Result<pb::OperationResponse, Status> {
+        let started = Instant::now();
+        let kind = ask.kind.as_str().to_owned();
+        let origin = caller.client_app.to_string();
+        let mut seen = Seen::default();
+        let result = self.decide_and_run(caller, ask, &mut seen).await;
+        let reason = match &result {
+            Ok(r) => r
+                .outcome
+                .as_ref()
+                .map(|o| o.reason_code.clone())
+                .unwrap_or_default(),
+            Err(s) => writeback_core::failure_of(s).reason.as_str().to_owned(),
+        };
+        self.cp.metrics.operation(
+            crate::metrics::OperationLabels {
+                kind,
+                domain: seen.domain,
+                origin,
+                reason,
+            },
+            started.elapsed(),
+            seen.agent,
+        );
+        result
+    }
+
+    /// Resolves, authorizes, throttles, records, seals and dispatches one
+    /// operation, and records its outcome.
+    #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, operation_id, domain, kind = %ask.kind))]
+    async fn decide_and_run(
+        &self,
+        caller: Caller,
+        ask: Ask,
+        seen: &mut Seen,
     ) -> Result<pb::OperationResponse, Status> {
         let started = Instant::now();
         let store = &self.cp.store;
@@ -889,9 +943,12 @@ impl Api {
                 None => Ok(None),
             }
         };
+        let reads = Instant::now();
         let (resolved, settings, existing) =
             tokio::join!(resolve, store.settings(&caller.tenant), existing);
+        self.cp.metrics.store_read(reads.elapsed());
         let (domain, target_kind) = resolved?;
+        seen.domain.clone_from(&domain);
         let span = tracing::Span::current();
         span.record("domain", domain.as_str());
 
@@ -997,6 +1054,9 @@ impl Api {
                 0,
             ),
         };
+        if agent_ms > 0 {
+            seen.agent = Some(Duration::from_millis(agent_ms));
+        }
         let ok = reason == ReasonCode::Ok.as_str();
         if let Err(e) = store
             .finish_operation(
@@ -1055,6 +1115,7 @@ impl Api {
             })
             .unwrap_or_default();
         tracing::info!(principal = %caller.principal, target, limit, "reset throttled");
+        self.cp.metrics.throttled();
         let wait_s = (next_s * 1000 - now).max(0).div_euclid(1000);
         Err(Failure::new(
             ReasonCode::Throttled,
@@ -1193,7 +1254,7 @@ impl AuditService for Api {
         &self,
         req: Request<pb::GetOperationRequest>,
     ) -> Result<Response<pb::OperationRecord>, Status> {
-        let caller = authenticate(&self.cp.store, &req).await?;
+        let caller = self.authenticate(&req).await?;
         let id = req.into_inner().operation_id;
         let row = self
             .cp
@@ -1214,7 +1275,7 @@ impl AuditService for Api {
         &self,
         req: Request<pb::ListAuditRequest>,
     ) -> Result<Response<pb::ListAuditResponse>, Status> {
-        let caller = authenticate(&self.cp.store, &req).await?;
+        let caller = self.authenticate(&req).await?;
         require_admin(&caller)?;
         let r = req.into_inner();
         let user =
@@ -1311,7 +1372,7 @@ impl TokenService for Api {
         &self,
         req: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::CreatedToken>, Status> {
-        let caller = authenticate(&self.cp.store, &req).await?;
+        let caller = self.authenticate(&req).await?;
         require_global_admin(&caller)?;
         let r = req.into_inner();
         let principal = crate::auth::normalize_principal(&r.principal)
@@ -1361,7 +1422,7 @@ impl TokenService for Api {
         &self,
         req: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
-        let caller = authenticate(&self.cp.store, &req).await?;
+        let caller = self.authenticate(&req).await?;
         require_global_admin(&caller)?;
         let r = req.into_inner();
         let principal = (!r.principal.trim().is_empty()).then_some(r.principal.as_str());
@@ -1381,7 +1442,7 @@ impl TokenService for Api {
         &self,
         req: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::TokenInfo>, Status> {
-        let caller = authenticate(&self.cp.store, &req).await?;
+        let caller = self.authenticate(&req).await?;
         let id = req.into_inner().token_id;
         let id = if id.trim().is_empty() {
             caller.token_id.clone()

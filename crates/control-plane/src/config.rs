@@ -33,6 +33,9 @@ pub struct ControlPlaneConfig {
     pub enrollment_token_ttl_seconds: u64,
     /// Oldest agent version considered complete in `status`.
     pub min_agent_version: String,
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP); off when
+    /// unset. Use loopback or a management network.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ControlPlaneConfig {
@@ -49,6 +52,7 @@ impl Default for ControlPlaneConfig {
             throttle_per_user_per_hour: 5,
             enrollment_token_ttl_seconds: 3600,
             min_agent_version: "0.1.0".into(),
+            metrics_listen: None,
         }
     }
 }

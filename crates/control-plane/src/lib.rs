@@ -13,6 +13,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod dispatcher;
+pub mod metrics;
 pub mod policy;
 pub mod server;
 
@@ -51,6 +52,8 @@ pub struct ControlPlane {
     pub dispatcher: Dispatcher,
     /// Config.
     pub config: ControlPlaneConfig,
+    /// Prometheus metrics.
+    pub metrics: metrics::Metrics,
 }
 
 impl ControlPlane {
@@ -70,6 +73,7 @@ impl ControlPlane {
             ca,
             dispatcher,
             config,
+            metrics: metrics::Metrics::new(),
         }))
     }
 }

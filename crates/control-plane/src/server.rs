@@ -93,6 +93,17 @@ impl ControlPlane {
             .map_err(|e| ControlPlaneError::Config(format!("reflection: {e}")))?;
 
         let housekeeping = tokio::spawn(housekeeping(self.clone(), health));
+        // The metrics listener stops when the API does.
+        let _metrics = match self.config.metrics_listen {
+            Some(addr) => Some(
+                writeback_core::metrics::spawn_guarded(addr, self.metrics.registry.clone())
+                    .await
+                    .map_err(|e| {
+                        ControlPlaneError::Config(format!("metrics_listen {addr}: {e}"))
+                    })?,
+            ),
+            None => None,
+        };
 
         let api = Api::new(self.clone());
         macro_rules! svc {

@@ -38,6 +38,9 @@ pub struct RelayConfig {
     /// Seconds in-flight operations may still finish after a shutdown
     /// told every agent GoAway.
     pub shutdown_grace_seconds: u32,
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP); off when
+    /// unset. Use loopback or a management network.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl RelayConfig {
@@ -66,6 +69,7 @@ impl Default for RelayConfig {
             max_message_bytes: 256 * 1024,
             max_tunnels_per_agent: 4,
             shutdown_grace_seconds: 10,
+            metrics_listen: None,
         }
     }
 }
@@ -119,6 +123,8 @@ pub struct RelayOptions {
     pub agent_queue_depth: usize,
     /// Max gRPC message size.
     pub max_message_bytes: usize,
+    /// Where to serve Prometheus metrics; off when `None`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl RelayOptions {
@@ -146,6 +152,7 @@ impl RelayOptions {
             ),
             agent_queue_depth: c.agent_queue_depth.max(1),
             max_message_bytes: c.max_message_bytes.max(4096),
+            metrics_listen: c.metrics_listen,
         })
     }
 }

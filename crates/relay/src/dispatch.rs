@@ -20,6 +20,7 @@ use writeback_proto::v1::{
 };
 
 use crate::config::RelayOptions;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 
 /// Longest an operation may wait in the relay, whatever its expiry says.
@@ -31,12 +32,21 @@ const MAX_PROBE_WAIT: Duration = Duration::from_secs(30);
 pub struct DispatchService {
     options: Arc<RelayOptions>,
     registry: Registry,
+    metrics: Metrics,
 }
 
 impl DispatchService {
     /// A service over `registry`.
-    pub fn new(options: Arc<RelayOptions>, registry: Registry) -> DispatchService {
-        DispatchService { options, registry }
+    pub fn new(
+        options: Arc<RelayOptions>,
+        registry: Registry,
+        metrics: Metrics,
+    ) -> DispatchService {
+        DispatchService {
+            options,
+            registry,
+            metrics,
+        }
     }
 
     fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
@@ -105,7 +115,16 @@ impl RelayDispatch for DispatchService {
         let wait = Duration::from_nanos(u64::try_from(left_ns).unwrap_or(u64::MAX))
             .min(MAX_OPERATION_WAIT);
         let id = op.operation_id.clone();
-        match self.registry.dispatch(op, wait).await {
+        let started = std::time::Instant::now();
+        let routed = self.registry.dispatch(op, wait).await;
+        self.metrics.dispatched(
+            match &routed {
+                Ok(_) => "OK",
+                Err(f) => f.reason.as_str(),
+            },
+            started.elapsed(),
+        );
+        match routed {
             Ok(result) => {
                 tracing::debug!(agent_id = %result.agent_id, "operation answered");
                 Ok(Response::new(DispatchResponse {

@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod dispatch;
+pub mod metrics;
 pub mod registry;
 pub mod tunnel;
 
@@ -50,6 +51,7 @@ pub enum RelayError {
 pub struct Relay {
     options: Arc<RelayOptions>,
     registry: Registry,
+    metrics: metrics::Metrics,
 }
 
 impl Relay {
@@ -69,8 +71,14 @@ impl Relay {
         let registry = Registry::with_limits(options.relay_id.clone(), limits);
         Relay {
             options: Arc::new(options),
+            metrics: metrics::Metrics::new(registry.clone()),
             registry,
         }
+    }
+
+    /// The relay's metrics (what `metrics_listen` serves).
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
     }
 
     /// The live-tunnel registry (for status and tests).
@@ -116,10 +124,20 @@ impl Relay {
         let dispatch = RelayDispatchServer::new(dispatch::DispatchService::new(
             self.options.clone(),
             self.registry.clone(),
+            self.metrics.clone(),
         ))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
         tracing::info!(relay_id = %self.options.relay_id, addr = ?local, "relay listening");
+        // The metrics listener stops when the relay does.
+        let _metrics = match self.options.metrics_listen {
+            Some(addr) => Some(
+                writeback_core::metrics::spawn_guarded(addr, self.metrics.registry.clone())
+                    .await
+                    .map_err(|e| RelayError::Config(format!("metrics_listen {addr}: {e}")))?,
+            ),
+            None => None,
+        };
         let registry = self.registry.clone();
         let shutdown = async move {
             shutdown.await;

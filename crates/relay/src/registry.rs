@@ -500,6 +500,11 @@ impl Registry {
             .collect()
     }
 
+    /// Every live agent, all tenants.
+    pub fn all_agents(&self) -> Vec<Arc<AgentConn>> {
+        lock(&self.inner.state).all().cloned().collect()
+    }
+
     /// Number of live tunnels.
     pub fn len(&self) -> usize {
         lock(&self.inner.state).all().count()

@@ -136,6 +136,7 @@ pub fn start_relay(
         heartbeat_timeout: heartbeat * 3,
         agent_queue_depth: 64,
         max_message_bytes: 256 * 1024,
+        metrics_listen: None,
     });
     let (stop, rx) = watch::channel(false);
     let serving = relay.clone();
@@ -346,15 +347,32 @@ impl Stack {
         ))
         .map_err(|e| TestkitError::Stack(format!("directory: {e}")))?;
         let (stop, rx) = watch::channel(false);
-        let mut agent =
-            writeback_agent::runtime::start(&state_dir, Arc::new(directory), 16, wait_true(rx))
-                .map_err(|e| TestkitError::Stack(format!("agent: {e}")))?;
+        // Metrics are kept (not served): tests read them from `agent_metrics`.
+        let mut observability = writeback_agent::runtime::Observability::new(None);
+        directory.register_metrics(&mut observability.registry);
+        let mut agent = writeback_agent::runtime::start(
+            &state_dir,
+            Arc::new(directory),
+            16,
+            Some(observability),
+            wait_true(rx),
+        )
+        .await
+        .map_err(|e| TestkitError::Stack(format!("agent: {e}")))?;
         agent
             .wait_connected(READY_TIMEOUT)
             .await
             .map_err(|e| TestkitError::Stack(format!("agent: {e}")))?;
         self.agents.push((stop, agent));
         Ok(enrollment.agent_id)
+    }
+
+    /// The metrics registry of the `index`th agent started.
+    pub fn agent_metrics(
+        &self,
+        index: usize,
+    ) -> Option<Arc<prometheus_client::registry::Registry>> {
+        self.agents.get(index).and_then(|(_, a)| a.metrics.clone())
     }
 
     /// Stops the `index`th agent started (its tunnel closes).

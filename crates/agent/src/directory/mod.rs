@@ -76,6 +76,7 @@ pub mod pool;
 pub(crate) mod sd;
 mod security;
 mod session;
+mod timing;
 mod wire;
 
 use std::collections::HashSet;

@@ -35,6 +35,7 @@ use tracing::{debug, info, warn};
 
 use super::error::{BindRejection, DirectoryError};
 use super::session::{self, ConnectFailure, DcUrl, Session};
+use super::timing::Timings;
 
 /// Idle time after which a session is probed before reuse.
 pub const PROBE_AFTER: Duration = Duration::from_secs(10);
@@ -97,8 +98,10 @@ pub(crate) struct Pool {
     password: Credential,
     timeout: Duration,
     permits: Arc<Semaphore>,
+    max_sessions: usize,
     returned: Notify,
     state: Mutex<State>,
+    timings: Timings,
 }
 
 struct State {
@@ -214,7 +217,9 @@ impl Pool {
             password,
             timeout,
             permits: Arc::new(Semaphore::new(max_sessions.max(1))),
+            max_sessions: max_sessions.max(1),
             returned: Notify::new(),
+            timings: Timings::default(),
             state: Mutex::new(State {
                 idle: Vec::new(),
                 dcs,
@@ -379,11 +384,14 @@ impl Pool {
         let Some(dc) = self.urls.get(i) else {
             return Err(ConnectFailure::Unreachable("no such DC".into()));
         };
+        let started = Instant::now();
         let result = session::open(dc, &self.tls, &self.bind_dn, password, self.timeout).await;
+        self.timings.observe("connect", started.elapsed());
         let mut state = lock(&self.state);
         match result {
             Ok(mut s) => {
                 s.dc = i;
+                s.timings = Some(self.timings.clone());
                 if let Some(h) = state.dcs.get_mut(i) {
                     *h = DcHealth::default();
                 }
@@ -489,6 +497,18 @@ impl Pool {
         if let Some(h) = lock(&self.state).dcs.get_mut(i) {
             *h = DcHealth::default();
         }
+    }
+
+    /// The request times (for the metrics).
+    pub(crate) fn timings(&self) -> &Timings {
+        &self.timings
+    }
+
+    /// Sessions (idle, in use).
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let idle = lock(&self.state).idle.len();
+        let free = self.permits.available_permits();
+        (idle, self.max_sessions.saturating_sub(free + idle))
     }
 
     /// The number of configured DCs.

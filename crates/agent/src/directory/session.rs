@@ -123,6 +123,8 @@ pub(crate) struct Session {
     pub(crate) opened: Instant,
     /// The connection failed or an operation on it timed out: never reuse it.
     pub(crate) broken: bool,
+    /// Where request times go (the pool's metrics).
+    pub(crate) timings: Option<super::timing::Timings>,
     timeout: Duration,
 }
 
@@ -174,6 +176,7 @@ pub(crate) async fn open(
             dc: 0,
             opened: Instant::now(),
             broken: false,
+            timings: None,
             timeout,
         }),
         Ok(res) if res.rc == rc::INVALID_CREDENTIALS => {
@@ -248,11 +251,13 @@ impl Session {
         if !controls.is_empty() {
             ldap.with_controls(controls);
         }
+        let started = Instant::now();
         let res = ldap
             .with_timeout(self.timeout)
             .search(base, scope, filter, attrs.to_vec())
-            .await
-            .map_err(|e| self.op_error("search", e, false))?;
+            .await;
+        self.observe("search", started);
+        let res = res.map_err(|e| self.op_error("search", e, false))?;
         let ldap3::SearchResult(entries, result) = res;
         if result.rc != rc::SUCCESS && result.rc != 10 {
             return Ok(Err(result));
@@ -351,11 +356,10 @@ impl Session {
         if !controls.is_empty() {
             ldap.with_controls(controls);
         }
-        let res = ldap
-            .with_timeout(self.timeout)
-            .modify(dn, mods)
-            .await
-            .map_err(|e| self.op_error("modify", e, true))?;
+        let started = Instant::now();
+        let res = ldap.with_timeout(self.timeout).modify(dn, mods).await;
+        self.observe("modify", started);
+        let res = res.map_err(|e| self.op_error("modify", e, true))?;
         if res.rc == rc::SUCCESS {
             Ok(Ok(()))
         } else {
@@ -379,6 +383,12 @@ impl Session {
                     during_write: write,
                 }
             }
+        }
+    }
+
+    fn observe(&self, op: &str, started: Instant) {
+        if let Some(t) = &self.timings {
+            t.observe(op, started.elapsed());
         }
     }
 

@@ -558,6 +558,7 @@ impl TestCp {
             ca,
             dispatcher,
             config,
+            metrics: writeback_control_plane::metrics::Metrics::new(),
         });
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await

@@ -138,9 +138,10 @@ async fn enroll_and_start(stack: &Stack, name: &str, applier: Arc<TestApplier>) 
         .await
         .unwrap();
     let (stop, mut rx) = tokio::sync::watch::channel(false);
-    let mut agent = writeback_agent::runtime::start(&dir, applier, 4, async move {
+    let mut agent = writeback_agent::runtime::start(&dir, applier, 4, None, async move {
         let _ = rx.wait_for(|v| *v).await;
     })
+    .await
     .unwrap();
     agent.wait_connected(WAIT).await.unwrap();
     Enrolled {

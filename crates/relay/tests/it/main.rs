@@ -178,6 +178,7 @@ impl TestRelay {
                 heartbeat_timeout: settings.heartbeat_timeout,
                 agent_queue_depth: settings.limits.queue_depth,
                 max_message_bytes: settings.max_message_bytes,
+                metrics_listen: None,
             },
             settings.limits,
         );

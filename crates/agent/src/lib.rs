@@ -11,7 +11,8 @@
 //! grants the service account's rights on the domain (`permissions check|grant`),
 //! [`policy`] reads the password policy and says which pitfalls apply
 //! (`policy`), and [`health`] re-runs both in the background for the health
-//! reports the relays probe.
+//! reports the relays probe. [`metrics`] counts operations, LDAP requests and
+//! sessions, served on `metrics_listen` when set.
 
 #![forbid(unsafe_code)]
 

@@ -2,7 +2,8 @@
 //! toggles, the supported-operation policy, agent enrollment, the dispatch of
 //! each operation to a relay and the durable audit log. State lives in SQLite
 //! (embedded, the default) or PostgreSQL (when several replicas share it),
-//! behind [`store::Store`].
+//! behind [`store::Store`]. [`metrics`] counts every operation by kind,
+//! domain, origin and reason, served on `metrics_listen` when set.
 
 #![forbid(unsafe_code)]
 

@@ -10,7 +10,8 @@
 //! that agent is alive and within the deadline, so an operation is applied
 //! once. It also enforces the per-agent queue and tunnel limits and, on
 //! shutdown, tells agents GoAway and drains operations in flight. The relay
-//! only ever handles sealed envelopes.
+//! only ever handles sealed envelopes. [`metrics`] counts what it routes and
+//! serves it on `metrics_listen` when set.
 
 #![forbid(unsafe_code)]
 

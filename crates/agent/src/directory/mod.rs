@@ -11,7 +11,7 @@
 //! The lookup, the checks and the write of one operation all happen on one session,
 //! so what was read is what is written to. A warm reset, change or unlock is three
 //! LDAP round trips: the user search, one base search of the user (`tokenGroups`
-//! and the scope group, [`eligibility`]) and the modify. The domain's facts are
+//! and the scope group, `eligibility.rs`) and the modify. The domain's facts are
 //! cached ([`domain`]); health checks and the policy report reuse the pool.
 //!
 //! A session that fails before the write, after it was reused, is discarded and the

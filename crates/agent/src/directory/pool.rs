@@ -14,7 +14,7 @@
 //!   the service account binds again regularly and a disabled account or a new
 //!   password takes effect;
 //! - a session whose connection failed or timed out is never reused; a lease
-//!   dropped without [`Lease::release`] (a cancelled operation) closes its
+//!   dropped without `Lease::release` (a cancelled operation) closes its
 //!   connection;
 //! - a DC that could not be connected to is skipped for [`BACKOFF_FIRST`], doubling
 //!   to [`BACKOFF_MAX`]; a successful connection or health probe clears it;

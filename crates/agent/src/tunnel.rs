@@ -176,14 +176,18 @@ async fn session(
             }
             m = inbound.message() => match m {
                 Ok(Some(RelayMessage { body: Some(relay_message::Body::Request(op)) })) => {
-                    let Ok(permit) = slots.clone().acquire_owned().await else {
-                        return Ok(End::Closed);
-                    };
-                    let (executor, tx) = (executor.clone(), tx.clone());
+                    // The operation waits for a free slot in its own task, never
+                    // here: this loop must keep sending heartbeats while
+                    // `max_in_flight` slow operations run, or the relay would take
+                    // the agent for dead. The relay's per-agent queue bounds how
+                    // many wait.
+                    let (executor, tx, slots) = (executor.clone(), tx.clone(), slots.clone());
                     tokio::spawn(async move {
+                        let Ok(_permit) = slots.acquire_owned().await else {
+                            return;
+                        };
                         let result = executor.execute(op).await;
                         let _ = tx.send(message(agent_message::Body::Result(result))).await;
-                        drop(permit);
                     });
                 }
                 Ok(Some(RelayMessage { body: Some(relay_message::Body::Probe(probe)) })) => {

@@ -156,3 +156,49 @@ async fn graceful_shutdown_sends_go_away_and_drains_in_flight_operations() {
     relay.stop().await;
     stuck.release();
 }
+
+/// An agent whose every operation slot is taken by a slow operation keeps
+/// sending heartbeats while the next operation waits for a slot: the relay
+/// keeps its tunnel past the heartbeat limit, and every operation is answered
+/// once by that agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_agent_keeps_its_tunnel_while_operations_wait_for_a_slot() {
+    let pki = Pki::new(TENANT);
+    let settings = RelaySettings {
+        heartbeat: Duration::from_millis(500),
+        heartbeat_timeout: Duration::from_millis(1500),
+        ..RelaySettings::default()
+    };
+    let relay = TestRelay::start(&pki, "relay-1", settings).await;
+    let cp = pki.control_plane(&relay.url);
+    let slow = TestApplier::new(Mode::Block);
+    let mut agent = TestAgent::start(&pki, &[&relay.url], CONTOSO, "a1", slow.clone());
+    agent.connected().await;
+
+    // Five operations for an agent with four slots.
+    let answers: Vec<_> = (0..5)
+        .map(|i| {
+            let cp = cp.clone();
+            let op = unlock(
+                CONTOSO,
+                &format!("user{i}@contoso.test"),
+                Duration::from_secs(30),
+            );
+            tokio::spawn(async move { dispatch(&cp, op).await })
+        })
+        .collect();
+    slow.wait_calls(4).await;
+    // Twice the heartbeat limit with every slot busy and one operation waiting.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(relay.relay.registry().len(), 1, "the tunnel was dropped");
+    assert!(matches!(*agent.state.borrow(), TunnelState::Connected(_)));
+    assert_eq!(slow.count(), 4, "a fifth operation ran without a slot");
+
+    slow.release();
+    for a in answers {
+        let r = a.await.unwrap().expect("answered");
+        assert_eq!(reason(&r), "OK");
+        assert_eq!(r.agent_id, "a1");
+    }
+    assert_eq!(slow.count(), 5);
+}

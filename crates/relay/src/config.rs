@@ -28,7 +28,8 @@ pub struct RelayConfig {
     pub heartbeat_interval_seconds: u32,
     /// Heartbeats an agent may miss before its tunnel is dropped.
     pub heartbeat_misses: u32,
-    /// Requests queued per agent before new ones get OVERLOADED.
+    /// Operations sent to one agent and not yet answered (running or waiting
+    /// for one of its slots) before new ones get OVERLOADED.
     pub agent_queue_depth: usize,
     /// Largest gRPC message accepted or sent, bytes.
     pub max_message_bytes: usize,
@@ -119,7 +120,8 @@ pub struct RelayOptions {
     pub heartbeat_interval: Duration,
     /// Silence after which a tunnel is dropped.
     pub heartbeat_timeout: Duration,
-    /// Per-agent queue depth.
+    /// Operations outstanding per agent before OVERLOADED (see
+    /// [`RelayConfig::agent_queue_depth`]).
     pub agent_queue_depth: usize,
     /// Max gRPC message size.
     pub max_message_bytes: usize,

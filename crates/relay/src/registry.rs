@@ -204,10 +204,33 @@ impl State {
     }
 }
 
+/// One operation counted in an agent's outstanding operations until dropped
+/// (answered, failed or cancelled with the dispatch that held it).
+struct Outstanding<'a>(&'a AgentConn);
+
+impl<'a> Outstanding<'a> {
+    /// Counts one more, unless `limit` are already outstanding.
+    fn reserve(conn: &'a AgentConn, limit: usize) -> Option<Outstanding<'a>> {
+        if conn.outstanding.fetch_add(1, Ordering::Relaxed) >= limit {
+            conn.outstanding.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Outstanding(conn))
+    }
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Relay-wide limits the registry enforces.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Requests queued per agent before new ones get OVERLOADED.
+    /// Operations sent to one agent and not yet answered (running or waiting
+    /// for one of its slots) before new ones get OVERLOADED; also the depth of
+    /// its send queue.
     pub queue_depth: usize,
     /// Tunnels one agent identity may be opening or holding at once;
     /// more get OVERLOADED (a reconnect storm, a misbehaving client).
@@ -604,6 +627,15 @@ impl Registry {
             tried.insert(conn.identity.agent_id.clone());
             tracing::Span::current()
                 .record("agent_id", tracing::field::display(&conn.identity.agent_id));
+            // The agent takes every operation off its tunnel at once (it waits
+            // for a free slot in its own task, so heartbeats keep flowing);
+            // what bounds an agent's backlog is this count of operations sent
+            // and not yet answered.
+            let Some(_slot) = Outstanding::reserve(&conn, self.inner.limits.queue_depth) else {
+                tracing::debug!(agent_id = %conn.identity.agent_id, "agent backlog full");
+                overloaded = true;
+                continue;
+            };
             let (tx, rx) = oneshot::channel();
             lock(&conn.pending).insert(op.operation_id.clone(), tx);
             if conn.is_closed() {
@@ -622,9 +654,8 @@ impl Registry {
                 }
                 continue;
             }
-            conn.outstanding.fetch_add(1, Ordering::Relaxed);
             let answer = tokio::time::timeout_at(deadline, rx).await;
-            conn.outstanding.fetch_sub(1, Ordering::Relaxed);
+            drop(_slot);
             let reason = match answer {
                 Ok(Ok(Answer::Result(result))) => return Ok(result),
                 Ok(Ok(Answer::Lost(reason))) => reason,

@@ -81,6 +81,11 @@ pub fn store_status(e: StoreError) -> Status {
     }
 }
 
+/// How long an operation may take end to end.
+fn timeout_of(config: &crate::ControlPlaneConfig) -> Duration {
+    Duration::from_secs(config.operation_timeout_seconds.max(1))
+}
+
 /// What an operation's metrics need to know of how far it got.
 #[derive(Default)]
 struct Seen {
@@ -969,12 +974,29 @@ impl Api {
             return Err(refusal.into());
         }
 
+        // One request per caller-chosen id at a time, once this caller may run
+        // it (see `flight`); one that waited reads the record again, which the
+        // request before it has finished.
+        let _flight = match &operation_id {
+            None => None,
+            Some(id) => Some(
+                self.cp
+                    .flights
+                    .board(&caller.tenant, id, timeout_of(&self.cp.config))
+                    .await
+                    .map_err(Status::from)?,
+            ),
+        };
+        let existing = match (&_flight, &operation_id) {
+            (Some(f), Some(id)) if f.waited => store.get_operation(&caller.tenant, id).await,
+            _ => existing,
+        };
         let operation_id = operation_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         span.record("operation_id", operation_id.as_str());
         let fail = |f: Failure| -> Status { f.with_operation(operation_id.clone()).into() };
 
         let now = store.now_ms();
-        let timeout = Duration::from_secs(self.cp.config.operation_timeout_seconds.max(1));
+        let timeout = timeout_of(&self.cp.config);
         let deadline_ms = now + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
         // The agents' keys (to seal the password to) are read while the record is
         // written.

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod dispatcher;
+pub mod flight;
 pub mod metrics;
 pub mod policy;
 pub mod server;
@@ -55,6 +56,8 @@ pub struct ControlPlane {
     pub config: ControlPlaneConfig,
     /// Prometheus metrics.
     pub metrics: metrics::Metrics,
+    /// Operation ids in flight (one request per id at a time).
+    pub flights: flight::Flights,
 }
 
 impl ControlPlane {
@@ -75,6 +78,7 @@ impl ControlPlane {
             dispatcher,
             config,
             metrics: metrics::Metrics::new(),
+            flights: flight::Flights::default(),
         }))
     }
 }

@@ -63,6 +63,9 @@ reason_codes! {
     Overloaded => "OVERLOADED", ResourceExhausted;
     /// The operation's deadline passed before an answer.
     Timeout => "TIMEOUT", DeadlineExceeded;
+    /// Another request with the same operation id is still running; retry
+    /// with the same id to get its outcome.
+    OperationInProgress => "OPERATION_IN_PROGRESS", Aborted;
     /// The operation expired before it could be applied; nothing was written.
     OperationExpired => "OPERATION_EXPIRED", DeadlineExceeded;
     /// The password envelope could not be opened (tampered, moved to another

@@ -57,6 +57,7 @@ impl CloseReason {
 }
 
 /// What a dispatcher waiting on a tunnel receives.
+#[derive(Clone)]
 enum Answer {
     Result(OperationResult),
     Lost(CloseReason),
@@ -72,7 +73,10 @@ pub struct AgentConn {
     pub version: String,
     tx: mpsc::Sender<RelayMessage>,
     outstanding: AtomicUsize,
-    pending: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
+    /// Dispatchers waiting for each operation id: more than one when the same
+    /// id is dispatched again while it runs (a retry, another replica); all
+    /// get the one answer, and the agent gets the request once.
+    pending: Mutex<HashMap<String, Vec<oneshot::Sender<Answer>>>>,
     probes: Mutex<HashMap<String, oneshot::Sender<HealthReport>>>,
     closed: AtomicBool,
     close_signal: Notify,
@@ -108,9 +112,35 @@ impl AgentConn {
     /// Hands an agent's result to the dispatcher waiting for it. Returns
     /// false for a late or unknown answer (which the caller logs and drops).
     pub fn complete(&self, result: OperationResult) -> bool {
-        match lock(&self.pending).remove(&result.operation_id) {
-            Some(waiter) => waiter.send(Answer::Result(result)).is_ok(),
-            None => false,
+        let waiters = lock(&self.pending)
+            .remove(&result.operation_id)
+            .unwrap_or_default();
+        let mut delivered = false;
+        for w in waiters {
+            delivered |= w.send(Answer::Result(result.clone())).is_ok();
+        }
+        delivered
+    }
+
+    /// Adds a waiter for `id`; true when another dispatcher already waits for
+    /// it on this tunnel (so the request is not sent again).
+    fn wait_for(&self, id: &str, waiter: oneshot::Sender<Answer>) -> bool {
+        let mut pending = lock(&self.pending);
+        let waiters = pending.entry(id.to_owned()).or_default();
+        waiters.retain(|w| !w.is_closed());
+        let already = !waiters.is_empty();
+        waiters.push(waiter);
+        already
+    }
+
+    /// Forgets the waiters of `id` whose dispatcher stopped waiting.
+    fn prune(&self, id: &str) {
+        let mut pending = lock(&self.pending);
+        if let Some(waiters) = pending.get_mut(id) {
+            waiters.retain(|w| !w.is_closed());
+            if waiters.is_empty() {
+                pending.remove(id);
+            }
         }
     }
 
@@ -139,7 +169,7 @@ impl AgentConn {
         }
         // Wake every dispatcher on this tunnel with the reason, so each
         // decides between failing over, resending and giving up.
-        let waiters: Vec<_> = lock(&self.pending).drain().map(|(_, w)| w).collect();
+        let waiters: Vec<_> = lock(&self.pending).drain().flat_map(|(_, w)| w).collect();
         for w in waiters {
             let _ = w.send(Answer::Lost(reason));
         }
@@ -637,22 +667,29 @@ impl Registry {
                 continue;
             };
             let (tx, rx) = oneshot::channel();
-            lock(&conn.pending).insert(op.operation_id.clone(), tx);
+            let already_sent = conn.wait_for(&op.operation_id, tx);
             if conn.is_closed() {
                 // Closed between the pick and the insert: nobody will wake us.
-                lock(&conn.pending).remove(&op.operation_id);
+                drop(rx);
+                conn.prune(&op.operation_id);
                 continue;
             }
-            let msg = RelayMessage {
-                body: Some(relay_message::Body::Request(OperationRequest::clone(&op))),
-            };
-            if let Err(e) = conn.tx.try_send(msg) {
-                lock(&conn.pending).remove(&op.operation_id);
-                if matches!(e, mpsc::error::TrySendError::Full(_)) {
-                    tracing::debug!(agent_id = %conn.identity.agent_id, "agent queue full");
-                    overloaded = true;
+            if already_sent {
+                tracing::info!(agent_id = %conn.identity.agent_id,
+                    "operation id already on its way to this agent; waiting for that answer");
+            } else {
+                let msg = RelayMessage {
+                    body: Some(relay_message::Body::Request(OperationRequest::clone(&op))),
+                };
+                if let Err(e) = conn.tx.try_send(msg) {
+                    drop(rx);
+                    conn.prune(&op.operation_id);
+                    if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                        tracing::debug!(agent_id = %conn.identity.agent_id, "agent queue full");
+                        overloaded = true;
+                    }
+                    continue;
                 }
-                continue;
             }
             let answer = tokio::time::timeout_at(deadline, rx).await;
             drop(_slot);
@@ -661,7 +698,7 @@ impl Registry {
                 Ok(Ok(Answer::Lost(reason))) => reason,
                 Ok(Err(_)) => CloseReason::Dropped,
                 Err(_) => {
-                    lock(&conn.pending).remove(&op.operation_id);
+                    conn.prune(&op.operation_id);
                     tracing::warn!(agent_id = %conn.identity.agent_id,
                         "agent did not answer before the deadline");
                     return Err(Failure::new(

@@ -559,6 +559,7 @@ impl TestCp {
             dispatcher,
             config,
             metrics: writeback_control_plane::metrics::Metrics::new(),
+            flights: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await

@@ -319,3 +319,36 @@ async fn a_second_connection_of_the_same_identity_replaces_the_first() {
     let connected = pb::PresenceEvent::Connected as i32;
     assert_eq!(a1, vec![connected, connected], "{events:?}");
 }
+
+/// The same operation id dispatched twice while it runs (a retry, a second
+/// control-plane replica): the agent gets it once and both dispatchers get
+/// its one answer.
+#[tokio::test]
+async fn a_repeated_dispatch_of_a_running_id_waits_for_the_same_answer() {
+    let pki = Pki::new(TENANT);
+    let relay = TestRelay::start(&pki, "relay-1", RelaySettings::default()).await;
+    let cp = pki.control_plane(&relay.url);
+    let applier = TestApplier::new(Mode::Block);
+    let mut a = TestAgent::start(&pki, &[&relay.url], CONTOSO, "a1", applier.clone());
+    a.connected().await;
+    let op = unlock(CONTOSO, "alice@contoso.test", Duration::from_secs(20));
+    let id = op.operation_id.clone();
+    let first = tokio::spawn({
+        let (cp, op) = (cp.clone(), op.clone());
+        async move { dispatch(&cp, op).await }
+    });
+    applier.wait_calls(1).await;
+    let second = tokio::spawn({
+        let cp = cp.clone();
+        async move { dispatch(&cp, op).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!first.is_finished() && !second.is_finished());
+    applier.release();
+    for call in [first, second] {
+        let r = call.await.unwrap().expect("answered");
+        assert_eq!(r.operation_id, id);
+        assert_eq!(reason(&r), "OK");
+    }
+    assert_eq!(applier.count_of(&id), 1);
+}

@@ -172,6 +172,37 @@ async fn an_accepted_operation_is_pending_before_it_is_dispatched(db: &TestDb) {
     assert_eq!(t.relay.dispatched().len(), 1);
 }
 
+/// Eight requests with one operation id at once (a client retrying after a
+/// timeout): dispatched once, and every caller gets the one outcome.
+async fn concurrent_requests_with_one_id_dispatch_once_and_share_the_outcome(db: &TestDb) {
+    let t = support::ready(db, Options::default()).await;
+    let admin = t.admin();
+    t.relay.set_mode(Mode::Hold);
+    let id = uuid::Uuid::new_v4().to_string();
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let (admin, id) = (admin.clone(), id.clone());
+            // Some in another spelling of the same id.
+            let id = if i % 2 == 0 { id } else { id.to_uppercase() };
+            tokio::spawn(async move {
+                admin
+                    .reset_with_id("bob@contoso.test", "Retried-Passw0rd!1", &id)
+                    .await
+            })
+        })
+        .collect();
+    t.relay.wait_dispatched(1).await;
+    // Give the others every chance to dispatch too.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(t.relay.dispatched_ids(), vec![id.clone()]);
+    t.relay.release();
+    for c in calls {
+        assert_eq!(c.await.unwrap(), Ok(id.clone()));
+    }
+    assert_eq!(t.relay.dispatched().len(), 1);
+    assert!(t.cp.flights.is_empty());
+}
+
 async fn a_restart_closes_operations_past_their_deadline_as_outcome_unknown(db: &TestDb) {
     let t = support::ready(db, Options::default()).await;
     let now = t.cp.store.now_ms();
@@ -339,5 +370,6 @@ async fn no_password_or_token_is_ever_stored() {
 both_backends!(
     operations_are_listed_newest_first_page_by_page_and_shown_by_id,
     an_accepted_operation_is_pending_before_it_is_dispatched,
+    concurrent_requests_with_one_id_dispatch_once_and_share_the_outcome,
     a_restart_closes_operations_past_their_deadline_as_outcome_unknown,
 );

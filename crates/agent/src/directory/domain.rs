@@ -1,6 +1,6 @@
 //! Facts about the domain that every operation needs and that rarely change: the
-//! naming context, the protected groups found in it, and the configured scope bases
-//! as the DC names them. Read with the first operation's session and kept for
+//! naming context, the protected groups found in it, the configured scope bases
+//! as the DC names them, and the SID of the agent's own service account. Read with the first operation's session and kept for
 //! [`DOMAIN_FACTS_TTL`], then read again by the next operation, so a group or OU
 //! created later is seen without a restart.
 
@@ -26,6 +26,8 @@ pub(crate) struct DomainInfo {
     pub(crate) protected_groups: Vec<(String, &'static str)>,
     /// The configured scope bases as the DC names them (same order).
     pub(crate) scope_bases: Vec<String>,
+    /// The agent's own service account, never written back.
+    pub(crate) service_sid: Sid,
 }
 
 /// The cached facts.
@@ -41,6 +43,7 @@ impl DomainCache {
         &self,
         s: &mut Session,
         scope_bases: &[String],
+        service_account: &str,
     ) -> Result<Arc<DomainInfo>, DirectoryError> {
         {
             let facts = self
@@ -53,7 +56,7 @@ impl DomainCache {
                 return Ok(Arc::clone(info));
             }
         }
-        let info = Arc::new(load_domain(s, scope_bases).await?);
+        let info = Arc::new(load_domain(s, scope_bases, service_account).await?);
         *self
             .facts
             .lock()
@@ -90,6 +93,7 @@ pub(crate) const PROTECTED_ACCOUNT_RIDS: &[u32] = &[500, 502];
 async fn load_domain(
     s: &mut Session,
     scope_bases: &[String],
+    service_account: &str,
 ) -> Result<DomainInfo, DirectoryError> {
     let root = s
         .search_ok(
@@ -143,6 +147,8 @@ async fn load_domain(
         })
         .collect::<Vec<_>>();
     let scope_bases = canonical_bases(s, scope_bases).await?;
+    // Fail closed: without its own SID the agent cannot tell itself apart.
+    let (_, service_sid) = super::security::account_entry(s, &root_dn, service_account).await?;
     info!(
         root_dn = %root_dn,
         domain_sid = ?domain_sid.as_ref().map(ToString::to_string),
@@ -153,6 +159,7 @@ async fn load_domain(
         root_dn,
         protected_groups,
         scope_bases,
+        service_sid,
     })
 }
 

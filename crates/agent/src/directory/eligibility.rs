@@ -157,7 +157,8 @@ pub(crate) fn user_filter(target: &Target) -> Result<String, DirectoryError> {
     ))
 }
 
-/// Protected accounts are never written back: `adminCount=1`, the built-in
+/// Protected accounts are never written back: the agent's own service account,
+/// trust accounts, `adminCount=1`, the built-in
 /// Administrator and krbtgt, and members — direct, nested or by primary group — of
 /// the protected groups. Membership is read from `tokenGroups` (transitive, includes
 /// the primary group and universal groups of other domains; never empty, since it
@@ -174,6 +175,12 @@ async fn check_protected(
         dn: user.dn.clone(),
         by,
     };
+    if user.sid.as_ref() == Some(&domain.service_sid) {
+        return Err(protected(ProtectedBy::ServiceAccount));
+    }
+    if user.uac & wire::UF_TRUST_ACCOUNTS != 0 {
+        return Err(protected(ProtectedBy::TrustAccount));
+    }
     if user.admin_count == 1 {
         return Err(protected(ProtectedBy::AdminCount));
     }

@@ -84,6 +84,12 @@ pub enum ProtectedBy {
     /// Direct, nested or primary-group membership of a protected group, named by
     /// its well-known name.
     Group(&'static str),
+    /// The agent's own service account: resetting it would hand its rights to
+    /// whoever chose the password.
+    ServiceAccount,
+    /// An interdomain, workstation or server trust account
+    /// (`userAccountControl` 0x800, 0x1000 or 0x2000).
+    TrustAccount,
 }
 
 impl fmt::Display for ProtectedBy {
@@ -92,6 +98,8 @@ impl fmt::Display for ProtectedBy {
             ProtectedBy::AdminCount => f.write_str("adminCount=1"),
             ProtectedBy::BuiltinAccount => f.write_str("built-in account"),
             ProtectedBy::Group(name) => write!(f, "member of {name}"),
+            ProtectedBy::ServiceAccount => f.write_str("the agent's service account"),
+            ProtectedBy::TrustAccount => f.write_str("trust account"),
         }
     }
 }
@@ -348,6 +356,10 @@ impl DirectoryError {
                     ProtectedBy::AdminCount => "it is marked as protected (adminCount)".into(),
                     ProtectedBy::BuiltinAccount => "it is a built-in account".into(),
                     ProtectedBy::Group(name) => format!("it is a member of {name}"),
+                    ProtectedBy::ServiceAccount => {
+                        "it is the writeback agent's own service account".into()
+                    }
+                    ProtectedBy::TrustAccount => "it is a trust or computer account".into(),
                 };
                 format!(
                     "the user is a protected administrative account ({why}); passwords of \

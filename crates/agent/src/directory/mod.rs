@@ -473,7 +473,11 @@ impl Directory {
     async fn domain(&self, s: &mut Session) -> Result<Arc<DomainInfo>, DirectoryError> {
         self.inner
             .domain
-            .get(s, &self.inner.config.scope_base_dns)
+            .get(
+                s,
+                &self.inner.config.scope_base_dns,
+                &self.inner.config.bind_dn,
+            )
             .await
     }
 }

@@ -210,11 +210,14 @@ async fn read_dacl(s: &mut Session, dn: &str) -> Result<Vec<u8>, DirectoryError>
 }
 
 /// Find `account` and the SIDs of its token.
-async fn principal(
+/// The entry (DN, `objectSid`, `primaryGroupID`) of `account`, a DN, a UPN or
+/// `DOMAIN\\name`, and its SID; a missing or ambiguous account, or one whose SID
+/// cannot be read, is an error.
+pub(crate) async fn account_entry(
     s: &mut Session,
     root_dn: &str,
     account: &str,
-) -> Result<Principal, DirectoryError> {
+) -> Result<(RawEntry, Sid), DirectoryError> {
     let attrs = &["objectSid", "primaryGroupID"];
     let found = if account.contains('=') {
         match s
@@ -268,6 +271,15 @@ async fn principal(
             rc: 0,
             text: format!("{} has no readable objectSid", entry.dn),
         })?;
+    Ok((entry, sid))
+}
+
+async fn principal(
+    s: &mut Session,
+    root_dn: &str,
+    account: &str,
+) -> Result<Principal, DirectoryError> {
+    let (entry, sid) = account_entry(s, root_dn, account).await?;
     let mut groups = token_groups(s, &entry.dn).await?;
     if groups.is_empty() {
         debug!("tokenGroups not readable; reading group membership instead");

@@ -24,6 +24,9 @@ pub(crate) const IN_CHAIN_RULE: &str = "1.2.840.113556.1.4.1941";
 
 /// `ADS_UF_ACCOUNTDISABLE` in `userAccountControl`.
 pub(crate) const UF_ACCOUNTDISABLE: u32 = 0x2;
+/// `ADS_UF_INTERDOMAIN_TRUST_ACCOUNT | ADS_UF_WORKSTATION_TRUST_ACCOUNT |
+/// ADS_UF_SERVER_TRUST_ACCOUNT` in `userAccountControl`.
+pub(crate) const UF_TRUST_ACCOUNTS: u32 = 0x800 | 0x1000 | 0x2000;
 
 /// The policy-hints control, value `SEQUENCE { INTEGER 1 }`, never critical: a DC
 /// that does not know it (Samba) must ignore it rather than fail the reset.

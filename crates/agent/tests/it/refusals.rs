@@ -4,7 +4,7 @@
 use writeback_agent::directory::{DirectoryError, ProtectedBy, ResetOptions, Target};
 use writeback_core::ReasonCode;
 
-use crate::{admin_config, directory, guid_of, pw, refused, start_dc, upn};
+use crate::{admin_config, config_as, directory, guid_of, pw, refused, start_dc, upn};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_scope_and_protected_accounts() {
@@ -184,4 +184,75 @@ async fn lookups_scope_and_protected_accounts() {
             .unwrap()
     );
     assert!(!dc.kinit("eve", "Eve-Passw0rd-1").await.unwrap());
+}
+
+/// The agent never writes back its own service account (by UPN, DN or GUID,
+/// whichever form the configuration names it by) nor a trust account, even
+/// where its rights would allow it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_account_and_trust_accounts_are_refused() {
+    let dc = start_dc().await;
+    let svc = dc.create_user("svc-self", "Svc-Passw0rd-1!").await.unwrap();
+    let reset = ResetOptions::default();
+    for bind in ["svc-self@contoso.test", svc.as_str()] {
+        let d = directory(config_as(&dc, bind, "Svc-Passw0rd-1!"));
+        for target in [
+            upn(&dc, "svc-self"),
+            Target::ObjectGuid(guid_of(&dc, "svc-self").await),
+        ] {
+            let e = refused(
+                d.reset_password(&target, &pw("Chosen-Passw0rd-1"), reset)
+                    .await,
+                ReasonCode::ProtectedAccount,
+            );
+            assert!(
+                matches!(
+                    e,
+                    DirectoryError::ProtectedAccount {
+                        by: ProtectedBy::ServiceAccount,
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
+            assert!(e.public_message().contains("own service account"), "{e}");
+        }
+    }
+    assert!(
+        dc.try_bind("svc-self@contoso.test", "Svc-Passw0rd-1!")
+            .await
+            .unwrap()
+    );
+
+    // A workstation trust account (a user object with userAccountControl 0x1000),
+    // reset by an administrator-bound agent.
+    let trust = dc.create_user("trusty", "Trust-Passw0rd-1!").await.unwrap();
+    let mut admin = dc.ldap_admin().await.unwrap();
+    let res = admin
+        .modify(
+            &trust,
+            vec![ldap3::Mod::Replace(
+                "userAccountControl",
+                std::collections::HashSet::from(["4096"]),
+            )],
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.rc, 0, "{res:?}");
+    let d = directory(admin_config(&dc));
+    let e = refused(
+        d.reset_password(&upn(&dc, "trusty"), &pw("Chosen-Passw0rd-1"), reset)
+            .await,
+        ReasonCode::ProtectedAccount,
+    );
+    assert!(
+        matches!(
+            e,
+            DirectoryError::ProtectedAccount {
+                by: ProtectedBy::TrustAccount,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }

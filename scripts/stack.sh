@@ -104,11 +104,8 @@ TOML
         local a=$STATE/agents/$d
         if [[ ! -f $a/state/state.toml ]]; then
             mkdir -p "$a"
-            # The token is the first line of the answer (no `head`: with
-            # pipefail, writebackctl's broken pipe would fail the step).
-            local answer
-            answer=$(ctl agent enroll-token --domain "$d")
-            (umask 077 && printf '%s\n' "${answer%%$'\n'*}" >"$a/token")
+            # The one-time token goes to a 0600 file, never to a terminal.
+            ctl agent enroll-token --domain "$d" --out "$a/token" >/dev/null
             "$BIN/writeback-agent" enroll --control-plane "https://$CP_ADDR" \
                 --token-file "$a/token" --state-dir "$a/state"
             rm -f "$a/token"

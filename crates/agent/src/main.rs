@@ -32,8 +32,8 @@ enum Cmd {
         #[arg(long)]
         control_plane: String,
         /// File holding the one-time token; `-` reads it from stdin. (Never
-        /// on the command line, where other users could read it; the
-        /// environment variable WRITEBACK_ENROLLMENT_TOKEN also works.)
+        /// on the command line or in the environment, where other users or
+        /// child processes could read it.)
         #[arg(long)]
         token_file: Option<PathBuf>,
         /// State directory to create (default: the config's state_dir).
@@ -135,31 +135,32 @@ async fn permissions_cmd(config: &AgentConfig, action: PermissionsCmd) -> anyhow
 }
 
 fn read_token(file: Option<PathBuf>) -> anyhow::Result<String> {
-    let from_env = std::env::var("WRITEBACK_ENROLLMENT_TOKEN").ok();
-    match (file, from_env) {
-        (Some(p), _) if p.as_os_str() == "-" => {
+    match file {
+        Some(p) if p.as_os_str() == "-" => {
             let mut s = String::new();
             std::io::stdin()
                 .read_line(&mut s)
                 .context("while reading the token from stdin")?;
             Ok(s.trim().to_owned())
         }
-        (Some(p), _) => Ok(std::fs::read_to_string(&p)
+        Some(p) => Ok(std::fs::read_to_string(&p)
             .with_context(|| format!("while reading {}", p.display()))?
             .trim()
             .to_owned()),
-        (None, Some(t)) => Ok(t),
-        (None, None) => {
-            anyhow::bail!(
-                "give the enrollment token with --token-file FILE (or - for stdin) or WRITEBACK_ENROLLMENT_TOKEN"
-            )
-        }
+        None => anyhow::bail!(
+            "give the enrollment token with --token-file FILE (or - for stdin); `writebackctl \
+             agent enroll-token --out FILE` writes one to a private file"
+        ),
     }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     writeback_core::telemetry::init();
+    // A core file could hold a password in transit, a key or a token.
+    if let Err(e) = writeback_core::harden::no_core_dumps() {
+        tracing::warn!(error = %e, "cannot turn core dumps off");
+    }
     writeback_identity::install_crypto_provider();
     let args = Args::parse();
     let config: AgentConfig =

@@ -212,6 +212,10 @@ pub enum AgentCmd {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl: u32,
+        /// Write the token to this file (created with mode 0600; an existing
+        /// file is truncated and made 0600) instead of standard output.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
     /// List agents.
     List {
@@ -533,7 +537,11 @@ pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Resu
                 token = page.next_page_token;
             }
         }
-        Command::Agent(AgentCmd::EnrollToken { domain, ttl }) => {
+        Command::Agent(AgentCmd::EnrollToken {
+            domain,
+            ttl,
+            out: file,
+        }) => {
             let t = AgentC::with_interceptor(channel, bearer)
                 .create_enrollment_token(pb::CreateEnrollmentTokenRequest {
                     domain,
@@ -541,8 +549,24 @@ pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Resu
                 })
                 .await?
                 .into_inner();
-            writeln!(out, "{}", t.token).map_err(io)?;
-            writeln!(out, "# one-time token, expires {}", when(&t.expires_at)).map_err(io)?;
+            let token = Zeroizing::new(t.token);
+            match file {
+                Some(path) => {
+                    write_secret_file(&path, format!("{}\n", token.as_str()).as_bytes())?;
+                    writeln!(
+                        out,
+                        "# one-time token written to {}, expires {}",
+                        path.display(),
+                        when(&t.expires_at)
+                    )
+                    .map_err(io)?;
+                }
+                None => {
+                    writeln!(out, "{}", token.as_str()).map_err(io)?;
+                    writeln!(out, "# one-time token, expires {}", when(&t.expires_at))
+                        .map_err(io)?;
+                }
+            }
         }
         Command::Agent(AgentCmd::List { domain }) => {
             let mut client = AgentC::with_interceptor(channel, bearer);

@@ -6,6 +6,10 @@ use clap::Parser;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     writeback_identity::install_crypto_provider();
+    // A core file could hold a password read from standard input or a token.
+    if let Err(e) = writeback_core::harden::no_core_dumps() {
+        eprintln!("warning: cannot turn core dumps off: {e}");
+    }
     let cli = writeback_cli::Cli::parse();
     let mut stdout = std::io::stdout();
     match writeback_cli::run(cli, &mut std::io::stdin().lock(), &mut stdout).await {

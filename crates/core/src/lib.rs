@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod harden;
 pub mod metrics;
 pub mod operation;
 pub mod reason;

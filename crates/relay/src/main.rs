@@ -18,6 +18,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     writeback_core::telemetry::init();
+    // A core file could hold a password in transit, a key or a token.
+    if let Err(e) = writeback_core::harden::no_core_dumps() {
+        tracing::warn!(error = %e, "cannot turn core dumps off");
+    }
     writeback_identity::install_crypto_provider();
     let args = Args::parse();
     let config: RelayConfig =

@@ -375,7 +375,42 @@ async fn writebackctl_mints_lists_and_revokes_tokens(db: &TestDb) {
     assert!(out.contains("\trevoked "), "{out}");
 }
 
+/// `agent enroll-token --out FILE` puts the one-time token in a file only its
+/// owner can read (even over an existing world-readable one), not on standard
+/// output.
+async fn an_enrollment_token_goes_to_a_private_file(db: &TestDb) {
+    let t = support::ready(db, Options::default()).await;
+    let file = t.dir.path().join("enroll.token");
+    std::fs::write(&file, "old").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (r, out) = support::ctl(
+        &t,
+        &t.admin_token,
+        &[
+            "agent",
+            "enroll-token",
+            "--domain",
+            "contoso.test",
+            "--out",
+            &file.display().to_string(),
+        ],
+    )
+    .await;
+    r.unwrap();
+    let token = std::fs::read_to_string(&file).unwrap();
+    let token = token.trim();
+    assert!(token.len() > 20, "{token:?}");
+    assert!(
+        !out.contains(token),
+        "the token reached standard output: {out}"
+    );
+    assert!(out.contains("written to"), "{out}");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
 both_backends!(
     tokens_are_minted_expire_and_are_revoked_through_the_api,
     writebackctl_mints_lists_and_revokes_tokens,
+    an_enrollment_token_goes_to_a_private_file,
 );

@@ -237,18 +237,36 @@ pub(crate) async fn account_entry(
     } else {
         let clause = match account.split_once('\\') {
             Some((_, sam)) => format!("(sAMAccountName={})", ldap_escape(sam)),
-            None if account.contains('@') => {
-                format!("(userPrincipalName={})", ldap_escape(account))
-            }
-            None => format!("(sAMAccountName={})", ldap_escape(account)),
+            // An explicit userPrincipalName, or the implicit one every account
+            // binds with: sAMAccountName@domain (Samba's Administrator has no
+            // userPrincipalName at all).
+            None => match account.split_once('@') {
+                Some((local, _)) => format!(
+                    "(|(userPrincipalName={})(sAMAccountName={}))",
+                    ldap_escape(account),
+                    ldap_escape(local)
+                ),
+                None => format!("(sAMAccountName={})", ldap_escape(account)),
+            },
         };
-        s.search_ok(
-            root_dn,
-            Scope::Subtree,
-            &format!("(&(objectClass=user){clause})"),
-            attrs,
-        )
-        .await?
+        let found = s
+            .search_ok(
+                root_dn,
+                Scope::Subtree,
+                &format!("(&(objectClass=user){clause})"),
+                &["objectSid", "primaryGroupID", "userPrincipalName"],
+            )
+            .await?;
+        // An explicit UPN wins over another account's implicit one.
+        let explicit: Vec<RawEntry> = found
+            .iter()
+            .filter(|e| {
+                e.text("userPrincipalName")
+                    .is_some_and(|u| u.eq_ignore_ascii_case(account))
+            })
+            .cloned()
+            .collect();
+        if explicit.is_empty() { found } else { explicit }
     };
     let entry = match found.len() {
         1 => found.into_iter().next().unwrap_or_default(),

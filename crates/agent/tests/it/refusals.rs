@@ -224,6 +224,32 @@ async fn the_service_account_and_trust_accounts_are_refused() {
             .unwrap()
     );
 
+    // Bound by the implicit UPN (sAMAccountName@domain; Samba's Administrator
+    // has no userPrincipalName), the agent still knows itself and works.
+    let implicit = directory(config_as(
+        &dc,
+        &format!("Administrator@{}", dc.domain()),
+        dc.admin_password(),
+    ));
+    implicit.unlock(&upn(&dc, "svc-self")).await.unwrap();
+    let admin_guid = Target::ObjectGuid(guid_of(&dc, "Administrator").await);
+    let e = refused(
+        implicit
+            .reset_password(&admin_guid, &pw("Chosen-Passw0rd-1"), reset)
+            .await,
+        ReasonCode::ProtectedAccount,
+    );
+    assert!(
+        matches!(
+            e,
+            DirectoryError::ProtectedAccount {
+                by: ProtectedBy::ServiceAccount,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+
     // A workstation trust account (a user object with userAccountControl 0x1000),
     // reset by an administrator-bound agent.
     let trust = dc.create_user("trusty", "Trust-Passw0rd-1!").await.unwrap();

@@ -614,19 +614,15 @@ impl EnrollmentService for Api {
                 "the envelope public key must be 32 bytes (X25519)",
             ));
         }
-        // Check the CSR before spending the token.
+        // Check the CSR before spending the token, without signing anything:
+        // the CA signs only after the token is spent.
         let agent_id = format!("agent-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let probe_id = SpiffeId::agent("probe", "probe.invalid", &agent_id)
-            .map_err(|_| status(ReasonCode::Internal, "cannot name the agent"))?;
-        self.cp
-            .ca
-            .sign_agent_csr(&r.csr_pem, &probe_id)
-            .map_err(|_| {
-                status(
-                    ReasonCode::InvalidArgument,
-                    "the certificate signing request is not valid PEM PKCS#10",
-                )
-            })?;
+        writeback_identity::Ca::check_csr(&r.csr_pem).map_err(|_| {
+            status(
+                ReasonCode::InvalidArgument,
+                "the certificate signing request is not valid PEM PKCS#10",
+            )
+        })?;
         let (tenant, domain) = self
             .cp
             .store

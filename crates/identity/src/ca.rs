@@ -110,6 +110,14 @@ impl Ca {
 
     /// Signs an agent's CSR. Only the CSR's public key is used: the subject,
     /// SANs and usages are the CA's choice.
+    /// Checks that `csr_pem` is a well-formed, self-signed PKCS#10 request,
+    /// without signing anything (the CA does no work for a caller whose
+    /// enrollment token has not been checked yet).
+    pub fn check_csr(csr_pem: &str) -> Result<(), Error> {
+        CertificateSigningRequestParams::from_pem(csr_pem)?;
+        Ok(())
+    }
+
     pub fn sign_agent_csr(&self, csr_pem: &str, id: &SpiffeId) -> Result<String, Error> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)?;
         let params = leaf_params(Some(id), &[], &[], true, false)?;
@@ -261,6 +269,22 @@ mod tests {
         let pem = ca.sign_agent_csr(&csr, &id).unwrap();
         let certs = crate::tls::certs_from_pem(&pem).unwrap();
         assert_eq!(crate::tls::spiffe_id_of(&certs[0]).unwrap(), id);
+    }
+
+    #[test]
+    fn a_csr_is_checked_without_signing() {
+        let (csr, _key) = generate_csr().unwrap();
+        assert!(Ca::check_csr(&csr).is_ok());
+        assert!(Ca::check_csr("").is_err());
+        assert!(
+            Ca::check_csr(
+                "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
+            )
+            .is_err()
+        );
+        // Not a request at all: a certificate.
+        let ca = Ca::generate("t1").unwrap();
+        assert!(Ca::check_csr(ca.cert_pem()).is_err());
     }
 
     #[test]

@@ -21,7 +21,8 @@
 #   nftables, its dependencies) and, on systemd machines, started; an engine
 #   from elsewhere (docker-ce) is kept. Without systemd nothing starts it (a
 #   container, like the fresh-machine test's, cannot run one): start
-#   `dockerd` yourself. The storage driver is the engine's own choice.
+#   `dockerd` yourself. The storage driver is the engine's own choice;
+#   fuse-overlayfs comes with docker.io for roots that are themselves overlays.
 # - The test harness (crates/testkit) runs its own Samba AD DCs as child processes on
 #   127.0.0.N with per-DC directories; the distribution's own samba/smbd/nmbd/winbind
 #   daemons must not run, because a daemon listening on 0.0.0.0:389/636/88 makes those
@@ -50,7 +51,9 @@ PACKAGES=(
     python3-venv                                               # the tests' Python gRPC client (python-env.sh)
 )
 # A machine's own engine (docker-ce, or docker.io already there) is kept.
-command -v dockerd >/dev/null || PACKAGES+=(docker.io)
+# fuse-overlayfs: the storage driver dockerd falls back to when its root is
+# itself an overlay (a VM or container image), as on the project's machines.
+command -v dockerd >/dev/null || PACKAGES+=(docker.io fuse-overlayfs)
 DISTRO_UNITS=(samba-ad-dc smbd nmbd winbind)
 
 log() { printf 'install-deps: %s\n' "$*"; }

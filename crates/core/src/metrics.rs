@@ -19,8 +19,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// A registry for `service` (its metrics are `writeback_…`), with the process
-/// collector registered.
+/// A registry whose metrics are `writeback_…`, with the process collector
+/// registered.
 pub fn registry() -> Registry {
     let mut r = Registry::with_prefix("writeback");
     r.register_collector(Box::new(ProcessCollector));

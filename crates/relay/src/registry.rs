@@ -296,6 +296,14 @@ pub struct Registry {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("tunnels", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Held while a tunnel of one identity is being opened or is open; counts
 /// toward [`Limits::max_tunnels_per_agent`].
 pub struct OpenGuard {

@@ -20,4 +20,4 @@ pub mod stack;
 
 pub use error::TestkitError;
 pub use pki::TestCa;
-pub use samba::{SambaDc, tail_lines};
+pub use samba::{SambaDc, tail_lines, unicode_pwd};

@@ -701,7 +701,7 @@ fn random_alnum(len: usize) -> Result<String, TestkitError> {
 }
 
 /// The value AD expects in unicodePwd: UTF-16LE of the password in double quotes.
-fn unicode_pwd(password: &str) -> Vec<u8> {
+pub fn unicode_pwd(password: &str) -> Vec<u8> {
     format!("\"{password}\"")
         .encode_utf16()
         .flat_map(u16::to_le_bytes)

@@ -284,7 +284,8 @@ impl Pool {
         }
     }
 
-    /// An idle, live session (to `dc` only, when given), preferring the first DC.
+    /// An idle, live session (to `dc` only, when given, and then always probed),
+    /// preferring the first DC.
     async fn take_idle(&self, dc: Option<usize>) -> Option<Lease<'_>> {
         loop {
             let (candidate, expired) = {
@@ -316,7 +317,10 @@ impl Pool {
                 debug!(url = %idle.session.url, "an idle session was closed by the DC");
                 continue;
             }
-            if idle.since.elapsed() >= PROBE_AFTER && !idle.session.probe().await {
+            // A health check (`dc` given) always probes; an operation only
+            // after the session sat idle for a while.
+            let stale = dc.is_some() || idle.since.elapsed() >= PROBE_AFTER;
+            if stale && !idle.session.probe().await {
                 debug!(url = %idle.session.url, "an idle session failed its probe");
                 continue;
             }
@@ -465,13 +469,11 @@ impl Pool {
     /// session to it when there is one. Backoff is ignored (a probe is how a DC
     /// leaves it); the bind gate is not.
     pub(crate) async fn probe(&self, i: usize) -> Result<(), DirectoryError> {
-        if let Some(mut lease) = self.take_idle(Some(i)).await {
-            if lease.session.probe().await {
-                self.clear_backoff(i);
-                lease.release();
-                return Ok(());
-            }
-            drop(lease);
+        // An idle session to DC `i` comes back probed (see `take_idle`).
+        if let Some(lease) = self.take_idle(Some(i)).await {
+            self.clear_backoff(i);
+            lease.release();
+            return Ok(());
         }
         let password = self.gate()?;
         let url = self.urls.get(i).map(|d| d.url.clone()).unwrap_or_default();

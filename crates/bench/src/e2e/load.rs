@@ -14,6 +14,8 @@ use tonic::transport::Channel;
 use writeback_identity::{tls, transport};
 use writeback_proto::v1 as pb;
 
+use writeback_testkit::unicode_pwd;
+
 use crate::stack::Domain;
 
 /// When to measure: after `warmup`, for `window`.
@@ -311,12 +313,4 @@ pub async fn verify(api: &Api, domain: &Domain) -> anyhow::Result<()> {
         bail!("{upn} cannot bind with the password writeback just set");
     }
     Ok(())
-}
-
-/// `unicodePwd`'s value: the password in double quotes, UTF-16LE.
-fn unicode_pwd(password: &str) -> Vec<u8> {
-    format!("\"{password}\"")
-        .encode_utf16()
-        .flat_map(u16::to_le_bytes)
-        .collect()
 }

@@ -365,16 +365,9 @@ pub fn svc_password() -> &'static str {
     SVC_PASSWORD
 }
 
+/// `value` and a newline in a new 0600 file (writeback-identity's atomic writer).
 fn write_secret(path: &Path, value: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    writeln!(f, "{value}")?;
+    writeback_identity::ca::write_file(path, format!("{value}\n").as_bytes(), true)?;
     Ok(())
 }
 

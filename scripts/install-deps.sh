@@ -5,7 +5,10 @@
 #
 # - Installs every Debian package the stack and the tests use (PACKAGES below:
 #   Samba AD with its provisioning schema files, LDAP and Kerberos clients,
-#   PostgreSQL, docker-compose, debootstrap for the locally built base image),
+#   PostgreSQL, docker-compose, debootstrap for the locally built base image,
+#   glewlwyd as the tests' OpenID provider, with sqlite3 to initialise its
+#   database, openssl for its RSA signing keys and dbconfig-no-thanks so its
+#   package sets up no database itself),
 #   running `apt-get update` (once) and `apt-get install` only if one of them is
 #   missing. Packages are named explicitly and installed without Recommends:
 #   `samba-ad-provision` is only a Recommends of `samba-ad-dc`, yet
@@ -30,7 +33,9 @@
 #     * While installing, a temporary /usr/sbin/policy-rc.d (exit 101) keeps the
 #       packages' maintainer scripts from starting those daemons, unless one exists.
 #     * On systemd machines the units samba-ad-dc, smbd, nmbd and winbind are
-#       disabled and stopped (those four only).
+#       disabled and stopped (those four only), and so is glewlwyd: the harness
+#       runs its own OpenID providers (crates/testkit/src/oidc.rs), and the
+#       distribution's unit has no database (see the debconf preseed below).
 #     * Without systemd nothing is stopped or killed: if a samba/smbd/nmbd/winbindd
 #       process already runs (for example one started by hand from
 #       /etc/samba/smb.conf), the script only reports it and exits 3, since the Samba
@@ -49,12 +54,13 @@ PACKAGES=(
     postgresql                                                 # the storage tests' second backend
     docker-compose debootstrap ca-certificates binutils        # the compose evaluation: base image, strip
     python3-venv                                               # the tests' Python gRPC client (python-env.sh)
+    glewlwyd dbconfig-no-thanks sqlite3 openssl                # test OpenID provider (testkit oidc.rs)
 )
 # A machine's own engine (docker-ce, or docker.io already there) is kept.
 # fuse-overlayfs: the storage driver dockerd falls back to when its root is
 # itself an overlay (a VM or container image), as on the project's machines.
 command -v dockerd >/dev/null || PACKAGES+=(docker.io fuse-overlayfs)
-DISTRO_UNITS=(samba-ad-dc smbd nmbd winbind)
+DISTRO_UNITS=(samba-ad-dc smbd nmbd winbind glewlwyd)
 
 log() { printf 'install-deps: %s\n' "$*"; }
 die() {
@@ -87,6 +93,11 @@ if ((${#missing[@]} > 0)); then
         trap 'rm -f "$policy_rc"; log "removed temporary $policy_rc"' EXIT
         log "installed temporary $policy_rc so package scripts start no daemons"
     fi
+    # glewlwyd's package would otherwise configure a system database
+    # ("Personalized", the default) and fail without one; the harness brings
+    # its own. dpkg --configure -a finishes an install interrupted that way.
+    echo 'glewlwyd glewlwyd/config_type select No configuration' | debconf-set-selections
+    dpkg --configure -a </dev/null || true
     log "installing: ${missing[*]}"
     apt-get update </dev/null
     apt-get install -y --no-install-recommends "${missing[@]}" </dev/null
@@ -148,7 +159,7 @@ if ((running)); then
 fi
 log "no distro samba daemons running"
 
-for tool in samba samba-tool kinit ldapsearch ip cp pg_ctlcluster debootstrap; do
+for tool in samba samba-tool kinit ldapsearch ip cp pg_ctlcluster debootstrap glewlwyd sqlite3 openssl; do
     command -v "$tool" >/dev/null || die "$tool not found after installation"
 done
 /usr/bin/python3 -c 'import samba.samdb' </dev/null ||

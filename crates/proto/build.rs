@@ -12,9 +12,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "writeback/v1/tunnel.proto",
         "writeback/v1/relay.proto",
         "writeback/v1/control_plane.proto",
+        "writeback/v1/identity.proto",
     ];
+    // Relative to this crate, so a build of another checkout sharing the
+    // target directory (CI's fresh clone) checks its own files, not ours.
+    println!("cargo:rerun-if-changed=build.rs");
     for f in &files {
-        println!("cargo:rerun-if-changed={}", root.join(f).display());
+        println!("cargo:rerun-if-changed=../../proto/{f}");
     }
     let fds = protox::compile(files, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);

@@ -7,6 +7,7 @@ mod compose;
 mod deploy;
 mod enrollment;
 mod metrics;
+mod oidc;
 mod scenarios;
 mod skeleton;
 mod standard_errors;

@@ -1,10 +1,13 @@
 //! `writebackctl`, the command-line client of the control plane: the
-//! tutorial's portal and PowerShell steps as commands. It talks gRPC over
+//! tutorial's portal and PowerShell steps as commands, plus the identity
+//! providers a tenant trusts (`idp`). It talks gRPC over
 //! TLS (trusting the tenant CA) with a bearer token read from a file, and
 //! reads passwords only from standard input or an interactive prompt —
 //! never from the command line, where other users could see them.
 
 #![forbid(unsafe_code)]
+
+mod idp;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -84,6 +87,10 @@ pub enum Command {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Sign-in through OpenID Connect providers: trusted issuers and
+    /// registered client applications.
+    #[command(subcommand)]
+    Idp(idp::IdpCmd),
 }
 
 /// A principal's role.
@@ -321,6 +328,16 @@ pub enum AuditCmd {
         #[arg(long, conflicts_with = "page_token")]
         all: bool,
     },
+    /// The administrative audit trail (issuers trusted, clients
+    /// registered…), newest first.
+    Admin {
+        /// Events per page.
+        #[arg(long, default_value_t = 50)]
+        page_size: u32,
+        /// Follow every page.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// Why a command failed.
@@ -359,7 +376,7 @@ impl From<tonic::Status> for CliError {
 }
 
 #[derive(Clone)]
-struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+pub(crate) struct Bearer(MetadataValue<tonic::metadata::Ascii>);
 
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -697,6 +714,10 @@ pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Resu
                 token = page.next_page_token;
             }
         }
+        Command::Audit(AuditCmd::Admin { page_size, all }) => {
+            idp::admin_events(channel, bearer, page_size, all, out).await?;
+        }
+        Command::Idp(cmd) => idp::run(cmd, channel, bearer, out).await?,
         Command::Token(TokenCmd::Create {
             principal,
             role,

@@ -1,5 +1,6 @@
 //! The client-facing gRPC services: settings and status, domains, agents
-//! and enrollment, password operations, the audit log, and API tokens. Each
+//! and enrollment, password operations, the audit log, API tokens, and the
+//! identity providers a tenant trusts ([`identity`]). Each
 //! handler authenticates the bearer token, checks the caller's role, and
 //! turns every failure into a `tonic::Status` carrying a stable reason code
 //! (never a raw database or directory message). Password operations go
@@ -26,6 +27,8 @@ use crate::ControlPlane;
 use crate::auth::{authenticate, require_admin, require_global_admin};
 use crate::policy::{self, TargetKind};
 use crate::store::{self, Caller, Page, StoreError};
+
+mod identity;
 
 /// Longest password accepted, in characters (AD's own limit is 256).
 const MAX_PASSWORD_CHARS: usize = 256;
@@ -796,7 +799,7 @@ impl PasswordService for Api {
 impl Api {
     /// The caller behind the request's bearer token; a refusal is counted.
     async fn authenticate<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
-        let caller = authenticate(&self.cp.store, req).await;
+        let caller = authenticate(&self.cp, req).await;
         if let Err(s) = &caller
             && s.code() == tonic::Code::Unauthenticated
         {
@@ -960,7 +963,9 @@ impl Api {
             caller.client_app,
             target_kind,
             ask.kind,
-        ) {
+        )
+        .and_then(|()| policy::check_sign_in(&caller.sign_in, target_kind, ask.kind))
+        {
             // A refused operation never becomes an operation: no audit
             // record, no dispatch, and it does not count toward the
             // throttle. The refusal is answered at once and logged here.
@@ -1313,6 +1318,36 @@ impl AuditService for Api {
             next_page_token: next.unwrap_or_default(),
         }))
     }
+
+    async fn list_admin_events(
+        &self,
+        req: Request<pb::ListAdminEventsRequest>,
+    ) -> Result<Response<pb::ListAdminEventsResponse>, Status> {
+        let caller = self.authenticate(&req).await?;
+        require_admin(&caller)?;
+        let r = req.into_inner();
+        let (events, next) = self
+            .cp
+            .store
+            .list_admin_events(&caller.tenant, page(r.page_size, r.page_token))
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::ListAdminEventsResponse {
+            events: events
+                .into_iter()
+                .map(|e| pb::AdminEvent {
+                    event_id: e.event_id,
+                    at: ts(e.at_ms),
+                    principal: e.principal,
+                    client_app: e.client_app,
+                    action: e.action,
+                    object: e.object,
+                    details_json: e.details.to_string(),
+                })
+                .collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
 }
 
 fn record_pb(r: store::OperationRow) -> pb::OperationRecord {
@@ -1463,6 +1498,12 @@ impl TokenService for Api {
         let caller = self.authenticate(&req).await?;
         let id = req.into_inner().token_id;
         let id = if id.trim().is_empty() {
+            if caller.sign_in != store::SignIn::ApiToken {
+                return Err(status(
+                    ReasonCode::InvalidArgument,
+                    "this request was made with an identity provider's token, which writeback cannot revoke; sign out at the identity provider, or name a wbt1 token id",
+                ));
+            }
             caller.token_id.clone()
         } else {
             id.trim().to_owned()

@@ -1,13 +1,15 @@
 //! Bearer-token authentication and role checks. API tokens look like
 //! `wbt1.<64 hex>`; only their SHA-256 is stored, so a database dump yields
 //! no usable token. A token may carry an expiry and can be revoked; either
-//! makes it `UNAUTHENTICATED` at once.
+//! makes it `UNAUTHENTICATED` at once. A bearer token shaped like a JWT goes
+//! to [`crate::oidc`] instead.
 
 use tonic::{Request, Status};
 use writeback_core::{ReasonCode, status};
 use writeback_identity::token::{random_hex, sha256_hex};
 
-use crate::store::{Caller, Role, Store};
+use crate::ControlPlane;
+use crate::store::{Caller, Role};
 
 /// Prefix of API tokens.
 const PREFIX: &str = "wbt1.";
@@ -25,12 +27,14 @@ pub fn now_ms() -> i64 {
     crate::store::Clock::system().now_ms()
 }
 
-/// The caller behind `req`'s `authorization: Bearer …` header.
-pub async fn authenticate<T>(store: &Store, req: &Request<T>) -> Result<Caller, Status> {
+/// The caller behind `req`'s `authorization: Bearer …` header: a `wbt1.`
+/// API token (looked up by its hash) or an identity provider's JWT access
+/// token (verified by [`crate::oidc::Verifier`]).
+pub async fn authenticate<T>(cp: &ControlPlane, req: &Request<T>) -> Result<Caller, Status> {
     let unauthenticated = || {
         status(
             ReasonCode::Unauthenticated,
-            "a valid bearer token is required (authorization: Bearer wbt1.…)",
+            "a valid bearer token is required (authorization: Bearer <wbt1.… or an identity provider's access token>)",
         )
     };
     let header = req
@@ -42,8 +46,18 @@ pub async fn authenticate<T>(store: &Store, req: &Request<T>) -> Result<Caller, 
         .strip_prefix("Bearer ")
         .or_else(|| header.strip_prefix("bearer "))
         .map(str::trim)
-        .filter(|t| t.starts_with(PREFIX))
         .ok_or_else(unauthenticated)?;
+    if crate::oidc::looks_like_jwt(token) {
+        return cp
+            .oidc
+            .authenticate(&cp.store, token)
+            .await
+            .map_err(Status::from);
+    }
+    if !token.starts_with(PREFIX) {
+        return Err(unauthenticated());
+    }
+    let store = &cp.store;
     match store
         .authenticate(&sha256_hex(token.as_bytes()), store.now_ms())
         .await

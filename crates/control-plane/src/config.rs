@@ -36,6 +36,36 @@ pub struct ControlPlaneConfig {
     /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP); off when
     /// unset. Use loopback or a management network.
     pub metrics_listen: Option<SocketAddr>,
+    /// Sign-in through OpenID Connect providers (the issuers themselves are
+    /// configured per tenant through the API).
+    pub oidc: OidcConfig,
+}
+
+/// How the control plane talks to identity providers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OidcConfig {
+    /// Extra CA certificates (PEM) trusted for identity providers' https,
+    /// beside the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Keys older than this are fetched again, seconds.
+    pub jwks_refresh_seconds: u64,
+    /// An issuer's keys are fetched at most once per this many seconds
+    /// (also when tokens name unknown key ids).
+    pub jwks_min_refetch_seconds: u64,
+    /// Timeout of each request to an identity provider, seconds.
+    pub http_timeout_seconds: u64,
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        OidcConfig {
+            ca_file: None,
+            jwks_refresh_seconds: 3600,
+            jwks_min_refetch_seconds: 10,
+            http_timeout_seconds: 5,
+        }
+    }
 }
 
 impl Default for ControlPlaneConfig {
@@ -53,6 +83,7 @@ impl Default for ControlPlaneConfig {
             enrollment_token_ttl_seconds: 3600,
             min_agent_version: "0.1.0".into(),
             metrics_listen: None,
+            oidc: OidcConfig::default(),
         }
     }
 }

@@ -2,8 +2,11 @@
 //! toggles, the supported-operation policy, agent enrollment, the dispatch of
 //! each operation to a relay and the durable audit log. State lives in SQLite
 //! (embedded, the default) or PostgreSQL (when several replicas share it),
-//! behind [`store::Store`]. [`metrics`] counts every operation by kind,
-//! domain, origin and reason, served on `metrics_listen` when set.
+//! behind [`store::Store`]. Callers authenticate with the control plane's
+//! own `wbt1` tokens ([`auth`]) or with the JWT access tokens of the OpenID
+//! Connect issuers a tenant trusts ([`oidc`]). [`metrics`] counts every
+//! operation by kind, domain, origin and reason, served on `metrics_listen`
+//! when set.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +19,7 @@ pub mod config;
 pub mod dispatcher;
 pub mod flight;
 pub mod metrics;
+pub mod oidc;
 pub mod policy;
 pub mod server;
 
@@ -58,6 +62,8 @@ pub struct ControlPlane {
     pub metrics: metrics::Metrics,
     /// Operation ids in flight (one request per id at a time).
     pub flights: flight::Flights,
+    /// Verifies identity-provider tokens.
+    pub oidc: oidc::Verifier,
 }
 
 impl ControlPlane {
@@ -72,6 +78,8 @@ impl ControlPlane {
         let store = Store::connect(&config.database_url()).await?;
         let dispatcher =
             Dispatcher::with_store(ca.clone(), config.relay_urls.clone(), store.clone());
+        let oidc = oidc::Verifier::new(&config.oidc)
+            .map_err(|e| ControlPlaneError::Config(format!("oidc: {e:#}")))?;
         Ok(Arc::new(ControlPlane {
             store,
             ca,
@@ -79,6 +87,7 @@ impl ControlPlane {
             config,
             metrics: metrics::Metrics::new(),
             flights: flight::Flights::default(),
+            oidc,
         }))
     }
 }

@@ -29,10 +29,14 @@
 //! | administrator | change, forced change | another user | any | UNSUPPORTED_OPERATION (changes are self-service) |
 //! | administrator | anything | another administrator | any | UNSUPPORTED_OPERATION |
 //! | end user | anything | another user | any | PERMISSION_DENIED |
+//!
+//! 4. **sign-in** ([`check_sign_in`]) — a self-service reset or unlock by a
+//!    caller signed in through an identity provider needs the issuer's
+//!    strong-authentication policy met (`STRONG_AUTHENTICATION_REQUIRED`).
 
 use writeback_core::{Failure, OperationKind, ReasonCode};
 
-use crate::store::{ClientApp, Role, Settings};
+use crate::store::{ClientApp, Role, Settings, SignIn};
 
 /// Whom the operation targets, relative to the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +76,30 @@ pub fn check_toggles(settings: &Settings, kind: OperationKind) -> Result<(), Fai
         ));
     }
     Ok(())
+}
+
+/// A self-service reset or unlock (no old password) needs a strong sign-in
+/// when the caller came through an identity provider: its issuer's
+/// amr/acr/auth_time policy (`STRONG_AUTHENTICATION_REQUIRED` otherwise).
+/// Changes prove the old password themselves; administrators' operations on
+/// others follow the seed's table; `wbt1` tokens have no sign-in to judge.
+/// Checked after [`decide`], so a refusal by the tables answers first.
+pub fn check_sign_in(
+    sign_in: &SignIn,
+    target: TargetKind,
+    kind: OperationKind,
+) -> Result<(), Failure> {
+    match (target, kind, sign_in) {
+        (TargetKind::Own, OperationKind::Reset | OperationKind::Unlock, SignIn::Weak(why)) => {
+            Err(Failure::new(
+                ReasonCode::StrongAuthenticationRequired,
+                format!(
+                    "resetting or unlocking your own account without the current password needs a strong sign-in: {why}"
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Decides whether an operation may be written back.
@@ -151,6 +179,39 @@ mod tests {
 
     fn code(r: Result<(), Failure>) -> ReasonCode {
         r.err().map_or(ReasonCode::Ok, |f| f.reason)
+    }
+
+    #[test]
+    fn only_self_service_without_the_old_password_needs_a_strong_sign_in() {
+        let weak = SignIn::Weak("password only".into());
+        for kind in [OperationKind::Reset, OperationKind::Unlock] {
+            assert_eq!(
+                code(check_sign_in(&weak, TargetKind::Own, kind)),
+                ReasonCode::StrongAuthenticationRequired
+            );
+            for strong in [SignIn::Strong, SignIn::ApiToken, SignIn::Application] {
+                assert_eq!(
+                    code(check_sign_in(&strong, TargetKind::Own, kind)),
+                    ReasonCode::Ok
+                );
+            }
+            assert_eq!(
+                code(check_sign_in(&weak, TargetKind::OtherEndUser, kind)),
+                ReasonCode::Ok
+            );
+        }
+        for kind in [OperationKind::Change, OperationKind::ForcedChange] {
+            assert_eq!(
+                code(check_sign_in(&weak, TargetKind::Own, kind)),
+                ReasonCode::Ok
+            );
+        }
+        let refusal = check_sign_in(&weak, TargetKind::Own, OperationKind::Reset).unwrap_err();
+        assert!(
+            refusal.message.contains("password only"),
+            "{}",
+            refusal.message
+        );
     }
 
     #[test]

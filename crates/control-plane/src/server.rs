@@ -15,6 +15,7 @@ use writeback_identity::{tls, transport};
 use writeback_proto::v1::{
     agent_service_server::AgentServiceServer, audit_service_server::AuditServiceServer,
     domain_service_server::DomainServiceServer, enrollment_service_server::EnrollmentServiceServer,
+    identity_provider_service_server::IdentityProviderServiceServer,
     password_service_server::PasswordServiceServer, settings_service_server::SettingsServiceServer,
     token_service_server::TokenServiceServer,
 };
@@ -125,6 +126,7 @@ impl ControlPlane {
             .add_service(svc!(PasswordServiceServer))
             .add_service(svc!(AuditServiceServer))
             .add_service(svc!(TokenServiceServer))
+            .add_service(svc!(IdentityProviderServiceServer))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         housekeeping.abort();

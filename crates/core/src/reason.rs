@@ -43,6 +43,19 @@ reason_codes! {
     InvalidArgument => "INVALID_ARGUMENT", InvalidArgument;
     /// No valid bearer token, or the token expired or was revoked.
     Unauthenticated => "UNAUTHENTICATED", Unauthenticated;
+    /// The identity provider's token expired; get a fresh one.
+    TokenExpired => "TOKEN_EXPIRED", Unauthenticated;
+    /// The token's client application is not registered with writeback for
+    /// the token's issuer.
+    ClientNotRegistered => "CLIENT_NOT_REGISTERED", PermissionDenied;
+    /// The token is valid but names no usable principal, or no role mapping
+    /// applies and the issuer has no default role.
+    PrincipalNotMapped => "PRINCIPAL_NOT_MAPPED", PermissionDenied;
+    /// A self-service reset or unlock without the old password needs a
+    /// stronger or more recent sign-in (the issuer's amr/acr/auth_time policy).
+    StrongAuthenticationRequired => "STRONG_AUTHENTICATION_REQUIRED", Unauthenticated;
+    /// The token's issuer (discovery or keys) could not be reached.
+    IssuerUnreachable => "ISSUER_UNREACHABLE", Unavailable;
     /// The caller's role may not do this.
     PermissionDenied => "PERMISSION_DENIED", PermissionDenied;
     /// The named object (operation, agent) does not exist.

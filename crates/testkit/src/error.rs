@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong while starting or talking to a test domain controller.
+/// Everything that can go wrong while starting or talking to a test domain controller
+/// or the test OpenID provider.
 ///
 /// Messages carry the context a failing test needs (stderr of a tool, the tail of the
 /// Samba log) so that a red test explains itself.
@@ -82,6 +83,31 @@ pub enum TestkitError {
         waited: std::time::Duration,
         last_error: String,
         log_tail: String,
+    },
+
+    /// The test OpenID provider (glewlwyd) exited before it became ready.
+    #[error("glewlwyd exited early ({status}); log tail:\n{log_tail}")]
+    OidcExited { status: String, log_tail: String },
+
+    /// The test OpenID provider did not become ready before the deadline.
+    #[error("glewlwyd not ready after {waited:?}: last error: {last_error}; log tail:\n{log_tail}")]
+    OidcNotReady {
+        waited: std::time::Duration,
+        last_error: String,
+        log_tail: String,
+    },
+
+    /// An HTTP request to the test OpenID provider failed (connect, TLS, body); the
+    /// detail carries the whole error chain.
+    #[error("oidc {op}: {detail}")]
+    Http { op: String, detail: String },
+
+    /// The test OpenID provider answered with an unexpected status or body.
+    #[error("oidc {op} returned {status}: {body}")]
+    OidcApi {
+        op: String,
+        status: u16,
+        body: String,
     },
 
     /// The in-process stack (control plane, relay, agents) failed.

@@ -7,6 +7,10 @@
 //! binary keeps DCs running for the local stack (`scripts/stack.sh up`).
 //! [`docker`] runs containers for the tests that need a machine of their own (a
 //! clean Debian for `scripts/install-deps.sh`, the docker-compose evaluation).
+//! [`oidc::OidcProvider`] runs a real OpenID provider (Debian's glewlwyd) over HTTPS
+//! on 127.0.0.1, issuing RS256 JWT access tokens (password, client-credentials, and
+//! password + HOTP through the authorization code flow) for the control plane's
+//! token validation tests.
 //!
 //! Everything is polled with deadlines (no fixed sleeps), nothing listens on fixed
 //! shared ports, and several domain controllers run side by side, also from parallel
@@ -14,10 +18,12 @@
 
 pub mod docker;
 mod error;
+pub mod oidc;
 pub mod pki;
 pub mod samba;
 pub mod stack;
 
 pub use error::TestkitError;
+pub use oidc::OidcProvider;
 pub use pki::TestCa;
 pub use samba::{SambaDc, tail_lines, unicode_pwd};

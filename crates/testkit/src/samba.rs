@@ -604,7 +604,7 @@ impl Drop for SambaDc {
     }
 }
 
-fn keep_dirs() -> bool {
+pub(crate) fn keep_dirs() -> bool {
     std::env::var_os("WRITEBACK_TESTKIT_KEEP").is_some_and(|v| v == "1")
 }
 
@@ -682,7 +682,7 @@ fn random_password() -> Result<String, TestkitError> {
     Ok(format!("Wb!{}", random_alnum(24)?))
 }
 
-fn random_alnum(len: usize) -> Result<String, TestkitError> {
+pub(crate) fn random_alnum(len: usize) -> Result<String, TestkitError> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut out = String::with_capacity(len);
     let mut buf = [0u8; 64];
@@ -1105,7 +1105,7 @@ fn check_running(child: &mut Child, log: &Path) -> Result<(), TestkitError> {
     }
 }
 
-fn spawn_error(program: &str, e: std::io::Error) -> TestkitError {
+pub(crate) fn spawn_error(program: &str, e: std::io::Error) -> TestkitError {
     if e.kind() == std::io::ErrorKind::NotFound {
         TestkitError::MissingTool {
             program: program.to_string(),
@@ -1116,12 +1116,12 @@ fn spawn_error(program: &str, e: std::io::Error) -> TestkitError {
     }
 }
 
-fn create_dir(path: &Path) -> Result<(), TestkitError> {
+pub(crate) fn create_dir(path: &Path) -> Result<(), TestkitError> {
     std::fs::create_dir_all(path)
         .map_err(|e| TestkitError::io(format!("create {}", path.display()), e))
 }
 
-fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TestkitError> {
+pub(crate) fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TestkitError> {
     let mut file = OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -1134,7 +1134,7 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TestkitErro
 }
 
 /// The last 40 lines (at most 16 KiB) of a log file, for error messages.
-fn log_tail(path: &Path) -> String {
+pub(crate) fn log_tail(path: &Path) -> String {
     const MAX: u64 = 16 * 1024;
     let read = || -> std::io::Result<String> {
         let mut file = File::open(path)?;

@@ -79,6 +79,14 @@ impl Client {
     pub fn audit(&self) -> pb::audit_service_client::AuditServiceClient<Channel> {
         pb::audit_service_client::AuditServiceClient::new(self.channel.clone())
     }
+    /// IdentityProviderService client.
+    pub fn identity_providers(
+        &self,
+    ) -> pb::identity_provider_service_client::IdentityProviderServiceClient<Channel> {
+        pb::identity_provider_service_client::IdentityProviderServiceClient::new(
+            self.channel.clone(),
+        )
+    }
 }
 
 /// Control plane + relays + agents in this process.
@@ -165,6 +173,17 @@ impl Stack {
         relays: usize,
         database_url: Option<String>,
     ) -> Result<Stack, TestkitError> {
+        Stack::start_configured(tenant, relays, database_url, |_| {}).await
+    }
+
+    /// [`Stack::start_with`], with `configure` adjusting the control
+    /// plane's configuration first (e.g. the identity providers' CA).
+    pub async fn start_configured(
+        tenant: &str,
+        relays: usize,
+        database_url: Option<String>,
+        configure: impl FnOnce(&mut ControlPlaneConfig),
+    ) -> Result<Stack, TestkitError> {
         writeback_identity::install_crypto_provider();
         let dir = tempfile::tempdir()?;
         let data_dir = dir.path().join("cp");
@@ -187,6 +206,8 @@ impl Stack {
             operation_timeout_seconds: 20,
             ..ControlPlaneConfig::default()
         };
+        let mut config = config;
+        configure(&mut config);
         let admin_token_file = dir.path().join("admin.token");
         bootstrap::init(
             &config,

@@ -50,7 +50,7 @@ impl Role {
     }
 
     /// Privilege order: user < password administrator < global administrator.
-    fn rank(self) -> u8 {
+    pub fn rank(self) -> u8 {
         match self {
             Role::User => 0,
             Role::PasswordAdmin => 1,
@@ -120,8 +120,44 @@ pub struct Caller {
     pub role: Role,
     /// The application the token was issued to.
     pub client_app: ClientApp,
-    /// The token's id (for revocation and logs; not a secret).
+    /// The token's id (for revocation and logs; not a secret): a `wbt1`
+    /// token's id, or an identity-provider token's `jti`.
     pub token_id: String,
+    /// How the caller signed in.
+    pub sign_in: SignIn,
+}
+
+/// How the caller signed in, which decides whether they may reset or unlock
+/// their own account without the old password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignIn {
+    /// A `wbt1` API token, minted by an administrator for a script or for
+    /// break-glass use: there is no sign-in to judge.
+    ApiToken,
+    /// An application acting as itself (client-credentials grant).
+    Application,
+    /// An identity-provider token meeting the issuer's strong-authentication
+    /// policy.
+    Strong,
+    /// An identity-provider token that does not; the sentence says why.
+    Weak(String),
+}
+
+impl SignIn {
+    /// True when a self-service reset or unlock may go ahead.
+    pub fn allows_self_service(&self) -> bool {
+        !matches!(self, SignIn::Weak(_))
+    }
+
+    /// `api_token`, `application`, `strong` or `weak`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SignIn::ApiToken => "api_token",
+            SignIn::Application => "application",
+            SignIn::Strong => "strong",
+            SignIn::Weak(_) => "weak",
+        }
+    }
 }
 
 pub(super) fn parse_client_app(s: &str) -> Result<ClientApp, StoreError> {
@@ -335,6 +371,7 @@ impl Store {
             role: Role::parse(&role).ok_or(StoreError::Corrupt("role"))?,
             client_app: parse_client_app(&client_app)?,
             token_id: row.try_get("token_id")?,
+            sign_in: SignIn::ApiToken,
         }))
     }
 

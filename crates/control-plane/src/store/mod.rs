@@ -1,6 +1,8 @@
 //! Durable state of the control plane behind one [`Store`] handle: tenants and
 //! their toggles, domains and UPN suffixes, principals and API tokens,
-//! one-time enrollment tokens, agents, and the operation audit log.
+//! one-time enrollment tokens, agents, the operation audit log, the OpenID
+//! Connect issuers and clients a tenant trusts, and the administrative audit
+//! trail.
 //!
 //! The store talks to SQLite (`sqlite://path`, the default, created when
 //! missing) or PostgreSQL (`postgres://…`, when several control-plane replicas
@@ -9,8 +11,9 @@
 //!
 //! Conventions:
 //! - every table has a `tenant_id` and every query filters by it, except the
-//!   three that discover the tenant or sweep all of them:
-//!   [`Store::authenticate`], [`Store::consume_enrollment_token`] and
+//!   ones that discover the tenant or sweep all of them:
+//!   [`Store::authenticate`], [`Store::client_by_issuer_url`],
+//!   [`Store::issuer_url_trusted`], [`Store::consume_enrollment_token`] and
 //!   [`Store::close_expired_pending`];
 //! - no secret is stored: token columns hold lowercase hex SHA-256 hashes that
 //!   the caller computes (see [`hash_secret`]); a value that is not such a hash
@@ -22,9 +25,11 @@
 //! - domain names and UPN suffixes are stored lowercase; every method that
 //!   takes one lowercases it first.
 
+mod admin_events;
 mod agents;
 mod auth;
 mod domains;
+mod identity;
 mod operations;
 mod tenants;
 
@@ -39,9 +44,11 @@ use sqlx::query::Query;
 use sqlx::{Any, AnyPool};
 use writeback_core::ReasonCode;
 
+pub use admin_events::{AdminEvent, NewAdminEvent};
 pub use agents::{AgentRow, NewAgent};
-pub use auth::{Caller, ClientApp, Role, TokenRow};
+pub use auth::{Caller, ClientApp, Role, SignIn, TokenRow};
 pub use domains::DomainRow;
+pub use identity::{ClientRegistration, IssuerConfig, RoleMapping, StrongAuthPolicy};
 pub use operations::{Finish, NewOperation, OperationRow, OperationState, RESTART_TIMEOUT_MESSAGE};
 pub use tenants::{Settings, SettingsUpdate};
 

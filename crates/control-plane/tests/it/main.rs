@@ -39,6 +39,7 @@ mod api;
 mod domains;
 mod enrollment;
 mod harness;
+mod identity;
 mod operations;
 mod support;
 mod tenants;

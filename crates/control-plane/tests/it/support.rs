@@ -560,6 +560,7 @@ impl TestCp {
             config,
             metrics: writeback_control_plane::metrics::Metrics::new(),
             flights: Default::default(),
+            oidc: writeback_control_plane::oidc::Verifier::new(&Default::default()).unwrap(),
         });
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await

@@ -1,11 +1,13 @@
-//! Integration tests of the testkit against real Samba AD domain controllers.
+//! Integration tests of the testkit against real Samba AD domain controllers and a
+//! real OpenID provider (glewlwyd).
 //!
-//! These need root and the Samba packages (scripts/install-deps.sh); they fail, never
-//! skip, when Samba is missing.
+//! These need root and the Samba and glewlwyd packages (scripts/install-deps.sh); they
+//! fail, never skip, when those are missing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod fresh_machine;
+mod oidc;
 mod pki;
 mod samba_dc;
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Python virtual environment the tests use for a gRPC client written by
-# no one here (grpcio, grpcio-status, grpcio-tools, grpcio-reflection, from
-# scripts/python-requirements.txt), with Debian's /usr/bin/python3
+# no one here (grpcio, grpcio-status, grpcio-tools, grpcio-reflection) and
+# for a real SMTP server (aiosmtpd), from scripts/python-requirements.txt,
+# with Debian's /usr/bin/python3
 # (python3-venv, installed by scripts/install-deps.sh, which runs this).
 #
 #   scripts/python-env.sh     # prints the environment's python
@@ -31,6 +32,6 @@ else
     "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-input "${cert_opt[@]}" -r "$REQS"
     echo "$stamp" >"$VENV/.requirements"
 fi
-"$VENV/bin/python" -c 'import grpc, grpc_status, grpc_tools, grpc_reflection' ||
-    { log "error: $VENV cannot import the gRPC packages"; exit 1; }
+"$VENV/bin/python" -c 'import grpc, grpc_status, grpc_tools, grpc_reflection, aiosmtpd' ||
+    { log "error: $VENV cannot import the gRPC and SMTP packages"; exit 1; }
 echo "$VENV/bin/python"

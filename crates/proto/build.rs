@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "writeback/v1/relay.proto",
         "writeback/v1/control_plane.proto",
         "writeback/v1/identity.proto",
+        "writeback/v1/password_quality.proto",
     ];
     // Relative to this crate, so a build of another checkout sharing the
     // target directory (CI's fresh clone) checks its own files, not ours.
@@ -27,6 +28,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
     tonic_prost_build::configure()
+        // Rarely set and large: boxed, so every OperationResult stays small.
+        .boxed(".writeback.v1.OperationResult.policy_report")
         .build_client(std::env::var_os("CARGO_FEATURE_CLIENT").is_some())
         .build_server(std::env::var_os("CARGO_FEATURE_SERVER").is_some())
         .compile_fds(fds)?;

@@ -8,6 +8,7 @@ mod deploy;
 mod enrollment;
 mod metrics;
 mod oidc;
+mod password_quality;
 mod scenarios;
 mod skeleton;
 mod standard_errors;

@@ -282,12 +282,12 @@ async fn real_provider_tokens_drive_the_seeds_scenarios_in_both_forests() {
             .change_password(weak.request(pb::ChangePasswordRequest {
                 user: Some(user_ref("alice", dc)),
                 old_password: "Sspr-Passw0rd!2".into(),
-                new_password: "Change-Passw0rd!3".into(),
+                new_password: "Change-Horizon!3".into(),
                 ..Default::default()
             }))
             .await
             .unwrap();
-        assert!(binds(dc, "alice", "Change-Passw0rd!3").await);
+        assert!(binds(dc, "alice", "Change-Horizon!3").await);
 
         // carol's group makes her a password administrator: she resets alice
         // from the portal.
@@ -380,7 +380,7 @@ fn bad_signature(token: &str) -> String {
 
 /// Runs writebackctl against the stack (as the global administrator unless
 /// `token_file` names another token) with `stdin`; its output.
-async fn ctl(
+pub(crate) async fn ctl(
     stack: &Stack,
     token_file: Option<&std::path::Path>,
     args: &[&str],

@@ -7,9 +7,11 @@
 use secrecy::SecretString;
 use writeback_core::{Failure, OperationKind, ReasonCode};
 use writeback_envelope::Secrets;
-use writeback_proto::v1::DcStatus;
+use writeback_proto::v1::{DcStatus, PasswordPolicy, PolicyReport};
 
-use crate::directory::{Directory, DirectoryError, ResetOptions};
+use crate::directory::{
+    Directory, DirectoryError, PasswordPolicy as Policy, PolicyFacts, ResetOptions, Target,
+};
 use crate::executor::{Apply, ValidOperation};
 use crate::health::Checks;
 use crate::{permissions, policy};
@@ -48,6 +50,11 @@ impl Apply for Directory {
             }
             OperationKind::Unlock => self.unlock(&op.target).await.map_err(failure),
         }
+    }
+
+    async fn policy(&self, target: Option<&Target>) -> Result<PolicyReport, Failure> {
+        let facts = self.policy_facts(target).await.map_err(failure)?;
+        Ok(policy_report(&facts))
     }
 
     async fn health(&self) -> Vec<DcStatus> {
@@ -89,5 +96,47 @@ impl Apply for Directory {
             policy_warnings,
             checked_at: Some(time::OffsetDateTime::now_utc()),
         }
+    }
+}
+
+fn policy_pb(source: &str, precedence: u32, p: &Policy, applies_to: &[String]) -> PasswordPolicy {
+    PasswordPolicy {
+        source: source.to_owned(),
+        precedence,
+        min_length: p.min_length,
+        complexity: p.complexity,
+        history_length: p.history_length,
+        min_age_seconds: p.min_age.as_secs(),
+        max_age_seconds: p.max_age.map_or(0, |d| d.as_secs()),
+        lockout_threshold: p.lockout_threshold,
+        lockout_duration_seconds: p.lockout_duration.map_or(0, |d| d.as_secs()),
+        applies_to: applies_to.to_vec(),
+    }
+}
+
+/// The wire form of what the DC said about the policies.
+fn policy_report(facts: &PolicyFacts) -> PolicyReport {
+    let (source, effective) = facts.effective();
+    let precedence = facts
+        .fine_grained
+        .iter()
+        .find(|p| p.name == source)
+        .map_or(0, |p| p.precedence);
+    let user = facts.user.as_ref();
+    PolicyReport {
+        domain_default: Some(policy_pb("domain", 0, &facts.domain, &[])),
+        fine_grained: facts
+            .fine_grained
+            .iter()
+            .map(|p| policy_pb(&p.name, p.precedence, &p.policy, &p.applies_to))
+            .collect(),
+        fine_grained_readable: facts.fine_grained_readable,
+        effective: user.map(|_| policy_pb(source, precedence, effective, &[])),
+        account_name: user.map(|u| u.account_name.clone()).unwrap_or_default(),
+        display_name: user.map(|u| u.display_name.clone()).unwrap_or_default(),
+        password_last_set: user
+            .and_then(|u| u.password_last_set)
+            .map(|seconds| prost_types::Timestamp { seconds, nanos: 0 }),
+        directory_vendor: if facts.samba { "samba" } else { "windows" }.to_owned(),
     }
 }

@@ -4,7 +4,9 @@
 //! names a user, and that its envelope opens with this agent's key under the
 //! operation's own binding. A repeated id — a relay failing over, a retry —
 //! is answered with the first result; a concurrent duplicate waits for the
-//! first attempt instead of running again.
+//! first attempt instead of running again. A policy query
+//! (`OPERATION_KIND_POLICY_QUERY`) writes nothing: it is checked the same way
+//! (minus the envelope) and answered with the policies the DC enforces.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -15,7 +17,8 @@ use writeback_core::operation::user_ref_key;
 use writeback_core::{Failure, OperationKind, ReasonCode};
 use writeback_envelope::{Binding, Secrets};
 use writeback_proto::v1::{
-    DcStatus, OperationOutcome, OperationRequest, OperationResult, user_ref,
+    self as v1, DcStatus, OperationOutcome, OperationRequest, OperationResult, PolicyReport,
+    user_ref,
 };
 
 use crate::directory::Target;
@@ -53,6 +56,14 @@ pub trait Apply: Send + Sync + 'static {
     /// never per probe. The default verifies nothing.
     async fn checks(&self) -> Checks {
         Checks::default()
+    }
+    /// The domain's password policies and, for `target`, the user's effective
+    /// one (an `OPERATION_KIND_POLICY_QUERY`). The default reads nothing.
+    async fn policy(&self, _target: Option<&Target>) -> Result<PolicyReport, Failure> {
+        Err(Failure::new(
+            ReasonCode::Unavailable,
+            "this agent cannot read password policies",
+        ))
     }
 }
 
@@ -138,6 +149,9 @@ impl Executor {
     #[tracing::instrument(skip_all, fields(operation_id = %op.operation_id, domain = %op.domain))]
     pub async fn execute(&self, op: OperationRequest) -> OperationResult {
         let started = Instant::now();
+        if op.kind == v1::OperationKind::PolicyQuery as i32 {
+            return self.answer_policy_query(op, started).await;
+        }
         let id = op.operation_id.clone();
         let outcome = if id.is_empty() {
             outcome_of(Err(Failure::new(
@@ -169,6 +183,43 @@ impl Executor {
             outcome: Some(outcome),
             agent_id: self.enrollment.agent_id.clone(),
             agent_duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            policy_report: None,
+        }
+    }
+
+    /// A policy query: read-only, so it is neither remembered nor deduplicated;
+    /// it is checked like an operation (tenant, domain, expiry, target).
+    async fn answer_policy_query(&self, op: OperationRequest, started: Instant) -> OperationResult {
+        let report = async {
+            self.check_destination(&op)?;
+            let target = match op.target.as_ref().and_then(|t| t.by.as_ref()) {
+                None => None,
+                Some(_) => Some(target_of(&op)?),
+            };
+            self.applier.policy(target.as_ref()).await
+        }
+        .await;
+        let (outcome, policy_report) = match report {
+            Ok(report) => (
+                OperationOutcome {
+                    reason_code: ReasonCode::Ok.as_str().to_owned(),
+                    message: "the password policy was read".to_owned(),
+                    applied: false,
+                },
+                Some(Box::new(report)),
+            ),
+            Err(f) => (outcome_of(Err(f)), None),
+        };
+        tracing::info!(reason = %outcome.reason_code, "policy query answered");
+        if let Some(m) = &self.metrics {
+            m.operation("policy_query", &outcome.reason_code, started.elapsed());
+        }
+        OperationResult {
+            operation_id: op.operation_id,
+            outcome: Some(outcome),
+            agent_id: self.enrollment.agent_id.clone(),
+            agent_duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            policy_report,
         }
     }
 
@@ -183,6 +234,20 @@ impl Executor {
     }
 
     fn validate(&self, op: &OperationRequest) -> Result<ValidOperation, Failure> {
+        self.check_destination(op)?;
+        let kind = OperationKind::from_wire(op.kind)
+            .ok_or_else(|| Failure::new(ReasonCode::InvalidArgument, "unknown operation kind"))?;
+        Ok(ValidOperation {
+            id: op.operation_id.clone(),
+            kind,
+            target: target_of(op)?,
+            must_change_at_next_logon: op.must_change_at_next_logon,
+            unlock: op.unlock,
+        })
+    }
+
+    /// This agent's tenant and domain, and not expired.
+    fn check_destination(&self, op: &OperationRequest) -> Result<(), Failure> {
         if op.tenant != self.enrollment.tenant
             || !op.domain.eq_ignore_ascii_case(&self.enrollment.domain)
         {
@@ -194,8 +259,6 @@ impl Executor {
                 ),
             ));
         }
-        let kind = OperationKind::from_wire(op.kind)
-            .ok_or_else(|| Failure::new(ReasonCode::InvalidArgument, "unknown operation kind"))?;
         let expires = op.expires_at.as_ref().ok_or_else(|| {
             Failure::new(ReasonCode::InvalidArgument, "the operation has no expiry")
         })?;
@@ -205,27 +268,7 @@ impl Executor {
                 "the operation expired before it reached the agent; nothing was written",
             ));
         }
-        let target = match op.target.as_ref().and_then(|t| t.by.as_ref()) {
-            Some(user_ref::By::Upn(upn)) if !upn.is_empty() => Target::Upn(upn.clone()),
-            Some(user_ref::By::ObjectGuid(g)) => {
-                Target::ObjectGuid(uuid::Uuid::parse_str(g).map_err(|_| {
-                    Failure::new(ReasonCode::InvalidArgument, "objectGUID is not a GUID")
-                })?)
-            }
-            _ => {
-                return Err(Failure::new(
-                    ReasonCode::InvalidArgument,
-                    "the operation names no user",
-                ));
-            }
-        };
-        Ok(ValidOperation {
-            id: op.operation_id.clone(),
-            kind,
-            target,
-            must_change_at_next_logon: op.must_change_at_next_logon,
-            unlock: op.unlock,
-        })
+        Ok(())
     }
 
     fn open(&self, op: &OperationRequest, valid: &ValidOperation) -> Result<Secrets, Failure> {
@@ -271,6 +314,22 @@ impl Executor {
             ));
         }
         Ok(secrets)
+    }
+}
+
+/// The user an operation names.
+fn target_of(op: &OperationRequest) -> Result<Target, Failure> {
+    match op.target.as_ref().and_then(|t| t.by.as_ref()) {
+        Some(user_ref::By::Upn(upn)) if !upn.is_empty() => Ok(Target::Upn(upn.clone())),
+        Some(user_ref::By::ObjectGuid(g)) => {
+            Ok(Target::ObjectGuid(uuid::Uuid::parse_str(g).map_err(
+                |_| Failure::new(ReasonCode::InvalidArgument, "objectGUID is not a GUID"),
+            )?))
+        }
+        _ => Err(Failure::new(
+            ReasonCode::InvalidArgument,
+            "the operation names no user",
+        )),
     }
 }
 

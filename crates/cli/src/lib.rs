@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod idp;
+mod quality;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -288,6 +289,32 @@ pub enum PasswordCmd {
         #[arg(long)]
         forced: bool,
     },
+    /// The user's effective password policy as the DC enforces it (with
+    /// --domain and no user: the domain's policies).
+    Policy {
+        /// userPrincipalName.
+        #[arg(long)]
+        user: Option<String>,
+        /// objectGUID (needs --domain).
+        #[arg(long, requires = "domain", conflicts_with = "user")]
+        guid: Option<String>,
+        /// The domain (required without --user).
+        #[arg(long, required_unless_present = "user")]
+        domain: Option<String>,
+    },
+    /// Check a candidate password (read from stdin or a prompt) against the
+    /// user's policy and the banned list without applying it; exits 1 and
+    /// lists every failing rule when it would be refused.
+    Check {
+        #[command(flatten)]
+        user: UserArgs,
+        /// Judge it as a change (the minimum age applies).
+        #[arg(long)]
+        change: bool,
+    },
+    /// The tenant's banned-password list.
+    #[command(subcommand)]
+    Banned(quality::BannedCmd),
 }
 
 /// `account …`
@@ -649,6 +676,27 @@ pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Resu
                 .await?
                 .into_inner();
             print_outcome(out, &r).map_err(io)?;
+        }
+        Command::Password(PasswordCmd::Policy { user, guid, domain }) => {
+            let by = match (user, guid) {
+                (Some(u), _) => Some(user_ref::By::Upn(u)),
+                (None, Some(g)) => Some(user_ref::By::ObjectGuid(g)),
+                (None, None) => None,
+            };
+            let user = by.map(|by| pb::UserRef { by: Some(by) });
+            quality::policy(channel, bearer, user, domain.unwrap_or_default(), out).await?;
+        }
+        Command::Password(PasswordCmd::Check { user, change }) => {
+            let ask = pb::ValidatePasswordRequest {
+                user: Some(user.user_ref()),
+                password: String::new(),
+                change,
+                domain: user.domain.clone().unwrap_or_default(),
+            };
+            quality::check(channel, bearer, ask, input, interactive, out).await?;
+        }
+        Command::Password(PasswordCmd::Banned(cmd)) => {
+            quality::banned(cmd, channel, bearer, input, out).await?;
         }
         Command::Password(PasswordCmd::Change { user, forced }) => {
             let old = read_password(input, "Current password: ", interactive)?;

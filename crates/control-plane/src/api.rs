@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tonic::{Request, Response, Status};
 use writeback_core::operation::user_ref_key;
 use writeback_core::{Failure, OperationKind, ReasonCode, status};
@@ -29,6 +29,7 @@ use crate::policy::{self, TargetKind};
 use crate::store::{self, Caller, Page, StoreError};
 
 mod identity;
+mod password_quality;
 
 /// Longest password accepted, in characters (AD's own limit is 256).
 const MAX_PASSWORD_CHARS: usize = 256;
@@ -37,12 +38,25 @@ const MAX_PASSWORD_CHARS: usize = 256;
 #[derive(Clone)]
 pub struct Api {
     cp: Arc<ControlPlane>,
+    quality: Arc<Quality>,
+}
+
+/// What the password-quality checks keep between requests.
+#[derive(Default)]
+struct Quality {
+    /// Users' policies as agents read them.
+    policies: crate::password_policy::PolicyCache,
+    /// Tenants' banned lists.
+    banned: crate::quality::BannedLists,
 }
 
 impl Api {
     /// Services over `cp`.
     pub fn new(cp: Arc<ControlPlane>) -> Api {
-        Api { cp }
+        Api {
+            cp,
+            quality: Arc::default(),
+        }
     }
 }
 
@@ -808,6 +822,125 @@ impl Api {
         caller
     }
 
+    /// Queues the e-mail to the user about a finished operation, in the
+    /// background: the answer never waits for it (see [`crate::notify`]).
+    fn notify_finished(&self, tenant: &str, operation_id: &str) {
+        let cp = self.cp.clone();
+        let (tenant, id) = (tenant.to_owned(), operation_id.to_owned());
+        tokio::spawn(async move {
+            match cp.store.get_operation(&tenant, &id).await {
+                Ok(Some(row)) => {
+                    crate::notify::operation_finished(&cp.store, &cp.config.notify, &row).await;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the operation to notify about"),
+            }
+        });
+    }
+
+    /// `PASSWORD_BANNED` when `new` fails the tenant's banned list (built-in
+    /// common passwords plus the tenant's terms, and the user's own names).
+    async fn refuse_banned(
+        &self,
+        caller: &Caller,
+        user: &pb::UserRef,
+        new: &SecretString,
+    ) -> Result<(), Status> {
+        let list = self
+            .quality
+            .banned
+            .get(&self.cp.store, &caller.tenant)
+            .await
+            .map_err(store_status)?;
+        let upn = match &user.by {
+            Some(user_ref::By::Upn(u)) => u.as_str(),
+            _ => "",
+        };
+        let tokens = crate::quality::user_tokens("", "", upn);
+        match crate::quality::banned_problem(&list, new.expose_secret(), &tokens) {
+            None => Ok(()),
+            Some(p) => {
+                tracing::info!(principal = %caller.principal, "operation refused: banned password");
+                Err(status(ReasonCode::PasswordBanned, p.message))
+            }
+        }
+    }
+
+    /// The domain of `user` (by its UPN suffix, or `domain` for an
+    /// objectGUID) and who it is relative to the caller.
+    async fn resolve_target(
+        &self,
+        caller: &Caller,
+        user: &pb::UserRef,
+        domain: &str,
+    ) -> Result<(String, TargetKind), Status> {
+        let store = &self.cp.store;
+        let resolved = match &user.by {
+            Some(user_ref::By::Upn(upn)) => {
+                let upn = upn.trim().to_ascii_lowercase();
+                let Some((local, suffix)) = upn.rsplit_once('@') else {
+                    return Err(status(
+                        ReasonCode::InvalidArgument,
+                        "a UPN looks like name@suffix",
+                    ));
+                };
+                if local.is_empty() {
+                    return Err(status(
+                        ReasonCode::InvalidArgument,
+                        "a UPN looks like name@suffix",
+                    ));
+                }
+                // Independent reads, at once.
+                let (domain, role) = tokio::join!(
+                    store.domain_for_upn_suffix(&caller.tenant, suffix),
+                    store.principal_role(&caller.tenant, &upn),
+                );
+                let domain = domain.map_err(store_status)?.ok_or_else(|| {
+                    status(
+                        ReasonCode::DomainNotFound,
+                        format!("no registered domain has the UPN suffix {suffix:?}"),
+                    )
+                })?;
+                let kind = if upn == caller.principal.to_ascii_lowercase() {
+                    TargetKind::Own
+                } else if role
+                    .map_err(store_status)?
+                    .is_some_and(store::Role::is_admin)
+                {
+                    TargetKind::OtherAdministrator
+                } else {
+                    TargetKind::OtherEndUser
+                };
+                (domain, kind)
+            }
+            Some(user_ref::By::ObjectGuid(g)) => {
+                uuid::Uuid::parse_str(g)
+                    .map_err(|_| status(ReasonCode::InvalidArgument, "objectGUID is not a GUID"))?;
+                let domain = domain.trim().to_ascii_lowercase();
+                if !store
+                    .domain_exists(&caller.tenant, &domain)
+                    .await
+                    .map_err(store_status)?
+                {
+                    return Err(status(
+                        ReasonCode::DomainNotFound,
+                        "a user given by objectGUID needs a registered domain",
+                    ));
+                }
+                // A GUID cannot be matched to a principal here, so it is
+                // treated as another end user: administrators only.
+                (domain, TargetKind::OtherEndUser)
+            }
+            None => {
+                return Err(status(
+                    ReasonCode::InvalidArgument,
+                    "the request names no user",
+                ));
+            }
+        };
+        Ok(resolved)
+    }
+
     /// [`Api::decide_and_run`], counted in the metrics by kind, domain, origin
     /// and the reason answered.
     async fn run_operation(
@@ -862,73 +995,7 @@ impl Api {
             })?)?;
         let target_key = user_ref_key(&user)
             .ok_or_else(|| status(ReasonCode::InvalidArgument, "the request names no user"))?;
-        let resolve = async {
-            let resolved = match &user.by {
-                Some(user_ref::By::Upn(upn)) => {
-                    let upn = upn.trim().to_ascii_lowercase();
-                    let Some((local, suffix)) = upn.rsplit_once('@') else {
-                        return Err(status(
-                            ReasonCode::InvalidArgument,
-                            "a UPN looks like name@suffix",
-                        ));
-                    };
-                    if local.is_empty() {
-                        return Err(status(
-                            ReasonCode::InvalidArgument,
-                            "a UPN looks like name@suffix",
-                        ));
-                    }
-                    // Independent reads, at once.
-                    let (domain, role) = tokio::join!(
-                        store.domain_for_upn_suffix(&caller.tenant, suffix),
-                        store.principal_role(&caller.tenant, &upn),
-                    );
-                    let domain = domain.map_err(store_status)?.ok_or_else(|| {
-                        status(
-                            ReasonCode::DomainNotFound,
-                            format!("no registered domain has the UPN suffix {suffix:?}"),
-                        )
-                    })?;
-                    let kind = if upn == caller.principal.to_ascii_lowercase() {
-                        TargetKind::Own
-                    } else if role
-                        .map_err(store_status)?
-                        .is_some_and(store::Role::is_admin)
-                    {
-                        TargetKind::OtherAdministrator
-                    } else {
-                        TargetKind::OtherEndUser
-                    };
-                    (domain, kind)
-                }
-                Some(user_ref::By::ObjectGuid(g)) => {
-                    uuid::Uuid::parse_str(g).map_err(|_| {
-                        status(ReasonCode::InvalidArgument, "objectGUID is not a GUID")
-                    })?;
-                    let domain = ask.domain.trim().to_ascii_lowercase();
-                    if !store
-                        .domain_exists(&caller.tenant, &domain)
-                        .await
-                        .map_err(store_status)?
-                    {
-                        return Err(status(
-                            ReasonCode::DomainNotFound,
-                            "a user given by objectGUID needs a registered domain",
-                        ));
-                    }
-                    // A GUID cannot be matched to a principal here, so it is
-                    // treated as another end user: administrators only.
-                    (domain, TargetKind::OtherEndUser)
-                }
-                None => {
-                    return Err(status(
-                        ReasonCode::InvalidArgument,
-                        "the request names no user",
-                    ));
-                }
-            };
-            Ok::<_, Status>(resolved)
-        };
+        let resolve = self.resolve_target(&caller, &user, &ask.domain);
         // The operation id first (it costs no read), so the record of a repeated
         // id is read together with everything else the decision needs.
         let operation_id = if ask.operation_id.is_empty() {
@@ -972,7 +1039,29 @@ impl Api {
             tracing::info!(principal = %caller.principal, client_app = %caller.client_app,
                 target = %target_key, target_kind = ?target_kind, reason = %refusal.reason,
                 "operation refused by policy");
+            if target_kind == TargetKind::OtherAdministrator
+                && ask.kind == OperationKind::Reset
+                && refusal.reason == ReasonCode::UnsupportedOperation
+                && let Some(user_ref::By::Upn(upn)) = &user.by
+            {
+                crate::notify::admin_reset_attempted(
+                    &self.cp.store,
+                    &self.cp.config.notify,
+                    &caller.tenant,
+                    &caller.principal,
+                    upn,
+                    caller.client_app,
+                )
+                .await;
+            }
             return Err(refusal.into());
+        }
+
+        // A new password built on a banned term never leaves the control
+        // plane: refused like the policy's refusals (not recorded, not
+        // counted by the throttle).
+        if let Some(new) = &ask.new_password {
+            self.refuse_banned(&caller, &user, new).await?;
         }
 
         // One request per caller-chosen id at a time, once this caller may run
@@ -1081,7 +1170,7 @@ impl Api {
             seen.agent = Some(Duration::from_millis(agent_ms));
         }
         let ok = reason == ReasonCode::Ok.as_str();
-        if let Err(e) = store
+        let finished = store
             .finish_operation(
                 &caller.tenant,
                 &operation_id,
@@ -1099,9 +1188,13 @@ impl Api {
                     agent_duration_ms: Some(i64::try_from(agent_ms).unwrap_or(i64::MAX)),
                 },
             )
-            .await
-        {
-            tracing::error!(error = %e, "cannot record the operation's outcome");
+            .await;
+        match finished {
+            Ok(()) if ok && self.cp.config.notify.enabled => {
+                self.notify_finished(&caller.tenant, &operation_id);
+            }
+            Ok(()) => {}
+            Err(e) => tracing::error!(error = %e, "cannot record the operation's outcome"),
         }
         tracing::info!(reason = %reason, elapsed_ms = started.elapsed().as_millis(), "operation finished");
         answer(&operation_id, &reason, message)

@@ -33,12 +33,19 @@ pub struct ControlPlaneConfig {
     pub enrollment_token_ttl_seconds: u64,
     /// Oldest agent version considered complete in `status`.
     pub min_agent_version: String,
+    /// A directory of breached-password hash ranges (the k-anonymity layout:
+    /// files named by 5 hex digits of the SHA-1, lines `SUFFIX:COUNT`)
+    /// downloaded separately by an administrator; when set, passwords found
+    /// there are refused (`PASSWORD_BREACHED`). Never fetched by writeback.
+    pub breached_passwords_dir: Option<PathBuf>,
     /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP); off when
     /// unset. Use loopback or a management network.
     pub metrics_listen: Option<SocketAddr>,
     /// Sign-in through OpenID Connect providers (the issuers themselves are
     /// configured per tenant through the API).
     pub oidc: OidcConfig,
+    /// E-mail notifications through an SMTP relay (off by default).
+    pub notify: NotifyConfig,
 }
 
 /// How the control plane talks to identity providers.
@@ -68,6 +75,138 @@ impl Default for OidcConfig {
     }
 }
 
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// STARTTLS, required: no mail (and no credential) leaves without TLS,
+    /// and the relay's certificate must verify for `smtp_host`.
+    #[default]
+    Starttls,
+    /// Plain SMTP; accepted only for a relay on a loopback address.
+    None,
+}
+
+/// E-mail notifications (see `notify`): after a password reset or an
+/// account unlock is written back, the user is told at their UPN (which must
+/// therefore be a deliverable address); when an administrator tries to reset
+/// another administrator's password, `admin_recipients` are told. Mail is
+/// queued in the database and sent by a background task, so it never delays
+/// or fails an operation. No mail contains a password.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Nothing is queued or sent unless this is true.
+    pub enabled: bool,
+    /// The SMTP relay's host name (checked against its certificate).
+    pub smtp_host: String,
+    /// The SMTP relay's port (submission, 587, by default).
+    pub smtp_port: u16,
+    /// `starttls` (default) or `none` (loopback relays only).
+    pub tls: SmtpTls,
+    /// Extra CA certificates (PEM) trusted for the relay, beside the
+    /// system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// SMTP AUTH user name (PLAIN or LOGIN); no AUTH when unset.
+    pub username: Option<String>,
+    /// File holding the SMTP AUTH password (read before each batch of mail,
+    /// so it can be rotated); required with `username`.
+    pub password_file: Option<PathBuf>,
+    /// The sender, e.g. `writeback <writeback@contoso.test>`.
+    pub from: String,
+    /// Who is told about refused attempts by an administrator to reset
+    /// another administrator's password; nobody when empty.
+    pub admin_recipients: Vec<String>,
+    /// Who the user should contact when they did not make the change
+    /// (e.g. `the help desk at +1 555 0100`); "your help desk" when empty.
+    pub help_desk: String,
+    /// Sending attempts per mail before it is given up (its last error
+    /// stays in the outbox).
+    pub max_attempts: u32,
+    /// Delay before the second attempt, seconds; doubles with every failure.
+    pub retry_initial_seconds: u64,
+    /// Longest delay between two attempts, seconds.
+    pub retry_max_seconds: u64,
+    /// How often the outbox is checked for mail that is due, seconds.
+    pub poll_interval_seconds: u64,
+    /// Timeout of each SMTP command, seconds.
+    pub timeout_seconds: u64,
+    /// Sent and given-up mail is deleted from the outbox after this many
+    /// days; 0 keeps it.
+    pub retention_days: u64,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            enabled: false,
+            smtp_host: String::new(),
+            smtp_port: 587,
+            tls: SmtpTls::Starttls,
+            ca_file: None,
+            username: None,
+            password_file: None,
+            from: String::new(),
+            admin_recipients: Vec::new(),
+            help_desk: String::new(),
+            max_attempts: 8,
+            retry_initial_seconds: 30,
+            retry_max_seconds: 3600,
+            poll_interval_seconds: 5,
+            timeout_seconds: 30,
+            retention_days: 30,
+        }
+    }
+}
+
+impl NotifyConfig {
+    /// Checks an enabled configuration; the error names the field. A
+    /// disabled one is always valid.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.smtp_host.trim().is_empty() {
+            return Err("notify.smtp_host is empty".into());
+        }
+        if self.tls == SmtpTls::None && !is_loopback_host(&self.smtp_host) {
+            return Err(format!(
+                "notify.tls = \"none\" is accepted only for a relay on a loopback address, not {:?}; use \"starttls\"",
+                self.smtp_host
+            ));
+        }
+        if self.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(format!(
+                "notify.from {:?} is not an e-mail address",
+                self.from
+            ));
+        }
+        for r in &self.admin_recipients {
+            if r.parse::<lettre::message::Mailbox>().is_err() {
+                return Err(format!(
+                    "notify.admin_recipients: {r:?} is not an e-mail address"
+                ));
+            }
+        }
+        match (&self.username, &self.password_file) {
+            (Some(_), None) => return Err("notify.username needs notify.password_file".into()),
+            (None, Some(_)) => return Err("notify.password_file needs notify.username".into()),
+            _ => {}
+        }
+        if self.max_attempts == 0 {
+            return Err("notify.max_attempts must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// `localhost` or a loopback IP address.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 impl Default for ControlPlaneConfig {
     fn default() -> Self {
         ControlPlaneConfig {
@@ -82,8 +221,10 @@ impl Default for ControlPlaneConfig {
             throttle_per_user_per_hour: 5,
             enrollment_token_ttl_seconds: 3600,
             min_agent_version: "0.1.0".into(),
+            breached_passwords_dir: None,
             metrics_listen: None,
             oidc: OidcConfig::default(),
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -108,5 +249,80 @@ impl ControlPlaneConfig {
         } else {
             self.agent_relay_urls.clone()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn enabled() -> NotifyConfig {
+        NotifyConfig {
+            enabled: true,
+            smtp_host: "smtp.contoso.test".into(),
+            from: "writeback <writeback@contoso.test>".into(),
+            ..NotifyConfig::default()
+        }
+    }
+
+    #[test]
+    fn notifications_are_off_by_default_and_checked_when_on() {
+        assert!(!ControlPlaneConfig::default().notify.enabled);
+        NotifyConfig::default().validate().unwrap();
+        enabled().validate().unwrap();
+        let no_host = NotifyConfig {
+            smtp_host: String::new(),
+            ..enabled()
+        };
+        assert!(no_host.validate().unwrap_err().contains("smtp_host"));
+        let bad_from = NotifyConfig {
+            from: "not an address".into(),
+            ..enabled()
+        };
+        assert!(bad_from.validate().unwrap_err().contains("from"));
+        let half_auth = NotifyConfig {
+            username: Some("wb".into()),
+            ..enabled()
+        };
+        assert!(half_auth.validate().unwrap_err().contains("password_file"));
+    }
+
+    #[test]
+    fn plain_smtp_only_to_a_loopback_relay() {
+        let remote = NotifyConfig {
+            tls: SmtpTls::None,
+            ..enabled()
+        };
+        assert!(remote.validate().unwrap_err().contains("loopback"));
+        for host in ["localhost", "127.0.0.1", "::1", "[::1]"] {
+            NotifyConfig {
+                tls: SmtpTls::None,
+                smtp_host: host.into(),
+                ..enabled()
+            }
+            .validate()
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn the_notify_section_reads_from_toml() {
+        let config: ControlPlaneConfig = toml::from_str(
+            r#"
+            [notify]
+            enabled = true
+            smtp_host = "smtp.contoso.test"
+            tls = "none"
+            from = "writeback@contoso.test"
+            admin_recipients = ["secops@contoso.test"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.notify.tls, SmtpTls::None);
+        assert_eq!(config.notify.smtp_port, 587);
+        assert_eq!(config.notify.admin_recipients, ["secops@contoso.test"]);
+        assert!(toml::from_str::<ControlPlaneConfig>("[notify]\nsmtp_hots = \"x\"\n").is_err());
     }
 }

@@ -6,7 +6,9 @@
 //! own `wbt1` tokens ([`auth`]) or with the JWT access tokens of the OpenID
 //! Connect issuers a tenant trusts ([`oidc`]). [`metrics`] counts every
 //! operation by kind, domain, origin and reason, served on `metrics_listen`
-//! when set.
+//! when set. [`notify`] e-mails users after resets and unlocks, and
+//! administrators about refused attempts on other administrators, through a
+//! durable outbox and a background sender (off unless `[notify]` enables it).
 
 #![forbid(unsafe_code)]
 
@@ -19,8 +21,11 @@ pub mod config;
 pub mod dispatcher;
 pub mod flight;
 pub mod metrics;
+pub mod notify;
 pub mod oidc;
+pub mod password_policy;
 pub mod policy;
+pub mod quality;
 pub mod server;
 
 use std::sync::Arc;
@@ -75,6 +80,10 @@ impl ControlPlane {
                 config.data_dir.display()
             ))
         })?);
+        config
+            .notify
+            .validate()
+            .map_err(|e| ControlPlaneError::Config(format!("notify: {e}")))?;
         let store = Store::connect(&config.database_url()).await?;
         let dispatcher =
             Dispatcher::with_store(ca.clone(), config.relay_urls.clone(), store.clone());

@@ -102,6 +102,24 @@ pub fn check_sign_in(
     }
 }
 
+/// Whether the caller may read a user's password policy or have a password
+/// checked for them: anyone for their own account, administrators for
+/// another end user, nobody for another administrator (the same "who" as
+/// the operations, without the toggles or the origin: nothing is written).
+pub fn may_read_policy(role: Role, target: TargetKind) -> Result<(), Failure> {
+    match target {
+        TargetKind::Own => Ok(()),
+        TargetKind::OtherEndUser if role.is_admin() => Ok(()),
+        TargetKind::OtherEndUser => Err(Failure::new(
+            ReasonCode::PermissionDenied,
+            "only administrators may read another user's password policy",
+        )),
+        TargetKind::OtherAdministrator => Err(unsupported(
+            "an administrator cannot use password writeback for another administrator's password",
+        )),
+    }
+}
+
 /// Decides whether an operation may be written back.
 pub fn decide(
     settings: &Settings,

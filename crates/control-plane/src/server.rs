@@ -2,7 +2,8 @@
 //! client-facing service, gRPC health and reflection (so `grpcurl` works),
 //! and the sweep that closes operations left pending by a control plane that
 //! stopped (at start-up, then periodically, so a replica that died is
-//! cleaned up after by the others).
+//! cleaned up after by the others), and, when `[notify]` is enabled, the
+//! background sender of e-mail notifications.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,12 +17,13 @@ use writeback_proto::v1::{
     agent_service_server::AgentServiceServer, audit_service_server::AuditServiceServer,
     domain_service_server::DomainServiceServer, enrollment_service_server::EnrollmentServiceServer,
     identity_provider_service_server::IdentityProviderServiceServer,
+    password_quality_service_server::PasswordQualityServiceServer,
     password_service_server::PasswordServiceServer, settings_service_server::SettingsServiceServer,
     token_service_server::TokenServiceServer,
 };
 
 use crate::api::Api;
-use crate::{ControlPlane, ControlPlaneError};
+use crate::{ControlPlane, ControlPlaneError, notify};
 
 /// Largest request accepted, bytes.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024;
@@ -93,7 +95,16 @@ impl ControlPlane {
             .build_v1alpha()
             .map_err(|e| ControlPlaneError::Config(format!("reflection: {e}")))?;
 
+        let sender = if self.config.notify.enabled {
+            Some(
+                notify::Sender::new(self.store.clone(), self.config.notify.clone())
+                    .map_err(|e| ControlPlaneError::Config(format!("notify: {e}")))?,
+            )
+        } else {
+            None
+        };
         let housekeeping = tokio::spawn(housekeeping(self.clone(), health));
+        let notifications = sender.map(|s| tokio::spawn(s.run()));
         // The metrics listener stops when the API does.
         let _metrics = match self.config.metrics_listen {
             Some(addr) => Some(
@@ -127,9 +138,13 @@ impl ControlPlane {
             .add_service(svc!(AuditServiceServer))
             .add_service(svc!(TokenServiceServer))
             .add_service(svc!(IdentityProviderServiceServer))
+            .add_service(svc!(PasswordQualityServiceServer))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         housekeeping.abort();
+        if let Some(n) = notifications {
+            n.abort();
+        }
         served?;
         Ok(())
     }

@@ -102,6 +102,12 @@ reason_codes! {
     PasswordComplexity => "PASSWORD_COMPLEXITY", FailedPrecondition;
     /// The password is shorter than the domain's minimum length.
     PasswordTooShort => "PASSWORD_TOO_SHORT", FailedPrecondition;
+    /// The password is, or is too close to, a banned term (the built-in
+    /// list of common passwords or the tenant's own).
+    PasswordBanned => "PASSWORD_BANNED", FailedPrecondition;
+    /// The password appears in the breached-password corpus the
+    /// administrator installed.
+    PasswordBreached => "PASSWORD_BREACHED", FailedPrecondition;
     /// The password was used recently (password history).
     PasswordInHistory => "PASSWORD_IN_HISTORY", FailedPrecondition;
     /// The password was changed more recently than the minimum password age.

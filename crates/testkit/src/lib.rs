@@ -10,20 +10,25 @@
 //! [`oidc::OidcProvider`] runs a real OpenID provider (Debian's glewlwyd) over HTTPS
 //! on 127.0.0.1, issuing RS256 JWT access tokens (password, client-credentials, and
 //! password + HOTP through the authorization code flow) for the control plane's
-//! token validation tests.
+//! token validation tests. [`smtp::SmtpServer`] runs a real SMTP server (Python's
+//! aiosmtpd from the tests' virtual environment) on 127.0.0.1 with STARTTLS and
+//! AUTH, keeping every message it accepts for the notification tests to read.
 //!
 //! Everything is polled with deadlines (no fixed sleeps), nothing listens on fixed
 //! shared ports, and several domain controllers run side by side, also from parallel
 //! test processes (`cargo nextest`).
 
+mod child;
 pub mod docker;
 mod error;
 pub mod oidc;
 pub mod pki;
 pub mod samba;
+pub mod smtp;
 pub mod stack;
 
 pub use error::TestkitError;
 pub use oidc::OidcProvider;
 pub use pki::TestCa;
 pub use samba::{SambaDc, tail_lines, unicode_pwd};
+pub use smtp::SmtpServer;

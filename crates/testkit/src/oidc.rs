@@ -67,8 +67,6 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use rand_core::{OsRng, TryRngCore};
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
@@ -77,9 +75,7 @@ use tracing::{debug, info, warn};
 
 use crate::TestkitError;
 use crate::pki::TestCa;
-use crate::samba::{
-    create_dir, keep_dirs, log_tail, random_alnum, spawn_error, tail_lines, write_file,
-};
+use crate::samba::{create_dir, log_tail, random_alnum, spawn_error, tail_lines, write_file};
 
 /// The `aud` of every token the harness requests, and the name of the scope that
 /// produces it (see the module docs for why they are the same string).
@@ -98,7 +94,6 @@ const LOG: &str = "glewlwyd.log";
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
-const STOP_GRACE: Duration = Duration::from_secs(5);
 const START_ATTEMPTS: usize = 3;
 
 /// Runs glewlwyd and kills it when stdin (a pipe from the harness) reaches EOF.
@@ -202,8 +197,7 @@ impl OidcProvider {
                     let _ = child.wait();
                 }
                 Err(e) => {
-                    drop(stdin);
-                    stop_child(&mut child);
+                    crate::child::stop("glewlwyd", Some(stdin), Some(child), None, &dir_path);
                     return Err(e);
                 }
             }
@@ -840,40 +834,14 @@ impl OidcProvider {
 
 impl Drop for OidcProvider {
     fn drop(&mut self) {
-        // EOF on the wrapper's stdin: it kills glewlwyd and exits.
-        drop(self.stdin.take());
-        if let Some(mut child) = self.child.take() {
-            stop_child(&mut child);
-        }
-        if let Some(dir) = self.dir.take() {
-            if keep_dirs() {
-                let kept = dir.keep();
-                info!(dir = %kept.display(), "keeping oidc provider directory");
-            } else if let Err(e) = dir.close() {
-                warn!(dir = %self.dir_path.display(), error = %e, "removing oidc provider directory failed");
-            }
-        }
+        crate::child::stop(
+            "glewlwyd",
+            self.stdin.take(),
+            self.child.take(),
+            self.dir.take(),
+            &self.dir_path,
+        );
     }
-}
-
-/// Wait up to [`STOP_GRACE`] for the wrapper to exit (its stdin must be closed), then
-/// SIGKILL its process group.
-fn stop_child(child: &mut Child) {
-    let deadline = Instant::now() + STOP_GRACE;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => return,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    // Not reaped yet, so the group id is still ours to signal.
-    warn!(
-        pid = child.id(),
-        "glewlwyd did not stop on stdin EOF; killing its process group"
-    );
-    let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-    let _ = child.wait();
 }
 
 /// The decoded (header, payload) of a compact JWS, without verifying anything.

@@ -79,6 +79,12 @@ impl Client {
     pub fn audit(&self) -> pb::audit_service_client::AuditServiceClient<Channel> {
         pb::audit_service_client::AuditServiceClient::new(self.channel.clone())
     }
+    /// PasswordQualityService client.
+    pub fn password_quality(
+        &self,
+    ) -> pb::password_quality_service_client::PasswordQualityServiceClient<Channel> {
+        pb::password_quality_service_client::PasswordQualityServiceClient::new(self.channel.clone())
+    }
     /// IdentityProviderService client.
     pub fn identity_providers(
         &self,

@@ -44,18 +44,18 @@ impl Directory {
             DcRefusal::PasswordTooShort => DirectoryError::PasswordTooShort {
                 min_length: match classify::stated_min_length(&res.text) {
                     Some(n) => Some(n),
-                    None => self.policy(s).await.map(|p| p.min_length),
+                    None => self.policy(s, user).await.map(|p| p.min_length),
                 },
             },
             DcRefusal::PasswordComplexity => DirectoryError::PasswordComplexity,
             DcRefusal::PasswordInHistory => DirectoryError::PasswordInHistory {
-                history_length: self.policy(s).await.map(|p| p.history_length),
+                history_length: self.policy(s, user).await.map(|p| p.history_length),
             },
             DcRefusal::PasswordTooYoung => {
-                let min_age = self.policy(s).await.map(|p| p.min_age);
+                let min_age = self.policy(s, user).await.map(|p| p.min_age);
                 too_young(min_age, user.pwd_last_set)
             }
-            DcRefusal::PasswordPolicy => match (self.policy(s).await, new_password) {
+            DcRefusal::PasswordPolicy => match (self.policy(s, user).await, new_password) {
                 (Some(policy), Some(pw)) => {
                     diagnose_policy(&policy, pw, user, write, OffsetDateTime::now_utc())
                         .unwrap_or_else(|| unexpected("modify", &s.url, res))
@@ -73,12 +73,10 @@ impl Directory {
         }
     }
 
-    async fn policy(&self, s: &mut Session) -> Option<PasswordPolicy> {
-        let root_dn = match self.domain(s).await {
-            Ok(d) => d.root_dn.clone(),
-            Err(_) => return None,
-        };
-        match read_policy(s, &root_dn).await {
+    /// The policy that applies to `user`: their fine-grained password policy
+    /// (`msDS-ResultantPSO`) when they have one, else the domain's.
+    async fn policy(&self, s: &mut Session, user: &User) -> Option<PasswordPolicy> {
+        match self.effective_policy(s, user).await {
             Ok(p) => Some(p),
             Err(e) => {
                 debug!(error = %e, "cannot read the password policy");

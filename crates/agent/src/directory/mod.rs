@@ -12,7 +12,9 @@
 //! so what was read is what is written to. A warm reset, change or unlock is three
 //! LDAP round trips: the user search, one base search of the user (`tokenGroups`
 //! and the scope group, `eligibility.rs`) and the modify. The domain's facts are
-//! cached ([`domain`]); health checks and the policy report reuse the pool.
+//! cached ([`domain`]); health checks and the policy report reuse the pool. The
+//! password policies a user is subject to (domain default, fine-grained policies,
+//! the effective one) are read by [`effective`].
 //!
 //! A session that fails before the write, after it was reused, is discarded and the
 //! operation runs again on a new one (nothing was written); a failure during the
@@ -69,6 +71,7 @@ macro_rules! with_session {
 mod classify;
 mod dn;
 pub mod domain;
+mod effective;
 mod eligibility;
 mod error;
 mod explain;
@@ -90,6 +93,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tracing::{info, warn};
 
 pub use classify::{DcRefusal, classify};
+pub use effective::{FineGrainedPolicy, PolicyFacts, UserPolicy};
 pub use error::{BindRejection, DirectoryError, ProtectedBy, Right};
 pub(crate) use security::SecuritySnapshot;
 
@@ -179,8 +183,8 @@ pub struct ResetOptions {
     pub unlock: bool,
 }
 
-/// The domain's password and lockout policy (from the domain root object; fine-grained
-/// password policies are not read).
+/// A password and lockout policy: the domain's (from the domain root object) or a
+/// fine-grained password policy's ([`effective`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PasswordPolicy {
     /// `minPwdLength`.

@@ -1,8 +1,8 @@
 //! Durable state of the control plane behind one [`Store`] handle: tenants and
 //! their toggles, domains and UPN suffixes, principals and API tokens,
 //! one-time enrollment tokens, agents, the operation audit log, the OpenID
-//! Connect issuers and clients a tenant trusts, and the administrative audit
-//! trail.
+//! Connect issuers and clients a tenant trusts, the administrative audit
+//! trail, and the outbox of e-mail notifications.
 //!
 //! The store talks to SQLite (`sqlite://path`, the default, created when
 //! missing) or PostgreSQL (`postgres://…`, when several control-plane replicas
@@ -13,8 +13,9 @@
 //! - every table has a `tenant_id` and every query filters by it, except the
 //!   ones that discover the tenant or sweep all of them:
 //!   [`Store::authenticate`], [`Store::client_by_issuer_url`],
-//!   [`Store::issuer_url_trusted`], [`Store::consume_enrollment_token`] and
-//!   [`Store::close_expired_pending`];
+//!   [`Store::issuer_url_trusted`], [`Store::consume_enrollment_token`],
+//!   [`Store::close_expired_pending`], and the notification sender's
+//!   [`Store::due_notifications`] and [`Store::purge_notifications`];
 //! - no secret is stored: token columns hold lowercase hex SHA-256 hashes that
 //!   the caller computes (see [`hash_secret`]); a value that is not such a hash
 //!   is refused, so a plaintext token cannot be stored by mistake;
@@ -28,8 +29,10 @@
 mod admin_events;
 mod agents;
 mod auth;
+mod banned;
 mod domains;
 mod identity;
+mod notifications;
 mod operations;
 mod tenants;
 
@@ -49,6 +52,7 @@ pub use agents::{AgentRow, NewAgent};
 pub use auth::{Caller, ClientApp, Role, SignIn, TokenRow};
 pub use domains::DomainRow;
 pub use identity::{ClientRegistration, IssuerConfig, RoleMapping, StrongAuthPolicy};
+pub use notifications::{NewNotification, NotificationRow, NotificationState};
 pub use operations::{Finish, NewOperation, OperationRow, OperationState, RESTART_TIMEOUT_MESSAGE};
 pub use tenants::{Settings, SettingsUpdate};
 

@@ -36,10 +36,12 @@ macro_rules! both_backends {
 
 mod agents;
 mod api;
+mod banned;
 mod domains;
 mod enrollment;
 mod harness;
 mod identity;
+mod notify;
 mod operations;
 mod support;
 mod tenants;

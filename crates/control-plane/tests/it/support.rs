@@ -339,6 +339,7 @@ fn outcome(op: &pb::OperationRequest, reason: ReasonCode) -> pb::DispatchRespons
             }),
             agent_id: "agent-fake".into(),
             agent_duration_ms: 3,
+            policy_report: None,
         }),
         relay_id: RELAY_ID.into(),
     }
@@ -435,6 +436,8 @@ pub struct Options {
     pub throttle_per_user_per_hour: u32,
     /// `min_agent_version`.
     pub min_agent_version: String,
+    /// `[notify]` (off by default).
+    pub notify: writeback_control_plane::config::NotifyConfig,
 }
 
 impl Default for Options {
@@ -442,6 +445,7 @@ impl Default for Options {
         Options {
             throttle_per_user_per_hour: 5,
             min_agent_version: "0.1.0".into(),
+            notify: Default::default(),
         }
     }
 }
@@ -535,6 +539,7 @@ impl TestCp {
             operation_timeout_seconds: 30,
             throttle_per_user_per_hour: options.throttle_per_user_per_hour,
             min_agent_version: options.min_agent_version.clone(),
+            notify: options.notify.clone(),
             ..ControlPlaneConfig::default()
         }
     }

@@ -108,7 +108,7 @@ fn install_deps_on_a_clean_debian_container_then_a_samba_dc_answers_over_ldaps()
     c.exec_ok(&[
         "/root/.cache/writeback/venv/bin/python",
         "-c",
-        "import grpc, grpc_status, grpc_tools, grpc_reflection",
+        "import grpc, grpc_status, grpc_tools, grpc_reflection, aiosmtpd",
     ])
     .unwrap();
 

@@ -8,7 +8,9 @@
 #   PostgreSQL, docker-compose, debootstrap for the locally built base image,
 #   glewlwyd as the tests' OpenID provider, with sqlite3 to initialise its
 #   database, openssl for its RSA signing keys and dbconfig-no-thanks so its
-#   package sets up no database itself),
+#   package sets up no database itself, and Chromium driven over WebDriver by
+#   chromium-driver for the real-browser tests, with libnss3-tools' certutil
+#   for the browser's trust store and fonts-dejavu-core so pages render text),
 #   running `apt-get update` (once) and `apt-get install` only if one of them is
 #   missing. Packages are named explicitly and installed without Recommends:
 #   `samba-ad-provision` is only a Recommends of `samba-ad-dc`, yet
@@ -55,6 +57,7 @@ PACKAGES=(
     docker-compose debootstrap ca-certificates binutils        # the compose evaluation: base image, strip
     python3-venv                                               # the tests' Python gRPC client (python-env.sh)
     glewlwyd dbconfig-no-thanks sqlite3 openssl                # test OpenID provider (testkit oidc.rs)
+    chromium chromium-driver libnss3-tools fonts-dejavu-core   # real-browser tests (testkit browser.rs)
 )
 # A machine's own engine (docker-ce, or docker.io already there) is kept.
 # fuse-overlayfs: the storage driver dockerd falls back to when its root is
@@ -159,7 +162,8 @@ if ((running)); then
 fi
 log "no distro samba daemons running"
 
-for tool in samba samba-tool kinit ldapsearch ip cp pg_ctlcluster debootstrap glewlwyd sqlite3 openssl; do
+for tool in samba samba-tool kinit ldapsearch ip cp pg_ctlcluster debootstrap glewlwyd sqlite3 openssl \
+    chromium chromedriver certutil; do
     command -v "$tool" >/dev/null || die "$tool not found after installation"
 done
 /usr/bin/python3 -c 'import samba.samdb' </dev/null ||
@@ -167,6 +171,15 @@ done
 # samba-tool domain provision reads the schema from samba-ad-provision's files.
 [[ -n $(find /usr/share/samba/setup -name 'AD_DS_Attributes__Windows_Server_2012_R2.ldf' 2>/dev/null) ]] ||
     die "Samba's provisioning schema files are missing (samba-ad-provision)"
+# Without any font Chromium renders pages (and screenshots) without text.
+[[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] ||
+    die "no DejaVu fonts for the browser tests (fonts-dejavu-core missing?)"
+# chromium-driver must drive the chromium it came with (same version).
+# (The launcher script's own shared-memory check may complain on stderr.)
+chromium_version=$(chromium --version 2>/dev/null | grep -o '[0-9][0-9.]*' | head -1)
+driver_version=$(chromedriver --version | grep -o '[0-9][0-9.]*' | head -1)
+[[ -n $chromium_version && $chromium_version == "$driver_version" ]] ||
+    die "chromium ($chromium_version) and chromedriver ($driver_version) versions differ"
 log "ok: $(samba -V)"
 
 "$(dirname "$0")/postgres.sh"

@@ -131,6 +131,14 @@ fn example_configs_load_and_match_the_compose_ports() {
     let cp: ControlPlaneConfig = load("deploy/config/control-plane.toml", "WRITEBACK_TEST_UNUSED_");
     let relay: RelayConfig = load("deploy/config/relay.toml", "WRITEBACK_TEST_UNUSED_");
     let agent: AgentConfig = load("deploy/config/agent.toml", "WRITEBACK_TEST_UNUSED_");
+    let portal: writeback_portal::PortalConfig =
+        load("deploy/config/portal.toml", "WRITEBACK_TEST_UNUSED_");
+    assert!(
+        portal
+            .control_plane_url
+            .ends_with(&format!(":{}", cp.listen.port()))
+    );
+    assert!(!portal.oidc.issuer.is_empty());
     assert!(!agent.directory.urls.is_empty());
     let compose = std::fs::read_to_string(root().join("docker-compose.yml")).unwrap();
     let cp_port = cp.listen.port();

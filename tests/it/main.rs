@@ -9,6 +9,7 @@ mod enrollment;
 mod metrics;
 mod oidc;
 mod password_quality;
+mod portal;
 mod scenarios;
 mod skeleton;
 mod standard_errors;

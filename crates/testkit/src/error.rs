@@ -110,6 +110,15 @@ pub enum TestkitError {
         body: String,
     },
 
+    /// chromedriver exited before it became ready.
+    #[error("chromedriver exited early ({status}); log tail:\n{log_tail}")]
+    BrowserExited { status: String, log_tail: String },
+
+    /// A WebDriver command, or a page the test waited for, failed; the detail
+    /// carries the WebDriver error and, where it helps, the page's URL and text.
+    #[error("browser {op}: {detail}")]
+    Browser { op: String, detail: String },
+
     /// The in-process stack (control plane, relay, agents) failed.
     #[error("stack: {0}")]
     Stack(String),

@@ -13,11 +13,16 @@
 //! token validation tests. [`smtp::SmtpServer`] runs a real SMTP server (Python's
 //! aiosmtpd from the tests' virtual environment) on 127.0.0.1 with STARTTLS and
 //! AUTH, keeping every message it accepts for the notification tests to read.
+//! [`browser::Browser`] drives a real headless Chromium over WebDriver (Debian's
+//! chromium-driver) for end-to-end tests of web pages, trusting the tests' own CAs
+//! through an NSS database (real TLS, no ignored certificate errors), and signs
+//! users in through glewlwyd's own login page ([`browser::sign_in_at_glewlwyd`]).
 //!
 //! Everything is polled with deadlines (no fixed sleeps), nothing listens on fixed
 //! shared ports, and several domain controllers run side by side, also from parallel
 //! test processes (`cargo nextest`).
 
+pub mod browser;
 mod child;
 pub mod docker;
 mod error;
@@ -27,6 +32,7 @@ pub mod samba;
 pub mod smtp;
 pub mod stack;
 
+pub use browser::{Browser, Session, Viewport};
 pub use error::TestkitError;
 pub use oidc::OidcProvider;
 pub use pki::TestCa;

@@ -53,6 +53,24 @@
 //!   `kid`) while the provider runs: plugin update plus `reset`. The JWKS then lists
 //!   only the new key; tokens signed before no longer verify against it.
 //!
+//! # Signing in with a browser
+//!
+//! glewlwyd also serves its own login web app (Debian's glewlwyd-common) over the
+//! same HTTPS: `static_files_path` is a copy of `/usr/share/glewlwyd/webapp` in
+//! the provider's directory with a `config.json` of the harness's (the package's
+//! is a dangling link, and glewlwyd serves no file through a link leaving that
+//! directory), `static_files_mime_types` gives the files their types, and
+//! `login_url` is `login.html`. So `<issuer>/auth?response_type=code&…` sends a
+//! browser that has no good-enough session to [`OidcProvider::login_page_url`]
+//! (`<base>/login.html?…&callback_url=<the /auth request>`), where the user signs
+//! in, consents and continues back to `/auth`, which redirects to the client.
+//! [`OidcProvider::add_client_with_redirects`] registers a client for that with
+//! the test's own redirect URIs; PKCE (S256) is accepted for every client and
+//! enforced once a challenge was sent ([`Pkce`],
+//! [`OidcProvider::authorization_url`]); [`OidcProvider::next_hotp_code`] is what
+//! the user's authenticator would show. [`crate::browser::sign_in_at_glewlwyd`]
+//! drives the page.
+//!
 //! Discovery is at `<issuer>/.well-known/openid-configuration`, the JWKS at
 //! `<issuer>/jwks`, tokens at `<issuer>/token`. Set `WRITEBACK_TESTKIT_KEEP=1` to keep
 //! the directory (config, database, `glewlwyd.log`) after the test.
@@ -91,6 +109,30 @@ const INIT_SQL: &str = "/usr/share/dbconfig-common/data/glewlwyd/install/sqlite3
 const DEFAULT_ADMIN: (&str, &str) = ("admin", "password");
 const SESSION_COOKIE: &str = "GLEWLWYD2_SESSION_ID";
 const LOG: &str = "glewlwyd.log";
+/// glewlwyd's own web login app (Debian's glewlwyd-common).
+const PACKAGE_WEBAPP: &str = "/usr/share/glewlwyd/webapp";
+/// The harness's copy of it under the provider's directory, with a
+/// `config.json` of its own (see [`prepare_webapp`]).
+const WEBAPP_DIR: &str = "webapp";
+/// The login app's configuration: its API is glewlwyd itself (`./config/`, then
+/// `./api/…`), English only; no registration, no external providers.
+const WEBAPP_CONFIG: &str = r#"{
+  "GlewlwydUrl": "./",
+  "ProfileUrl": "profile.html",
+  "AdminUrl": "index.html",
+  "LoginUrl": "login.html",
+  "CallbackPage": "callback.html",
+  "PasswordMinLength": 8,
+  "lang": ["en"],
+  "pattern": {"user": [], "client": []},
+  "defaultScheme": "",
+  "sessionSchemes": [],
+  "profilePicture": {"property": "picture", "type": "image/*"},
+  "register": [],
+  "register-complete": [],
+  "providerMainstreamList": []
+}
+"#;
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -135,6 +177,40 @@ pub struct OidcProvider {
     dir: Option<tempfile::TempDir>,
 }
 
+/// A PKCE (RFC 7636) verifier and its S256 challenge.
+#[derive(Clone)]
+pub struct Pkce {
+    /// 43 random characters from the unreserved set, sent to the token endpoint.
+    pub verifier: String,
+    /// `BASE64URL(SHA256(verifier))`, sent to the authorization endpoint.
+    pub challenge: String,
+}
+
+impl std::fmt::Debug for Pkce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pkce")
+            .field("challenge", &self.challenge)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pkce {
+    /// A fresh random verifier and its challenge.
+    pub fn new() -> Result<Pkce, TestkitError> {
+        Ok(Pkce::from_verifier(random_alnum(43)?))
+    }
+
+    /// The challenge of a given verifier (RFC 7636 appendix B checks this).
+    pub fn from_verifier(verifier: String) -> Pkce {
+        use sha2::Digest;
+        let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+        Pkce {
+            verifier,
+            challenge,
+        }
+    }
+}
+
 /// A user's HOTP registration: the shared secret and the next counter value.
 struct Hotp {
     secret: Vec<u8>,
@@ -166,6 +242,7 @@ impl OidcProvider {
         for sub in ["tls", "keys", "user_middleware"] {
             create_dir(&dir_path.join(sub))?;
         }
+        prepare_webapp(&dir_path.join(WEBAPP_DIR))?;
         let db = dir_path.join("glewlwyd.db");
         init_database(&db).await?;
 
@@ -367,6 +444,91 @@ impl OidcProvider {
         )
         .await?;
         Ok(())
+    }
+
+    /// Add a confidential client for a browser sign-in through glewlwyd's login
+    /// page: the authorization-code grant (and refresh tokens) to exactly
+    /// `redirect_uris` (any `https://` URL the test serves; glewlwyd compares the
+    /// whole URI), the client secret by HTTP Basic or POST, scopes `openid`,
+    /// [`AUDIENCE`] and [`MFA_SCOPE`]. PKCE with S256 is accepted (plain is not): a
+    /// code requested with a `code_challenge` is exchanged only with its
+    /// `code_verifier` (see [`Pkce`], [`OidcProvider::authorization_url`]). The
+    /// first sign-in of each user shows glewlwyd's consent screen for the client,
+    /// which [`crate::browser::sign_in_at_glewlwyd`] accepts.
+    pub async fn add_client_with_redirects(
+        &self,
+        client_id: &str,
+        secret: &str,
+        redirect_uris: &[&str],
+    ) -> Result<(), TestkitError> {
+        if redirect_uris.is_empty() {
+            return Err(TestkitError::InvalidInput(format!(
+                "client {client_id} needs at least one redirect URI"
+            )));
+        }
+        self.admin(
+            &format!("add client {client_id}"),
+            Method::POST,
+            "client/",
+            Some(json!({
+                "client_id": client_id,
+                "name": client_id,
+                "confidential": true,
+                "enabled": true,
+                "client_secret": secret,
+                "token_endpoint_auth_method": ["client_secret_basic", "client_secret_post"],
+                "redirect_uri": redirect_uris,
+                "authorization_type": ["code", "refresh_token"],
+                "scope": [AUDIENCE, MFA_SCOPE, "openid"],
+            })),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `<issuer>/auth?response_type=code&…` for a browser: `scope` space-separated
+    /// (`openid` first is usual), the PKCE challenge (S256) of `pkce`, and
+    /// `resource` = [`AUDIENCE`] so the access token's `aud` is [`AUDIENCE`].
+    pub fn authorization_url(
+        &self,
+        client_id: &str,
+        redirect_uri: &str,
+        scope: &str,
+        state: &str,
+        pkce: &Pkce,
+    ) -> Result<url::Url, TestkitError> {
+        let mut auth = url::Url::parse(&format!("{}/auth", self.issuer))
+            .map_err(|e| TestkitError::InvalidInput(format!("auth url: {e}")))?;
+        auth.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", client_id)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("scope", scope)
+            .append_pair("resource", AUDIENCE)
+            .append_pair("state", state)
+            .append_pair("nonce", &random_alnum(16)?)
+            .append_pair("code_challenge", &pkce.challenge)
+            .append_pair("code_challenge_method", "S256");
+        Ok(auth)
+    }
+
+    /// `<base>/login.html`: glewlwyd's own login page (served from the package's
+    /// web app, see the module docs), where `/auth` sends a browser to sign in.
+    pub fn login_page_url(&self) -> String {
+        format!("{}/login.html", self.base)
+    }
+
+    /// The next HOTP code of `user` (added with [`OidcProvider::add_user`]), as
+    /// their authenticator app would show it; the counter moves on, so each code
+    /// is handed out once.
+    pub async fn next_hotp_code(&self, user: &str) -> Result<String, TestkitError> {
+        let mut otp = self.otp.lock().await;
+        let hotp = otp.get_mut(user).ok_or_else(|| {
+            TestkitError::InvalidInput(format!("{user} was not added with add_user"))
+        })?;
+        let code = hotp_code(&hotp.secret, hotp.counter)?;
+        hotp.counter += 1;
+        Ok(code)
     }
 
     /// An access token from the password grant (no MFA): scope and `aud`
@@ -674,6 +836,11 @@ impl OidcProvider {
                     "auth-type-client-enabled": true,
                     "auth-type-refresh-enabled": true,
                     "resource-allowed": true,
+                    // PKCE (RFC 7636): S256 only; a code issued for a challenge is
+                    // exchanged only with its verifier; public clients must use it.
+                    "pkce-allowed": true,
+                    "pkce-method-plain-allowed": false,
+                    "pkce-required-public-client": true,
                     "resource-scope": {AUDIENCE: [AUDIENCE], MFA_SCOPE: [AUDIENCE]},
                     "resource-scope-and-client-property": false,
                     "additional-parameters": [
@@ -903,7 +1070,22 @@ bind_address="127.0.0.1"
 external_url="{base}"
 login_url="login.html"
 api_prefix="api"
-static_files_path="/usr/share/glewlwyd/webapp/"
+static_files_path="{dir}/{WEBAPP_DIR}/"
+static_files_mime_types =
+(
+  {{ extension = ".html"; mime_type = "text/html; charset=utf-8"; }},
+  {{ extension = ".css"; mime_type = "text/css"; }},
+  {{ extension = ".js"; mime_type = "application/javascript"; }},
+  {{ extension = ".json"; mime_type = "application/json"; }},
+  {{ extension = ".map"; mime_type = "application/json"; }},
+  {{ extension = ".png"; mime_type = "image/png"; }},
+  {{ extension = ".ico"; mime_type = "image/x-icon"; }},
+  {{ extension = ".svg"; mime_type = "image/svg+xml"; }},
+  {{ extension = ".ttf"; mime_type = "font/ttf"; }},
+  {{ extension = ".eot"; mime_type = "application/vnd.ms-fontobject"; }},
+  {{ extension = ".woff"; mime_type = "font/woff"; }},
+  {{ extension = ".woff2"; mime_type = "font/woff2"; }}
+);
 allow_origin="*"
 log_mode="console"
 log_level="DEBUG"
@@ -935,8 +1117,48 @@ database =
     )
 }
 
+/// Lays out glewlwyd's login web app in `dir` for `static_files_path`: a copy of
+/// [`PACKAGE_WEBAPP`] (36 files, 4.5 MB) with symbolic links resolved, but
+/// `config.json`, which is written from [`WEBAPP_CONFIG`]. A copy, because
+/// glewlwyd serves no file that resolves outside `static_files_path`, and the
+/// package links its jQuery, Bootstrap and Fork Awesome files from other Debian
+/// packages; and Debian bookworm's `config.json` is a link to
+/// `/etc/glewlwyd/config-2.7.json`, which glewlwyd-common installs as a
+/// *directory*. Served as is, the app would get a 404 for its configuration and
+/// its scripts and stay at "Loading...".
+fn prepare_webapp(dir: &Path) -> Result<(), TestkitError> {
+    copy_resolved(Path::new(PACKAGE_WEBAPP), dir, true).map_err(|e| {
+        TestkitError::io(
+            format!("copy {PACKAGE_WEBAPP} (glewlwyd's login app; run scripts/install-deps.sh)"),
+            e,
+        )
+    })?;
+    write_file(&dir.join("config.json"), WEBAPP_CONFIG.as_bytes(), 0o644)
+}
+
+/// Copies the tree `from` to `to`, following symbolic links; at the top level
+/// (`top`), `config.json` is left out.
+fn copy_resolved(from: &Path, to: &Path, top: bool) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if top && name == "config.json" {
+            continue;
+        }
+        let source = entry.path();
+        // metadata() follows links: a link to a directory is copied as one.
+        if std::fs::metadata(&source)?.is_dir() {
+            copy_resolved(&source, &to.join(&name), false)?;
+        } else {
+            std::fs::copy(&source, to.join(&name))?;
+        }
+    }
+    Ok(())
+}
+
 /// A port the kernel considers free on 127.0.0.1 right now.
-fn free_port() -> Result<u16, TestkitError> {
+pub(crate) fn free_port() -> Result<u16, TestkitError> {
     let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
         .map_err(|e| TestkitError::io("bind 127.0.0.1:0 to find a free port", e))?;
     let port = listener
@@ -1218,6 +1440,15 @@ mod tests {
         for (counter, want) in expected.iter().enumerate() {
             assert_eq!(hotp_code(secret, counter as u64).unwrap(), *want);
         }
+    }
+
+    #[test]
+    fn pkce_challenge_matches_rfc_7636_appendix_b() {
+        let pkce = Pkce::from_verifier("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".into());
+        assert_eq!(
+            pkce.challenge,
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
     }
 
     #[test]

@@ -78,7 +78,14 @@ fn install_deps_on_a_clean_debian_container_then_a_samba_dc_answers_over_ldaps()
     let c = Container::run(&options, &image, &["sleep", "infinity"]).unwrap();
 
     // A clean machine: none of what the project needs is there yet.
-    for tool in ["samba-tool", "ldapwhoami", "pg_ctlcluster", "kinit"] {
+    for tool in [
+        "samba-tool",
+        "ldapwhoami",
+        "pg_ctlcluster",
+        "kinit",
+        "chromedriver",
+        "certutil",
+    ] {
         let found = c
             .exec(&["sh", "-c", &format!("command -v {tool}")])
             .unwrap();
@@ -111,6 +118,20 @@ fn install_deps_on_a_clean_debian_container_then_a_samba_dc_answers_over_ldaps()
         "import grpc, grpc_status, grpc_tools, grpc_reflection, aiosmtpd",
     ])
     .unwrap();
+
+    // The browser tests' tools: chromedriver drives the chromium it came with,
+    // certutil fills the browser's NSS trust store (browser.rs).
+    let versions = c
+        .exec_ok(&[
+            "sh",
+            "-c",
+            "chromium --version 2>/dev/null; chromedriver --version; command -v certutil",
+        ])
+        .unwrap();
+    assert!(
+        versions.contains("Chromium ") && versions.contains("ChromeDriver "),
+        "{versions}"
+    );
 
     // PostgreSQL answers on 127.0.0.1:5432 for the tests' role, without a password.
     let select = c

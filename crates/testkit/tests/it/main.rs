@@ -1,11 +1,12 @@
-//! Integration tests of the testkit against real Samba AD domain controllers and a
-//! real OpenID provider (glewlwyd).
+//! Integration tests of the testkit against real Samba AD domain controllers, a
+//! real OpenID provider (glewlwyd) and a real browser (Chromium over WebDriver).
 //!
-//! These need root and the Samba and glewlwyd packages (scripts/install-deps.sh); they
-//! fail, never skip, when those are missing.
+//! These need root and the Samba, glewlwyd and Chromium packages
+//! (scripts/install-deps.sh); they fail, never skip, when those are missing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod browser;
 mod fresh_machine;
 mod oidc;
 mod pki;

@@ -1,0 +1,148 @@
+//! Every sentence the portal shows, in one place so it can be translated:
+//! page texts, and each reason code in plain words with the next step.
+
+/// Product name in titles.
+pub const PRODUCT: &str = "Password writeback";
+/// Navigation.
+pub const NAV_ME: &str = "My account";
+pub const NAV_HELPDESK: &str = "Help desk";
+pub const NAV_ADMIN: &str = "On-premises integration";
+pub const NAV_AUDIT: &str = "Audit log";
+pub const SIGN_IN: &str = "Sign in";
+pub const SIGN_OUT: &str = "Sign out";
+pub const SIGNED_IN_AS: &str = "Signed in as";
+pub const STRONG_SIGN_IN: &str = "Sign in again with multi-factor authentication";
+pub const WELCOME: &str =
+    "Reset or change your on-premises password, or unlock your account, from here.";
+
+/// Self-service.
+pub const POLICY_TITLE: &str = "Your password rules";
+pub const POLICY_MIN_LENGTH: &str = "At least this many characters";
+pub const POLICY_COMPLEXITY: &str =
+    "Mix at least 3 of: upper-case letters, lower-case letters, digits, symbols, other letters";
+pub const POLICY_NO_COMPLEXITY: &str = "No character mix is required";
+pub const POLICY_HISTORY: &str = "Must differ from your last passwords";
+pub const POLICY_MIN_AGE: &str = "Time between two changes";
+pub const POLICY_MAX_AGE: &str = "Expires after";
+pub const POLICY_NEVER: &str = "never";
+pub const POLICY_ACCOUNT_NAME: &str = "Must not contain your account name";
+pub const CHANGE_TITLE: &str = "Change your password";
+pub const CHANGE_HELP: &str = "You know your current password and want a new one.";
+pub const RESET_TITLE: &str = "Reset your password";
+pub const RESET_HELP: &str =
+    "You forgot your password. This needs a recent sign-in with multi-factor authentication.";
+pub const UNLOCK_TITLE: &str = "Unlock your account";
+pub const UNLOCK_HELP: &str =
+    "Too many wrong passwords locked your account. Unlocking keeps your password.";
+pub const CURRENT_PASSWORD: &str = "Current password";
+pub const NEW_PASSWORD: &str = "New password";
+pub const CONFIRM_PASSWORD: &str = "Type the new password again";
+pub const SUBMIT_CHANGE: &str = "Change password";
+pub const SUBMIT_RESET: &str = "Reset password";
+pub const SUBMIT_UNLOCK: &str = "Unlock account";
+pub const MISMATCH: &str = "The two new passwords are not the same.";
+pub const LIVE_CHECK_LABEL: &str = "Checks as you type";
+
+/// Help desk.
+pub const FIND_USER: &str = "Find a user";
+pub const USER_UPN: &str = "User (user@domain)";
+pub const SUBMIT_FIND: &str = "Show";
+pub const MUST_CHANGE: &str = "User must change the password at next sign-in";
+pub const ALSO_UNLOCK: &str = "Also unlock the account";
+pub const HD_RESET_TITLE: &str = "Reset the password of";
+pub const HD_UNLOCK_TITLE: &str = "Unlock the account of";
+pub const HISTORY: &str = "Operation history";
+pub const NO_HISTORY: &str = "No operations yet.";
+
+/// Administration.
+pub const TOGGLES_TITLE: &str = "Password writeback settings";
+pub const TOGGLE_CLOUD_SYNC: &str = "Password writeback in cloud sync";
+pub const TOGGLE_SSPR: &str = "Write back passwords to your on-premises directory";
+pub const TOGGLE_UNLOCK: &str = "Allow users to unlock accounts without resetting their password";
+pub const SAVE: &str = "Save";
+pub const DOMAINS_TITLE: &str = "Domains and agents";
+pub const SETUP_COMPLETE: &str = "Agent set-up is complete";
+pub const SETUP_INCOMPLETE: &str = "Agent set-up is not complete";
+pub const AGENTS_TITLE: &str = "Agents";
+pub const REVOKE: &str = "Revoke";
+pub const ENROLL_TITLE: &str = "Add an agent";
+pub const ENROLL_HELP: &str =
+    "Issue a one-time enrollment token for a domain, then run the command on the agent's host.";
+pub const ENROLL_SUBMIT: &str = "Issue enrollment token";
+pub const ENROLL_SHOWN_ONCE: &str =
+    "This token is shown once. Save it to a file on the agent's host (mode 0600) and run:";
+pub const DOMAIN: &str = "Domain";
+pub const AUDIT_TITLE: &str = "Audit log";
+pub const FILTER: &str = "Filter";
+pub const OPERATION_TITLE: &str = "Operation";
+pub const NEXT_PAGE: &str = "Next page";
+
+/// The outcome of an operation in plain words, with the next step.
+pub fn explain(reason: &str, message: &str) -> String {
+    let (what, next) = match reason {
+        "OK" => ("Done: the directory accepted the change.", ""),
+        "WRITEBACK_DISABLED" => (
+            "Password writeback is switched off for your organization.",
+            "Ask an administrator to switch it on.",
+        ),
+        "UNSUPPORTED_OPERATION" => ("This is not something password writeback does.", ""),
+        "PERMISSION_DENIED" => ("You are not allowed to do this.", ""),
+        "UNAUTHENTICATED" | "TOKEN_EXPIRED" => {
+            ("Your sign-in has expired.", "Sign in again and retry.")
+        }
+        "STRONG_AUTHENTICATION_REQUIRED" => (
+            "This needs a recent sign-in with multi-factor authentication.",
+            "Sign in again with multi-factor authentication, then retry.",
+        ),
+        "THROTTLED" => (
+            "Too many resets of this account in the last hour.",
+            "Wait until the time below, then retry.",
+        ),
+        "PASSWORD_TOO_SHORT" => ("The new password is too short.", "Choose a longer one."),
+        "PASSWORD_COMPLEXITY" => (
+            "The new password does not mix enough kinds of characters, or contains your name.",
+            "Mix upper- and lower-case letters, digits and symbols.",
+        ),
+        "PASSWORD_IN_HISTORY" => (
+            "You used this password before.",
+            "Choose one you have not used.",
+        ),
+        "PASSWORD_MIN_AGE" => (
+            "Your password was changed too recently to change it again.",
+            "Wait until the time below, or ask the help desk for a reset.",
+        ),
+        "PASSWORD_BANNED" => (
+            "The new password is too easy to guess.",
+            "Add unrelated words or characters.",
+        ),
+        "WRONG_OLD_PASSWORD" => (
+            "The current password is not right.",
+            "Type your current password again, or reset it instead.",
+        ),
+        "USER_NOT_FOUND" => ("No such user in the directory.", "Check the name."),
+        "PROTECTED_ACCOUNT" => (
+            "This account is protected and cannot be changed here.",
+            "Ask a domain administrator.",
+        ),
+        "ACCOUNT_DISABLED" => ("The account is disabled.", "Ask the help desk."),
+        "ACCOUNT_LOCKED_OUT" => ("The account is locked.", "Unlock it first."),
+        "NO_AGENT_ONLINE" | "DC_UNREACHABLE" | "TIMEOUT" | "OVERLOADED" | "UNAVAILABLE" => (
+            "The on-premises directory could not be reached right now.",
+            "Retry in a few minutes; if it persists, tell the help desk.",
+        ),
+        _ => (
+            "The change was not made.",
+            "Tell the help desk what you see below.",
+        ),
+    };
+    let mut out = what.to_owned();
+    if !next.is_empty() {
+        out.push(' ');
+        out.push_str(next);
+    }
+    if !message.is_empty() && reason != "OK" {
+        out.push_str(" Details: ");
+        out.push_str(message);
+    }
+    out
+}

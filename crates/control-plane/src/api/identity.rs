@@ -11,9 +11,7 @@ use super::{Api, client_app_of, client_app_pb, role_of, role_pb, store_status, t
 use crate::auth::require_global_admin;
 use crate::oidc::ALLOWED_ALGORITHMS;
 use crate::oidc::keys::KeyError;
-use crate::store::{
-    self, Caller, ClientRegistration, IssuerConfig, NewAdminEvent, RoleMapping, StrongAuthPolicy,
-};
+use crate::store::{self, ClientRegistration, IssuerConfig, RoleMapping, StrongAuthPolicy};
 
 /// Clock skew when the request gives none, seconds.
 const DEFAULT_CLOCK_SKEW_SECONDS: u32 = 60;
@@ -191,35 +189,6 @@ fn client_details(c: &ClientRegistration) -> serde_json::Value {
         "client_app": c.client_app.as_str(),
         "application_role": c.application_role.map(store::Role::as_str),
     })
-}
-
-impl Api {
-    /// Records an administrative change; a failure to record fails the call
-    /// (a change without its trace is not acceptable).
-    pub(super) async fn audit_admin(
-        &self,
-        caller: &Caller,
-        action: &str,
-        object: &str,
-        details: serde_json::Value,
-    ) -> Result<(), Status> {
-        self.cp
-            .store
-            .record_admin_event(
-                &caller.tenant,
-                NewAdminEvent {
-                    principal: &caller.principal,
-                    client_app: caller.client_app.as_str(),
-                    action,
-                    object,
-                    details,
-                },
-            )
-            .await
-            .map_err(store_status)?;
-        tracing::info!(tenant = %caller.tenant, by = %caller.principal, action, object, "administrative change");
-        Ok(())
-    }
 }
 
 #[tonic::async_trait]

@@ -15,7 +15,7 @@
 //!
 //! Queuing is one insert; a failure to queue is logged and never reaches the
 //! caller. [`Sender`] (spawned by the server when notifications are on)
-//! claims due rows, sends them through the SMTP relay ([`smtp`]: STARTTLS
+//! claims due rows, sends them through the SMTP relay (`notify/smtp.rs`: STARTTLS
 //! required unless a loopback relay is configured with `tls = "none"`,
 //! optional AUTH) and marks them sent, or schedules the next attempt with
 //! exponential backoff (`retry_initial_seconds` doubling up to

@@ -1,5 +1,6 @@
 //! The public gRPC API, served in-process against a fake relay.
 
+mod admin_trail;
 mod audit;
 mod conventions;
 mod matrix;

@@ -265,8 +265,27 @@ async fn attribute(s: &Session, css: &str, name: &str) -> String {
     .to_owned()
 }
 
-/// The outcome box's reason code after a submit.
-async fn outcome(s: &Session) -> String {
+/// Clicks the submit `button` and returns the reason code of the outcome
+/// box on the page that answers (not the one before it, which may hold an
+/// outcome of its own: the old document is marked and waited out).
+async fn submit(s: &Session, button: &str) -> String {
+    s.execute("window.__wbStale = true; return true;", vec![])
+        .await
+        .unwrap();
+    s.click(button).await.unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        // Fails while the new document loads; true until it replaced the old.
+        let stale = s.execute("return window.__wbStale === true;", vec![]).await;
+        if matches!(stale, Ok(serde_json::Value::Bool(false))) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{button}: no new page"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     s.wait_for("div.outcome", WAIT).await.unwrap();
     attribute(s, "div.outcome", "data-reason").await
 }
@@ -288,8 +307,7 @@ async fn a_user_changes_resets_and_unlocks_in_the_browser() {
     s.fill("#change-confirm", "Portal-Change-7k#")
         .await
         .unwrap();
-    s.click("form[action='/me/change'] button").await.unwrap();
-    assert_eq!(outcome(&s).await, "OK");
+    assert_eq!(submit(&s, "form[action='/me/change'] button").await, "OK");
     assert!(w.binds("alice", "Portal-Change-7k#").await);
     assert!(!w.binds("alice", START).await);
 
@@ -302,15 +320,16 @@ async fn a_user_changes_resets_and_unlocks_in_the_browser() {
     s.wait_for("#reset-new", WAIT).await.unwrap();
     s.fill("#reset-new", "Portal-Reset-9q$").await.unwrap();
     s.fill("#reset-confirm", "Portal-Reset-9q$").await.unwrap();
-    s.click("form[action='/me/reset'] button").await.unwrap();
-    assert_eq!(outcome(&s).await, "OK");
+    assert_eq!(submit(&s, "form[action='/me/reset'] button").await, "OK");
     assert!(w.binds("alice", "Portal-Reset-9q$").await);
 
     // A banned password is refused in plain words, nothing written.
     s.fill("#reset-new", "P@ssw0rd1!").await.unwrap();
     s.fill("#reset-confirm", "P@ssw0rd1!").await.unwrap();
-    s.click("form[action='/me/reset'] button").await.unwrap();
-    assert_eq!(outcome(&s).await, "PASSWORD_BANNED");
+    assert_eq!(
+        submit(&s, "form[action='/me/reset'] button").await,
+        "PASSWORD_BANNED"
+    );
     w.screenshot(&s, "self-service-refused").await;
     assert!(w.binds("alice", "Portal-Reset-9q$").await);
 
@@ -319,8 +338,7 @@ async fn a_user_changes_resets_and_unlocks_in_the_browser() {
         let _ = w.dc.try_bind("alice@contoso.test", "Wrong-Passw0rd!").await;
     }
     assert_ne!(w.lockout_time("alice").await, 0);
-    s.click("form[action='/me/unlock'] button").await.unwrap();
-    assert_eq!(outcome(&s).await, "OK");
+    assert_eq!(submit(&s, "form[action='/me/unlock'] button").await, "OK");
     assert_eq!(w.lockout_time("alice").await, 0);
     assert!(w.binds("alice", "Portal-Reset-9q$").await);
 
@@ -341,10 +359,10 @@ async fn the_help_desk_resets_and_the_administrator_switches_writeback_off_and_o
         )
         .await;
     hd.fill("#hd-new", "Helpdesk-Set-4u!").await.unwrap();
-    hd.click("form[action='/helpdesk/reset'] button")
-        .await
-        .unwrap();
-    assert_eq!(outcome(&hd).await, "OK");
+    assert_eq!(
+        submit(&hd, "form[action='/helpdesk/reset'] button").await,
+        "OK"
+    );
     let pwd_last_set =
         w.dc.read_attrs(
             &format!("CN=alice,CN=Users,{}", w.dc.base_dn()),
@@ -369,32 +387,30 @@ async fn the_help_desk_resets_and_the_administrator_switches_writeback_off_and_o
     assert!(page.contains("data-complete=\"true\""), "{page}");
     w.screenshot(&admin, "on-premises-integration").await;
     admin.click("input[name=sspr_writeback]").await.unwrap();
-    admin
-        .click("form[action='/admin/settings'] button")
-        .await
-        .unwrap();
-    assert_eq!(outcome(&admin).await, "OK");
+    assert_eq!(
+        submit(&admin, "form[action='/admin/settings'] button").await,
+        "OK"
+    );
     // The help desk's next reset is refused.
     hd.fill("#hd-new", "Helpdesk-Off-5v!").await.unwrap();
-    hd.click("form[action='/helpdesk/reset'] button")
-        .await
-        .unwrap();
-    assert_eq!(outcome(&hd).await, "WRITEBACK_DISABLED");
+    assert_eq!(
+        submit(&hd, "form[action='/helpdesk/reset'] button").await,
+        "WRITEBACK_DISABLED"
+    );
     assert!(!w.binds("alice", "Helpdesk-Off-5v!").await);
     // On again, and it works.
     admin.goto(&format!("{}/admin", w.url)).await.unwrap();
     admin.click("input[name=sspr_writeback]").await.unwrap();
-    admin
-        .click("form[action='/admin/settings'] button")
-        .await
-        .unwrap();
-    assert_eq!(outcome(&admin).await, "OK");
+    assert_eq!(
+        submit(&admin, "form[action='/admin/settings'] button").await,
+        "OK"
+    );
     hd.fill("#hd-new", "Helpdesk-On-6w!").await.unwrap();
     hd.click("input[name=must_change]").await.unwrap();
-    hd.click("form[action='/helpdesk/reset'] button")
-        .await
-        .unwrap();
-    assert_eq!(outcome(&hd).await, "OK");
+    assert_eq!(
+        submit(&hd, "form[action='/helpdesk/reset'] button").await,
+        "OK"
+    );
     assert!(w.binds("alice", "Helpdesk-On-6w!").await);
 
     // An enrollment token, shown once with the command.

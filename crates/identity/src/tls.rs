@@ -6,6 +6,8 @@
 //!   never reaches a handler.
 //! - [`client_config`]: a client that verifies the server against the tenant
 //!   CA (hostname included) and optionally presents its own certificate.
+//! - [`web_client_config`]: a client for the public web (identity
+//!   providers): the system's roots plus an optional CA file.
 //! - [`pinned_client_config`]: first contact at enrollment, before the
 //!   client has the CA: the server chain must contain a CA certificate whose
 //!   SHA-256 equals the fingerprint pinned in the enrollment token, and the
@@ -174,6 +176,38 @@ pub fn client_config(
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// A client config for the public web (identity providers and the like):
+/// the system's trust roots (through rustls-native-certs) plus the
+/// certificates in `extra_ca_file`, no client certificate, HTTP/1.1.
+pub fn web_client_config(
+    extra_ca_file: Option<&std::path::Path>,
+) -> Result<rustls::ClientConfig, Error> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        tracing::warn!(error = %e, "a system trust root could not be loaded");
+    }
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = extra_ca_file {
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| Error::Io(format!("reading {}", path.display()), e))?;
+        for cert in certs_from_pem(&pem)? {
+            roots.add(cert)?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(Error::EmptyPem(
+            "trust root (install ca-certificates or name a CA file)",
+        ));
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// Verifies a server against a CA known only by fingerprint.

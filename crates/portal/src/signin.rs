@@ -6,7 +6,6 @@
 //! response's scopes, and the control plane judges it again on every call.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -50,25 +49,7 @@ impl std::fmt::Debug for SignIn {
 /// An https client trusting the system roots plus `ca_file`, never
 /// following redirects (the `openidconnect` crate's SSRF advice).
 fn http_client(ca_file: Option<&Path>) -> anyhow::Result<reqwest::Client> {
-    let mut roots = rustls::RootCertStore::empty();
-    if let Some(path) = ca_file {
-        let pem =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        for cert in writeback_identity::tls::certs_from_pem(&pem)? {
-            roots.add(cert)?;
-        }
-    }
-    let system = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
-    if let Ok(certs) = writeback_identity::tls::certs_from_pem(&system) {
-        roots.add_parsable_certificates(certs);
-    }
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tls = writeback_identity::tls::web_client_config(ca_file)?;
     Ok(reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .https_only(true)

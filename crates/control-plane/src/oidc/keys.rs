@@ -69,7 +69,7 @@ impl std::fmt::Debug for KeyCache {
 impl KeyCache {
     /// A cache fetching with `config`'s trust roots and intervals.
     pub fn new(config: &OidcConfig) -> anyhow::Result<KeyCache> {
-        let tls = super::tls::client_config(config.ca_file.as_deref())?;
+        let tls = writeback_identity::tls::web_client_config(config.ca_file.as_deref())?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .https_only(true)

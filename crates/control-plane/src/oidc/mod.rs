@@ -25,7 +25,6 @@
 
 pub mod claims;
 pub mod keys;
-mod tls;
 
 use std::collections::HashSet;
 use std::sync::Mutex;

@@ -397,19 +397,37 @@ impl Store {
         issuer_url: &str,
         client_id: &str,
     ) -> Result<Option<(String, IssuerConfig, ClientRegistration)>, StoreError> {
-        let row: Option<(String, String)> = sqlx::query_as(
-            "SELECT tenant_id, issuer_id FROM oidc_clients WHERE issuer_url = $1 AND client_id = $2",
-        )
+        // One query on every identity-provider request: the registration and
+        // its issuer together (the issuer's columns keep their names).
+        let issuer_columns: Vec<String> = ISSUER_COLUMNS
+            .split(", ")
+            .map(|c| format!("i.{c}"))
+            .collect();
+        let row = sqlx::query(&format!(
+            "SELECT c.tenant_id, c.client_id, c.client_app, c.application_role, \
+             c.updated_at_ms AS client_updated_at_ms, {} \
+             FROM oidc_clients c JOIN oidc_issuers i \
+             ON i.tenant_id = c.tenant_id AND i.issuer_id = c.issuer_id \
+             WHERE c.issuer_url = $1 AND c.client_id = $2",
+            issuer_columns.join(", ")
+        ))
         .bind(issuer_url)
         .bind(client_id)
         .fetch_optional(&self.pool)
         .await?;
-        let Some((tenant, issuer_id)) = row else {
+        let Some(row) = row else {
             return Ok(None);
         };
-        let issuer = self.get_issuer(&tenant, &issuer_id).await?;
-        let client = self.get_client(&tenant, &issuer_id, client_id).await?;
-        Ok(Some((tenant, issuer, client)))
+        let issuer = issuer_from_row(&row)?;
+        let app: String = row.try_get("client_app")?;
+        let client = ClientRegistration {
+            issuer_id: issuer.issuer_id.clone(),
+            client_id: row.try_get("client_id")?,
+            client_app: parse_client_app(&app)?,
+            application_role: optional_role(&row, "application_role")?,
+            updated_at_ms: row.try_get("client_updated_at_ms")?,
+        };
+        Ok(Some((row.try_get("tenant_id")?, issuer, client)))
     }
 
     /// Raises the stored role of principal `name` to `role` (creating the

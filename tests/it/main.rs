@@ -13,3 +13,4 @@ mod portal;
 mod scenarios;
 mod skeleton;
 mod standard_errors;
+mod traces;

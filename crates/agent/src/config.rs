@@ -25,6 +25,8 @@ pub struct AgentConfig {
     /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP); off when
     /// unset. Use loopback or a management network.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// OpenTelemetry trace export (off by default).
+    pub tracing: writeback_core::trace::TracingConfig,
 }
 
 /// How the agent reaches Active Directory.
@@ -58,6 +60,7 @@ impl Default for AgentConfig {
             max_in_flight: 16,
             directory: DirectorySection::default(),
             metrics_listen: None,
+            tracing: writeback_core::trace::TracingConfig::default(),
         }
     }
 }

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use tokio::sync::OnceCell;
 use writeback_core::operation::user_ref_key;
+use writeback_core::trace::Tracing;
 use writeback_core::{Failure, OperationKind, ReasonCode};
 use writeback_envelope::{Binding, Secrets};
 use writeback_proto::v1::{
@@ -83,6 +84,7 @@ pub struct Executor {
     checks: HealthHandle,
     memory: Mutex<Memory>,
     metrics: Option<crate::metrics::Metrics>,
+    tracing: Tracing,
 }
 
 impl Executor {
@@ -99,7 +101,14 @@ impl Executor {
             checks: HealthHandle::unchecked(),
             memory: Mutex::new(Memory::default()),
             metrics: None,
+            tracing: Tracing::disabled("writeback-agent"),
         }
+    }
+
+    /// Exports the operations' spans through `tracing`.
+    pub fn with_tracing(mut self, tracing: Tracing) -> Executor {
+        self.tracing = tracing;
+        self
     }
 
     /// Report the checks kept by `handle` in health reports.
@@ -145,9 +154,20 @@ impl Executor {
         c
     }
 
-    /// Runs `op` once and answers every request for its id with that result.
-    #[tracing::instrument(skip_all, fields(operation_id = %op.operation_id, domain = %op.domain))]
+    /// Runs `op` once and answers every request for its id with that result,
+    /// in a span continuing the operation's trace ([`crate::trace`]).
     pub async fn execute(&self, op: OperationRequest) -> OperationResult {
+        let head = OperationRequest {
+            operation_id: op.operation_id.clone(),
+            domain: op.domain.clone(),
+            traceparent: op.traceparent.clone(),
+            ..OperationRequest::default()
+        };
+        crate::trace::traced(&self.tracing, &head, self.execute_untraced(op)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(operation_id = %op.operation_id, domain = %op.domain))]
+    async fn execute_untraced(&self, op: OperationRequest) -> OperationResult {
         let started = Instant::now();
         if op.kind == v1::OperationKind::PolicyQuery as i32 {
             return self.answer_policy_query(op, started).await;
@@ -184,6 +204,7 @@ impl Executor {
             agent_id: self.enrollment.agent_id.clone(),
             agent_duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             policy_report: None,
+            ..OperationResult::default()
         }
     }
 
@@ -220,6 +241,7 @@ impl Executor {
             agent_id: self.enrollment.agent_id.clone(),
             agent_duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             policy_report,
+            ..OperationResult::default()
         }
     }
 

@@ -27,6 +27,7 @@ pub mod permissions;
 pub mod policy;
 pub mod runtime;
 pub mod state;
+pub mod trace;
 pub mod tunnel;
 
 use writeback_core::Failure;

@@ -188,6 +188,9 @@ async fn main() -> anyhow::Result<ExitCode> {
             let mut observability =
                 writeback_agent::runtime::Observability::new(config.metrics_listen);
             directory.register_metrics(&mut observability.registry);
+            observability.tracing =
+                writeback_core::trace::Tracing::new("writeback-agent", &config.tracing)?;
+            let tracing = observability.tracing.clone();
             let agent = writeback_agent::runtime::start(
                 &config.state_dir,
                 Arc::new(directory.clone()),
@@ -198,6 +201,8 @@ async fn main() -> anyhow::Result<ExitCode> {
             .await?;
             agent.task.await.context("agent task failed")?;
             directory.close().await;
+            // The last spans go out before the process ends.
+            tracing.shutdown();
         }
         Cmd::Permissions { action } => return permissions_cmd(&config, action).await,
         Cmd::Policy => {

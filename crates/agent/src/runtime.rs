@@ -59,6 +59,8 @@ pub struct Observability {
     pub metrics: crate::metrics::Metrics,
     /// `metrics_listen`.
     pub listen: Option<std::net::SocketAddr>,
+    /// Where the operations' spans go (nowhere by default).
+    pub tracing: writeback_core::trace::Tracing,
 }
 
 impl Observability {
@@ -69,6 +71,7 @@ impl Observability {
             registry,
             metrics,
             listen,
+            tracing: writeback_core::trace::Tracing::disabled("writeback-agent"),
         }
     }
 }
@@ -109,7 +112,7 @@ pub async fn start(
     let mut listening = None;
     if let Some(mut o) = observability {
         crate::metrics::register_health(&mut o.registry, checks);
-        executor = executor.with_metrics(o.metrics);
+        executor = executor.with_metrics(o.metrics).with_tracing(o.tracing);
         let shared = Arc::new(o.registry);
         if let Some(addr) = o.listen {
             listening = Some(

@@ -9,6 +9,7 @@
 
 mod idp;
 mod quality;
+mod timeline;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -330,7 +331,8 @@ pub enum AccountCmd {
 /// `operation …`
 #[derive(Subcommand, Debug)]
 pub enum OperationCmd {
-    /// Show one operation.
+    /// Show one operation: who asked, the rule that allowed it, the relay,
+    /// agent and domain controller that carried it, and the time in each hop.
     Show {
         /// Operation id.
         id: String,
@@ -730,7 +732,7 @@ pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Resu
                 .get_operation(pb::GetOperationRequest { operation_id: id })
                 .await?
                 .into_inner();
-            print_record(out, &r).map_err(io)?;
+            timeline::print(out, &r).map_err(io)?;
         }
         Command::Audit(AuditCmd::List {
             user,

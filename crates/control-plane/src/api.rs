@@ -657,10 +657,17 @@ fn record_pb(r: store::OperationRow) -> pb::OperationRecord {
         duration_ms: r
             .finished_at_ms
             .map_or(0, |f| u64::try_from(f - r.created_at_ms).unwrap_or(0)),
-        agent_duration_ms: r
-            .agent_duration_ms
-            .map_or(0, |d| u64::try_from(d).unwrap_or(0)),
+        agent_duration_ms: ms(r.agent_duration_ms),
+        trace_id: r.trace_id,
+        rule: r.rule,
+        relay_duration_ms: ms(r.hops.relay_duration_ms),
+        directory_duration_ms: ms(r.hops.directory_duration_ms),
+        dc_url: r.hops.dc_url.unwrap_or_default(),
     }
+}
+
+fn ms(d: Option<i64>) -> u64 {
+    d.map_or(0, |d| u64::try_from(d).unwrap_or(0))
 }
 
 fn role_pb(r: store::Role) -> pb::Role {

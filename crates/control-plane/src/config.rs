@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use writeback_core::trace::TracingConfig;
 
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +47,8 @@ pub struct ControlPlaneConfig {
     pub oidc: OidcConfig,
     /// E-mail notifications through an SMTP relay (off by default).
     pub notify: NotifyConfig,
+    /// OpenTelemetry trace export (off by default).
+    pub tracing: TracingConfig,
 }
 
 /// How the control plane talks to identity providers.
@@ -225,6 +228,7 @@ impl Default for ControlPlaneConfig {
             metrics_listen: None,
             oidc: OidcConfig::default(),
             notify: NotifyConfig::default(),
+            tracing: TracingConfig::default(),
         }
     }
 }

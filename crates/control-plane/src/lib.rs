@@ -69,6 +69,8 @@ pub struct ControlPlane {
     pub flights: flight::Flights,
     /// Verifies identity-provider tokens.
     pub oidc: oidc::Verifier,
+    /// The operations' traces.
+    pub tracing: writeback_core::trace::Tracing,
 }
 
 impl ControlPlane {
@@ -89,6 +91,9 @@ impl ControlPlane {
             Dispatcher::with_store(ca.clone(), config.relay_urls.clone(), store.clone());
         let oidc = oidc::Verifier::new(&config.oidc)
             .map_err(|e| ControlPlaneError::Config(format!("oidc: {e:#}")))?;
+        let tracing =
+            writeback_core::trace::Tracing::new("writeback-control-plane", &config.tracing)
+                .map_err(|e| ControlPlaneError::Config(e.to_string()))?;
         Ok(Arc::new(ControlPlane {
             store,
             ca,
@@ -97,6 +102,7 @@ impl ControlPlane {
             metrics: metrics::Metrics::new(),
             flights: flight::Flights::default(),
             oidc,
+            tracing,
         }))
     }
 }

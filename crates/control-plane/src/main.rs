@@ -120,9 +120,14 @@ async fn main() -> anyhow::Result<()> {
             let cp = ControlPlane::open(config)
                 .await
                 .context("while opening the control plane")?;
-            cp.serve(listener, writeback_core::shutdown_signal())
+            let served = cp
+                .clone()
+                .serve(listener, writeback_core::shutdown_signal())
                 .await
-                .context("while serving")?;
+                .context("while serving");
+            // The last spans go out before the process ends.
+            cp.tracing.shutdown();
+            served?;
         }
         Cmd::Token {
             tenant,

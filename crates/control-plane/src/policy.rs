@@ -120,14 +120,19 @@ pub fn may_read_policy(role: Role, target: TargetKind) -> Result<(), Failure> {
     }
 }
 
-/// Decides whether an operation may be written back.
+/// The rule of the seed's tables that allowed an operation, as the
+/// operation record and `writebackctl operation show` quote it.
+pub type Rule = &'static str;
+
+/// Decides whether an operation may be written back; the answer names the
+/// rule that allowed it.
 pub fn decide(
     settings: &Settings,
     role: Role,
     origin: ClientApp,
     target: TargetKind,
     kind: OperationKind,
-) -> Result<(), Failure> {
+) -> Result<Rule, Failure> {
     if target != TargetKind::Own && !role.is_admin() {
         return Err(Failure::new(
             ReasonCode::PermissionDenied,
@@ -136,10 +141,12 @@ pub fn decide(
     }
     check_toggles(settings, kind)?;
     match (target, kind) {
-        (TargetKind::Own, OperationKind::Change | OperationKind::ForcedChange) => Ok(()),
+        (TargetKind::Own, OperationKind::Change | OperationKind::ForcedChange) => {
+            Ok("a user may change their own password, from any client app")
+        }
         (TargetKind::Own, OperationKind::Reset) => {
             if origin == ClientApp::Portal {
-                Ok(())
+                Ok("self-service password reset from the reset portal")
             } else if role.is_admin() {
                 Err(unsupported(
                     "an administrator cannot use the password reset tool for their own password; use self-service reset from the portal",
@@ -152,7 +159,7 @@ pub fn decide(
         }
         (TargetKind::Own, OperationKind::Unlock) => {
             if origin == ClientApp::Portal {
-                Ok(())
+                Ok("self-service account unlock from the reset portal")
             } else {
                 Err(unsupported(
                     "self-service account unlock is only written back from the reset portal",
@@ -163,7 +170,9 @@ pub fn decide(
             "an administrator cannot use password writeback for another administrator's password",
         )),
         (TargetKind::OtherEndUser, OperationKind::Reset) => match origin {
-            ClientApp::Portal | ClientApp::Graph => Ok(()),
+            ClientApp::Portal | ClientApp::Graph => Ok(
+                "an administrator may reset an end user's password from the portal or the Graph API",
+            ),
             ClientApp::Powershell => Err(unsupported(
                 "administrator-initiated resets through PowerShell are not written back; use the portal or the Graph API",
             )),
@@ -172,7 +181,9 @@ pub fn decide(
             )),
         },
         (TargetKind::OtherEndUser, OperationKind::Unlock) => match origin {
-            ClientApp::Portal | ClientApp::Graph => Ok(()),
+            ClientApp::Portal | ClientApp::Graph => Ok(
+                "an administrator may unlock an end user's account from the portal or the Graph API",
+            ),
             ClientApp::Powershell | ClientApp::M365AdminCenter => Err(unsupported(
                 "administrator-initiated unlocks are written back only from the portal or the Graph API",
             )),
@@ -195,7 +206,7 @@ mod tests {
         unlock_without_reset: true,
     };
 
-    fn code(r: Result<(), Failure>) -> ReasonCode {
+    fn code<T>(r: Result<T, Failure>) -> ReasonCode {
         r.err().map_or(ReasonCode::Ok, |f| f.reason)
     }
 

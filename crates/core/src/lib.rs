@@ -1,8 +1,9 @@
 //! What every writeback service shares that is not the wire contract itself:
 //! the stable [`ReasonCode`]s every failure is reported with, their mapping
 //! to and from `tonic::Status` (with an `ErrorInfo` detail), the operation
-//! vocabulary ([`OperationKind`] and friends), figment-based config loading
-//! and the one telemetry setup (`WRITEBACK_LOG`, `WRITEBACK_LOG_FORMAT`).
+//! vocabulary ([`OperationKind`] and friends), figment-based config loading,
+//! the one logging setup (`WRITEBACK_LOG`, `WRITEBACK_LOG_FORMAT`) and
+//! OpenTelemetry traces with W3C trace context ([`trace`]).
 
 #![forbid(unsafe_code)]
 
@@ -13,6 +14,7 @@ pub mod operation;
 pub mod reason;
 pub mod status;
 pub mod telemetry;
+pub mod trace;
 
 pub use operation::OperationKind;
 pub use reason::ReasonCode;

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use writeback_core::trace::TracingConfig;
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +43,8 @@ pub struct RelayConfig {
     /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP); off when
     /// unset. Use loopback or a management network.
     pub metrics_listen: Option<SocketAddr>,
+    /// OpenTelemetry trace export (off by default).
+    pub tracing: TracingConfig,
 }
 
 impl RelayConfig {
@@ -71,6 +74,7 @@ impl Default for RelayConfig {
             max_tunnels_per_agent: 4,
             shutdown_grace_seconds: 10,
             metrics_listen: None,
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -127,6 +131,8 @@ pub struct RelayOptions {
     pub max_message_bytes: usize,
     /// Where to serve Prometheus metrics; off when `None`.
     pub metrics_listen: Option<SocketAddr>,
+    /// OpenTelemetry trace export.
+    pub tracing: TracingConfig,
 }
 
 impl RelayOptions {
@@ -155,6 +161,12 @@ impl RelayOptions {
             agent_queue_depth: c.agent_queue_depth.max(1),
             max_message_bytes: c.max_message_bytes.max(4096),
             metrics_listen: c.metrics_listen,
+            tracing: {
+                c.tracing
+                    .validate()
+                    .map_err(|e| crate::RelayError::Config(e.to_string()))?;
+                c.tracing.clone()
+            },
         })
     }
 }

@@ -19,6 +19,11 @@ use writeback_proto::v1::{
     WatchPresenceRequest,
 };
 
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TraceContextExt as _;
+use writeback_core::trace::{self, Tracing};
+use writeback_proto::v1::OperationRequest;
+
 use crate::config::RelayOptions;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -33,6 +38,7 @@ pub struct DispatchService {
     options: Arc<RelayOptions>,
     registry: Registry,
     metrics: Metrics,
+    tracing: Tracing,
 }
 
 impl DispatchService {
@@ -41,11 +47,13 @@ impl DispatchService {
         options: Arc<RelayOptions>,
         registry: Registry,
         metrics: Metrics,
+        tracing: Tracing,
     ) -> DispatchService {
         DispatchService {
             options,
             registry,
             metrics,
+            tracing,
         }
     }
 
@@ -116,7 +124,32 @@ impl RelayDispatch for DispatchService {
             .min(MAX_OPERATION_WAIT);
         let id = op.operation_id.clone();
         let started = std::time::Instant::now();
+        // The relay's span continues the control plane's trace, and the agent
+        // continues the relay's.
+        let cx = self.tracing.start(
+            "writeback.relay.route",
+            trace::SpanKind::Server,
+            &trace::from_traceparent(&op.traceparent),
+            vec![
+                KeyValue::new("writeback.operation_id", id.clone()),
+                KeyValue::new("writeback.domain", op.domain.clone()),
+                KeyValue::new("writeback.relay_id", self.options.relay_id.clone()),
+            ],
+        );
+        let op = OperationRequest {
+            traceparent: trace::traceparent(&cx),
+            ..op
+        };
         let routed = self.registry.dispatch(op, wait).await;
+        match &routed {
+            Ok(r) => {
+                cx.span()
+                    .set_attribute(KeyValue::new("writeback.agent_id", r.agent_id.clone()));
+                let reason = r.outcome.as_ref().map_or("", |o| o.reason_code.as_str());
+                trace::end(&cx, reason);
+            }
+            Err(f) => trace::end(&cx, f.reason.as_str()),
+        }
         self.metrics.dispatched(
             match &routed {
                 Ok(_) => "OK",
@@ -130,6 +163,8 @@ impl RelayDispatch for DispatchService {
                 Ok(Response::new(DispatchResponse {
                     result: Some(result),
                     relay_id: self.options.relay_id.clone(),
+                    relay_duration_ms: u64::try_from(started.elapsed().as_millis())
+                        .unwrap_or(u64::MAX),
                 }))
             }
             Err(f) => {

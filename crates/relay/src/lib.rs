@@ -24,6 +24,7 @@ pub mod tunnel;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use writeback_core::trace::Tracing;
 
 use tokio::net::TcpListener;
 use writeback_identity::{SpiffeId, tls, transport};
@@ -53,6 +54,7 @@ pub struct Relay {
     options: Arc<RelayOptions>,
     registry: Registry,
     metrics: metrics::Metrics,
+    tracing: Tracing,
 }
 
 impl Relay {
@@ -70,11 +72,23 @@ impl Relay {
     /// options').
     pub fn with_limits(options: RelayOptions, limits: Limits) -> Relay {
         let registry = Registry::with_limits(options.relay_id.clone(), limits);
+        // The config was validated when the options were resolved; what can
+        // still fail is the exporter outside a runtime: run untraced then.
+        let tracing = Tracing::new("writeback-relay", &options.tracing).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "traces will not be exported");
+            Tracing::disabled("writeback-relay")
+        });
         Relay {
             options: Arc::new(options),
             metrics: metrics::Metrics::new(registry.clone()),
             registry,
+            tracing,
         }
+    }
+
+    /// The relay's tracer (flushed by tests and at shutdown).
+    pub fn tracing(&self) -> &Tracing {
+        &self.tracing
     }
 
     /// The relay's metrics (what `metrics_listen` serves).
@@ -126,6 +140,7 @@ impl Relay {
             self.options.clone(),
             self.registry.clone(),
             self.metrics.clone(),
+            self.tracing.clone(),
         ))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);

@@ -31,11 +31,14 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("while binding {}", config.listen))?;
-    Relay::with_limits(options, config.limits())
-        .serve(listener, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+    let relay = Relay::with_limits(options, config.limits());
+    let tracing = relay.tracing().clone();
+    let served = relay
+        .serve(listener, writeback_core::shutdown_signal())
         .await
-        .context("while serving")?;
+        .context("while serving");
+    // The last spans go out before the process ends.
+    tracing.shutdown();
+    served?;
     Ok(())
 }

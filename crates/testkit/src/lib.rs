@@ -17,6 +17,8 @@
 //! chromium-driver) for end-to-end tests of web pages, trusting the tests' own CAs
 //! through an NSS database (real TLS, no ignored certificate errors), and signs
 //! users in through glewlwyd's own login page ([`browser::sign_in_at_glewlwyd`]).
+//! [`otlp::Collector`] receives the services' OpenTelemetry spans over OTLP/gRPC
+//! for the end-to-end trace tests.
 //!
 //! Everything is polled with deadlines (no fixed sleeps), nothing listens on fixed
 //! shared ports, and several domain controllers run side by side, also from parallel
@@ -27,6 +29,7 @@ mod child;
 pub mod docker;
 mod error;
 pub mod oidc;
+pub mod otlp;
 pub mod pki;
 pub mod samba;
 pub mod smtp;

@@ -16,6 +16,7 @@ use writeback_agent::directory::{Directory, DirectoryConfig};
 use writeback_agent::runtime::RunningAgent;
 use writeback_control_plane::store::{ClientApp, Role};
 use writeback_control_plane::{ControlPlane, ControlPlaneConfig, bootstrap};
+use writeback_core::trace::{Tracing, TracingConfig};
 use writeback_identity::{Ca, SpiffeId, tls, transport};
 use writeback_proto::v1 as pb;
 use writeback_relay::Relay;
@@ -110,6 +111,8 @@ pub struct Stack {
     /// Path of the global administrator's token (client app portal).
     pub admin_token_file: PathBuf,
     agents: Vec<(watch::Sender<bool>, RunningAgent)>,
+    /// Every agent's tracer (they export as the control plane's config says).
+    agent_tracing: Vec<Tracing>,
     cp_stop: watch::Sender<bool>,
     cp_task: tokio::task::JoinHandle<()>,
 }
@@ -122,13 +125,15 @@ fn localhost() -> Vec<IpAddr> {
     vec![IpAddr::from([127, 0, 0, 1])]
 }
 
-/// Starts a relay for `tenant` with a certificate from `ca` on `listener`.
+/// Starts a relay for `tenant` with a certificate from `ca` on `listener`,
+/// exporting spans as `tracing` says.
 pub fn start_relay(
     ca: &Ca,
     tenant: &str,
     relay_id: &str,
     listener: tokio::net::TcpListener,
     heartbeat: Duration,
+    tracing: TracingConfig,
 ) -> Result<RunningRelay, TestkitError> {
     let addr = listener.local_addr()?;
     let id = SpiffeId::Relay {
@@ -151,6 +156,7 @@ pub fn start_relay(
         agent_queue_depth: 64,
         max_message_bytes: 256 * 1024,
         metrics_listen: None,
+        tracing,
     });
     let (stop, rx) = watch::channel(false);
     let serving = relay.clone();
@@ -235,6 +241,7 @@ impl Stack {
                 &format!("relay-{}", i + 1),
                 l,
                 Duration::from_secs(5),
+                cp.config.tracing.clone(),
             )?);
         }
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
@@ -254,6 +261,7 @@ impl Stack {
             relays: running,
             admin_token_file,
             agents: Vec::new(),
+            agent_tracing: Vec::new(),
             cp_stop,
             cp_task,
         })
@@ -377,6 +385,9 @@ impl Stack {
         // Metrics are kept (not served): tests read them from `agent_metrics`.
         let mut observability = writeback_agent::runtime::Observability::new(None);
         directory.register_metrics(&mut observability.registry);
+        observability.tracing = Tracing::new("writeback-agent", &self.cp.config.tracing)
+            .map_err(|e| TestkitError::Stack(format!("agent tracing: {e}")))?;
+        self.agent_tracing.push(observability.tracing.clone());
         let mut agent = writeback_agent::runtime::start(
             &state_dir,
             Arc::new(directory),
@@ -392,6 +403,18 @@ impl Stack {
             .map_err(|e| TestkitError::Stack(format!("agent: {e}")))?;
         self.agents.push((stop, agent));
         Ok(enrollment.agent_id)
+    }
+
+    /// Exports every finished span of every service now (the control plane,
+    /// the relays and the agents); they export only when the control plane's
+    /// config sets `tracing.otlp_endpoint`.
+    pub async fn flush_traces(&self) {
+        let mut all = vec![self.cp.tracing.clone()];
+        all.extend(self.relays.iter().map(|r| r.relay.tracing().clone()));
+        all.extend(self.agent_tracing.iter().cloned());
+        // A flush blocks until the exporter has sent, and the exporter's
+        // channel runs on this runtime: flush off its threads.
+        let _ = tokio::task::spawn_blocking(move || all.iter().for_each(Tracing::flush)).await;
     }
 
     /// The metrics registry of the `index`th agent started.

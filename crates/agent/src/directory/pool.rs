@@ -391,6 +391,7 @@ impl Pool {
         let started = Instant::now();
         let result = session::open(dc, &self.tls, &self.bind_dn, password, self.timeout).await;
         self.timings.observe("connect", started.elapsed());
+        crate::trace::request("connect", &dc.url, started);
         let mut state = lock(&self.state);
         match result {
             Ok(mut s) => {

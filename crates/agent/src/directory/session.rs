@@ -386,10 +386,11 @@ impl Session {
         }
     }
 
-    fn observe(&self, op: &str, started: Instant) {
+    fn observe(&self, op: &'static str, started: Instant) {
         if let Some(t) = &self.timings {
             t.observe(op, started.elapsed());
         }
+        crate::trace::request(op, &self.url, started);
     }
 
     /// Whether the connection is gone (the DC closed it, or it failed).

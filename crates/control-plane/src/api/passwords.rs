@@ -7,6 +7,10 @@
 
 use super::*;
 
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TraceContextExt as _;
+use writeback_core::trace;
+
 /// One password operation as the handlers hand it to [`Api::run_operation`].
 struct Ask {
     kind: OperationKind,
@@ -17,6 +21,8 @@ struct Ask {
     unlock: bool,
     new_password: Option<SecretString>,
     old_password: Option<SecretString>,
+    /// The caller's trace context (`traceparent` metadata), if any.
+    parent: opentelemetry::Context,
 }
 
 #[tonic::async_trait]
@@ -26,6 +32,7 @@ impl PasswordService for Api {
         req: Request<pb::ResetPasswordRequest>,
     ) -> Result<Response<pb::OperationResponse>, Status> {
         let caller = self.authenticate(&req).await?;
+        let parent = trace::from_metadata(req.metadata());
         let mut r = req.into_inner();
         check_password(&r.new_password, "new password")?;
         let ask = Ask {
@@ -37,6 +44,7 @@ impl PasswordService for Api {
             unlock: r.unlock,
             new_password: Some(SecretString::from(std::mem::take(&mut r.new_password))),
             old_password: None,
+            parent,
         };
         self.run_operation(caller, ask).await.map(Response::new)
     }
@@ -46,6 +54,7 @@ impl PasswordService for Api {
         req: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::OperationResponse>, Status> {
         let caller = self.authenticate(&req).await?;
+        let parent = trace::from_metadata(req.metadata());
         let mut r = req.into_inner();
         check_password(&r.new_password, "new password")?;
         check_password(&r.old_password, "current password")?;
@@ -62,6 +71,7 @@ impl PasswordService for Api {
             unlock: false,
             new_password: Some(SecretString::from(std::mem::take(&mut r.new_password))),
             old_password: Some(SecretString::from(std::mem::take(&mut r.old_password))),
+            parent,
         };
         self.run_operation(caller, ask).await.map(Response::new)
     }
@@ -71,6 +81,7 @@ impl PasswordService for Api {
         req: Request<pb::UnlockAccountRequest>,
     ) -> Result<Response<pb::OperationResponse>, Status> {
         let caller = self.authenticate(&req).await?;
+        let parent = trace::from_metadata(req.metadata());
         let r = req.into_inner();
         let ask = Ask {
             kind: OperationKind::Unlock,
@@ -81,6 +92,7 @@ impl PasswordService for Api {
             unlock: false,
             new_password: None,
             old_password: None,
+            parent,
         };
         self.run_operation(caller, ask).await.map(Response::new)
     }
@@ -216,8 +228,18 @@ impl Api {
         let started = Instant::now();
         let kind = ask.kind.as_str().to_owned();
         let origin = caller.client_app.to_string();
+        let cx = self.cp.tracing.start(
+            "writeback.operation",
+            trace::SpanKind::Server,
+            &ask.parent,
+            vec![
+                KeyValue::new("writeback.kind", kind.clone()),
+                KeyValue::new("writeback.tenant", caller.tenant.clone()),
+                KeyValue::new("writeback.origin", origin.clone()),
+            ],
+        );
         let mut seen = Seen::default();
-        let result = self.decide_and_run(caller, ask, &mut seen).await;
+        let result = self.decide_and_run(caller, ask, &cx, &mut seen).await;
         let reason = match &result {
             Ok(r) => r
                 .outcome
@@ -226,6 +248,15 @@ impl Api {
                 .unwrap_or_default(),
             Err(s) => writeback_core::failure_of(s).reason.as_str().to_owned(),
         };
+        if let Ok(r) = &result {
+            cx.span().set_attribute(KeyValue::new(
+                "writeback.operation_id",
+                r.operation_id.clone(),
+            ));
+        }
+        cx.span()
+            .set_attribute(KeyValue::new("writeback.domain", seen.domain.clone()));
+        trace::end(&cx, &reason);
         self.cp.metrics.operation(
             crate::metrics::OperationLabels {
                 kind,
@@ -246,6 +277,7 @@ impl Api {
         &self,
         caller: Caller,
         ask: Ask,
+        cx: &opentelemetry::Context,
         seen: &mut Seen,
     ) -> Result<pb::OperationResponse, Status> {
         let started = Instant::now();
@@ -289,38 +321,43 @@ impl Api {
         span.record("domain", domain.as_str());
 
         let settings = settings.map_err(store_status)?;
-        if let Err(refusal) = policy::decide(
+        let decided = policy::decide(
             &settings,
             caller.role,
             caller.client_app,
             target_kind,
             ask.kind,
         )
-        .and_then(|()| policy::check_sign_in(&caller.sign_in, target_kind, ask.kind))
-        {
-            // A refused operation never becomes an operation: no audit
-            // record, no dispatch, and it does not count toward the
-            // throttle. The refusal is answered at once and logged here.
-            tracing::info!(principal = %caller.principal, client_app = %caller.client_app,
+        .and_then(|rule| {
+            policy::check_sign_in(&caller.sign_in, target_kind, ask.kind).map(|()| rule)
+        });
+        let rule = match decided {
+            Ok(rule) => rule,
+            Err(refusal) => {
+                // A refused operation never becomes an operation: no audit
+                // record, no dispatch, and it does not count toward the
+                // throttle. The refusal is answered at once and logged here.
+                tracing::info!(principal = %caller.principal, client_app = %caller.client_app,
                 target = %target_key, target_kind = ?target_kind, reason = %refusal.reason,
                 "operation refused by policy");
-            if target_kind == TargetKind::OtherAdministrator
-                && ask.kind == OperationKind::Reset
-                && refusal.reason == ReasonCode::UnsupportedOperation
-                && let Some(user_ref::By::Upn(upn)) = &user.by
-            {
-                crate::notify::admin_reset_attempted(
-                    &self.cp.store,
-                    &self.cp.config.notify,
-                    &caller.tenant,
-                    &caller.principal,
-                    upn,
-                    caller.client_app,
-                )
-                .await;
+                if target_kind == TargetKind::OtherAdministrator
+                    && ask.kind == OperationKind::Reset
+                    && refusal.reason == ReasonCode::UnsupportedOperation
+                    && let Some(user_ref::By::Upn(upn)) = &user.by
+                {
+                    crate::notify::admin_reset_attempted(
+                        &self.cp.store,
+                        &self.cp.config.notify,
+                        &caller.tenant,
+                        &caller.principal,
+                        upn,
+                        caller.client_app,
+                    )
+                    .await;
+                }
+                return Err(refusal.into());
             }
-            return Err(refusal.into());
-        }
+        };
 
         // A new password built on a banned term never leaves the control
         // plane: refused like the policy's refusals (not recorded, not
@@ -391,6 +428,8 @@ impl Api {
                     client_app: caller.client_app,
                     created_at_ms: now,
                     deadline_at_ms: deadline_ms,
+                    trace_id: trace::trace_id(cx),
+                    rule: rule.to_owned(),
                 };
                 let (inserted, keys) = tokio::join!(store.insert_operation(&record), keys);
                 inserted.map_err(store_status)?;
@@ -409,18 +448,26 @@ impl Api {
                 &operation_id,
                 deadline_ms,
                 timeout,
+                cx,
             )
             .await;
-        let (reason, message, agent_id, relay_id, agent_ms) = match result {
+        let ms = |d: u64| (d > 0).then(|| i64::try_from(d).unwrap_or(i64::MAX));
+        let (reason, message, agent_id, relay_id, agent_ms, hops) = match result {
             Ok(d) => {
                 let r = d.result.unwrap_or_default();
                 let o = r.outcome.unwrap_or_default();
+                let hops = store::Hops {
+                    relay_duration_ms: ms(d.relay_duration_ms),
+                    directory_duration_ms: ms(r.directory_duration_ms),
+                    dc_url: (!r.dc_url.is_empty()).then_some(r.dc_url),
+                };
                 (
                     o.reason_code,
                     o.message,
                     r.agent_id,
                     d.relay_id,
                     r.agent_duration_ms,
+                    hops,
                 )
             }
             Err(f) => (
@@ -429,6 +476,7 @@ impl Api {
                 String::new(),
                 String::new(),
                 0,
+                store::Hops::default(),
             ),
         };
         if agent_ms > 0 {
@@ -451,6 +499,7 @@ impl Api {
                     relay_id: (!relay_id.is_empty()).then_some(relay_id),
                     finished_at_ms: store.now_ms(),
                     agent_duration_ms: Some(i64::try_from(agent_ms).unwrap_or(i64::MAX)),
+                    hops,
                 },
             )
             .await;
@@ -521,6 +570,7 @@ impl Api {
         operation_id: &str,
         deadline_ms: i64,
         timeout: Duration,
+        cx: &opentelemetry::Context,
     ) -> Result<pb::DispatchResponse, Failure> {
         let expires_at = deadline_ms.div_euclid(1000);
         let envelope = match (&ask.new_password, keys) {
@@ -599,7 +649,35 @@ impl Api {
             Failure::new(ReasonCode::Internal, "the control plane's storage failed")
         })?;
         policy::check_toggles(&settings, ask.kind)?;
-        self.cp.dispatcher.dispatch(op, timeout).await
+        let dispatch = self.cp.tracing.start(
+            "writeback.dispatch",
+            trace::SpanKind::Client,
+            cx,
+            vec![KeyValue::new(
+                "writeback.operation_id",
+                operation_id.to_owned(),
+            )],
+        );
+        let op = pb::OperationRequest {
+            traceparent: trace::traceparent(&dispatch),
+            ..op
+        };
+        let answered = self.cp.dispatcher.dispatch(op, timeout).await;
+        let reason = match &answered {
+            Ok(d) => {
+                dispatch
+                    .span()
+                    .set_attribute(KeyValue::new("writeback.relay_id", d.relay_id.clone()));
+                d.result
+                    .as_ref()
+                    .and_then(|r| r.outcome.as_ref())
+                    .map(|o| o.reason_code.clone())
+                    .unwrap_or_default()
+            }
+            Err(f) => f.reason.as_str().to_owned(),
+        };
+        trace::end(&dispatch, &reason);
+        answered
     }
 }
 

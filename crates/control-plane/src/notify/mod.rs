@@ -430,6 +430,9 @@ mod tests {
             deadline_at_ms: 1_748_779_230_000,
             finished_at_ms: Some(1_748_779_201_000),
             agent_duration_ms: None,
+            trace_id: String::new(),
+            rule: String::new(),
+            hops: Default::default(),
         }
     }
 

@@ -53,7 +53,9 @@ pub use auth::{Caller, ClientApp, Role, SignIn, TokenRow};
 pub use domains::DomainRow;
 pub use identity::{ClientRegistration, IssuerConfig, RoleMapping, StrongAuthPolicy};
 pub use notifications::{NewNotification, NotificationRow, NotificationState};
-pub use operations::{Finish, NewOperation, OperationRow, OperationState, RESTART_TIMEOUT_MESSAGE};
+pub use operations::{
+    Finish, Hops, NewOperation, OperationRow, OperationState, RESTART_TIMEOUT_MESSAGE,
+};
 pub use tenants::{Settings, SettingsUpdate};
 
 /// Page size used when a request asks for 0 entries.

@@ -78,6 +78,10 @@ pub struct NewOperation {
     pub created_at_ms: i64,
     /// After this instant no outcome is expected any more.
     pub deadline_at_ms: i64,
+    /// Its trace id (32 hex digits; empty when none).
+    pub trace_id: String,
+    /// The policy rule that allowed it.
+    pub rule: String,
 }
 
 /// The final state of an operation.
@@ -98,6 +102,21 @@ pub struct Finish {
     pub finished_at_ms: i64,
     /// Time the agent reported, if any.
     pub agent_duration_ms: Option<i64>,
+    /// Where the rest of the time went.
+    pub hops: Hops,
+}
+
+/// Per-hop figures of a finished operation, as the relay and the agent
+/// reported them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hops {
+    /// The relay's time from receiving the dispatch to answering it (its
+    /// queue, the transit to the agent and back, and the agent's time).
+    pub relay_duration_ms: Option<i64>,
+    /// The agent's time in LDAP requests to the domain controller.
+    pub directory_duration_ms: Option<i64>,
+    /// The domain controller that answered (its URL).
+    pub dc_url: Option<String>,
 }
 
 /// The durable record of one operation.
@@ -135,6 +154,12 @@ pub struct OperationRow {
     pub finished_at_ms: Option<i64>,
     /// Time the agent reported.
     pub agent_duration_ms: Option<i64>,
+    /// Its trace id (empty for operations recorded before traces were kept).
+    pub trace_id: String,
+    /// The policy rule that allowed it (empty for older records).
+    pub rule: String,
+    /// Per-hop figures.
+    pub hops: Hops,
 }
 
 impl OperationRow {
@@ -152,7 +177,8 @@ impl OperationRow {
 
 const OPERATION_COLUMNS: &str = "tenant_id, id, kind, target, domain, principal, client_app, \
      state, reason_code, message, agent_id, relay_id, created_at_ms, deadline_at_ms, \
-     finished_at_ms, agent_duration_ms";
+     finished_at_ms, agent_duration_ms, trace_id, rule, relay_duration_ms, \
+     directory_duration_ms, dc_url";
 
 fn operation_from_row(row: &AnyRow) -> Result<OperationRow, StoreError> {
     let client_app: String = row.try_get("client_app")?;
@@ -174,6 +200,17 @@ fn operation_from_row(row: &AnyRow) -> Result<OperationRow, StoreError> {
         deadline_at_ms: row.try_get("deadline_at_ms")?,
         finished_at_ms: row.try_get("finished_at_ms")?,
         agent_duration_ms: row.try_get("agent_duration_ms")?,
+        trace_id: row
+            .try_get::<Option<String>, _>("trace_id")?
+            .unwrap_or_default(),
+        rule: row
+            .try_get::<Option<String>, _>("rule")?
+            .unwrap_or_default(),
+        hops: Hops {
+            relay_duration_ms: row.try_get("relay_duration_ms")?,
+            directory_duration_ms: row.try_get("directory_duration_ms")?,
+            dc_url: row.try_get("dc_url")?,
+        },
     })
 }
 
@@ -197,8 +234,8 @@ impl Store {
         non_empty(&op.id, "operation id is empty")?;
         sqlx::query(
             "INSERT INTO operations (tenant_id, id, kind, target, domain, principal, \
-             client_app, state, created_at_ms, deadline_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9)",
+             client_app, state, created_at_ms, deadline_at_ms, trace_id, rule) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11)",
         )
         .bind(&op.tenant)
         .bind(&op.id)
@@ -209,6 +246,8 @@ impl Store {
         .bind(op.client_app.as_str())
         .bind(op.created_at_ms)
         .bind(op.deadline_at_ms)
+        .bind((!op.trace_id.is_empty()).then_some(op.trace_id.as_str()))
+        .bind((!op.rule.is_empty()).then_some(op.rule.as_str()))
         .execute(&self.pool)
         .await
         .map_err(|e| insert_error(e, "operation", "tenant"))?;
@@ -232,7 +271,8 @@ impl Store {
         }
         let done = sqlx::query(
             "UPDATE operations SET state = $3, reason_code = $4, message = $5, agent_id = $6, \
-             relay_id = $7, finished_at_ms = $8, agent_duration_ms = $9 \
+             relay_id = $7, finished_at_ms = $8, agent_duration_ms = $9, \
+             relay_duration_ms = $10, directory_duration_ms = $11, dc_url = $12 \
              WHERE tenant_id = $1 AND id = $2 AND state = 'pending'",
         )
         .bind(tenant)
@@ -244,6 +284,9 @@ impl Store {
         .bind(fin.relay_id.as_deref())
         .bind(fin.finished_at_ms)
         .bind(fin.agent_duration_ms)
+        .bind(fin.hops.relay_duration_ms)
+        .bind(fin.hops.directory_duration_ms)
+        .bind(fin.hops.dc_url.as_deref())
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 1 {

@@ -329,6 +329,8 @@ async fn finished_reset(store: &Store, upn: &str) -> writeback_control_plane::st
             client_app: ClientApp::Graph,
             created_at_ms: now,
             deadline_at_ms: now + 30_000,
+            trace_id: String::new(),
+            rule: String::new(),
         })
         .await
         .unwrap();
@@ -344,6 +346,7 @@ async fn finished_reset(store: &Store, upn: &str) -> writeback_control_plane::st
                 relay_id: None,
                 finished_at_ms: now,
                 agent_duration_ms: None,
+                hops: Default::default(),
             },
         )
         .await

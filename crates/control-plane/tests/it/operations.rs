@@ -23,6 +23,8 @@ fn op(tenant: &str, id: &str, kind: &str, target: &str, created_at_ms: i64) -> N
         client_app: ClientApp::Portal,
         created_at_ms,
         deadline_at_ms: created_at_ms + 30_000,
+        trace_id: String::new(),
+        rule: String::new(),
     }
 }
 
@@ -35,6 +37,7 @@ fn succeeded(at: i64) -> Finish {
         relay_id: Some("r1".to_owned()),
         finished_at_ms: at,
         agent_duration_ms: Some(31),
+        hops: Default::default(),
     }
 }
 
@@ -90,6 +93,7 @@ async fn operation_goes_from_pending_to_final_once(db: &TestDb) {
         relay_id: None,
         finished_at_ms: NOW + 99,
         agent_duration_ms: None,
+        hops: Default::default(),
     };
     assert!(matches!(
         store.finish_operation("t1", "op-1", &fail).await,
@@ -267,6 +271,7 @@ async fn throttle_counts_recent_operations_per_user(db: &TestDb) {
                 relay_id: None,
                 finished_at_ms: NOW - 20 * MINUTE + 40,
                 agent_duration_ms: Some(3),
+                hops: Default::default(),
             },
         )
         .await

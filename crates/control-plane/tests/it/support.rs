@@ -340,8 +340,11 @@ fn outcome(op: &pb::OperationRequest, reason: ReasonCode) -> pb::DispatchRespons
             agent_id: "agent-fake".into(),
             agent_duration_ms: 3,
             policy_report: None,
+            directory_duration_ms: 2,
+            dc_url: "ldaps://dc-fake.test".into(),
         }),
         relay_id: RELAY_ID.into(),
+        relay_duration_ms: 4,
     }
 }
 
@@ -566,6 +569,7 @@ impl TestCp {
             metrics: writeback_control_plane::metrics::Metrics::new(),
             flights: Default::default(),
             oidc: writeback_control_plane::oidc::Verifier::new(&Default::default()).unwrap(),
+            tracing: writeback_core::trace::Tracing::disabled("writeback-control-plane"),
         });
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
@@ -714,6 +718,8 @@ impl TestCp {
                 client_app: ClientApp::Portal,
                 created_at_ms,
                 deadline_at_ms: created_at_ms + 30_000,
+                trace_id: String::new(),
+                rule: String::new(),
             })
             .await
             .unwrap();

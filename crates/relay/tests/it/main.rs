@@ -179,6 +179,7 @@ impl TestRelay {
                 agent_queue_depth: settings.limits.queue_depth,
                 max_message_bytes: settings.max_message_bytes,
                 metrics_listen: None,
+                tracing: Default::default(),
             },
             settings.limits,
         );

@@ -292,7 +292,7 @@ async fn a_second_connection_of_the_same_identity_replaces_the_first() {
                 }),
                 agent_id: "a1".into(),
                 agent_duration_ms: 1,
-                policy_report: None,
+                ..Default::default()
             })),
         })
         .await

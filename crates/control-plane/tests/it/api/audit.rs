@@ -120,10 +120,32 @@ async fn operations_are_listed_newest_first_page_by_page_and_shown_by_id(db: &Te
     let (r, out) = support::ctl(&t, &t.admin_token, &["operation", "show", &bob_ids[0]]).await;
     r.unwrap();
     assert!(out.contains(&bob_ids[0]), "{out}");
-    assert!(out.contains("target=upn:bob@contoso.test"), "{out}");
-    assert!(out.contains("state=succeeded reason=OK"), "{out}");
-    assert!(out.contains("via=portal"), "{out}");
-    assert!(out.contains("relay=fake-relay"), "{out}");
+    assert!(
+        out.contains("what      reset of upn:bob@contoso.test"),
+        "{out}"
+    );
+    assert!(out.contains("outcome   succeeded OK: "), "{out}");
+    assert!(out.contains("via portal"), "{out}");
+    assert!(
+        out.contains("allowed   an administrator may reset an end user's password"),
+        "{out}"
+    );
+    // The hops as the (fake) relay and agent reported them, through the store.
+    assert!(out.contains("relay fake-relay"), "{out}");
+    assert!(out.contains("4 ms (own 1 ms)"), "{out}");
+    assert!(out.contains("agent agent-fake"), "{out}");
+    assert!(out.contains("3 ms (own 1 ms)"), "{out}");
+    assert!(out.contains("DC ldaps://dc-fake.test"), "{out}");
+    assert!(out.contains(" 2 ms\n"), "{out}");
+    let trace_id = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("trace"))
+        .map(str::trim)
+        .unwrap_or_default();
+    assert!(
+        trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{out}"
+    );
     let (r, _) = support::ctl(&t, &t.admin_token, &["operation", "show", "no-such-id"]).await;
     assert_eq!(r.unwrap_err().reason(), Some(ReasonCode::NotFound));
 
@@ -155,13 +177,13 @@ async fn an_accepted_operation_is_pending_before_it_is_dispatched(db: &TestDb) {
     t.relay.wait_dispatched(1).await;
     let (r, out) = support::ctl(&t, &t.admin_token, &["operation", "show", &id]).await;
     r.unwrap();
-    assert!(out.contains("state=pending reason=-"), "{out}");
+    assert!(out.contains("outcome   pending\n"), "{out}");
     t.relay.release();
     assert_eq!(call.await.unwrap(), Ok(id.clone()));
     let (r, out) = support::ctl(&t, &t.admin_token, &["operation", "show", &id]).await;
     r.unwrap();
-    assert!(out.contains("state=succeeded reason=OK"), "{out}");
-    assert!(out.contains("agent=agent-fake"), "{out}");
+    assert!(out.contains("outcome   succeeded OK"), "{out}");
+    assert!(out.contains("agent agent-fake"), "{out}");
     // Repeating the id answers from the log without dispatching again.
     assert_eq!(
         admin

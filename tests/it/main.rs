@@ -8,6 +8,7 @@ mod deploy;
 mod enrollment;
 mod metrics;
 mod oidc;
+mod op_signing;
 mod password_quality;
 mod portal;
 mod scenarios;

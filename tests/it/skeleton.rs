@@ -13,8 +13,8 @@ use writeback_proto::v1::relay_dispatch_client::RelayDispatchClient;
 use writeback_testkit::SambaDc;
 use writeback_testkit::stack::Stack;
 
-const OLD: &str = "Old-Passw0rd!1";
-const NEW: &str = "N3w-Passw0rd!2";
+pub(crate) const OLD: &str = "Old-Passw0rd!1";
+pub(crate) const NEW: &str = "N3w-Passw0rd!2";
 
 fn init() {
     writeback_identity::install_crypto_provider();
@@ -270,16 +270,18 @@ async fn an_agent_of_domain_a_never_receives_an_operation_for_domain_b() {
     // Dispatching straight to the relay with the contoso agent's sealed copy
     // but the fabrikam domain: the relay has no fabrikam agent to give it to.
     let mut relay = control_plane_relay_client(&stack);
-    let op = sealed_op(
+    let mut op = sealed_op(
         &stack,
         "fabrikam.test",
         "alice@fabrikam.test",
         "alice@fabrikam.test",
     )
     .await;
+    stack.cp.signer.sign(&mut op);
     let err = relay
         .dispatch(pb::DispatchRequest {
             operation: Some(op),
+            min_revocation_version: 0,
         })
         .await
         .unwrap_err();
@@ -295,17 +297,20 @@ async fn a_tampered_or_moved_envelope_fails_to_open_and_changes_nothing() {
     let (dc, stack, _) = contoso().await;
     let mut relay = control_plane_relay_client(&stack);
 
-    // Sealed for alice, delivered with bob as the target.
-    let op = sealed_op(
+    // Sealed for alice, delivered with bob as the target — and signed as
+    // such by the control plane's key, so it is the envelope that refuses.
+    let mut op = sealed_op(
         &stack,
         "contoso.test",
         "alice@contoso.test",
         "bob@contoso.test",
     )
     .await;
+    stack.cp.signer.sign(&mut op);
     let result = relay
         .dispatch(pb::DispatchRequest {
             operation: Some(op),
+            min_revocation_version: 0,
         })
         .await
         .unwrap()
@@ -323,9 +328,11 @@ async fn a_tampered_or_moved_envelope_fails_to_open_and_changes_nothing() {
     )
     .await;
     op.envelope.as_mut().unwrap().copies[0].ciphertext[3] ^= 0x40;
+    stack.cp.signer.sign(&mut op);
     let result = relay
         .dispatch(pb::DispatchRequest {
             operation: Some(op),
+            min_revocation_version: 0,
         })
         .await
         .unwrap()
@@ -346,7 +353,9 @@ async fn a_tampered_or_moved_envelope_fails_to_open_and_changes_nothing() {
 }
 
 /// A RelayDispatch client holding the tenant control plane's identity.
-fn control_plane_relay_client(stack: &Stack) -> RelayDispatchClient<tonic::transport::Channel> {
+pub(crate) fn control_plane_relay_client(
+    stack: &Stack,
+) -> RelayDispatchClient<tonic::transport::Channel> {
     let id = SpiffeId::ControlPlane {
         tenant: stack.tenant.clone(),
     };
@@ -359,8 +368,9 @@ fn control_plane_relay_client(stack: &Stack) -> RelayDispatchClient<tonic::trans
     RelayDispatchClient::new(transport::channel(&stack.relays[0].url, config).unwrap())
 }
 
-/// A reset sealed to contoso's agents for `sealed_for`, addressed to `deliver_to`.
-async fn sealed_op(
+/// A reset sealed to contoso's agents for `sealed_for`, addressed to
+/// `deliver_to`, unsigned.
+pub(crate) async fn sealed_op(
     stack: &Stack,
     domain: &str,
     sealed_for: &str,
@@ -417,5 +427,7 @@ async fn sealed_op(
         }),
         envelope: Some(envelope),
         traceparent: String::new(),
+        signature: Vec::new(),
+        signing_key_id: String::new(),
     }
 }

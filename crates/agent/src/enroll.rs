@@ -1,6 +1,7 @@
 //! `writeback-agent enroll`: generates the TLS key and the envelope key pair
 //! locally, sends a CSR and the envelope public key with the one-time token,
-//! and stores the certificate, CA and relay addresses it gets back. The
+//! and stores the certificate, CA, relay addresses and the control plane's
+//! operation-signing public keys (pinned: see the executor) it gets back. The
 //! token pins the control plane CA's fingerprint, so even this first
 //! contact is authenticated; no private key ever leaves the machine.
 
@@ -74,11 +75,30 @@ pub async fn enroll(
             "the control plane returned a CA other than the one the token pins",
         )));
     }
+    // Pin the keys the control plane signs operations with; without one
+    // this agent would refuse every operation, so refuse to enroll.
+    let mut operation_signing_keys = Vec::new();
+    for k in &response.operation_signing_keys {
+        writeback_envelope::signing::TrustedKey::new(k).map_err(|_| {
+            AgentError::Enroll(writeback_core::Failure::new(
+                writeback_core::ReasonCode::Internal,
+                "the control plane returned a malformed operation-signing key",
+            ))
+        })?;
+        operation_signing_keys.push(hex::encode(k));
+    }
+    if operation_signing_keys.is_empty() {
+        return Err(AgentError::Enroll(writeback_core::Failure::new(
+            writeback_core::ReasonCode::ProtocolMismatch,
+            "the control plane sent no operation-signing key; upgrade it before enrolling this agent",
+        )));
+    }
     let enrollment = Enrollment {
         tenant: response.tenant,
         domain: response.domain,
         agent_id: response.agent_id,
         relay_urls: response.relay_urls,
+        operation_signing_keys,
     };
     AgentState {
         enrollment: enrollment.clone(),

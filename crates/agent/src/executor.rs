@@ -1,5 +1,12 @@
 //! Turns one `OperationRequest` into one `OperationResult`, exactly once
-//! per operation id. Before anything touches the directory it checks that
+//! per operation id. First of all it checks the control plane's signature
+//! (`writeback_envelope::signing`) against the keys pinned at enrollment: an
+//! operation that is unsigned, signed by another key or altered after
+//! signing — by a relay, say, or invented by one — is refused with
+//! `OPERATION_UNAUTHENTICATED`, and, since it is not the control plane's,
+//! it is neither remembered nor allowed to occupy its operation id. A
+//! replayed signed operation gets the first result (same id) or
+//! `OPERATION_EXPIRED`. Then, before anything touches the directory, it checks that
 //! the operation is for this agent's tenant and domain, has not expired,
 //! names a user, and that its envelope opens with this agent's key under the
 //! operation's own binding. A repeated id — a relay failing over, a retry —
@@ -16,6 +23,7 @@ use tokio::sync::OnceCell;
 use writeback_core::operation::user_ref_key;
 use writeback_core::trace::Tracing;
 use writeback_core::{Failure, OperationKind, ReasonCode};
+use writeback_envelope::signing::{SigningError, TrustedKey};
 use writeback_envelope::{Binding, Secrets};
 use writeback_proto::v1::{
     self as v1, DcStatus, OperationOutcome, OperationRequest, OperationResult, PolicyReport,
@@ -79,6 +87,7 @@ struct Memory {
 /// Executes operations for one enrolled agent.
 pub struct Executor {
     enrollment: Enrollment,
+    trusted_keys: Vec<TrustedKey>,
     envelope_key: writeback_envelope::KeyPair,
     applier: Arc<dyn Apply>,
     checks: HealthHandle,
@@ -88,14 +97,22 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// An executor for the enrolled identity.
+    /// An executor for the enrolled identity. It applies only operations
+    /// signed by one of `enrollment.operation_signing_keys` (a malformed key
+    /// is ignored: [`crate::state::AgentState::load`] refuses it first, and
+    /// with no usable key every operation is refused).
     pub fn new(
         enrollment: Enrollment,
         envelope_key: writeback_envelope::KeyPair,
         applier: Arc<dyn Apply>,
     ) -> Executor {
+        let trusted_keys = enrollment.trusted_keys().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "no usable operation-signing key; every operation will be refused");
+            Vec::new()
+        });
         Executor {
             enrollment,
+            trusted_keys,
             envelope_key,
             applier,
             checks: HealthHandle::unchecked(),
@@ -169,6 +186,11 @@ impl Executor {
     #[tracing::instrument(skip_all, fields(operation_id = %op.operation_id, domain = %op.domain))]
     async fn execute_untraced(&self, op: OperationRequest) -> OperationResult {
         let started = Instant::now();
+        if let Err(e) = writeback_envelope::signing::verify(&op, &self.trusted_keys) {
+            tracing::warn!(error = %e, signing_key_id = %op.signing_key_id,
+                "operation refused: not signed by the control plane");
+            return self.refused(op, started, unauthenticated(&e));
+        }
         if op.kind == v1::OperationKind::PolicyQuery as i32 {
             return self.answer_policy_query(op, started).await;
         }
@@ -200,6 +222,23 @@ impl Executor {
         }
         OperationResult {
             operation_id: id,
+            outcome: Some(outcome),
+            agent_id: self.enrollment.agent_id.clone(),
+            agent_duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            policy_report: None,
+            ..OperationResult::default()
+        }
+    }
+
+    /// Answers `op` with `failure` without remembering it.
+    fn refused(&self, op: OperationRequest, started: Instant, failure: Failure) -> OperationResult {
+        let outcome = outcome_of(Err(failure));
+        if let Some(m) = &self.metrics {
+            let kind = OperationKind::from_wire(op.kind).map_or("", OperationKind::as_str);
+            m.operation(kind, &outcome.reason_code, started.elapsed());
+        }
+        OperationResult {
+            operation_id: op.operation_id,
             outcome: Some(outcome),
             agent_id: self.enrollment.agent_id.clone(),
             agent_duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -337,6 +376,25 @@ impl Executor {
         }
         Ok(secrets)
     }
+}
+
+/// The failure for an operation whose signature did not verify.
+fn unauthenticated(e: &SigningError) -> Failure {
+    let why = match e {
+        SigningError::NoTrustedKey => {
+            "this agent pins no operation-signing key (enroll it again); nothing was written"
+        }
+        SigningError::Unsigned => {
+            "the operation is not signed by the control plane; nothing was written"
+        }
+        SigningError::UnknownKey => {
+            "the operation is signed by a key this agent does not trust; nothing was written"
+        }
+        SigningError::BadSignature | SigningError::InvalidKey => {
+            "the operation was altered after the control plane signed it; nothing was written"
+        }
+    };
+    Failure::new(ReasonCode::OperationUnauthenticated, why)
 }
 
 /// The user an operation names.

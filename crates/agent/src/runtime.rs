@@ -1,4 +1,5 @@
-//! Wires an enrolled agent together: state directory → TLS identity →
+//! Wires an enrolled agent together: state directory → TLS identity (relays
+//! must carry a relay identity of the agent's tenant) →
 //! executor over a directory (with the background health checks) → tunnel to
 //! the relays.
 
@@ -86,9 +87,11 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunningAgent, AgentError> {
     let state = AgentState::load(state_dir)?;
-    let client_tls = tls::client_config(
+    // Relays must carry a relay identity of this agent's tenant.
+    let client_tls = tls::relay_client_config(
         tls::roots_from_pem(&state.ca_pem)?,
         Some((&state.cert_pem, state.key_pem.as_str())),
+        &state.enrollment.tenant,
     )?;
     let e = &state.enrollment;
     let options = TunnelOptions {

@@ -2,7 +2,7 @@
 //!
 //! | file | contents | mode |
 //! |---|---|---|
-//! | `state.toml` | tenant, domain, agent id, relay URLs | 0644 |
+//! | `state.toml` | tenant, domain, agent id, relay URLs, the pinned operation-signing keys | 0644 |
 //! | `agent.pem` | the agent's certificate | 0644 |
 //! | `agent.key` | its TLS private key | 0600 |
 //! | `ca.pem` | the tenant CA (trust anchor for relays) | 0644 |
@@ -28,6 +28,31 @@ pub struct Enrollment {
     pub agent_id: String,
     /// Relays to dial, in order.
     pub relay_urls: Vec<String>,
+    /// The control plane's operation-signing public keys (Ed25519, hex),
+    /// pinned at enrollment: the agent applies only operations signed by one
+    /// of them. Empty in a state written before operations were signed; such
+    /// an agent does not start (enroll it again).
+    #[serde(default)]
+    pub operation_signing_keys: Vec<String>,
+}
+
+impl Enrollment {
+    /// The pinned operation-signing keys; an error names a malformed one.
+    pub fn trusted_keys(&self) -> Result<Vec<writeback_envelope::signing::TrustedKey>, AgentError> {
+        self.operation_signing_keys
+            .iter()
+            .map(|k| {
+                hex::decode(k.trim())
+                    .ok()
+                    .and_then(|b| writeback_envelope::signing::TrustedKey::new(&b).ok())
+                    .ok_or_else(|| {
+                        AgentError::State(
+                            "state.toml holds a malformed operation-signing key".into(),
+                        )
+                    })
+            })
+            .collect()
+    }
 }
 
 /// Everything the agent loads from its state directory.
@@ -59,6 +84,14 @@ impl AgentState {
     pub fn load(dir: &Path) -> Result<AgentState, AgentError> {
         let enrollment: Enrollment = toml::from_str(&read(dir, "state.toml")?)
             .map_err(|e| AgentError::State(format!("state.toml is invalid: {e}")))?;
+        if enrollment.trusted_keys()?.is_empty() {
+            return Err(AgentError::State(format!(
+                "{} pins no operation-signing key: the agent was enrolled before the control \
+                 plane signed operations, and would refuse every one; enroll it again with \
+                 `writeback-agent enroll` (remove the directory first)",
+                dir.display()
+            )));
+        }
         let envelope_hex = Zeroizing::new(read(dir, "envelope.key")?);
         let bytes = Zeroizing::new(
             hex::decode(envelope_hex.trim())

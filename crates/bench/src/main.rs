@@ -30,6 +30,7 @@ use writeback_agent::executor::{Apply, Executor, ValidOperation};
 use writeback_agent::state::Enrollment;
 use writeback_agent::tunnel::{TunnelOptions, TunnelState};
 use writeback_core::Failure;
+use writeback_envelope::signing::OperationSigner;
 use writeback_identity::{Ca, SpiffeId, tls, transport};
 use writeback_proto::v1 as pb;
 use writeback_proto::v1::relay_dispatch_client::RelayDispatchClient;
@@ -238,7 +239,12 @@ fn domain_name(i: usize) -> String {
     format!("d{i}.bench")
 }
 
-async fn start_agents(args: &Args, ca: &Ca, url: &str) -> anyhow::Result<Agents> {
+async fn start_agents(
+    args: &Args,
+    ca: &Ca,
+    signer: &OperationSigner,
+    url: &str,
+) -> anyhow::Result<Agents> {
     let (stop, stop_rx) = watch::channel(false);
     let mut states = Vec::with_capacity(args.agents);
     let started = Instant::now();
@@ -278,6 +284,7 @@ async fn start_agents(args: &Args, ca: &Ca, url: &str) -> anyhow::Result<Agents>
                     domain,
                     agent_id,
                     relay_urls: options.relay_urls.clone(),
+                    operation_signing_keys: vec![hex::encode(signer.public_key())],
                 },
                 writeback_envelope::KeyPair::generate(),
                 Arc::new(Noop),
@@ -343,12 +350,15 @@ fn operation(domain: String) -> pb::OperationRequest {
         }),
         envelope: None,
         traceparent: String::new(),
+        signature: Vec::new(),
+        signing_key_id: String::new(),
     }
 }
 
 /// The control plane's side: several HTTP/2 connections to the relay.
 struct Dispatchers {
     clients: Vec<RelayDispatchClient<Channel>>,
+    signer: Arc<OperationSigner>,
     next: AtomicUsize,
     domains: usize,
 }
@@ -357,11 +367,13 @@ impl Dispatchers {
     async fn dispatch(&self) -> Result<Duration, String> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let mut client = self.clients[n % self.clients.len()].clone();
-        let op = operation(domain_name(n % self.domains));
+        let mut op = operation(domain_name(n % self.domains));
+        self.signer.sign(&mut op);
         let started = Instant::now();
         let r = client
             .dispatch(pb::DispatchRequest {
                 operation: Some(op),
+                min_revocation_version: 0,
             })
             .await;
         let took = started.elapsed();
@@ -513,6 +525,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let dir = tempfile::tempdir()?;
     let ca = Ca::generate(TENANT)?;
+    let (signer, _) = OperationSigner::generate()
+        .map_err(|e| anyhow::anyhow!("while generating the operation-signing key: {e}"))?;
+    let signer = Arc::new(signer);
     let port = free_port()?;
     let config = write_relay_config(dir.path(), &ca, port)?;
     let url = format!("https://127.0.0.1:{port}");
@@ -546,7 +561,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.domains
     );
     let connect_started = Instant::now();
-    let agents = start_agents(&args, &ca, &url).await?;
+    let agents = start_agents(&args, &ca, &signer, &url).await?;
     let connect_secs = connect_started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let up = connected(&agents);
@@ -564,6 +579,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     let d = Arc::new(Dispatchers {
         clients,
+        signer,
         next: AtomicUsize::new(0),
         domains: args.domains,
     });

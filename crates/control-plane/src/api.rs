@@ -508,6 +508,7 @@ impl EnrollmentService for Api {
             certificate_pem: cert,
             ca_pem: self.cp.ca.cert_pem().to_owned(),
             relay_urls: self.cp.config.agent_relay_urls(),
+            operation_signing_keys: vec![self.cp.signer.public_key()],
         }))
     }
 }

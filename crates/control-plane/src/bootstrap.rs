@@ -1,12 +1,17 @@
 //! `writeback-control-plane init` and the offline admin commands: create a
-//! tenant, its CA and its first global administrator token, issue relay
+//! tenant, its CA, the operation-signing key (`op-signing.key`, see
+//! `writeback_envelope::signing`) and its first global administrator token, issue relay
 //! certificates, mint tokens. They work on the data dir and database
 //! directly, so they need no running server.
 
 use std::net::IpAddr;
 use std::path::Path;
 
+use base64::Engine as _;
+use rustls_pki_types::PrivateKeyDer;
+use writeback_envelope::signing::OperationSigner;
 use writeback_identity::{Ca, SpiffeId, ca::write_file};
+use zeroize::Zeroizing;
 
 use crate::auth::{new_api_token, normalize_principal};
 use crate::store::{ClientApp, Role, Store};
@@ -30,7 +35,60 @@ pub fn load_or_create_ca(data_dir: &Path, tenant: &str) -> Result<(Ca, bool), Co
     Ok((ca, true))
 }
 
-/// Creates the tenant (if new), the CA (if absent), an administrator
+/// The operation-signing key's file in the data dir, next to `ca.key`.
+pub const SIGNING_KEY_FILE: &str = "op-signing.key";
+
+/// Loads the operation-signing key (`op-signing.key`, PKCS#8 PEM, 0600)
+/// from the data dir. Like `ca.key` it is a file, never a database row, and
+/// every replica needs the same one.
+pub fn load_signing_key(data_dir: &Path) -> Result<OperationSigner, ControlPlaneError> {
+    let path = data_dir.join(SIGNING_KEY_FILE);
+    let pem = Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| {
+        ControlPlaneError::Config(format!(
+            "cannot read the operation-signing key {} ({e}); run `writeback-control-plane \
+             init` (it keeps an existing CA and creates the key) and give every replica the \
+             same file",
+            path.display()
+        ))
+    })?);
+    let bad = || {
+        ControlPlaneError::Config(format!(
+            "{} is not an Ed25519 PKCS#8 private key",
+            path.display()
+        ))
+    };
+    match writeback_identity::tls::key_from_pem(&pem).map_err(|_| bad())? {
+        PrivateKeyDer::Pkcs8(der) => {
+            OperationSigner::from_pkcs8(der.secret_pkcs8_der()).map_err(|_| bad())
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// Loads the operation-signing key, or creates it when absent; true when
+/// created now.
+pub fn load_or_create_signing_key(
+    data_dir: &Path,
+) -> Result<(OperationSigner, bool), ControlPlaneError> {
+    if data_dir.join(SIGNING_KEY_FILE).exists() {
+        return Ok((load_signing_key(data_dir)?, false));
+    }
+    let (signer, pkcs8) = OperationSigner::generate().map_err(|e| {
+        ControlPlaneError::Config(format!("cannot generate the operation-signing key: {e}"))
+    })?;
+    let mut pem = Zeroizing::new(String::from("-----BEGIN PRIVATE KEY-----\n"));
+    let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(pkcs8.as_slice()));
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    write_file(&data_dir.join(SIGNING_KEY_FILE), pem.as_bytes(), true)?;
+    Ok((signer, true))
+}
+
+/// Creates the tenant (if new), the CA (if absent), the operation-signing
+/// key (if absent), an administrator
 /// principal and a token for it, written to `token_file` with mode 0600.
 pub async fn init(
     config: &ControlPlaneConfig,
@@ -47,6 +105,7 @@ pub async fn init(
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| ControlPlaneError::Config(format!("{}: {e}", config.data_dir.display())))?;
     let (ca, created_ca) = load_or_create_ca(&config.data_dir, tenant)?;
+    load_or_create_signing_key(&config.data_dir)?;
     let store = Store::connect(&config.database_url()).await?;
     if !store.tenant_exists(tenant).await? {
         store.create_tenant(tenant, tenant).await?;

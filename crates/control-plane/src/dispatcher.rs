@@ -1,23 +1,33 @@
-//! Sends operations to relays. For each tenant the control plane holds an
+//! Sends operations to relays, each signed with the control plane's
+//! operation-signing key (`writeback_envelope::signing`). For each tenant the control plane holds an
 //! mTLS channel to every configured relay (with a client certificate naming
-//! the tenant's control plane, issued in memory from the CA) and watches
+//! the tenant's control plane, issued in memory from the CA; the relay's
+//! certificate must name a relay of that tenant) and watches
 //! each relay's presence stream, so it knows which relay holds agents of
 //! which domain. An operation goes to a relay that holds an agent of its
 //! domain; when presence knows none (just after a start), every relay is
 //! tried in turn until one does not answer NO_AGENT_ONLINE.
 //!
 //! The dispatcher also keeps every relay's list of revoked agents current:
-//! it sends the tenant's full list (from the store) whenever it
-//! (re)connects to a relay, before the first dispatch after a relay link
-//! broke, and after every revocation ([`Dispatcher::sync_revocations`]).
+//! it sends the tenant's full list (from the store) with its version (the
+//! tenant's revocation counter, bumped by every revocation) whenever it
+//! (re)connects to a relay, after every revocation
+//! ([`Dispatcher::sync_revocations`]) and before any dispatch through a
+//! relay that has not acknowledged the store's current version. A relay
+//! refuses a list older than its own, so a replica that read the store
+//! before a revocation cannot readmit the agent; and each dispatch names
+//! the version the relay must hold, so an operation never goes through a
+//! relay that could still route to a revoked agent: the dispatcher tries
+//! another relay, or fails with `REVOCATION_STALE`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tonic::transport::Channel;
 use writeback_core::{Failure, ReasonCode, failure_of};
+use writeback_envelope::signing::OperationSigner;
 use writeback_identity::{Ca, SpiffeId, tls, transport};
 use writeback_proto::v1::relay_dispatch_client::RelayDispatchClient;
 use writeback_proto::v1::{
@@ -34,10 +44,12 @@ type PresenceMap = HashMap<(String, String), HashMap<String, String>>;
 struct RelayLink {
     url: String,
     client: RelayDispatchClient<Channel>,
-    /// True while the relay is known to hold the tenant's current list of
-    /// revoked agents; cleared when the link breaks (the relay may have
-    /// restarted and forgotten it).
+    /// True while the relay is known to hold the list of revoked agents
+    /// of version `revocations_acked`; cleared when the link breaks (the
+    /// relay may have restarted and forgotten it).
     revocations_synced: AtomicBool,
+    /// The revocation version the relay last said it holds.
+    revocations_acked: AtomicU64,
 }
 
 struct TenantLinks {
@@ -46,6 +58,7 @@ struct TenantLinks {
 
 struct Inner {
     ca: Arc<Ca>,
+    signer: Arc<OperationSigner>,
     relay_urls: Vec<String>,
     store: Option<Store>,
     tenants: Mutex<HashMap<String, Arc<TenantLinks>>>,
@@ -65,21 +78,33 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Dispatcher {
     /// A dispatcher over `relay_urls`, issuing client certificates from
-    /// `ca`, with no store: relays are told that no agent is revoked.
-    pub fn new(ca: Arc<Ca>, relay_urls: Vec<String>) -> Dispatcher {
-        Dispatcher::build(ca, relay_urls, None)
+    /// `ca` and signing every operation with `signer`, with no store:
+    /// relays are told that no agent is revoked.
+    pub fn new(ca: Arc<Ca>, signer: Arc<OperationSigner>, relay_urls: Vec<String>) -> Dispatcher {
+        Dispatcher::build(ca, signer, relay_urls, None)
     }
 
     /// A dispatcher that reads each tenant's revoked agents from `store`
     /// and keeps every relay's list current.
-    pub fn with_store(ca: Arc<Ca>, relay_urls: Vec<String>, store: Store) -> Dispatcher {
-        Dispatcher::build(ca, relay_urls, Some(store))
+    pub fn with_store(
+        ca: Arc<Ca>,
+        signer: Arc<OperationSigner>,
+        relay_urls: Vec<String>,
+        store: Store,
+    ) -> Dispatcher {
+        Dispatcher::build(ca, signer, relay_urls, Some(store))
     }
 
-    fn build(ca: Arc<Ca>, relay_urls: Vec<String>, store: Option<Store>) -> Dispatcher {
+    fn build(
+        ca: Arc<Ca>,
+        signer: Arc<OperationSigner>,
+        relay_urls: Vec<String>,
+        store: Option<Store>,
+    ) -> Dispatcher {
         Dispatcher {
             inner: Arc::new(Inner {
                 ca,
+                signer,
                 relay_urls,
                 store,
                 tenants: Mutex::new(HashMap::new()),
@@ -110,9 +135,12 @@ impl Dispatcher {
             .ca
             .issue_service(&id, &[], &[])
             .map_err(internal)?;
-        let config = tls::client_config(
+        // A relay must prove it is a relay of this tenant, not merely hold
+        // a certificate from the CA for the right host name.
+        let config = tls::relay_client_config(
             tls::roots_from_pem(self.inner.ca.cert_pem()).map_err(internal)?,
             Some((&chain, &key)),
+            tenant,
         )
         .map_err(internal)?;
         let mut relays = Vec::new();
@@ -122,6 +150,7 @@ impl Dispatcher {
                 url: url.clone(),
                 client: RelayDispatchClient::new(channel),
                 revocations_synced: AtomicBool::new(false),
+                revocations_acked: AtomicU64::new(0),
             }));
         }
         let links = Arc::new(TenantLinks { relays });
@@ -134,6 +163,27 @@ impl Dispatcher {
             tokio::spawn(self.clone().watch(tenant.to_owned(), link.clone()));
         }
         Ok(links)
+    }
+
+    /// The tenant's current revocation version (0 without a store).
+    async fn revocation_version(&self, tenant: &str) -> Result<u64, Failure> {
+        let Some(store) = &self.inner.store else {
+            return Ok(0);
+        };
+        store.revocation_version(tenant).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot read the revocation version");
+            Failure::new(
+                ReasonCode::Internal,
+                "the control plane cannot read its agents",
+            )
+        })
+    }
+
+    /// The tenant's revocation version and revoked agent ids, from the
+    /// store: the version is read first, so the list is at least that new.
+    async fn revocation_state(&self, tenant: &str) -> Result<(u64, Vec<String>), Failure> {
+        let version = self.revocation_version(tenant).await?;
+        Ok((version, self.revoked_agents(tenant).await?))
     }
 
     /// The tenant's revoked agent ids, from the store.
@@ -163,52 +213,98 @@ impl Dispatcher {
         }
     }
 
-    /// Sends `ids` (the full list) to one relay.
-    async fn push_revocations(&self, tenant: &str, link: &RelayLink, ids: Vec<String>) -> bool {
+    /// Sends `ids` (the full list, of `version`) to one relay; answers the
+    /// version the relay holds afterwards. A relay holding a newer list
+    /// refuses an older one with `REVOCATION_STALE` (another replica got
+    /// there first).
+    async fn push_revocations(
+        &self,
+        tenant: &str,
+        link: &RelayLink,
+        version: u64,
+        ids: Vec<String>,
+    ) -> Result<u64, tonic::Status> {
         let request = SetRevokedAgentsRequest {
             tenant: tenant.to_owned(),
             agent_ids: ids,
+            version,
         };
         match link.client.clone().set_revoked_agents(request).await {
             Ok(r) => {
-                let closed = r.into_inner().tunnels_closed;
-                tracing::debug!(relay = %link.url, closed, "relay has the revoked agents");
+                let r = r.into_inner();
+                tracing::debug!(relay = %link.url, closed = r.tunnels_closed, version = r.version,
+                    "relay has the revoked agents");
+                link.revocations_acked
+                    .fetch_max(r.version, Ordering::AcqRel);
                 link.revocations_synced.store(true, Ordering::Release);
-                true
+                Ok(r.version)
             }
             Err(s) => {
                 tracing::info!(relay = %link.url, error = %s.message(),
-                    "cannot send the revoked agents to the relay; will retry when it is back");
-                link.revocations_synced.store(false, Ordering::Release);
-                false
+                    "cannot send the revoked agents to the relay");
+                if failure_of(&s).reason != ReasonCode::RevocationStale {
+                    link.revocations_synced.store(false, Ordering::Release);
+                }
+                Err(s)
             }
         }
     }
 
-    /// Sends the tenant's full list of revoked agents (from the store) to
-    /// every relay; each closes the tunnels of revoked agents and refuses
-    /// them from then on. A relay that cannot be reached now gets the list
-    /// when its link comes back. Call after every revocation.
+    /// Sends the tenant's full list of revoked agents (from the store,
+    /// versioned) to every relay; each closes the tunnels of revoked agents
+    /// and refuses them from then on. A relay that cannot be reached now
+    /// gets the list before the next operation goes through it. Call after
+    /// every revocation.
     pub async fn sync_revocations(&self, tenant: &str) -> Result<(), Failure> {
         let links = self.links(tenant)?;
-        let ids = self.revoked_agents(tenant).await?;
+        let (version, ids) = self.revocation_state(tenant).await?;
         let pushes = links
             .relays
             .iter()
-            .map(|link| self.push_revocations(tenant, link, ids.clone()));
+            .map(|link| self.push_revocations(tenant, link, version, ids.clone()));
         futures::future::join_all(pushes).await;
         Ok(())
     }
 
-    /// Makes sure `link` has the current revoked list before an operation
-    /// goes through it.
-    async fn ensure_revocations(&self, tenant: &str, link: &RelayLink) {
-        if link.revocations_synced.load(Ordering::Acquire) {
-            return;
+    /// Makes sure `link` holds the tenant's current revoked list (the
+    /// store's version or newer) before an operation goes through it, and
+    /// answers that version, which the dispatch then demands of the relay.
+    /// An error means the operation must not go through this relay.
+    async fn ensure_revocations(&self, tenant: &str, link: &RelayLink) -> Result<u64, Failure> {
+        let current = self.revocation_version(tenant).await?;
+        if link.revocations_synced.load(Ordering::Acquire)
+            && link.revocations_acked.load(Ordering::Acquire) >= current
+        {
+            return Ok(current);
         }
-        if let Ok(ids) = self.revoked_agents(tenant).await {
-            self.push_revocations(tenant, link, ids).await;
+        let stale = || {
+            Failure::new(
+                ReasonCode::RevocationStale,
+                format!(
+                    "relay {} could not be given the current list of revoked agents; the \
+                     operation was not routed through it",
+                    link.url
+                ),
+            )
+        };
+        // Twice: a refusal as stale means the store moved on since we read
+        // it; the second read is at least as new as the relay's list.
+        for _ in 0..2 {
+            let (version, ids) = self.revocation_state(tenant).await?;
+            match self.push_revocations(tenant, link, version, ids).await {
+                Ok(held) if held >= current => return Ok(current),
+                Ok(_) => return Err(stale()),
+                Err(s) if failure_of(&s).reason == ReasonCode::RevocationStale => continue,
+                // Down, or refused in the handshake (not a relay of the tenant).
+                Err(_) => {
+                    return Err(Failure::new(
+                        ReasonCode::Unavailable,
+                        format!("relay {} is unreachable", link.url),
+                    ));
+                }
+            }
         }
+        Err(stale())
     }
 
     /// Follows one relay's presence stream forever, reconnecting with
@@ -218,7 +314,9 @@ impl Dispatcher {
         let mut client = link.client.clone();
         let mut backoff = Duration::from_millis(200);
         loop {
-            self.ensure_revocations(&tenant, &link).await;
+            if let Err(f) = self.ensure_revocations(&tenant, &link).await {
+                tracing::debug!(relay = %url, reason = %f.reason, "revoked agents not sent");
+            }
             match client
                 .watch_presence(WatchPresenceRequest {
                     tenant: tenant.clone(),
@@ -264,12 +362,15 @@ impl Dispatcher {
             .unwrap_or_default()
     }
 
-    /// Dispatches `op` and waits for its result, within `timeout`.
+    /// Signs `op` with the operation-signing key, dispatches it and waits
+    /// for its result, within `timeout`. Every operation leaves the control
+    /// plane through here, so every one is signed.
     pub async fn dispatch(
         &self,
-        op: OperationRequest,
+        mut op: OperationRequest,
         timeout: Duration,
     ) -> Result<DispatchResponse, Failure> {
+        self.inner.signer.sign(&mut op);
         let links = self.links(&op.tenant)?;
         if links.relays.is_empty() {
             return Err(Failure::new(
@@ -296,9 +397,28 @@ impl Dispatcher {
         );
         for link in order {
             let url = &link.url;
-            self.ensure_revocations(&op.tenant, link).await;
+            // No operation goes through a relay whose list of revoked
+            // agents is not current; the relay checks it too.
+            let min_revocation_version = match self.ensure_revocations(&op.tenant, link).await {
+                Ok(v) => v,
+                Err(f) => {
+                    tracing::warn!(relay = %url, reason = %f.reason, "relay skipped");
+                    last = match f.reason {
+                        ReasonCode::Unavailable => Failure::new(
+                            ReasonCode::NoAgentOnline,
+                            format!(
+                                "relay {url} is unreachable and no other relay holds an agent of domain {}",
+                                op.domain
+                            ),
+                        ),
+                        _ => f,
+                    };
+                    continue;
+                }
+            };
             let mut request = tonic::Request::new(DispatchRequest {
                 operation: Some(op.clone()),
+                min_revocation_version,
             });
             request.set_timeout(timeout + Duration::from_secs(2));
             match link.client.clone().dispatch(request).await {
@@ -307,7 +427,11 @@ impl Dispatcher {
                     let f = failure_of(&s);
                     tracing::info!(relay = %url, reason = %f.reason, "relay did not route the operation");
                     match f.reason {
-                        ReasonCode::NoAgentOnline => last = f,
+                        // A stale relay says more than an empty one.
+                        ReasonCode::NoAgentOnline if last.reason != ReasonCode::RevocationStale => {
+                            last = f;
+                        }
+                        ReasonCode::NoAgentOnline => {}
                         ReasonCode::Unavailable | ReasonCode::Internal
                             if s.code() == tonic::Code::Unavailable =>
                         {

@@ -31,6 +31,7 @@ pub mod server;
 use std::sync::Arc;
 
 pub use config::ControlPlaneConfig;
+use writeback_envelope::signing::OperationSigner;
 use writeback_identity::Ca;
 
 use crate::dispatcher::Dispatcher;
@@ -59,6 +60,9 @@ pub struct ControlPlane {
     pub store: Store,
     /// The CA that issues agent certificates.
     pub ca: Arc<Ca>,
+    /// Signs every operation dispatched; agents pin its public key at
+    /// enrollment.
+    pub signer: Arc<OperationSigner>,
     /// Links to the relays.
     pub dispatcher: Dispatcher,
     /// Config.
@@ -86,9 +90,14 @@ impl ControlPlane {
             .notify
             .validate()
             .map_err(|e| ControlPlaneError::Config(format!("notify: {e}")))?;
+        let signer = Arc::new(bootstrap::load_signing_key(&config.data_dir)?);
         let store = Store::connect(&config.database_url()).await?;
-        let dispatcher =
-            Dispatcher::with_store(ca.clone(), config.relay_urls.clone(), store.clone());
+        let dispatcher = Dispatcher::with_store(
+            ca.clone(),
+            signer.clone(),
+            config.relay_urls.clone(),
+            store.clone(),
+        );
         let oidc = oidc::Verifier::new(&config.oidc)
             .map_err(|e| ControlPlaneError::Config(format!("oidc: {e:#}")))?;
         let tracing =
@@ -97,6 +106,7 @@ impl ControlPlane {
         Ok(Arc::new(ControlPlane {
             store,
             ca,
+            signer,
             dispatcher,
             config,
             metrics: metrics::Metrics::new(),

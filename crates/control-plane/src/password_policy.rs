@@ -91,6 +91,8 @@ async fn query(
         }),
         envelope: None,
         traceparent: String::new(),
+        signature: Vec::new(),
+        signing_key_id: String::new(),
     };
     let answer = dispatcher.dispatch(op, timeout).await?;
     let result = answer.result.unwrap_or_default();

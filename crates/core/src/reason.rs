@@ -86,6 +86,13 @@ reason_codes! {
     EnvelopeInvalid => "ENVELOPE_INVALID", InvalidArgument;
     /// The operation was routed to an agent of another domain or tenant.
     WrongDomain => "WRONG_DOMAIN", PermissionDenied;
+    /// The agent refused an operation the control plane did not sign with a
+    /// key the agent pinned at enrollment (unsigned, signed by another key,
+    /// or altered after signing); nothing was written.
+    OperationUnauthenticated => "OPERATION_UNAUTHENTICATED", PermissionDenied;
+    /// A relay holds (or was sent) a list of revoked agents older than the
+    /// control plane's current one; the operation was not routed through it.
+    RevocationStale => "REVOCATION_STALE", FailedPrecondition;
     /// The enrollment token is unknown or malformed.
     EnrollmentTokenInvalid => "ENROLLMENT_TOKEN_INVALID", Unauthenticated;
     /// The enrollment token was already used.

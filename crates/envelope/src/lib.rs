@@ -6,8 +6,15 @@
 //! operation id, target user, kind, flags and expiry — is the associated
 //! data ([`Binding`]): a ciphertext moved to another operation, or an
 //! operation whose fields were altered in transit, fails to open.
+//!
+//! HPKE base mode authenticates no sender, so the envelope alone does not
+//! prove the control plane sent the operation; [`signing`] does: the control
+//! plane signs every operation (the envelope's digest included) with a key
+//! the agent pinned at enrollment.
 
 #![forbid(unsafe_code)]
+
+pub mod signing;
 
 use hpke::aead::ChaCha20Poly1305;
 use hpke::kdf::HkdfSha256;

@@ -3,7 +3,9 @@
 //! URI SAN names what it is and which tenant it belongs to ([`SpiffeId`],
 //! e.g. `spiffe://writeback/tenant/t1/domain/contoso.test/agent/a1`).
 //! Identity comes only from that SAN, never the CN. [`tls`] builds rustls
-//! configs whose verifiers authorize the peer's SAN during the handshake,
+//! configs whose verifiers authorize the peer's SAN during the handshake
+//! (on both sides: a relay is dialled only if it names a relay of the
+//! dialler's tenant),
 //! [`transport`] plugs them into tonic servers and channels so each request
 //! knows its authenticated peer, and [`token`] defines the one-time
 //! enrollment tokens that pin the CA for an agent's first contact.

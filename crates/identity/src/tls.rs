@@ -6,6 +6,10 @@
 //!   never reaches a handler.
 //! - [`client_config`]: a client that verifies the server against the tenant
 //!   CA (hostname included) and optionally presents its own certificate.
+//! - [`relay_client_config`]: the same, and the server must also carry the
+//!   identity of a relay of the given tenant (what the control plane and
+//!   agents use to dial relays); [`authorizing_client_config`] for any
+//!   other server policy.
 //! - [`web_client_config`]: a client for the public web (identity
 //!   providers): the system's roots plus an optional CA file.
 //! - [`pinned_client_config`]: first contact at enrollment, before the
@@ -156,6 +160,113 @@ pub fn server_config(
     };
     let mut config =
         builder.with_single_cert(certs_from_pem(chain_pem)?, key_from_pem(key_pem)?)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Wraps webpki's server verifier (chain and host name) and authorizes the
+/// server's SAN identity too.
+struct AuthorizingServerVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    policy: Policy,
+}
+
+impl std::fmt::Debug for AuthorizingServerVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthorizingServerVerifier")
+    }
+}
+
+impl ServerCertVerifier for AuthorizingServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let id = spiffe_id_of(end_entity).ok_or_else(|| {
+            tracing::warn!("refused server certificate: it carries no writeback identity");
+            rustls::Error::General("server certificate carries no writeback identity".into())
+        })?;
+        if (self.policy)(&id) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            tracing::warn!(peer = %id, "refused server certificate: identity not expected here");
+            Err(rustls::Error::General(format!(
+                "server identity {id} is not the one expected"
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// A client config for dialling a relay of `tenant`: the server must chain
+/// to `roots`, match the URL's host name *and* carry the identity
+/// `spiffe://writeback/tenant/<tenant>/relay/<id>`. Another tenant's relay,
+/// an agent, or the control plane (its API certificate or its relay-client
+/// certificate) cannot pose as one. Presents `identity` when given.
+pub fn relay_client_config(
+    roots: Arc<RootCertStore>,
+    identity: Option<(&str, &str)>,
+    tenant: &str,
+) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let tenant = tenant.to_owned();
+    let policy: Policy = Arc::new(
+        move |id: &SpiffeId| matches!(id, SpiffeId::Relay { tenant: t, .. } if *t == tenant),
+    );
+    authorizing_client_config(roots, identity, policy)
+}
+
+/// A client config whose server must chain to `roots`, match the host name
+/// and carry an identity `policy` accepts.
+pub fn authorizing_client_config(
+    roots: Arc<RootCertStore>,
+    identity: Option<(&str, &str)>,
+    policy: Policy,
+) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let inner = WebPkiServerVerifier::builder_with_provider(roots, provider())
+        .build()
+        .map_err(|e| Error::Pki(e.to_string()))?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AuthorizingServerVerifier { inner, policy }));
+    let mut config = match identity {
+        Some((chain, key)) => {
+            builder.with_client_auth_cert(certs_from_pem(chain)?, key_from_pem(key)?)?
+        }
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }

@@ -1,7 +1,10 @@
 //! The control-plane-facing `RelayDispatch` service: dispatch with
 //! deadline and failover, health fan-out, presence reports (which end when
-//! the relay shuts down) and the tenant's revoked agents. Only the tenant's
-//! control plane certificate may call it.
+//! the relay shuts down) and the tenant's revoked agents, versioned: an
+//! older list is refused, and an operation whose dispatch asks for a newer
+//! revocation version than the relay holds is not routed
+//! (`REVOCATION_STALE`). Only the tenant's control plane certificate may
+//! call it.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -93,8 +96,9 @@ impl RelayDispatch for DispatchService {
         req: Request<DispatchRequest>,
     ) -> Result<Response<DispatchResponse>, Status> {
         self.authorize(&req)?;
+        let req = req.into_inner();
+        let min_revocation_version = req.min_revocation_version;
         let op = req
-            .into_inner()
             .operation
             .ok_or_else(|| status(ReasonCode::InvalidArgument, "dispatch without an operation"))?;
         let span = tracing::Span::current();
@@ -102,6 +106,21 @@ impl RelayDispatch for DispatchService {
         span.record("tenant", tracing::field::display(&op.tenant));
         span.record("domain", tracing::field::display(&op.domain));
         self.check_tenant(&op.tenant)?;
+        let held = self.registry.revocation_version(&op.tenant);
+        if held < min_revocation_version {
+            tracing::warn!(
+                held,
+                wanted = min_revocation_version,
+                "operation refused: this relay's list of revoked agents is stale"
+            );
+            return Err(status(
+                ReasonCode::RevocationStale,
+                format!(
+                    "this relay holds revocation version {held}, older than the control plane's \
+                     {min_revocation_version}; the operation was not routed"
+                ),
+            ));
+        }
         if op.operation_id.is_empty() || op.domain.is_empty() {
             return Err(status(
                 ReasonCode::InvalidArgument,
@@ -214,10 +233,28 @@ impl RelayDispatch for DispatchService {
         let count = req.agent_ids.len();
         let closed = self
             .registry
-            .set_revoked(&req.tenant, req.agent_ids.into_iter().collect());
-        tracing::info!(tenant = %req.tenant, revoked = count, closed, "revoked agents updated");
+            .set_revoked(
+                &req.tenant,
+                req.version,
+                req.agent_ids.into_iter().collect(),
+            )
+            .map_err(|held| {
+                tracing::warn!(tenant = %req.tenant, held, offered = req.version,
+                    "stale list of revoked agents refused");
+                status(
+                    ReasonCode::RevocationStale,
+                    format!(
+                        "this relay holds revocation version {held}, newer than {}; the older \
+                         list was refused",
+                        req.version
+                    ),
+                )
+            })?;
+        tracing::info!(tenant = %req.tenant, version = req.version, revoked = count, closed,
+            "revoked agents updated");
         Ok(Response::new(SetRevokedAgentsResponse {
             tunnels_closed: u32::try_from(closed).unwrap_or(u32::MAX),
+            version: self.registry.revocation_version(&req.tenant),
         }))
     }
 

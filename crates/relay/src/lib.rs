@@ -10,7 +10,10 @@
 //! that agent is alive and within the deadline, so an operation is applied
 //! once. It also enforces the per-agent queue and tunnel limits and, on
 //! shutdown, tells agents GoAway and drains operations in flight. The relay
-//! only ever handles sealed envelopes. [`metrics`] counts what it routes and
+//! only ever handles sealed envelopes and operations the control plane
+//! signed (agents refuse anything it alters), stamps each result with the
+//! agent id of the tunnel's certificate, and keeps a versioned list of
+//! revoked agents that never goes backwards. [`metrics`] counts what it routes and
 //! serves it on `metrics_listen` when set.
 
 #![forbid(unsafe_code)]

@@ -13,7 +13,8 @@
 //! answers `TIMEOUT` and a late answer is logged and dropped.
 //!
 //! The registry also holds the tenant's revoked agents (their tunnels are
-//! refused and closed), limits how many tunnels one identity may be opening
+//! refused and closed) with the list's version, which never goes backwards,
+//! stamps every result with the agent id of the tunnel's certificate, limits how many tunnels one identity may be opening
 //! at once, and drains in-flight operations when the relay shuts down.
 
 use std::collections::{HashMap, HashSet};
@@ -111,7 +112,16 @@ impl AgentConn {
 
     /// Hands an agent's result to the dispatcher waiting for it. Returns
     /// false for a late or unknown answer (which the caller logs and drops).
-    pub fn complete(&self, result: OperationResult) -> bool {
+    /// The result's `agent_id` is the one in this tunnel's certificate,
+    /// whatever the agent wrote there: the control plane records who
+    /// answered from the relay's knowledge, never from the agent's claim.
+    pub fn complete(&self, mut result: OperationResult) -> bool {
+        if result.agent_id != self.identity.agent_id {
+            tracing::warn!(agent_id = %self.identity.agent_id, claimed = %result.agent_id,
+                operation_id = %result.operation_id,
+                "an agent's result claims another agent id; recording the certificate's");
+            result.agent_id.clone_from(&self.identity.agent_id);
+        }
         let waiters = lock(&self.pending)
             .remove(&result.operation_id)
             .unwrap_or_default();
@@ -190,6 +200,8 @@ struct State {
     domains: HashMap<String, HashMap<String, DomainAgents>>,
     /// tenant → revoked agent ids.
     revoked: HashMap<String, HashSet<String>>,
+    /// tenant → the version of that list (0: none received yet).
+    revocation_version: HashMap<String, u64>,
     /// identity → tunnels being opened or open (a reconnect-storm guard).
     opening: HashMap<AgentIdentity, usize>,
     shutting_down: bool,
@@ -476,11 +488,33 @@ impl Registry {
         }
     }
 
-    /// Replaces the set of revoked agents of `tenant` and closes their open
-    /// tunnels; returns how many were closed.
-    pub fn set_revoked(&self, tenant: &str, agent_ids: HashSet<String>) -> usize {
+    /// The version of the revoked list held for `tenant` (0 before any).
+    pub fn revocation_version(&self, tenant: &str) -> u64 {
+        lock(&self.inner.state)
+            .revocation_version
+            .get(tenant)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Replaces the set of revoked agents of `tenant` with the list of
+    /// `version` and closes their open tunnels; returns how many were closed.
+    /// A list older than the one held is refused (`Err` with the version
+    /// held): versions never go backwards, so a stale list cannot readmit
+    /// a revoked agent. The same version again is accepted.
+    pub fn set_revoked(
+        &self,
+        tenant: &str,
+        version: u64,
+        agent_ids: HashSet<String>,
+    ) -> Result<usize, u64> {
         let closing: Vec<Arc<AgentConn>> = {
             let mut state = lock(&self.inner.state);
+            let held = state.revocation_version.get(tenant).copied().unwrap_or(0);
+            if version < held {
+                return Err(held);
+            }
+            state.revocation_version.insert(tenant.to_owned(), version);
             let closing = state
                 .domains
                 .get(tenant)
@@ -498,7 +532,7 @@ impl Registry {
                 agent_id = %c.identity.agent_id, "agent revoked; closing its tunnel");
             self.unregister(c, CloseReason::Revoked);
         }
-        closing.len()
+        Ok(closing.len())
     }
 
     /// Shuts down gracefully: refuses new tunnels and new operations, tells
@@ -856,6 +890,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_result_carries_the_tunnels_agent_id_not_the_claimed_one() {
+        let r = Registry::new("relay-1".into(), 8);
+        let (a1, mut rx) = r.register(id("a1"), "v".into()).unwrap();
+        let call = tokio::spawn({
+            let r = r.clone();
+            async move { r.dispatch(op("op-1"), Duration::from_secs(5)).await }
+        });
+        next_request(&mut rx).await;
+        assert!(a1.complete(ok("op-1", "someone-else")));
+        assert_eq!(call.await.unwrap().unwrap().agent_id, "a1");
+    }
+
+    #[test]
+    fn a_stale_revocation_list_cannot_readmit_an_agent() {
+        let r = Registry::new("relay-1".into(), 8);
+        assert_eq!(r.revocation_version("t1"), 0);
+        assert_eq!(
+            r.set_revoked("t1", 2, HashSet::from(["a1".to_owned()])),
+            Ok(0)
+        );
+        // An older list without a1 (a replica that read the store before
+        // the revocation) is refused; a1 stays out.
+        assert_eq!(r.set_revoked("t1", 1, HashSet::new()), Err(2));
+        assert_eq!(r.revocation_version("t1"), 2);
+        assert_eq!(
+            r.register(id("a1"), "v".into()).err().unwrap().reason,
+            ReasonCode::AgentRevoked
+        );
+        // The same version again is fine; a newer one replaces it.
+        assert_eq!(
+            r.set_revoked("t1", 2, HashSet::from(["a1".to_owned()])),
+            Ok(0)
+        );
+        assert_eq!(r.set_revoked("t1", 3, HashSet::new()), Ok(0));
+        assert!(r.register(id("a1"), "v".into()).is_ok());
+        // Versions are per tenant.
+        assert_eq!(r.revocation_version("t2"), 0);
+    }
+
+    #[tokio::test]
     async fn a_dropped_tunnel_fails_over_and_a_slow_one_times_out() {
         let r = Registry::new("relay-1".into(), 8);
         let (a1, mut a1_rx) = r.register(id("a1"), "v".into()).unwrap();
@@ -909,7 +983,10 @@ mod tests {
         let full = r.dispatch(op("op-2"), Duration::from_secs(5)).await;
         assert_eq!(full.unwrap_err().reason, ReasonCode::Overloaded);
 
-        assert_eq!(r.set_revoked("t1", HashSet::from(["a1".to_owned()])), 1);
+        assert_eq!(
+            r.set_revoked("t1", 1, HashSet::from(["a1".to_owned()])),
+            Ok(1)
+        );
         assert_eq!(
             r.register(id("a1"), "v".into()).err().unwrap().reason,
             ReasonCode::AgentRevoked

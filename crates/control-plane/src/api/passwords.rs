@@ -640,6 +640,8 @@ impl Api {
             }),
             envelope,
             traceparent: String::new(),
+            signature: Vec::new(),
+            signing_key_id: String::new(),
         };
         // The last gate: writeback switched off since the policy check
         // (while recording and sealing) stops the operation here, so nothing

@@ -164,21 +164,47 @@ impl Store {
     /// Revokes an agent (idempotent: the first revocation time is kept) and
     /// returns its record. `NotFound { what: "agent" }` when the tenant has no
     /// such agent.
+    /// The tenant's revocation version goes up by one in the same
+    /// transaction (see [`Store::revocation_version`]).
     pub async fn revoke_agent(&self, tenant: &str, agent_id: &str) -> Result<AgentRow, StoreError> {
         let sql = format!(
             "UPDATE agents SET revoked_at_ms = COALESCE(revoked_at_ms, $3) \
              WHERE tenant_id = $1 AND agent_id = $2 RETURNING {AGENT_COLUMNS}"
         );
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query(&sql)
             .bind(tenant)
             .bind(agent_id)
             .bind(self.now_ms())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?
             .ok_or(StoreError::NotFound { what: "agent" })?;
         let agent = agent_from_row(&row)?;
+        sqlx::query(
+            "UPDATE tenants SET revocation_version = revocation_version + 1 WHERE tenant_id = $1",
+        )
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         tracing::info!(tenant, domain = %agent.domain, agent_id, "agent revoked");
         Ok(agent)
+    }
+
+    /// The tenant's revocation version: how many revocations it has seen
+    /// (0 for none, or an unknown tenant). It only ever grows; read it
+    /// *before* the list of revoked agents, so the list is at least as new
+    /// as the version it is sent with.
+    pub async fn revocation_version(&self, tenant: &str) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT revocation_version FROM tenants WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_optional(&self.pool)
+            .await?;
+        let v = match row {
+            Some(r) => r.try_get::<i64, _>("revocation_version")?,
+            None => 0,
+        };
+        Ok(u64::try_from(v).unwrap_or(0))
     }
 
     /// One agent of the tenant, revoked or not.

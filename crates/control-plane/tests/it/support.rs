@@ -281,10 +281,15 @@ impl FakeRelay {
         agents.retain(|a| a.agent_id != agent_id);
     }
 
-    /// Starts a fake relay on `listener` with a server certificate from `ca`.
+    /// Starts a fake relay on `listener` with a relay certificate of the
+    /// tenant from `ca` (the dispatcher dials only relays of the tenant).
     pub fn start(ca: &Ca, listener: tokio::net::TcpListener) -> FakeRelay {
+        let id = writeback_identity::SpiffeId::Relay {
+            tenant: TENANT.to_owned(),
+            relay_id: "fake-relay".to_owned(),
+        };
         let (chain, key) = ca
-            .issue_server(&["localhost".to_owned()], &localhost())
+            .issue_service(&id, &["localhost".to_owned()], &localhost())
             .unwrap();
         let config = tls::server_config(&chain, &key, None).unwrap();
         let (presence, _) = broadcast::channel(64);
@@ -426,9 +431,12 @@ impl relay_dispatch_server::RelayDispatch for FakeRelay {
 
     async fn set_revoked_agents(
         &self,
-        _req: Request<pb::SetRevokedAgentsRequest>,
+        req: Request<pb::SetRevokedAgentsRequest>,
     ) -> Result<Response<pb::SetRevokedAgentsResponse>, Status> {
-        Ok(Response::new(pb::SetRevokedAgentsResponse::default()))
+        Ok(Response::new(pb::SetRevokedAgentsResponse {
+            tunnels_closed: 0,
+            version: req.into_inner().version,
+        }))
     }
 }
 
@@ -559,11 +567,19 @@ impl TestCp {
             .await
             .unwrap()
             .with_clock(clock.clone());
-        let dispatcher =
-            Dispatcher::with_store(ca.clone(), config.relay_urls.clone(), store.clone());
+        let signer = Arc::new(
+            writeback_control_plane::bootstrap::load_signing_key(&config.data_dir).unwrap(),
+        );
+        let dispatcher = Dispatcher::with_store(
+            ca.clone(),
+            signer.clone(),
+            config.relay_urls.clone(),
+            store.clone(),
+        );
         let cp = Arc::new(ControlPlane {
             store,
             ca,
+            signer,
             dispatcher,
             config,
             metrics: writeback_control_plane::metrics::Metrics::new(),

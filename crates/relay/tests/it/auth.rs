@@ -176,6 +176,7 @@ async fn other_tenants_and_other_cas_are_refused_at_the_handshake() {
                 "alice@contoso.test",
                 Duration::from_secs(5),
             )),
+            min_revocation_version: 0,
         })
         .await
         .expect_err("refused");
@@ -183,8 +184,10 @@ async fn other_tenants_and_other_cas_are_refused_at_the_handshake() {
 }
 
 /// SetRevokedAgents closes a revoked agent's open tunnel, refuses its new
-/// ones with AGENT_REVOKED, leaves the others alone, and a list without the
-/// agent lets it back.
+/// ones with AGENT_REVOKED, leaves the others alone; an older list is
+/// refused (REVOCATION_STALE) and cannot readmit it, an operation that
+/// needs a newer list than the relay holds is not routed, and a newer list
+/// without the agent lets it back.
 #[tokio::test]
 async fn revoked_agents_are_dropped_and_refused() {
     let pki = Pki::new(TENANT);
@@ -203,6 +206,7 @@ async fn revoked_agents_are_dropped_and_refused() {
         .set_revoked_agents(pb::SetRevokedAgentsRequest {
             tenant: TENANT.into(),
             agent_ids: vec!["a1".into()],
+            version: 5,
         })
         .await
         .unwrap()
@@ -238,17 +242,57 @@ async fn revoked_agents_are_dropped_and_refused() {
         .set_revoked_agents(pb::SetRevokedAgentsRequest {
             tenant: "t2".into(),
             agent_ids: vec![],
+            version: 9,
         })
         .await
         .expect_err("refused");
     assert_eq!(failure_of(&err).reason, ReasonCode::PermissionDenied);
-    // Un-revoked (the list is always the full list): a1 comes back alone.
-    cp.clone()
+    // A stale list (a replica that read the store before the revocation)
+    // is refused and cannot readmit a1.
+    let err = cp
+        .clone()
         .set_revoked_agents(pb::SetRevokedAgentsRequest {
             tenant: TENANT.into(),
             agent_ids: vec![],
+            version: 4,
         })
         .await
-        .unwrap();
+        .expect_err("stale");
+    assert_eq!(failure_of(&err).reason, ReasonCode::RevocationStale);
+    assert_eq!(relay.relay.registry().revocation_version(TENANT), 5);
+    let err = raw_open(
+        &relay.url,
+        pki.agent_tls(CONTOSO, "a1"),
+        Some(hello(TENANT, CONTOSO, "a1")),
+    )
+    .await
+    .expect_err("still refused");
+    assert_eq!(failure_of(&err).reason, ReasonCode::AgentRevoked);
+    // A dispatch that needs a newer list than the relay holds is not routed.
+    let mut op = unlock(CONTOSO, "alice@contoso.test", Duration::from_secs(5));
+    SIGNER.sign(&mut op);
+    let err = cp
+        .clone()
+        .dispatch(pb::DispatchRequest {
+            operation: Some(op),
+            min_revocation_version: 6,
+        })
+        .await
+        .expect_err("stale relay");
+    assert_eq!(failure_of(&err).reason, ReasonCode::RevocationStale);
+    assert_eq!(kept.count(), 6);
+    // Un-revoked by a newer list (the list is always the full list): a1
+    // comes back alone.
+    let r = cp
+        .clone()
+        .set_revoked_agents(pb::SetRevokedAgentsRequest {
+            tenant: TENANT.into(),
+            agent_ids: vec![],
+            version: 6,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.version, 6);
     relay.wait_tunnels(2).await;
 }

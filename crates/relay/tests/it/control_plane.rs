@@ -60,7 +60,11 @@ async fn two_relays_with_split_agents_route_every_operation() {
     assert_eq!(a1.connected().await, "relay-1");
     assert_eq!(a2.connected().await, "relay-2");
     assert_eq!(f1.connected().await, "relay-2");
-    let dispatcher = Dispatcher::new(pki.ca.clone(), vec![r1.url.clone(), r2.url.clone()]);
+    let dispatcher = Dispatcher::new(
+        pki.ca.clone(),
+        SIGNER.clone(),
+        vec![r1.url.clone(), r2.url.clone()],
+    );
     wait_online(&dispatcher, CONTOSO, &["a1", "a2"]).await;
     wait_online(&dispatcher, FABRIKAM, &["f1"]).await;
 

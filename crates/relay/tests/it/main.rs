@@ -11,6 +11,7 @@ mod control_plane;
 mod lifecycle;
 mod limits;
 mod routing;
+mod signing;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,7 @@ use writeback_agent::executor::{Apply, Executor, ValidOperation};
 use writeback_agent::state::Enrollment;
 use writeback_agent::tunnel::{TunnelOptions, TunnelState};
 use writeback_core::{Failure, ReasonCode, failure_of};
+use writeback_envelope::signing::OperationSigner;
 use writeback_identity::{Ca, SpiffeId, tls, transport};
 use writeback_proto::TUNNEL_PROTOCOL_VERSION;
 use writeback_proto::v1 as pb;
@@ -36,6 +38,12 @@ pub const CONTOSO: &str = "contoso.test";
 pub const FABRIKAM: &str = "fabrikam.test";
 /// Longest any test waits for something to happen.
 pub const WAIT: Duration = Duration::from_secs(15);
+
+/// The control plane's operation-signing key in these tests: [`dispatch`]
+/// signs with it (as the control plane's dispatcher does) and every
+/// [`TestAgent`] pins it.
+pub static SIGNER: std::sync::LazyLock<Arc<OperationSigner>> =
+    std::sync::LazyLock::new(|| Arc::new(OperationSigner::generate().unwrap().0));
 
 /// Logs with e.g. `WRITEBACK_LOG=writeback_relay=debug cargo nextest run
 /// -p writeback-relay --no-capture`.
@@ -86,6 +94,20 @@ impl Pki {
         tls::client_config(
             tls::roots_from_pem(self.ca.cert_pem()).unwrap(),
             Some((&cert, &key)),
+        )
+        .unwrap()
+    }
+
+    /// Client TLS for an agent as the agent really dials relays: the
+    /// server must be a relay of this tenant.
+    pub fn agent_relay_tls(&self, domain: &str, agent_id: &str) -> Arc<rustls::ClientConfig> {
+        let (csr, key) = writeback_identity::generate_csr().unwrap();
+        let id = SpiffeId::agent(&self.tenant, domain, agent_id).unwrap();
+        let cert = self.ca.sign_agent_csr(&csr, &id).unwrap();
+        tls::relay_client_config(
+            tls::roots_from_pem(self.ca.cert_pem()).unwrap(),
+            Some((&cert, &key)),
+            &self.tenant,
         )
         .unwrap()
     }
@@ -153,7 +175,6 @@ impl TestRelay {
         settings: RelaySettings,
         listener: tokio::net::TcpListener,
     ) -> TestRelay {
-        let addr = listener.local_addr().unwrap();
         let id = SpiffeId::Relay {
             tenant: tenant.to_owned(),
             relay_id: relay_id.to_owned(),
@@ -165,6 +186,20 @@ impl TestRelay {
                 &[std::net::IpAddr::from([127, 0, 0, 1])],
             )
             .unwrap();
+        TestRelay::start_with_cert(ca, tenant, relay_id, settings, listener, chain, key)
+    }
+
+    /// A relay serving with the certificate `chain`/`key`, whatever it names.
+    pub fn start_with_cert(
+        ca: &Ca,
+        tenant: &str,
+        relay_id: &str,
+        settings: RelaySettings,
+        listener: tokio::net::TcpListener,
+        chain: String,
+        key: String,
+    ) -> TestRelay {
+        let addr = listener.local_addr().unwrap();
         let relay = Relay::with_limits(
             RelayOptions {
                 relay_id: relay_id.to_owned(),
@@ -364,6 +399,20 @@ impl TestAgent {
         applier: Arc<TestApplier>,
         tls: Arc<rustls::ClientConfig>,
     ) -> TestAgent {
+        let pinned = vec![hex::encode(SIGNER.public_key())];
+        TestAgent::start_pinning(pki, relay_urls, domain, agent_id, applier, tls, pinned)
+    }
+
+    /// An agent pinning the operation-signing keys `pinned` (hex).
+    pub fn start_pinning(
+        pki: &Pki,
+        relay_urls: &[&str],
+        domain: &str,
+        agent_id: &str,
+        applier: Arc<TestApplier>,
+        tls: Arc<rustls::ClientConfig>,
+        pinned: Vec<String>,
+    ) -> TestAgent {
         let identity = pb::AgentIdentity {
             tenant: pki.tenant.clone(),
             domain: domain.to_owned(),
@@ -384,6 +433,7 @@ impl TestAgent {
                 domain: domain.to_owned(),
                 agent_id: agent_id.to_owned(),
                 relay_urls: options.relay_urls.clone(),
+                operation_signing_keys: pinned,
             },
             writeback_envelope::KeyPair::generate(),
             applier.clone(),
@@ -516,11 +566,24 @@ pub fn unlock(domain: &str, upn: &str, ttl: Duration) -> pb::OperationRequest {
         }),
         envelope: None,
         traceparent: String::new(),
+        signature: Vec::new(),
+        signing_key_id: String::new(),
     }
 }
 
-/// Dispatches `op` through the relay's gRPC API as the control plane would.
+/// Dispatches `op` through the relay's gRPC API as the control plane
+/// would: signed with [`SIGNER`].
 pub async fn dispatch(
+    client: &RelayDispatchClient<Channel>,
+    mut op: pb::OperationRequest,
+) -> Result<pb::OperationResult, Failure> {
+    SIGNER.sign(&mut op);
+    dispatch_as_is(client, op).await
+}
+
+/// Dispatches `op` exactly as given (signed or not, altered or not): what a
+/// relay, or anyone who can reach an agent through one, could send.
+pub async fn dispatch_as_is(
     client: &RelayDispatchClient<Channel>,
     op: pb::OperationRequest,
 ) -> Result<pb::OperationResult, Failure> {
@@ -528,6 +591,7 @@ pub async fn dispatch(
         .clone()
         .dispatch(pb::DispatchRequest {
             operation: Some(op),
+            min_revocation_version: 0,
         })
         .await
         .map(|r| r.into_inner().result.expect("a result"))

@@ -9,6 +9,9 @@
 //! when set. [`notify`] e-mails users after resets and unlocks, and
 //! administrators about refused attempts on other administrators, through a
 //! durable outbox and a background sender (off unless `[notify]` enables it).
+//! [`security_audit`] records refused authentications, password operations
+//! and enrollments in the security trail, in the background and
+//! rate-limited (`[security_events]`).
 
 #![forbid(unsafe_code)]
 
@@ -26,6 +29,7 @@ pub mod oidc;
 pub mod password_policy;
 pub mod policy;
 pub mod quality;
+pub mod security_audit;
 pub mod server;
 
 use std::sync::Arc;
@@ -69,6 +73,8 @@ pub struct ControlPlane {
     pub flights: flight::Flights,
     /// Verifies identity-provider tokens.
     pub oidc: oidc::Verifier,
+    /// Records refused authentications, operations and enrollments.
+    pub security: security_audit::SecurityAudit,
 }
 
 impl ControlPlane {
@@ -84,12 +90,18 @@ impl ControlPlane {
             .notify
             .validate()
             .map_err(|e| ControlPlaneError::Config(format!("notify: {e}")))?;
+        config
+            .security_events
+            .validate()
+            .map_err(ControlPlaneError::Config)?;
         let store = Store::connect(&config.database_url()).await?;
         let dispatcher =
             Dispatcher::with_store(ca.clone(), config.relay_urls.clone(), store.clone());
         let oidc = oidc::Verifier::new(&config.oidc)
             .map_err(|e| ControlPlaneError::Config(format!("oidc: {e:#}")))?;
+        let security = security_audit::SecurityAudit::start(store.clone(), &config.security_events);
         Ok(Arc::new(ControlPlane {
+            security,
             store,
             ca,
             dispatcher,

@@ -145,6 +145,10 @@ impl ControlPlane {
         if let Some(n) = notifications {
             n.abort();
         }
+        // What the security trail held back in this window is summarised
+        // before the process goes (bounded: a stuck database does not hold
+        // the shutdown).
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.security.flush(true)).await;
         served?;
         Ok(())
     }

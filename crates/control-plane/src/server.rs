@@ -3,7 +3,8 @@
 //! and the sweep that closes operations left pending by a control plane that
 //! stopped (at start-up, then periodically, so a replica that died is
 //! cleaned up after by the others), and, when `[notify]` is enabled, the
-//! background sender of e-mail notifications.
+//! background sender of e-mail notifications. On shutdown the security
+//! trail's recorder writes what its rate limit held back (for at most 5 s).
 
 use std::future::Future;
 use std::sync::Arc;

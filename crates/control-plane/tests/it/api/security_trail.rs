@@ -272,8 +272,9 @@ async fn a_flood_is_capped_with_one_summary(db: &TestDb) {
         db,
         Options {
             security_events: SecurityEventsConfig {
-                // One long window, ended by the test.
-                window_seconds: 86_400,
+                // One window of a century (no boundary falls in the test),
+                // ended by the test.
+                window_seconds: 100 * 365 * 86_400,
                 per_key_per_window: 3,
                 ..SecurityEventsConfig::default()
             },
@@ -421,7 +422,18 @@ fn at(ms: i64) -> Option<prost_types::Timestamp> {
 }
 
 async fn the_audit_lists_filter_and_page(db: &TestDb) {
-    let t = TestCp::start(db, Options::default()).await;
+    // The events below are dated 1970: no retention sweep may take them.
+    let t = TestCp::start(
+        db,
+        Options {
+            security_events: SecurityEventsConfig {
+                retention_days: 0,
+                ..SecurityEventsConfig::default()
+            },
+            ..Options::default()
+        },
+    )
+    .await;
     let store = &t.cp.store;
     let (refused, failed) = ("operation_refused", "authentication_failed");
     for e in [

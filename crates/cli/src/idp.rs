@@ -315,47 +315,6 @@ pub async fn run(
     Ok(())
 }
 
-/// Prints the administrative audit trail, newest first (every page with
-/// `all`).
-pub async fn admin_events(
-    channel: Channel,
-    bearer: Bearer,
-    page_size: u32,
-    all: bool,
-    out: &mut dyn Write,
-) -> Result<(), CliError> {
-    let mut client =
-        pb::audit_service_client::AuditServiceClient::with_interceptor(channel, bearer);
-    let mut token = String::new();
-    loop {
-        let page = client
-            .list_admin_events(pb::ListAdminEventsRequest {
-                page_size,
-                page_token: token,
-            })
-            .await?
-            .into_inner();
-        for e in &page.events {
-            writeln!(
-                out,
-                "{}  {}  {} via {}  {}  {}",
-                when(&e.at),
-                e.action,
-                e.principal,
-                e.client_app,
-                e.object,
-                e.details_json
-            )
-            .map_err(io)?;
-        }
-        if page.next_page_token.is_empty() || !all {
-            break;
-        }
-        token = page.next_page_token;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,12 +1,14 @@
 //! `writebackctl`, the command-line client of the control plane: the
 //! tutorial's portal and PowerShell steps as commands, plus the identity
-//! providers a tenant trusts (`idp`). It talks gRPC over
+//! providers a tenant trusts (`idp`) and the audit trails (`audit`:
+//! operations, administrative changes, security events). It talks gRPC over
 //! TLS (trusting the tenant CA) with a bearer token read from a file, and
 //! reads passwords only from standard input or an interactive prompt —
 //! never from the command line, where other users could see them.
 
 #![forbid(unsafe_code)]
 
+mod audit;
 mod idp;
 mod quality;
 mod timeline;
@@ -83,9 +85,10 @@ pub enum Command {
     /// Operation status.
     #[command(subcommand)]
     Operation(OperationCmd),
-    /// The audit log.
+    /// The audit trails: operations, administrative changes, security
+    /// events.
     #[command(subcommand)]
-    Audit(AuditCmd),
+    Audit(audit::AuditCmd),
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
@@ -336,36 +339,6 @@ pub enum OperationCmd {
     Show {
         /// Operation id.
         id: String,
-    },
-}
-
-/// `audit …`
-#[derive(Subcommand, Debug)]
-pub enum AuditCmd {
-    /// List audit records, newest first.
-    List {
-        /// Only this user (UPN).
-        #[arg(long)]
-        user: Option<String>,
-        /// Records per page.
-        #[arg(long, default_value_t = 50)]
-        page_size: u32,
-        /// Continue after this page token.
-        #[arg(long)]
-        page_token: Option<String>,
-        /// Follow every page instead of printing the next page's token.
-        #[arg(long, conflicts_with = "page_token")]
-        all: bool,
-    },
-    /// The administrative audit trail (issuers trusted, clients
-    /// registered…), newest first.
-    Admin {
-        /// Events per page.
-        #[arg(long, default_value_t = 50)]
-        page_size: u32,
-        /// Follow every page.
-        #[arg(long)]
-        all: bool,
     },
 }
 
@@ -734,39 +707,7 @@ pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Resu
                 .into_inner();
             timeline::print(out, &r).map_err(io)?;
         }
-        Command::Audit(AuditCmd::List {
-            user,
-            page_size,
-            page_token,
-            all,
-        }) => {
-            let mut client = AuditC::with_interceptor(channel, bearer);
-            let mut token = page_token.unwrap_or_default();
-            loop {
-                let page = client
-                    .list_audit(pb::ListAuditRequest {
-                        user: user.clone().unwrap_or_default(),
-                        page_size,
-                        page_token: token,
-                    })
-                    .await?
-                    .into_inner();
-                for r in &page.records {
-                    print_record(out, r).map_err(io)?;
-                }
-                if page.next_page_token.is_empty() {
-                    break;
-                }
-                if !all {
-                    writeln!(out, "# more: --page-token {}", page.next_page_token).map_err(io)?;
-                    break;
-                }
-                token = page.next_page_token;
-            }
-        }
-        Command::Audit(AuditCmd::Admin { page_size, all }) => {
-            idp::admin_events(channel, bearer, page_size, all, out).await?;
-        }
+        Command::Audit(cmd) => audit::run(cmd, channel, bearer, out).await?,
         Command::Idp(cmd) => idp::run(cmd, channel, bearer, out).await?,
         Command::Token(TokenCmd::Create {
             principal,
@@ -892,42 +833,5 @@ fn print_settings(out: &mut dyn Write, s: &pb::Settings) -> std::io::Result<()> 
         out,
         "unlock-without-reset: {}",
         on_off(s.unlock_without_reset)
-    )
-}
-
-fn print_record(out: &mut dyn Write, r: &pb::OperationRecord) -> std::io::Result<()> {
-    let kind = pb::OperationKind::try_from(r.kind).map_or("unknown", |k| k.as_str_name());
-    let app = pb::ClientApp::try_from(r.client_app).map_or("unknown", |a| a.as_str_name());
-    let outcome = r.outcome.clone().unwrap_or_default();
-    writeln!(
-        out,
-        "{} {} {} target={} domain={} by={} via={} state={} reason={} agent={} relay={} took={}ms agent={}ms\n  {}",
-        when(&r.created_at),
-        r.operation_id,
-        kind.trim_start_matches("OPERATION_KIND_")
-            .to_ascii_lowercase(),
-        r.target,
-        r.domain,
-        r.principal,
-        app.trim_start_matches("CLIENT_APP_").to_ascii_lowercase(),
-        r.state,
-        if outcome.reason_code.is_empty() {
-            "-"
-        } else {
-            &outcome.reason_code
-        },
-        if r.agent_id.is_empty() {
-            "-"
-        } else {
-            &r.agent_id
-        },
-        if r.relay_id.is_empty() {
-            "-"
-        } else {
-            &r.relay_id
-        },
-        r.duration_ms,
-        r.agent_duration_ms,
-        outcome.message,
     )
 }

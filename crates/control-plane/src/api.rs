@@ -1,12 +1,15 @@
 //! The client-facing gRPC services, one file per service where it is large:
 //! settings and status (`api/settings.rs`), domains, agents and enrollment
 //! (here), password operations (`api/passwords.rs`), password quality
-//! (`api/password_quality.rs`), the audit logs (here), API tokens
+//! (`api/password_quality.rs`), the audit logs (`api/audit.rs`: operations,
+//! the administrative trail, the security trail), API tokens
 //! (`api/tokens.rs`) and the identity providers a tenant trusts
 //! (`api/identity.rs`). Each handler authenticates the bearer token, checks
 //! the caller's role, and turns every failure into a `tonic::Status` carrying
 //! a stable reason code (never a raw database or directory message);
-//! administrative changes are recorded with `Api::audit_admin`. Password
+//! administrative changes are recorded with `Api::audit_admin`, refused
+//! credentials, operations and enrollments in the security trail
+//! ([`crate::security_audit`], in the background). Password
 //! operations go through `Api::run_operation`: policy, throttle, a pending
 //! audit record, sealing, a last toggle check, dispatch, the recorded outcome.
 
@@ -20,10 +23,9 @@ use writeback_core::{Failure, OperationKind, ReasonCode, status};
 use writeback_envelope::{Binding, Recipient, Secrets};
 use writeback_identity::{EnrollmentToken, SpiffeId};
 use writeback_proto::v1::{
-    self as pb, agent_service_server::AgentService, audit_service_server::AuditService,
-    domain_service_server::DomainService, enrollment_service_server::EnrollmentService,
-    password_service_server::PasswordService, settings_service_server::SettingsService,
-    token_service_server::TokenService, user_ref,
+    self as pb, agent_service_server::AgentService, domain_service_server::DomainService,
+    enrollment_service_server::EnrollmentService, password_service_server::PasswordService,
+    settings_service_server::SettingsService, token_service_server::TokenService, user_ref,
 };
 
 use crate::ControlPlane;
@@ -31,6 +33,7 @@ use crate::auth::{authenticate, require_admin, require_global_admin};
 use crate::policy::{self, TargetKind};
 use crate::store::{self, Caller, Page, StoreError};
 
+mod audit;
 mod identity;
 mod password_quality;
 mod passwords;
@@ -129,6 +132,13 @@ fn page(size: u32, token: String) -> Page {
     }
 }
 
+/// The client's address, as the TLS listener saw it.
+fn peer_of<T>(req: &Request<T>) -> Option<std::net::SocketAddr> {
+    req.extensions()
+        .get::<writeback_identity::PeerInfo>()
+        .map(|p| p.remote_addr)
+}
+
 fn ts(ms: i64) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp {
         seconds: ms.div_euclid(1000),
@@ -154,13 +164,30 @@ fn client_app_pb(a: store::ClientApp) -> pb::ClientApp {
 }
 
 impl Api {
-    /// The caller behind the request's bearer token; a refusal is counted.
+    /// The caller behind the request's bearer token; a refusal is counted
+    /// and, when it refuses the credential (not when the control plane
+    /// could not check it), recorded in the security trail.
     async fn authenticate<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
         let caller = authenticate(&self.cp, req).await;
-        if let Err(s) = &caller
-            && s.code() == tonic::Code::Unauthenticated
-        {
-            self.cp.metrics.auth_failure();
+        if let Err(s) = &caller {
+            if s.code() == tonic::Code::Unauthenticated {
+                self.cp.metrics.auth_failure();
+            }
+            let reason = writeback_core::failure_of(s).reason;
+            if matches!(
+                reason,
+                ReasonCode::Unauthenticated
+                    | ReasonCode::TokenExpired
+                    | ReasonCode::ClientNotRegistered
+                    | ReasonCode::PrincipalNotMapped
+            ) {
+                self.cp.security.authentication_failed(
+                    crate::auth::presented(req),
+                    reason,
+                    s.message(),
+                    peer_of(req),
+                );
+            }
         }
         caller
     }
@@ -200,6 +227,43 @@ impl Api {
             })?;
         tracing::info!(tenant = %caller.tenant, by = %caller.principal, action, object, "administrative change");
         Ok(())
+    }
+
+    /// Records in the administrative trail that enrollment token `token_id`
+    /// was used to enroll `agent`. Best effort, unlike [`Api::audit_admin`]:
+    /// the token is spent and the agent stored by now, so failing the
+    /// enrollment would only strand the agent; a failure is logged.
+    async fn audit_enrollment(
+        &self,
+        agent: &store::NewAgent,
+        token_id: &str,
+        peer: Option<std::net::SocketAddr>,
+    ) {
+        let recorded = self
+            .cp
+            .store
+            .record_admin_event(
+                &agent.tenant,
+                store::NewAdminEvent {
+                    principal: &format!("enrollment_token:{token_id}"),
+                    client_app: "agent",
+                    action: "agent.enroll",
+                    object: &format!("agent:{}", agent.agent_id),
+                    details: serde_json::json!({
+                        "domain": agent.domain,
+                        "token_id": token_id,
+                        "hostname": agent.hostname,
+                        "version": agent.version,
+                        "cert_fingerprint": agent.cert_fingerprint,
+                        "source": peer.map(|p| p.ip().to_string()),
+                    }),
+                },
+            )
+            .await;
+        if let Err(e) = recorded {
+            tracing::error!(tenant = %agent.tenant, agent_id = %agent.agent_id, token_id,
+                error = %e, "an agent was enrolled but the administrative audit trail could not record it");
+        }
     }
 }
 
@@ -435,17 +499,33 @@ impl EnrollmentService for Api {
         &self,
         req: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let peer = peer_of(&req);
         let r = req.into_inner();
+        // A refused token is a security event (its id when it parsed, never
+        // its secret).
+        let refused = |token_id: Option<&str>, s: Status| -> Status {
+            let reason = writeback_core::failure_of(&s).reason;
+            self.cp
+                .security
+                .enrollment_refused(token_id, reason, s.message(), peer);
+            s
+        };
         let token = EnrollmentToken::parse(&r.token).map_err(|_| {
-            status(
-                ReasonCode::EnrollmentTokenInvalid,
-                "the enrollment token is malformed",
+            refused(
+                None,
+                status(
+                    ReasonCode::EnrollmentTokenInvalid,
+                    "the enrollment token is malformed",
+                ),
             )
         })?;
         if token.ca_fingerprint != self.cp.ca.fingerprint() {
-            return Err(status(
-                ReasonCode::CaMismatch,
-                "the enrollment token pins another CA than this control plane's",
+            return Err(refused(
+                Some(&token.token_id),
+                status(
+                    ReasonCode::CaMismatch,
+                    "the enrollment token pins another CA than this control plane's",
+                ),
             ));
         }
         if r.envelope_public_key.len() != 32 {
@@ -472,7 +552,18 @@ impl EnrollmentService for Api {
                 self.cp.store.now_ms(),
             )
             .await
-            .map_err(store_status)?;
+            .map_err(|e| {
+                let internal = matches!(
+                    e.reason_code(),
+                    ReasonCode::Internal | ReasonCode::Unavailable
+                );
+                let s = store_status(e);
+                if internal {
+                    s
+                } else {
+                    refused(Some(&token.token_id), s)
+                }
+            })?;
         let id = SpiffeId::agent(&tenant, &domain, &agent_id).map_err(|_| {
             status(
                 ReasonCode::Internal,
@@ -487,20 +578,22 @@ impl EnrollmentService for Api {
         })?;
         let fingerprint = writeback_identity::fingerprint_of_pem(&cert)
             .map_err(|_| status(ReasonCode::Internal, "cannot fingerprint the certificate"))?;
+        let agent = store::NewAgent {
+            tenant: tenant.clone(),
+            domain: domain.clone(),
+            agent_id: agent_id.clone(),
+            hostname: r.hostname.chars().take(255).collect(),
+            version: r.agent_version.chars().take(64).collect(),
+            envelope_public_key: r.envelope_public_key,
+            cert_fingerprint: fingerprint,
+        };
         self.cp
             .store
-            .insert_agent(&store::NewAgent {
-                tenant: tenant.clone(),
-                domain: domain.clone(),
-                agent_id: agent_id.clone(),
-                hostname: r.hostname.chars().take(255).collect(),
-                version: r.agent_version.chars().take(64).collect(),
-                envelope_public_key: r.envelope_public_key,
-                cert_fingerprint: fingerprint,
-            })
+            .insert_agent(&agent)
             .await
             .map_err(store_status)?;
         tracing::info!(tenant = %tenant, domain = %domain, agent_id = %agent_id, "agent enrolled");
+        self.audit_enrollment(&agent, &token.token_id, peer).await;
         Ok(Response::new(pb::EnrollResponse {
             tenant,
             domain,
@@ -553,122 +646,6 @@ fn check_password(p: &str, what: &str) -> Result<(), Status> {
         ));
     }
     Ok(())
-}
-
-#[tonic::async_trait]
-impl AuditService for Api {
-    async fn get_operation(
-        &self,
-        req: Request<pb::GetOperationRequest>,
-    ) -> Result<Response<pb::OperationRecord>, Status> {
-        let caller = self.authenticate(&req).await?;
-        let id = req.into_inner().operation_id;
-        let row = self
-            .cp
-            .store
-            .get_operation(&caller.tenant, &id)
-            .await
-            .map_err(store_status)?
-            .ok_or_else(|| status(ReasonCode::NotFound, format!("no operation {id}")))?;
-        let own = row.principal == caller.principal
-            || row.target == format!("upn:{}", caller.principal.to_ascii_lowercase());
-        if !caller.role.is_admin() && !own {
-            return Err(status(ReasonCode::NotFound, format!("no operation {id}")));
-        }
-        Ok(Response::new(record_pb(row)))
-    }
-
-    async fn list_audit(
-        &self,
-        req: Request<pb::ListAuditRequest>,
-    ) -> Result<Response<pb::ListAuditResponse>, Status> {
-        let caller = self.authenticate(&req).await?;
-        require_admin(&caller)?;
-        let r = req.into_inner();
-        let user =
-            (!r.user.is_empty()).then(|| format!("upn:{}", r.user.trim().to_ascii_lowercase()));
-        let (rows, next) = self
-            .cp
-            .store
-            .list_operations(
-                &caller.tenant,
-                user.as_deref(),
-                page(r.page_size, r.page_token),
-            )
-            .await
-            .map_err(store_status)?;
-        Ok(Response::new(pb::ListAuditResponse {
-            records: rows.into_iter().map(record_pb).collect(),
-            next_page_token: next.unwrap_or_default(),
-        }))
-    }
-
-    async fn list_admin_events(
-        &self,
-        req: Request<pb::ListAdminEventsRequest>,
-    ) -> Result<Response<pb::ListAdminEventsResponse>, Status> {
-        let caller = self.authenticate(&req).await?;
-        require_admin(&caller)?;
-        let r = req.into_inner();
-        let (events, next) = self
-            .cp
-            .store
-            .list_admin_events(&caller.tenant, page(r.page_size, r.page_token))
-            .await
-            .map_err(store_status)?;
-        Ok(Response::new(pb::ListAdminEventsResponse {
-            events: events
-                .into_iter()
-                .map(|e| pb::AdminEvent {
-                    event_id: e.event_id,
-                    at: ts(e.at_ms),
-                    principal: e.principal,
-                    client_app: e.client_app,
-                    action: e.action,
-                    object: e.object,
-                    details_json: e.details.to_string(),
-                })
-                .collect(),
-            next_page_token: next.unwrap_or_default(),
-        }))
-    }
-}
-
-fn record_pb(r: store::OperationRow) -> pb::OperationRecord {
-    let kind = OperationKind::parse(&r.kind)
-        .map_or(pb::OperationKind::Unspecified, OperationKind::to_wire);
-    let outcome = r.reason_code.as_ref().map(|code| pb::OperationOutcome {
-        applied: code == ReasonCode::Ok.as_str(),
-        reason_code: code.clone(),
-        message: r.message.clone().unwrap_or_default(),
-    });
-    pb::OperationRecord {
-        operation_id: r.id,
-        kind: kind as i32,
-        target: r.target,
-        domain: r.domain,
-        principal: r.principal,
-        client_app: client_app_pb(r.client_app) as i32,
-        state: r.state.to_string(),
-        outcome,
-        agent_id: r.agent_id.unwrap_or_default(),
-        relay_id: r.relay_id.unwrap_or_default(),
-        created_at: ts(r.created_at_ms),
-        finished_at: r.finished_at_ms.and_then(ts),
-        duration_ms: r
-            .finished_at_ms
-            .map_or(0, |f| u64::try_from(f - r.created_at_ms).unwrap_or(0)),
-        agent_duration_ms: ms(r.agent_duration_ms),
-        trace_id: r.trace_id,
-        rule: r.rule,
-        relay_duration_ms: ms(r.hops.relay_duration_ms),
-        directory_duration_ms: ms(r.hops.directory_duration_ms),
-        dc_url: r.hops.dc_url.unwrap_or_default(),
-    }
-}
-
-fn ms(d: Option<i64>) -> u64 {
-    d.map_or(0, |d| u64::try_from(d).unwrap_or(0))
 }
 
 fn role_pb(r: store::Role) -> pb::Role {

@@ -77,6 +77,85 @@ pub async fn authenticate<T>(cp: &ControlPlane, req: &Request<T>) -> Result<Call
     }
 }
 
+/// What a request presented as its credential, described without the
+/// credential itself: for the security trail of a refused request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presented {
+    /// No `authorization` header.
+    Missing,
+    /// A header that is not `Bearer <token>` of a known shape.
+    Malformed,
+    /// A `wbt1.` token, by its SHA-256 (the store keeps the same hash, so
+    /// the token's tenant and state can be found; the token cannot).
+    ApiToken {
+        /// Hex SHA-256 of the token.
+        hash: String,
+    },
+    /// A JWT and what it claims, unverified.
+    Jwt {
+        /// `iss`, when present.
+        issuer: String,
+        /// The client id (`azp`, `client_id`, `cid` or `appid`), when present.
+        client_id: String,
+        /// The user it names (`upn`, `preferred_username`, `email` or `sub`),
+        /// when present.
+        principal: String,
+    },
+}
+
+/// Claims a JWT may name its user by, in the order they are tried for the
+/// security trail (the issuer's own principal claim decides sign-ins).
+const CLAIMED_PRINCIPAL: [&str; 4] = ["upn", "preferred_username", "email", "sub"];
+
+/// Describes the credential of `req` for the security trail.
+pub fn presented<T>(req: &Request<T>) -> Presented {
+    let Some(header) = req
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return if req.metadata().contains_key("authorization") {
+            Presented::Malformed
+        } else {
+            Presented::Missing
+        };
+    };
+    let Some(token) = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+    else {
+        return Presented::Malformed;
+    };
+    if crate::oidc::looks_like_jwt(token) {
+        let claims = crate::oidc::unverified_claims(token).unwrap_or_default();
+        let text = |name: &str| {
+            claims
+                .get(name)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        return Presented::Jwt {
+            issuer: text("iss"),
+            client_id: crate::oidc::claims::client_id(&claims)
+                .unwrap_or_default()
+                .to_owned(),
+            principal: CLAIMED_PRINCIPAL
+                .iter()
+                .map(|c| text(c))
+                .find(|v| !v.is_empty())
+                .unwrap_or_default(),
+        };
+    }
+    if token.starts_with(PREFIX) {
+        return Presented::ApiToken {
+            hash: sha256_hex(token.as_bytes()),
+        };
+    }
+    Presented::Malformed
+}
+
 /// Refuses callers that are not administrators.
 pub fn require_admin(caller: &Caller) -> Result<(), Status> {
     if caller.role.is_admin() {

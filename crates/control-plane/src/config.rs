@@ -49,6 +49,65 @@ pub struct ControlPlaneConfig {
     pub notify: NotifyConfig,
     /// OpenTelemetry trace export (off by default).
     pub tracing: TracingConfig,
+    /// How many security events are written (see `security_audit`).
+    pub security_events: SecurityEventsConfig,
+}
+
+/// The security trail's limits (see `security_audit`): refusals are
+/// recorded in the background, at most `per_key_per_window` alike and
+/// `per_tenant_per_window` in all per tenant in each window of
+/// `window_seconds`; what is held back is counted and written as one summary
+/// row per kind of refusal when the window ends. So a tenant's trail grows
+/// by at most `2 × per_tenant_per_window` rows per window (events plus
+/// summaries) however many refusals arrive, and rows older than
+/// `retention_days` are deleted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityEventsConfig {
+    /// Length of one rate-limit window, seconds.
+    pub window_seconds: u64,
+    /// Events written per window for one tenant, kind, reason and principal
+    /// (or client address, when there is no principal).
+    pub per_key_per_window: u32,
+    /// Events written per window for one tenant (refusals no tenant could be
+    /// told of count as one more tenant), summary rows aside.
+    pub per_tenant_per_window: u32,
+    /// Events waiting to be written; when the queue is full an event is
+    /// dropped and counted (one `events_dropped` row says how many).
+    pub queue_capacity: usize,
+    /// Events older than this many days are deleted; 0 keeps them.
+    pub retention_days: u64,
+}
+
+impl Default for SecurityEventsConfig {
+    fn default() -> Self {
+        SecurityEventsConfig {
+            window_seconds: 60,
+            per_key_per_window: 5,
+            per_tenant_per_window: 100,
+            queue_capacity: 1024,
+            retention_days: 90,
+        }
+    }
+}
+
+impl SecurityEventsConfig {
+    /// Checks the limits; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.window_seconds == 0 {
+            return Err("security_events.window_seconds must be at least 1".into());
+        }
+        if self.per_key_per_window == 0 || self.per_tenant_per_window == 0 {
+            return Err(
+                "security_events.per_key_per_window and per_tenant_per_window must be at least 1"
+                    .into(),
+            );
+        }
+        if self.queue_capacity == 0 {
+            return Err("security_events.queue_capacity must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// How the control plane talks to identity providers.
@@ -229,6 +288,7 @@ impl Default for ControlPlaneConfig {
             oidc: OidcConfig::default(),
             notify: NotifyConfig::default(),
             tracing: TracingConfig::default(),
+            security_events: SecurityEventsConfig::default(),
         }
     }
 }
@@ -328,5 +388,24 @@ mod tests {
         assert_eq!(config.notify.smtp_port, 587);
         assert_eq!(config.notify.admin_recipients, ["secops@contoso.test"]);
         assert!(toml::from_str::<ControlPlaneConfig>("[notify]\nsmtp_hots = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn security_event_limits_have_defaults_and_refuse_zero() {
+        let config: ControlPlaneConfig =
+            toml::from_str("[security_events]\nper_key_per_window = 3\n").unwrap();
+        assert_eq!(config.security_events.per_key_per_window, 3);
+        assert_eq!(config.security_events.window_seconds, 60);
+        config.security_events.validate().unwrap();
+        let zero = SecurityEventsConfig {
+            per_tenant_per_window: 0,
+            ..SecurityEventsConfig::default()
+        };
+        assert!(
+            zero.validate()
+                .unwrap_err()
+                .contains("per_tenant_per_window")
+        );
+        assert!(toml::from_str::<ControlPlaneConfig>("[security_events]\nper_key = 3\n").is_err());
     }
 }

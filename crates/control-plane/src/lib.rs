@@ -9,6 +9,9 @@
 //! when set. [`notify`] e-mails users after resets and unlocks, and
 //! administrators about refused attempts on other administrators, through a
 //! durable outbox and a background sender (off unless `[notify]` enables it).
+//! [`security_audit`] records refused authentications, password operations
+//! and enrollments in the security trail, in the background and
+//! rate-limited (`[security_events]`).
 
 #![forbid(unsafe_code)]
 
@@ -26,6 +29,7 @@ pub mod oidc;
 pub mod password_policy;
 pub mod policy;
 pub mod quality;
+pub mod security_audit;
 pub mod server;
 
 use std::sync::Arc;
@@ -75,6 +79,8 @@ pub struct ControlPlane {
     pub oidc: oidc::Verifier,
     /// The operations' traces.
     pub tracing: writeback_core::trace::Tracing,
+    /// Records refused authentications, operations and enrollments.
+    pub security: security_audit::SecurityAudit,
 }
 
 impl ControlPlane {
@@ -91,6 +97,10 @@ impl ControlPlane {
             .validate()
             .map_err(|e| ControlPlaneError::Config(format!("notify: {e}")))?;
         let signer = Arc::new(bootstrap::load_signing_key(&config.data_dir)?);
+        config
+            .security_events
+            .validate()
+            .map_err(ControlPlaneError::Config)?;
         let store = Store::connect(&config.database_url()).await?;
         let dispatcher = Dispatcher::with_store(
             ca.clone(),
@@ -103,7 +113,9 @@ impl ControlPlane {
         let tracing =
             writeback_core::trace::Tracing::new("writeback-control-plane", &config.tracing)
                 .map_err(|e| ControlPlaneError::Config(e.to_string()))?;
+        let security = security_audit::SecurityAudit::start(store.clone(), &config.security_events);
         Ok(Arc::new(ControlPlane {
+            security,
             store,
             ca,
             signer,

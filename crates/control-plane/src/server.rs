@@ -3,7 +3,8 @@
 //! and the sweep that closes operations left pending by a control plane that
 //! stopped (at start-up, then periodically, so a replica that died is
 //! cleaned up after by the others), and, when `[notify]` is enabled, the
-//! background sender of e-mail notifications.
+//! background sender of e-mail notifications. On shutdown the security
+//! trail's recorder writes what its rate limit held back (for at most 5 s).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -145,6 +146,10 @@ impl ControlPlane {
         if let Some(n) = notifications {
             n.abort();
         }
+        // What the security trail held back in this window is summarised
+        // before the process goes (bounded: a stuck database does not hold
+        // the shutdown).
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.security.flush(true)).await;
         served?;
         Ok(())
     }

@@ -3,7 +3,8 @@
 //! strong-sign-in check, the banned-password refusal, one flight per
 //! operation id, the throttle, the pending audit record, sealing, a last
 //! toggle check, dispatch through a relay, the recorded outcome and the
-//! notification.
+//! notification. A refusal by the policy, the banned list or the throttle
+//! is no operation (no record in the operations log) but a security event.
 
 use super::*;
 
@@ -23,6 +24,8 @@ struct Ask {
     old_password: Option<SecretString>,
     /// The caller's trace context (`traceparent` metadata), if any.
     parent: opentelemetry::Context,
+    /// The client's address (for the security trail).
+    source: Option<std::net::SocketAddr>,
 }
 
 #[tonic::async_trait]
@@ -33,9 +36,11 @@ impl PasswordService for Api {
     ) -> Result<Response<pb::OperationResponse>, Status> {
         let caller = self.authenticate(&req).await?;
         let parent = trace::from_metadata(req.metadata());
+        let source = peer_of(&req);
         let mut r = req.into_inner();
         check_password(&r.new_password, "new password")?;
         let ask = Ask {
+            source,
             kind: OperationKind::Reset,
             user: r.user.take(),
             domain: std::mem::take(&mut r.domain),
@@ -55,10 +60,12 @@ impl PasswordService for Api {
     ) -> Result<Response<pb::OperationResponse>, Status> {
         let caller = self.authenticate(&req).await?;
         let parent = trace::from_metadata(req.metadata());
+        let source = peer_of(&req);
         let mut r = req.into_inner();
         check_password(&r.new_password, "new password")?;
         check_password(&r.old_password, "current password")?;
         let ask = Ask {
+            source,
             kind: if r.forced {
                 OperationKind::ForcedChange
             } else {
@@ -82,8 +89,10 @@ impl PasswordService for Api {
     ) -> Result<Response<pb::OperationResponse>, Status> {
         let caller = self.authenticate(&req).await?;
         let parent = trace::from_metadata(req.metadata());
+        let source = peer_of(&req);
         let r = req.into_inner();
         let ask = Ask {
+            source,
             kind: OperationKind::Unlock,
             user: r.user,
             domain: r.domain,
@@ -336,7 +345,8 @@ impl Api {
             Err(refusal) => {
                 // A refused operation never becomes an operation: no audit
                 // record, no dispatch, and it does not count toward the
-                // throttle. The refusal is answered at once and logged here.
+                // throttle. The refusal is answered at once, logged here and
+                // recorded in the security trail (in the background).
                 tracing::info!(principal = %caller.principal, client_app = %caller.client_app,
                 target = %target_key, target_kind = ?target_kind, reason = %refusal.reason,
                 "operation refused by policy");
@@ -355,6 +365,15 @@ impl Api {
                     )
                     .await;
                 }
+                self.cp.security.operation_refused(
+                    &caller,
+                    ask.kind.as_str(),
+                    &target_key,
+                    refusal.reason,
+                    "policy",
+                    &refusal.message,
+                    ask.source,
+                );
                 return Err(refusal.into());
             }
         };
@@ -362,8 +381,23 @@ impl Api {
         // A new password built on a banned term never leaves the control
         // plane: refused like the policy's refusals (not recorded, not
         // counted by the throttle).
-        if let Some(new) = &ask.new_password {
-            self.refuse_banned(&caller, &user, new).await?;
+        if let Some(new) = &ask.new_password
+            && let Err(refused) = self.refuse_banned(&caller, &user, new).await
+        {
+            if writeback_core::failure_of(&refused).reason == ReasonCode::PasswordBanned {
+                // Not the answer's sentence: it names the banned terms the
+                // password is built on, which are a part of the password.
+                self.cp.security.operation_refused(
+                    &caller,
+                    ask.kind.as_str(),
+                    &target_key,
+                    ReasonCode::PasswordBanned,
+                    "banned_password",
+                    "the new password is too close to commonly used or banned passwords",
+                    ask.source,
+                );
+            }
+            return Err(refused);
         }
 
         // One request per caller-chosen id at a time, once this caller may run
@@ -415,8 +449,22 @@ impl Api {
             }
             Some(_) => keys.await,
             None => {
-                if ask.kind == OperationKind::Reset {
-                    self.throttle(&caller, &target_key, now).await?;
+                if ask.kind == OperationKind::Reset
+                    && let Err(throttled) = self.throttle(&caller, &target_key, now).await
+                {
+                    let failure = writeback_core::failure_of(&throttled);
+                    if failure.reason == ReasonCode::Throttled {
+                        self.cp.security.operation_refused(
+                            &caller,
+                            ask.kind.as_str(),
+                            &target_key,
+                            ReasonCode::Throttled,
+                            "throttle",
+                            &failure.message,
+                            ask.source,
+                        );
+                    }
+                    return Err(throttled);
                 }
                 let record = store::NewOperation {
                     id: operation_id.clone(),

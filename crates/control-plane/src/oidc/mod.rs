@@ -87,6 +87,14 @@ fn part<T: for<'de> serde::Deserialize<'de>>(part: &str, what: &str) -> Result<T
         .map_err(|_| unauthenticated(format!("the token's {what} is not a JSON object")))
 }
 
+/// The claims of a JWT's payload, unverified: only for describing a refused
+/// token in the security trail (which issuer, client and user it claimed),
+/// never for deciding anything. `None` when the payload does not decode.
+pub fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
+    let payload = token.split('.').nth(1)?;
+    part(payload, "payload").ok()
+}
+
 /// The algorithm a token's header names, if writeback could ever accept it.
 fn algorithm(alg: &str) -> Result<Algorithm, Failure> {
     if alg.eq_ignore_ascii_case("none") {

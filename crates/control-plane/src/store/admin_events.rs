@@ -5,7 +5,10 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Arg, Page, Store, StoreError, finish_page, limit_arg, non_empty, query_with};
+use super::{
+    Arg, AuditFilter, FilterColumns, Page, Store, StoreError, finish_page, limit_arg, non_empty,
+    query_with,
+};
 
 /// One administrative change.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,15 +95,44 @@ impl Store {
         tenant: &str,
         page: Page,
     ) -> Result<(Vec<AdminEvent>, Option<String>), StoreError> {
+        self.list_admin_events_matching(tenant, &AuditFilter::default(), page)
+            .await
+    }
+
+    /// [`Store::list_admin_events`] matching `filter`: principal, time and
+    /// kind (the action); the target, state and reason code do not apply and
+    /// are ignored.
+    pub async fn list_admin_events_matching(
+        &self,
+        tenant: &str,
+        filter: &AuditFilter,
+        page: Page,
+    ) -> Result<(Vec<AdminEvent>, Option<String>), StoreError> {
         let limit = page.limit();
         let mut sql = format!("SELECT {EVENT_COLUMNS} FROM admin_events WHERE tenant_id = $1");
         let mut args = vec![Arg::Text(tenant.to_owned())];
+        filter.push_conditions(
+            &mut sql,
+            &mut args,
+            FilterColumns {
+                at: "at_ms",
+                principal: Some("principal"),
+                target: None,
+                kind: Some("action"),
+                state: None,
+                reason_code: None,
+            },
+        );
         if let Some(key) = page.cursor('a')? {
             let (ms, id) = key.split_once(':').ok_or(StoreError::InvalidPageToken)?;
             let ms: i64 = ms.parse().map_err(|_| StoreError::InvalidPageToken)?;
             args.push(Arg::Int(ms));
+            let ms_at = args.len();
             args.push(Arg::Text(id.to_owned()));
-            sql.push_str(" AND (at_ms < $2 OR (at_ms = $2 AND event_id < $3))");
+            let id_at = args.len();
+            sql.push_str(&format!(
+                " AND (at_ms < ${ms_at} OR (at_ms = ${ms_at} AND event_id < ${id_at}))"
+            ));
         }
         args.push(Arg::Int(limit_arg(limit)));
         sql.push_str(&format!(

@@ -375,6 +375,48 @@ impl Store {
         }))
     }
 
+    /// A stored bearer token by its hash whatever its state, with its
+    /// tenant: what the security trail says of a refused token (expired,
+    /// revoked). `None` for an unknown or malformed hash. Looks across
+    /// tenants, like [`Store::authenticate`].
+    pub async fn api_token_by_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<(String, TokenRow)>, StoreError> {
+        let Some(token_hash) = normalize_hash(token_hash) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(&format!(
+            "SELECT t.tenant_id, {TOKEN_COLUMNS} FROM api_tokens t \
+             JOIN principals p ON p.tenant_id = t.tenant_id AND p.name = t.principal \
+             WHERE t.token_hash = $1"
+        ))
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            None => Ok(None),
+            Some(row) => Ok(Some((row.try_get("tenant_id")?, token_from_row(&row)?))),
+        }
+    }
+
+    /// The `(tenant, domain)` of an enrollment token by its public id, for
+    /// the security trail of a refused enrollment; `None` when unknown.
+    pub async fn enrollment_token_owner(
+        &self,
+        token_id: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row =
+            sqlx::query("SELECT tenant_id, domain FROM enrollment_tokens WHERE token_id = $1")
+                .bind(token_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        match row {
+            None => Ok(None),
+            Some(row) => Ok(Some((row.try_get("tenant_id")?, row.try_get("domain")?))),
+        }
+    }
+
     /// Revokes a bearer token of the tenant (idempotent: the first revocation
     /// time is kept). `NotFound { what: "api token" }` when the tenant has no
     /// such token.

@@ -2,7 +2,9 @@
 //! their toggles, domains and UPN suffixes, principals and API tokens,
 //! one-time enrollment tokens, agents, the operation audit log, the OpenID
 //! Connect issuers and clients a tenant trusts, the administrative audit
-//! trail, and the outbox of e-mail notifications.
+//! trail, the security trail (refused authentications, operations and
+//! enrollments), and the outbox of e-mail notifications. The three audit
+//! lists share one [`AuditFilter`].
 //!
 //! The store talks to SQLite (`sqlite://path`, the default, created when
 //! missing) or PostgreSQL (`postgres://…`, when several control-plane replicas
@@ -12,10 +14,14 @@
 //! Conventions:
 //! - every table has a `tenant_id` and every query filters by it, except the
 //!   ones that discover the tenant or sweep all of them:
-//!   [`Store::authenticate`], [`Store::client_by_issuer_url`],
+//!   [`Store::authenticate`], [`Store::api_token_by_hash`],
+//!   [`Store::enrollment_token_owner`], [`Store::client_by_issuer_url`],
 //!   [`Store::issuer_url_trusted`], [`Store::consume_enrollment_token`],
-//!   [`Store::close_expired_pending`], and the notification sender's
-//!   [`Store::due_notifications`] and [`Store::purge_notifications`];
+//!   [`Store::close_expired_pending`], the notification sender's
+//!   [`Store::due_notifications`] and [`Store::purge_notifications`], and
+//!   [`Store::purge_security_events`]; `security_events` rows may have an
+//!   empty `tenant_id` (no tenant could be told) and are then served to no
+//!   tenant;
 //! - no secret is stored: token columns hold lowercase hex SHA-256 hashes that
 //!   the caller computes (see [`hash_secret`]); a value that is not such a hash
 //!   is refused, so a plaintext token cannot be stored by mistake;
@@ -31,9 +37,11 @@ mod agents;
 mod auth;
 mod banned;
 mod domains;
+mod filter;
 mod identity;
 mod notifications;
 mod operations;
+mod security_events;
 mod tenants;
 
 use std::sync::Arc;
@@ -51,11 +59,14 @@ pub use admin_events::{AdminEvent, NewAdminEvent};
 pub use agents::{AgentRow, NewAgent};
 pub use auth::{Caller, ClientApp, Role, SignIn, TokenRow};
 pub use domains::DomainRow;
+pub use filter::AuditFilter;
+use filter::FilterColumns;
 pub use identity::{ClientRegistration, IssuerConfig, RoleMapping, StrongAuthPolicy};
 pub use notifications::{NewNotification, NotificationRow, NotificationState};
 pub use operations::{
     Finish, Hops, NewOperation, OperationRow, OperationState, RESTART_TIMEOUT_MESSAGE,
 };
+pub use security_events::SecurityEvent;
 pub use tenants::{Settings, SettingsUpdate};
 
 /// Page size used when a request asks for 0 entries.

@@ -9,8 +9,8 @@ use writeback_core::ReasonCode;
 
 use super::auth::parse_client_app;
 use super::{
-    Arg, ClientApp, Page, Store, StoreError, finish_page, insert_error, limit_arg, non_empty,
-    query_with,
+    Arg, AuditFilter, ClientApp, FilterColumns, Page, Store, StoreError, finish_page, insert_error,
+    limit_arg, non_empty, query_with,
 };
 
 /// The message of an operation closed by [`Store::close_expired_pending`].
@@ -329,13 +329,36 @@ impl Store {
         user: Option<&str>,
         page: Page,
     ) -> Result<(Vec<OperationRow>, Option<String>), StoreError> {
+        let filter = AuditFilter {
+            target: user.map(str::to_owned),
+            ..AuditFilter::default()
+        };
+        self.list_operations_matching(tenant, &filter, page).await
+    }
+
+    /// [`Store::list_operations`] with every field of `filter`: principal,
+    /// target, time (`created_at_ms`), kind, state and reason code.
+    pub async fn list_operations_matching(
+        &self,
+        tenant: &str,
+        filter: &AuditFilter,
+        page: Page,
+    ) -> Result<(Vec<OperationRow>, Option<String>), StoreError> {
         let limit = page.limit();
         let mut sql = format!("SELECT {OPERATION_COLUMNS} FROM operations WHERE tenant_id = $1");
         let mut args = vec![Arg::Text(tenant.to_owned())];
-        if let Some(user) = user {
-            args.push(Arg::Text(user.to_owned()));
-            sql.push_str(&format!(" AND target = ${}", args.len()));
-        }
+        filter.push_conditions(
+            &mut sql,
+            &mut args,
+            FilterColumns {
+                at: "created_at_ms",
+                principal: Some("principal"),
+                target: Some("target"),
+                kind: Some("kind"),
+                state: Some("state"),
+                reason_code: Some("reason_code"),
+            },
+        );
         if let Some(key) = page.cursor('o')? {
             let (ms, id) = parse_operation_key(&key)?;
             args.push(Arg::Int(ms));

@@ -449,6 +449,8 @@ pub struct Options {
     pub min_agent_version: String,
     /// `[notify]` (off by default).
     pub notify: writeback_control_plane::config::NotifyConfig,
+    /// `[security_events]`.
+    pub security_events: writeback_control_plane::config::SecurityEventsConfig,
 }
 
 impl Default for Options {
@@ -457,6 +459,7 @@ impl Default for Options {
             throttle_per_user_per_hour: 5,
             min_agent_version: "0.1.0".into(),
             notify: Default::default(),
+            security_events: Default::default(),
         }
     }
 }
@@ -551,6 +554,7 @@ impl TestCp {
             throttle_per_user_per_hour: options.throttle_per_user_per_hour,
             min_agent_version: options.min_agent_version.clone(),
             notify: options.notify.clone(),
+            security_events: options.security_events.clone(),
             ..ControlPlaneConfig::default()
         }
     }
@@ -576,7 +580,12 @@ impl TestCp {
             config.relay_urls.clone(),
             store.clone(),
         );
+        let security = writeback_control_plane::security_audit::SecurityAudit::start(
+            store.clone(),
+            &config.security_events,
+        );
         let cp = Arc::new(ControlPlane {
+            security,
             store,
             ca,
             signer,

@@ -258,6 +258,7 @@ pub async fn audit(
                 user: filter.clone(),
                 page_size: 50,
                 page_token: q.get("page").cloned().unwrap_or_default(),
+                ..Default::default()
             },
         ))
         .await

@@ -63,6 +63,7 @@ async fn render(
                     user: target.to_owned(),
                     page_size: 50,
                     page_token: String::new(),
+                    ..Default::default()
                 },
             ))
             .await

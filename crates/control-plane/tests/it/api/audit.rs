@@ -48,6 +48,7 @@ async fn operations_are_listed_newest_first_page_by_page_and_shown_by_id(db: &Te
                 user: String::new(),
                 page_size: 3,
                 page_token: token,
+                ..Default::default()
             })
             .await
             .unwrap()

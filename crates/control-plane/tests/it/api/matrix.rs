@@ -334,6 +334,7 @@ impl Matrix {
                     user: upn.into(),
                     page_size: 5,
                     page_token: String::new(),
+                    ..Default::default()
                 })
                 .await
                 .map(drop),

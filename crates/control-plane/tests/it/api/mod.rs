@@ -5,6 +5,7 @@ mod audit;
 mod conventions;
 mod matrix;
 mod replicas;
+mod security_trail;
 mod settings;
 mod status;
 mod throttle;

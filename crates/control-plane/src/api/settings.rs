@@ -29,6 +29,14 @@ impl SettingsService for Api {
         let caller = self.authenticate(&req).await?;
         require_global_admin(&caller)?;
         let u = req.into_inner();
+        // Read first so the trail says old → new (a concurrent change in
+        // between would show as an old value that was already replaced).
+        let old = self
+            .cp
+            .store
+            .settings(&caller.tenant)
+            .await
+            .map_err(store_status)?;
         let s = self
             .cp
             .store
@@ -50,9 +58,11 @@ impl SettingsService for Api {
             "settings.update",
             "settings",
             serde_json::json!({
-                "cloud_sync_writeback": s.cloud_sync_writeback,
-                "sspr_writeback": s.sspr_writeback,
-                "unlock_without_reset": s.unlock_without_reset,
+                "cloud_sync_writeback":
+                    { "old": old.cloud_sync_writeback, "new": s.cloud_sync_writeback },
+                "sspr_writeback": { "old": old.sspr_writeback, "new": s.sspr_writeback },
+                "unlock_without_reset":
+                    { "old": old.unlock_without_reset, "new": s.unlock_without_reset },
             }),
         )
         .await?;

@@ -73,6 +73,18 @@ async fn every_administrative_change_is_recorded(db: &TestDb) {
         assert!(!e.details_json.contains(&minted.token), "{e:?}");
     }
     assert!(events[1].details_json.contains("password_admin"));
+    // A change says old → new.
+    let settings = events.last().unwrap();
+    assert_eq!(settings.action, "settings.update");
+    for toggle in ["cloud_sync_writeback", "sspr_writeback", "unlock_without_reset"] {
+        assert!(
+            settings
+                .details_json
+                .contains(&format!(r#""{toggle}":{{"new":true,"old":false}}"#)),
+            "{}",
+            settings.details_json
+        );
+    }
 
     // Administrators read it; end users do not.
     let user = t

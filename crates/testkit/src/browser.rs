@@ -748,6 +748,8 @@ pub async fn sign_in_at_glewlwyd(
     let deadline = started + SIGN_IN_DEADLINE;
     let mut steps: Vec<SignInStep> = Vec::new();
     let repeated = |steps: &[SignInStep], step| steps.iter().filter(|s| **s == step).count() > 2;
+    let mut last_progress = Instant::now();
+    let mut reloaded = false;
     loop {
         let url = session.current_url().await?;
         if url.as_str().starts_with(redirect_prefix) {
@@ -822,6 +824,22 @@ pub async fn sign_in_at_glewlwyd(
             steps.push(step);
             // Let the app act on the click before looking again.
             wait_for_change(session, step, deadline).await?;
+            last_progress = Instant::now();
+        } else if !reloaded
+            && last_progress.elapsed() >= STUCK_LOADING
+            && session.text().await?.trim() == "Loading..."
+        {
+            // Under load glewlwyd's single-page app has been seen to stay on
+            // its "Loading..." placeholder for good (its first API call lost);
+            // a person would reload the page, and so does this, once.
+            warn!(?steps, "glewlwyd's login page is stuck loading; reloading it");
+            session
+                .client
+                .refresh()
+                .await
+                .map_err(cmd_error("reload the login page"))?;
+            reloaded = true;
+            last_progress = Instant::now();
         } else if Instant::now() >= deadline {
             return Err(session
                 .page_error(
@@ -850,6 +868,8 @@ const MANAGE_ASTERISK: &str = "button#selectGrant .fa-asterisk";
 const GRANT_MENU_ITEM: &str = "div[aria-labelledby='selectGrant'] a.dropdown-item[alt]";
 /// For a menu to open.
 const SHORT_WAIT: Duration = Duration::from_secs(5);
+/// How long the login page may show only "Loading..." before it is reloaded.
+const STUCK_LOADING: Duration = Duration::from_secs(10);
 
 /// Which step glewlwyd's login page shows now, if any.
 async fn glewlwyd_step(session: &Session) -> Result<Option<SignInStep>, TestkitError> {

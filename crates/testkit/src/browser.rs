@@ -832,7 +832,10 @@ pub async fn sign_in_at_glewlwyd(
             // Under load glewlwyd's single-page app has been seen to stay on
             // its "Loading..." placeholder for good (its first API call lost);
             // a person would reload the page, and so does this, once.
-            warn!(?steps, "glewlwyd's login page is stuck loading; reloading it");
+            warn!(
+                ?steps,
+                "glewlwyd's login page is stuck loading; reloading it"
+            );
             session
                 .client
                 .refresh()

@@ -76,7 +76,11 @@ async fn every_administrative_change_is_recorded(db: &TestDb) {
     // A change says old → new.
     let settings = events.last().unwrap();
     assert_eq!(settings.action, "settings.update");
-    for toggle in ["cloud_sync_writeback", "sspr_writeback", "unlock_without_reset"] {
+    for toggle in [
+        "cloud_sync_writeback",
+        "sspr_writeback",
+        "unlock_without_reset",
+    ] {
         assert!(
             settings
                 .details_json

@@ -502,15 +502,24 @@ impl Session {
 
     /// Wait until an element matching `css` is displayed, for at most `timeout`.
     pub async fn wait_for(&self, css: &str, timeout: Duration) -> Result<Element, TestkitError> {
+        self.wait_for_by(Locator::Css(css), timeout).await
+    }
+
+    /// Wait until an element `locator` finds is displayed, for at most `timeout`.
+    pub async fn wait_for_by(
+        &self,
+        locator: Locator<'_>,
+        timeout: Duration,
+    ) -> Result<Element, TestkitError> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(element) = self.visible(css).await? {
+            if let Some(element) = self.visible_by(locator).await? {
                 return Ok(element);
             }
             if Instant::now() >= deadline {
                 return Err(self
                     .page_error(
-                        &format!("wait for {css}"),
+                        &format!("wait for {locator:?}"),
                         format!("not shown after {timeout:?}"),
                     )
                     .await);
@@ -805,11 +814,10 @@ pub async fn sign_in_at_glewlwyd(
                             checkbox.click().await.map_err(cmd_error("tick grant"))?;
                         }
                     }
+                    // The card's checkboxes can be drawn before its button.
                     session
-                        .client
-                        .find(GRANT_BUTTON)
-                        .await
-                        .map_err(cmd_error("find grant button"))?
+                        .wait_for_by(GRANT_BUTTON, SHORT_WAIT)
+                        .await?
                         .click()
                         .await
                         .map_err(cmd_error("click grant button"))?;

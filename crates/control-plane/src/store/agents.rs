@@ -171,7 +171,7 @@ impl Store {
             "UPDATE agents SET revoked_at_ms = COALESCE(revoked_at_ms, $3) \
              WHERE tenant_id = $1 AND agent_id = $2 RETURNING {AGENT_COLUMNS}"
         );
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(&sql)
             .bind(tenant)
             .bind(agent_id)

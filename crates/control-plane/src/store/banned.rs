@@ -15,7 +15,7 @@ impl Store {
 
     /// Replaces the tenant's custom banned terms in one transaction.
     pub async fn set_banned_terms(&self, tenant: &str, terms: &[String]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM banned_passwords WHERE tenant_id = $1")
             .bind(tenant)
             .execute(&mut *tx)

@@ -43,7 +43,7 @@ impl Store {
             suffixes.insert(name.clone());
         }
         let created_at_ms = self.now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO domains (tenant_id, name, created_at_ms) VALUES ($1, $2, $3)")
             .bind(tenant)
             .bind(&name)

@@ -155,7 +155,7 @@ impl Store {
         non_empty(&issuer.issuer_id, "issuer_id is empty")?;
         non_empty(&issuer.issuer_url, "issuer_url is empty")?;
         let now = self.now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let old: Option<(String,)> = sqlx::query_as(
             "SELECT issuer_url FROM oidc_issuers WHERE tenant_id = $1 AND issuer_id = $2",
         )
@@ -258,7 +258,7 @@ impl Store {
         issuer_id: &str,
     ) -> Result<IssuerConfig, StoreError> {
         let issuer = self.get_issuer(tenant, issuer_id).await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for table in ["oidc_clients", "oidc_issuers"] {
             sqlx::query(&format!(
                 "DELETE FROM {table} WHERE tenant_id = $1 AND issuer_id = $2"
@@ -285,7 +285,7 @@ impl Store {
         let issuer = self.get_issuer(tenant, &client.issuer_id).await?;
         let now = self.now_ms();
         let role = client.application_role.map(Role::as_str);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE oidc_clients SET client_app = $4, application_role = $5, updated_at_ms = $6 \
              WHERE tenant_id = $1 AND issuer_id = $2 AND client_id = $3",

@@ -218,8 +218,41 @@ async fn admin_events_page_newest_first(db: &TestDb) {
     );
 }
 
+/// Read-then-write transactions (an issuer update reads the old URL first)
+/// racing with plain inserts from other connections: on SQLite a deferred
+/// transaction failed here with "database is locked" (SQLITE_BUSY_SNAPSHOT,
+/// which no busy timeout waits out); each must wait its turn and succeed.
+async fn concurrent_writers_wait_their_turn(db: &TestDb) {
+    let store = db.store_with_tenants().await;
+    let url = "https://idp.example/realms/busy";
+    store.put_issuer("t1", &issuer("kc", url)).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..16 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let mut i = issuer("kc", url);
+            i.clock_skew_seconds = n;
+            store.put_issuer("t1", &i).await?;
+            let event = NewAdminEvent {
+                principal: "admin@example.test",
+                client_app: "powershell",
+                action: "issuer.put",
+                object: "issuer:kc",
+                details: json!({ "n": n }),
+            };
+            store.record_admin_event("t1", event).await.map(|_| ())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().unwrap();
+    }
+    let (events, _) = store.list_admin_events("t1", Page::first(100)).await.unwrap();
+    assert_eq!(events.len(), 16);
+}
+
 both_backends!(
     issuers_and_clients_decide_the_tenant,
+    concurrent_writers_wait_their_turn,
     learnt_roles_are_only_ever_raised,
     admin_events_page_newest_first,
 );

@@ -53,6 +53,7 @@ async fn send(stack: &Stack, op: pb::OperationRequest) -> pb::OperationOutcome {
         .dispatch(pb::DispatchRequest {
             operation: Some(op),
             min_revocation_version: 0,
+            agent_id: String::new(),
         })
         .await
         .unwrap()

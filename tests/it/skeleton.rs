@@ -282,6 +282,7 @@ async fn an_agent_of_domain_a_never_receives_an_operation_for_domain_b() {
         .dispatch(pb::DispatchRequest {
             operation: Some(op),
             min_revocation_version: 0,
+            agent_id: String::new(),
         })
         .await
         .unwrap_err();
@@ -311,6 +312,7 @@ async fn a_tampered_or_moved_envelope_fails_to_open_and_changes_nothing() {
         .dispatch(pb::DispatchRequest {
             operation: Some(op),
             min_revocation_version: 0,
+            agent_id: String::new(),
         })
         .await
         .unwrap()
@@ -333,6 +335,7 @@ async fn a_tampered_or_moved_envelope_fails_to_open_and_changes_nothing() {
         .dispatch(pb::DispatchRequest {
             operation: Some(op),
             min_revocation_version: 0,
+            agent_id: String::new(),
         })
         .await
         .unwrap()

@@ -11,7 +11,14 @@
 //! names a user, and that its envelope opens with this agent's key under the
 //! operation's own binding. A repeated id — a relay failing over, a retry —
 //! is answered with the first result; a concurrent duplicate waits for the
-//! first attempt instead of running again. A policy query
+//! first attempt instead of running again. With a [`Ledger`] (the agent's
+//! state directory), every operation is recorded as begun before it touches
+//! the directory and as finished with its outcome, durably, so a restarted
+//! agent answers a repeated id from the ledger instead of applying it again;
+//! an operation begun but never finished (the agent stopped in between) is
+//! in doubt and never run again. An outcome query
+//! (`OPERATION_KIND_OUTCOME_QUERY`) is answered from memory and the ledger:
+//! finished (with the outcome), in doubt or never seen. A policy query
 //! (`OPERATION_KIND_POLICY_QUERY`) writes nothing: it is checked the same way
 //! (minus the envelope) and answered with the policies the DC enforces.
 
@@ -32,6 +39,7 @@ use writeback_proto::v1::{
 
 use crate::directory::Target;
 use crate::health::{Checks, HealthHandle};
+use crate::ledger::{Entry, Ledger};
 use crate::state::Enrollment;
 
 /// How many finished operations are remembered for deduplication.
@@ -82,6 +90,28 @@ type Cell = Arc<OnceCell<OperationOutcome>>;
 struct Memory {
     cells: HashMap<String, Cell>,
     order: VecDeque<String>,
+    /// Operations received and not yet answered (waiting for a slot or
+    /// running), by id, with how many deliveries of each.
+    arrived: HashMap<String, usize>,
+}
+
+/// Held from the moment an operation arrives on a tunnel until it is
+/// answered: an outcome query meanwhile says "in doubt", never "not seen".
+pub struct Arrival {
+    memory: Arc<Mutex<Memory>>,
+    id: String,
+}
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        let mut m = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.arrived.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                m.arrived.remove(&self.id);
+            }
+        }
+    }
 }
 
 /// Executes operations for one enrolled agent.
@@ -91,7 +121,10 @@ pub struct Executor {
     envelope_key: writeback_envelope::KeyPair,
     applier: Arc<dyn Apply>,
     checks: HealthHandle,
-    memory: Mutex<Memory>,
+    memory: Arc<Mutex<Memory>>,
+    ledger: Option<Ledger>,
+    /// When this executor started (Unix ms): memory is complete from here.
+    started_ms: i64,
     metrics: Option<crate::metrics::Metrics>,
     tracing: Tracing,
 }
@@ -116,10 +149,34 @@ impl Executor {
             envelope_key,
             applier,
             checks: HealthHandle::unchecked(),
-            memory: Mutex::new(Memory::default()),
+            memory: Arc::new(Mutex::new(Memory::default())),
+            ledger: None,
+            started_ms: now_ms(),
             metrics: None,
             tracing: Tracing::disabled("writeback-agent"),
         }
+    }
+
+    /// Records every operation in `ledger` and answers from it.
+    pub fn with_ledger(mut self, ledger: Ledger) -> Executor {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// Notes that operation `op` arrived; until the returned guard drops,
+    /// an outcome query for it is answered "in doubt". Queries (policy and
+    /// outcome) are not operations: `None`.
+    pub fn arrive(&self, op: &OperationRequest) -> Option<Arrival> {
+        if OperationKind::from_wire(op.kind).is_none() || op.operation_id.is_empty() {
+            return None;
+        }
+        let id = op.operation_id.clone();
+        let mut m = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        *m.arrived.entry(id.clone()).or_default() += 1;
+        Some(Arrival {
+            memory: Arc::clone(&self.memory),
+            id,
+        })
     }
 
     /// Exports the operations' spans through `tracing`.
@@ -194,6 +251,9 @@ impl Executor {
         if op.kind == v1::OperationKind::PolicyQuery as i32 {
             return self.answer_policy_query(op, started).await;
         }
+        if op.kind == v1::OperationKind::OutcomeQuery as i32 {
+            return self.answer_outcome_query(op, started);
+        }
         let id = op.operation_id.clone();
         let outcome = if id.is_empty() {
             outcome_of(Err(Failure::new(
@@ -206,7 +266,7 @@ impl Executor {
             let outcome = cell
                 .get_or_init(|| {
                     first = true;
-                    async { outcome_of(self.run(&op).await) }
+                    self.run_once(&op)
                 })
                 .await
                 .clone();
@@ -280,6 +340,94 @@ impl Executor {
             agent_id: self.enrollment.agent_id.clone(),
             agent_duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             policy_report,
+            ..OperationResult::default()
+        }
+    }
+
+    /// Runs `op` unless the ledger knows it, recording it as begun before
+    /// and finished after. Without a ledger, memory alone deduplicates.
+    async fn run_once(&self, op: &OperationRequest) -> OperationOutcome {
+        let Some(ledger) = &self.ledger else {
+            return outcome_of(self.run(op).await);
+        };
+        match ledger.get(&op.operation_id) {
+            Some(Entry::Done(outcome)) => {
+                tracing::info!("repeated operation id answered from the ledger");
+                return outcome;
+            }
+            Some(Entry::Begun) => {
+                tracing::warn!(
+                    "operation begun before a restart and never finished; not run again"
+                );
+                return in_doubt();
+            }
+            None => {}
+        }
+        let expires_ms = op
+            .expires_at
+            .as_ref()
+            .map_or(0, |t| t.seconds.saturating_mul(1000));
+        if let Err(e) = ledger.begin(&op.operation_id, expires_ms).await {
+            tracing::error!(error = %e, "cannot record the operation in the ledger; refused");
+            return outcome_of(Err(Failure::new(
+                ReasonCode::Internal,
+                "the agent cannot write its operation ledger; nothing was written to the directory",
+            )));
+        }
+        let outcome = outcome_of(self.run(op).await);
+        if let Err(e) = ledger.finish(&op.operation_id, &outcome).await {
+            tracing::error!(error = %e, "cannot record the operation's outcome in the ledger");
+        }
+        outcome
+    }
+
+    /// "What happened to operation X?": finished (with its outcome), in
+    /// doubt (arrived and unanswered, or begun before a restart) or never
+    /// seen since the ledger's `since`. Read-only; checked for tenant,
+    /// domain and expiry like an operation.
+    fn answer_outcome_query(&self, op: OperationRequest, started: Instant) -> OperationResult {
+        if let Err(f) = self.check_destination(&op) {
+            return self.refused(op, started, f);
+        }
+        let id = op.operation_id.as_str();
+        let remembered = {
+            let m = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+            if m.arrived.contains_key(id) {
+                Some(None)
+            } else {
+                m.cells.get(id).map(|c| c.get().cloned())
+            }
+        };
+        let known = match remembered {
+            Some(Some(outcome)) => Some(Entry::Done(outcome)),
+            Some(None) => Some(Entry::Begun),
+            None => self.ledger.as_ref().and_then(|l| l.get(id)),
+        };
+        let (state, outcome) = match known {
+            Some(Entry::Done(o)) => (v1::LedgerState::Finished, o),
+            Some(Entry::Begun) => (v1::LedgerState::InDoubt, in_doubt()),
+            None => (
+                v1::LedgerState::NotSeen,
+                OperationOutcome {
+                    reason_code: ReasonCode::Ok.as_str().to_owned(),
+                    message: "this agent never received the operation".to_owned(),
+                    applied: false,
+                },
+            ),
+        };
+        tracing::info!(ledger_state = ?state, "outcome query answered");
+        // Without a ledger, memory is all there is: complete since start-up.
+        let since = self
+            .ledger
+            .as_ref()
+            .map_or(self.started_ms, Ledger::since_ms);
+        OperationResult {
+            operation_id: op.operation_id,
+            outcome: Some(outcome),
+            agent_id: self.enrollment.agent_id.clone(),
+            agent_duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            ledger_state: state as i32,
+            ledger_since_ms: since,
             ..OperationResult::default()
         }
     }
@@ -410,6 +558,22 @@ fn target_of(op: &OperationRequest) -> Result<Target, Failure> {
             ReasonCode::InvalidArgument,
             "the operation names no user",
         )),
+    }
+}
+
+fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// The answer for an operation begun and never finished.
+fn in_doubt() -> OperationOutcome {
+    OperationOutcome {
+        reason_code: ReasonCode::Timeout.as_str().to_owned(),
+        message: "the agent began this operation and stopped before recording its outcome; \
+                  it may or may not have been applied, so check the account before retrying"
+            .to_owned(),
+        applied: false,
     }
 }
 

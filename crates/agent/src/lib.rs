@@ -22,6 +22,7 @@ pub mod directory;
 pub mod enroll;
 pub mod executor;
 pub mod health;
+pub mod ledger;
 pub mod metrics;
 pub mod permissions;
 pub mod policy;

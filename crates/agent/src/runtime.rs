@@ -109,8 +109,11 @@ pub async fn start(
     };
     tracing::info!(tenant = %e.tenant, domain = %e.domain, agent_id = %e.agent_id, "agent starting");
     let (checks, monitor) = HealthMonitor::new(Arc::clone(&applier)).start();
+    let ledger = crate::ledger::Ledger::open(state_dir, crate::ledger::DEFAULT_RETENTION)
+        .map_err(|e| AgentError::State(e.to_string()))?;
     let mut executor = Executor::new(state.enrollment.clone(), state.envelope_key, applier)
-        .with_checks(checks.clone());
+        .with_checks(checks.clone())
+        .with_ledger(ledger);
     let mut registry = None;
     let mut listening = None;
     if let Some(mut o) = observability {

@@ -7,6 +7,7 @@
 //! | `agent.key` | its TLS private key | 0600 |
 //! | `ca.pem` | the tenant CA (trust anchor for relays) | 0644 |
 //! | `envelope.key` | the HPKE private key, hex | 0600 |
+//! | `ledger.jsonl` | every operation id begun and its outcome ([`crate::ledger`]); no secrets | 0644 |
 
 use std::path::{Path, PathBuf};
 

@@ -182,7 +182,9 @@ async fn session(
                     // the agent for dead. The relay's per-agent queue bounds how
                     // many wait.
                     let (executor, tx, slots) = (executor.clone(), tx.clone(), slots.clone());
+                    let arrival = executor.arrive(&op);
                     tokio::spawn(async move {
+                        let _arrival = arrival;
                         let Ok(_permit) = slots.acquire_owned().await else {
                             return;
                         };

@@ -374,6 +374,7 @@ impl Dispatchers {
             .dispatch(pb::DispatchRequest {
                 operation: Some(op),
                 min_revocation_version: 0,
+                agent_id: String::new(),
             })
             .await;
         let took = started.elapsed();

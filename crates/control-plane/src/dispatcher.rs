@@ -37,6 +37,9 @@ use writeback_proto::v1::{
 
 use crate::store::{Page, Store};
 
+mod delivery;
+pub use delivery::{Delivery, Verdict};
+
 /// (tenant, domain) → agent id → relay url.
 type PresenceMap = HashMap<(String, String), HashMap<String, String>>;
 
@@ -63,7 +66,35 @@ struct Inner {
     store: Option<Store>,
     tenants: Mutex<HashMap<String, Arc<TenantLinks>>>,
     presence: Mutex<PresenceMap>,
+    /// When each (tenant, domain) last lost an agent from presence: a
+    /// dispatch finding no agent retries for a while after, since agents
+    /// reconnect within seconds when a relay restarts.
+    last_online: Mutex<HashMap<(String, String), std::time::Instant>>,
     next: std::sync::atomic::AtomicUsize,
+}
+
+/// A pass over the relays that did not bring an answer.
+pub(crate) struct Missed {
+    /// What went wrong.
+    pub(crate) failure: Failure,
+    /// An agent may have received the operation (ask before sending again).
+    pub(crate) maybe_delivered: bool,
+}
+
+/// Whether a failed dispatch call may have reached an agent: the relay's
+/// own `TIMEOUT` (the agent did not answer, or its tunnel broke after the
+/// operation was sent), or a transport failure of the call itself.
+fn may_have_reached_an_agent(s: &tonic::Status, f: &Failure) -> bool {
+    if f.reason == ReasonCode::Timeout {
+        return true;
+    }
+    // A relay's own refusals carry the writeback error details; a broken
+    // connection does not.
+    s.details().is_empty()
+        && matches!(
+            s.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+        )
 }
 
 /// Cheap-to-clone handle to the relay links.
@@ -109,6 +140,7 @@ impl Dispatcher {
                 store,
                 tenants: Mutex::new(HashMap::new()),
                 presence: Mutex::new(HashMap::new()),
+                last_online: Mutex::new(HashMap::new()),
                 next: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
@@ -330,11 +362,12 @@ impl Dispatcher {
                         let Some(id) = report.identity else { continue };
                         let key = (id.tenant.clone(), id.domain.clone());
                         let mut presence = lock(&self.inner.presence);
-                        let agents = presence.entry(key).or_default();
+                        let agents = presence.entry(key.clone()).or_default();
                         if report.event == PresenceEvent::Connected as i32 {
                             agents.insert(id.agent_id, url.clone());
                         } else if agents.get(&id.agent_id) == Some(&url) {
                             agents.remove(&id.agent_id);
+                            lock(&self.inner.last_online).insert(key, std::time::Instant::now());
                         }
                     }
                 }
@@ -345,8 +378,13 @@ impl Dispatcher {
             // The stream ended: the relay may have restarted and forgotten
             // the revoked list, and what it told us is stale.
             link.revocations_synced.store(false, Ordering::Release);
-            for agents in lock(&self.inner.presence).values_mut() {
+            let now = std::time::Instant::now();
+            for (key, agents) in lock(&self.inner.presence).iter_mut() {
+                let before = agents.len();
                 agents.retain(|_, u| *u != url);
+                if agents.len() < before {
+                    lock(&self.inner.last_online).insert(key.clone(), now);
+                }
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -363,20 +401,38 @@ impl Dispatcher {
     }
 
     /// Signs `op` with the operation-signing key, dispatches it and waits
-    /// for its result, within `timeout`. Every operation leaves the control
-    /// plane through here, so every one is signed.
+    /// for its result, within `timeout`: one pass over the relays, for
+    /// queries (operations go through [`Dispatcher::deliver`], which retries
+    /// until their deadline). Every request leaves the control plane signed.
     pub async fn dispatch(
         &self,
         mut op: OperationRequest,
         timeout: Duration,
     ) -> Result<DispatchResponse, Failure> {
         self.inner.signer.sign(&mut op);
-        let links = self.links(&op.tenant)?;
+        self.dispatch_signed(&op, timeout, None)
+            .await
+            .map_err(|m| m.failure)
+    }
+
+    /// One pass over the relays with a signed `op` (only through relay
+    /// `pin.0` to agent `pin.1` when given).
+    async fn dispatch_signed(
+        &self,
+        op: &OperationRequest,
+        timeout: Duration,
+        pin: Option<(&str, &str)>,
+    ) -> Result<DispatchResponse, Missed> {
+        let not_sent = |failure| Missed {
+            failure,
+            maybe_delivered: false,
+        };
+        let links = self.links(&op.tenant).map_err(not_sent)?;
         if links.relays.is_empty() {
-            return Err(Failure::new(
+            return Err(not_sent(Failure::new(
                 ReasonCode::NoAgentOnline,
                 "the control plane has no relay configured",
-            ));
+            )));
         }
         let holding: HashSet<String> = lock(&self.inner.presence)
             .get(&(op.tenant.clone(), op.domain.clone()))
@@ -397,6 +453,9 @@ impl Dispatcher {
         );
         for link in order {
             let url = &link.url;
+            if pin.is_some_and(|(relay, _)| relay != url) {
+                continue;
+            }
             // No operation goes through a relay whose list of revoked
             // agents is not current; the relay checks it too.
             let min_revocation_version = match self.ensure_revocations(&op.tenant, link).await {
@@ -419,6 +478,7 @@ impl Dispatcher {
             let mut request = tonic::Request::new(DispatchRequest {
                 operation: Some(op.clone()),
                 min_revocation_version,
+                agent_id: pin.map(|(_, agent)| agent.to_owned()).unwrap_or_default(),
             });
             request.set_timeout(timeout + Duration::from_secs(2));
             match link.client.clone().dispatch(request).await {
@@ -426,6 +486,21 @@ impl Dispatcher {
                 Err(s) => {
                     let f = failure_of(&s);
                     tracing::info!(relay = %url, reason = %f.reason, "relay did not route the operation");
+                    if may_have_reached_an_agent(&s, &f) {
+                        // The relay's own TIMEOUT, or the call broke after it
+                        // was sent (a relay crash): an agent may have it.
+                        return Err(Missed {
+                            failure: Failure::new(
+                                ReasonCode::Timeout,
+                                format!(
+                                    "relay {url} did not answer ({}); the change may or may not \
+                                     have been applied",
+                                    f.message
+                                ),
+                            ),
+                            maybe_delivered: true,
+                        });
+                    }
                     match f.reason {
                         // A stale relay says more than an empty one.
                         ReasonCode::NoAgentOnline if last.reason != ReasonCode::RevocationStale => {
@@ -443,12 +518,12 @@ impl Dispatcher {
                                 ),
                             );
                         }
-                        _ => return Err(f),
+                        _ => return Err(not_sent(f)),
                     }
                 }
             }
         }
-        Err(last)
+        Err(not_sent(last))
     }
 
     /// Probes every agent of `domain` (or of the tenant when empty) on every relay.

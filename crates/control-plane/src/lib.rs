@@ -29,6 +29,7 @@ pub mod oidc;
 pub mod password_policy;
 pub mod policy;
 pub mod quality;
+pub mod reconcile;
 pub mod security_audit;
 pub mod server;
 

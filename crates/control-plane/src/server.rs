@@ -1,8 +1,9 @@
 //! Assembles and serves the control plane: TLS for clients, every
 //! client-facing service, gRPC health and reflection (so `grpcurl` works),
-//! and the sweep that closes operations left pending by a control plane that
+//! the sweep that closes operations left pending by a control plane that
 //! stopped (at start-up, then periodically, so a replica that died is
-//! cleaned up after by the others), and, when `[notify]` is enabled, the
+//! cleaned up after by the others) as unknown outcomes, the reconciler that
+//! asks the agents what became of them ([`crate::reconcile`]), and, when `[notify]` is enabled, the
 //! background sender of e-mail notifications. On shutdown the security
 //! trail's recorder writes what its rate limit held back (for at most 5 s).
 
@@ -33,6 +34,9 @@ const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// longer than the dispatcher waits past a deadline, so an operation a live
 /// replica is still finishing is left to it.
 const SWEEP_GRACE: Duration = Duration::from_secs(10);
+
+/// How often unknown outcomes due for a question are looked at.
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How often the sweep and the database health check run.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
@@ -105,6 +109,7 @@ impl ControlPlane {
             None
         };
         let housekeeping = tokio::spawn(housekeeping(self.clone(), health));
+        let reconciler = tokio::spawn(reconciling(self.clone()));
         let notifications = sender.map(|s| tokio::spawn(s.run()));
         // The metrics listener stops when the API does.
         let _metrics = match self.config.metrics_listen {
@@ -143,6 +148,7 @@ impl ControlPlane {
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         housekeeping.abort();
+        reconciler.abort();
         if let Some(n) = notifications {
             n.abort();
         }
@@ -158,6 +164,19 @@ impl ControlPlane {
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
     for service in SERVICES {
         health.set_service_status(service, status).await;
+    }
+}
+
+/// Every [`RECONCILE_INTERVAL`]: asks the agents about operations whose
+/// outcome is unknown (see [`crate::reconcile`]).
+async fn reconciling(cp: Arc<ControlPlane>) {
+    let mut tick = tokio::time::interval(RECONCILE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = crate::reconcile::reconcile_due(&cp).await {
+            tracing::warn!(error = %e, "cannot reconcile unknown outcomes");
+        }
     }
 }
 

@@ -81,6 +81,11 @@ reason_codes! {
     OperationInProgress => "OPERATION_IN_PROGRESS", Aborted;
     /// The operation expired before it could be applied; nothing was written.
     OperationExpired => "OPERATION_EXPIRED", DeadlineExceeded;
+    /// Known for certain not to have been applied: no agent of the domain
+    /// received the operation before it expired (its outcome was first
+    /// unknown, then every agent's ledger said so). A retry with the same
+    /// operation id runs it again.
+    NotApplied => "NOT_APPLIED", Aborted;
     /// The password envelope could not be opened (tampered, moved to another
     /// operation, or sealed to another agent).
     EnvelopeInvalid => "ENVELOPE_INVALID", InvalidArgument;

@@ -98,6 +98,7 @@ impl RelayDispatch for DispatchService {
         self.authorize(&req)?;
         let req = req.into_inner();
         let min_revocation_version = req.min_revocation_version;
+        let req_agent = req.agent_id;
         let op = req
             .operation
             .ok_or_else(|| status(ReasonCode::InvalidArgument, "dispatch without an operation"))?;
@@ -159,7 +160,8 @@ impl RelayDispatch for DispatchService {
             traceparent: trace::traceparent(&cx),
             ..op
         };
-        let routed = self.registry.dispatch(op, wait).await;
+        let pin = (!req_agent.is_empty()).then_some(req_agent.as_str());
+        let routed = self.registry.dispatch(op, wait, pin).await;
         match &routed {
             Ok(r) => {
                 cx.span()

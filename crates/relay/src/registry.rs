@@ -4,13 +4,19 @@
 //! live agent of the domain — fewest outstanding requests first, round robin
 //! among equals — and waits for its answer until the operation's deadline.
 //!
-//! Exactly-once is kept by one rule: an operation is sent to a *second*
-//! agent only when the first agent's tunnel is gone (dropped, silent past
-//! the heartbeat limit, or revoked). When the first agent merely reconnects
-//! (its new tunnel replaces the old one) the operation is resent to the same
-//! agent, whose executor answers a repeated operation id with its first
-//! result. An agent that is alive but slow is never doubled: the deadline
-//! answers `TIMEOUT` and a late answer is logged and dropped.
+//! Exactly-once is kept by one rule: an operation sent to an agent is never
+//! sent to a *second* agent. When the first agent merely reconnects (its new
+//! tunnel replaces the old one) the operation is resent to the same agent,
+//! whose executor answers a repeated operation id with its first result.
+//! When its tunnel is gone (dropped, silent past the heartbeat limit, or
+//! revoked) the agent may have applied the operation before the break, so
+//! the answer is `TIMEOUT` (outcome unknown) at once, and the control plane
+//! asks every agent's ledger before it sends the operation again. An agent
+//! that is alive but slow is never doubled either: the deadline answers
+//! `TIMEOUT` and a late answer is logged and dropped. Only an agent the
+//! operation never reached (its queue was full) is skipped for another.
+//! A dispatch may name one agent (`DispatchRequest.agent_id`): outcome
+//! queries ask each agent in turn that way.
 //!
 //! The registry also holds the tenant's revoked agents (their tunnels are
 //! refused and closed) with the list's version, which never goes backwards,
@@ -26,20 +32,21 @@ use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use writeback_core::operation::now_timestamp;
 use writeback_core::{Failure, ReasonCode};
 use writeback_proto::v1::{
-    AgentIdentity, GoAway, HealthProbe, HealthReport, OperationRequest, OperationResult,
-    PresenceEvent, PresenceReport, RelayMessage, relay_message,
+    AgentIdentity, GoAway, HealthProbe, HealthReport, LedgerState, OperationKind, OperationRequest,
+    OperationResult, PresenceEvent, PresenceReport, RelayMessage, relay_message,
 };
 
 /// Why a tunnel was closed; decides what happens to its in-flight operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
     /// The agent left, the connection broke, or it went silent: its
-    /// operations fail over to another agent of the domain.
+    /// operations end with `TIMEOUT` (outcome unknown).
     Dropped,
     /// A newer tunnel of the same agent replaced it: its operations are
     /// resent to that agent (which deduplicates by operation id).
     Replaced,
-    /// The control plane revoked the agent: its operations fail over.
+    /// The control plane revoked the agent: its operations end with
+    /// `TIMEOUT` (outcome unknown).
     Revoked,
     /// The relay shut down and the drain period ended: the outcome of its
     /// operations is unknown, so they fail with `TIMEOUT`.
@@ -123,7 +130,7 @@ impl AgentConn {
             result.agent_id.clone_from(&self.identity.agent_id);
         }
         let waiters = lock(&self.pending)
-            .remove(&result.operation_id)
+            .remove(&result_key(&result))
             .unwrap_or_default();
         let mut delivered = false;
         for w in waiters {
@@ -645,12 +652,14 @@ impl Registry {
     }
 
     /// Picks the live agent of the domain with the fewest outstanding
-    /// requests, round robin among equals, skipping agents in `tried`.
+    /// requests, round robin among equals, skipping agents in `tried`;
+    /// only agent `pin` when given.
     fn pick(
         &self,
         tenant: &str,
         domain: &str,
         tried: &HashSet<String>,
+        pin: Option<&str>,
     ) -> Result<Option<Arc<AgentConn>>, Failure> {
         let mut state = lock(&self.inner.state);
         if state.shutting_down {
@@ -664,7 +673,10 @@ impl Registry {
         let mut best: Option<&Arc<AgentConn>> = None;
         for i in 0..n {
             let a = &entry.agents[(start + i) % n];
-            if a.is_closed() || tried.contains(&a.identity.agent_id) {
+            if a.is_closed()
+                || tried.contains(&a.identity.agent_id)
+                || pin.is_some_and(|p| p != a.identity.agent_id)
+            {
                 continue;
             }
             if best.is_none_or(|b| a.outstanding() < b.outstanding()) {
@@ -676,22 +688,25 @@ impl Registry {
         Ok(chosen)
     }
 
-    /// Routes `op` to a live agent of its domain and waits for the answer
-    /// until `timeout` (see the module docs for when it fails over).
+    /// Routes `op` to a live agent of its domain (to agent `pin` only, when
+    /// given) and waits for the answer until `timeout` (see the module docs
+    /// for when it fails over).
     pub async fn dispatch(
         &self,
         op: OperationRequest,
         timeout: Duration,
+        pin: Option<&str>,
     ) -> Result<OperationResult, Failure> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut tried: HashSet<String> = HashSet::new();
         let mut overloaded = false;
         let mut next: Option<Arc<AgentConn>> = None;
+        let key = request_key(&op);
         let op = Arc::new(op);
         loop {
             let conn = match next.take() {
                 Some(c) => c,
-                None => match self.pick(&op.tenant, &op.domain, &tried)? {
+                None => match self.pick(&op.tenant, &op.domain, &tried, pin)? {
                     Some(c) => c,
                     None => return Err(unrouted(&op.domain, &tried, overloaded)),
                 },
@@ -709,11 +724,11 @@ impl Registry {
                 continue;
             };
             let (tx, rx) = oneshot::channel();
-            let already_sent = conn.wait_for(&op.operation_id, tx);
+            let already_sent = conn.wait_for(&key, tx);
             if conn.is_closed() {
                 // Closed between the pick and the insert: nobody will wake us.
                 drop(rx);
-                conn.prune(&op.operation_id);
+                conn.prune(&key);
                 continue;
             }
             if already_sent {
@@ -725,7 +740,7 @@ impl Registry {
                 };
                 if let Err(e) = conn.tx.try_send(msg) {
                     drop(rx);
-                    conn.prune(&op.operation_id);
+                    conn.prune(&key);
                     if matches!(e, mpsc::error::TrySendError::Full(_)) {
                         tracing::debug!(agent_id = %conn.identity.agent_id, "agent queue full");
                         overloaded = true;
@@ -740,7 +755,7 @@ impl Registry {
                 Ok(Ok(Answer::Lost(reason))) => reason,
                 Ok(Err(_)) => CloseReason::Dropped,
                 Err(_) => {
-                    conn.prune(&op.operation_id);
+                    conn.prune(&key);
                     tracing::warn!(agent_id = %conn.identity.agent_id,
                         "agent did not answer before the deadline");
                     return Err(Failure::new(
@@ -756,17 +771,34 @@ impl Registry {
                 ));
             }
             // The same agent reconnected: resend to it (it deduplicates by
-            // operation id). Otherwise the agent is gone: fail over to
-            // another agent of the domain.
+            // operation id). Otherwise the agent is gone, and it may have
+            // applied the operation before its tunnel broke: another agent
+            // must not apply it too (a partition would apply it twice, and
+            // a change would then fail as WRONG_OLD_PASSWORD although it
+            // happened). The answer says the outcome is unknown; the control
+            // plane asks the agents' ledgers before it sends the operation
+            // again. Queries write nothing: they may go anywhere.
             match self.current(&conn.identity) {
                 Some(c) if c.conn_id != conn.conn_id && reason != CloseReason::Revoked => {
                     tracing::info!(agent_id = %conn.identity.agent_id, reason = reason.words(),
                         "agent reconnected before answering; resending to its new tunnel");
                     next = Some(c);
                 }
+                _ if is_query(&op) => {
+                    tracing::info!(agent_id = %conn.identity.agent_id, reason = reason.words(),
+                        "tunnel lost before the agent answered a query; asking another");
+                }
                 _ => {
                     tracing::info!(agent_id = %conn.identity.agent_id, reason = reason.words(),
-                        "tunnel lost before the agent answered; failing over");
+                        "tunnel lost before the agent answered; outcome unknown, not failing over");
+                    return Err(Failure::new(
+                        ReasonCode::Timeout,
+                        format!(
+                            "the tunnel to agent {} closed before it answered; the change may or \
+                             may not have been applied",
+                            conn.identity.agent_id
+                        ),
+                    ));
                 }
             }
         }
@@ -803,6 +835,30 @@ impl Registry {
             (conn.identity.clone(), report)
         });
         futures::future::join_all(probes).await
+    }
+}
+
+/// Whether `op` only reads (a policy or outcome query).
+fn is_query(op: &OperationRequest) -> bool {
+    op.kind == OperationKind::PolicyQuery as i32 || op.kind == OperationKind::OutcomeQuery as i32
+}
+
+/// The waiter key of a request: its operation id, with an outcome query
+/// kept apart from the operation it asks about.
+fn request_key(op: &OperationRequest) -> String {
+    if op.kind == OperationKind::OutcomeQuery as i32 {
+        format!("?{}", op.operation_id)
+    } else {
+        op.operation_id.clone()
+    }
+}
+
+/// The waiter key a result answers (see [`request_key`]).
+fn result_key(result: &OperationResult) -> String {
+    if result.ledger_state != LedgerState::Unspecified as i32 {
+        format!("?{}", result.operation_id)
+    } else {
+        result.operation_id.clone()
     }
 }
 
@@ -878,7 +934,7 @@ mod tests {
         let (_old, mut old_rx) = r.register(id("a1"), "v".into()).unwrap();
         let call = tokio::spawn({
             let r = r.clone();
-            async move { r.dispatch(op("op-1"), Duration::from_secs(5)).await }
+            async move { r.dispatch(op("op-1"), Duration::from_secs(5), None).await }
         });
         assert_eq!(next_request(&mut old_rx).await.operation_id, "op-1");
         let (_other, _other_rx) = r.register(id("b1"), "v".into()).unwrap();
@@ -895,7 +951,7 @@ mod tests {
         let (a1, mut rx) = r.register(id("a1"), "v".into()).unwrap();
         let call = tokio::spawn({
             let r = r.clone();
-            async move { r.dispatch(op("op-1"), Duration::from_secs(5)).await }
+            async move { r.dispatch(op("op-1"), Duration::from_secs(5), None).await }
         });
         next_request(&mut rx).await;
         assert!(a1.complete(ok("op-1", "someone-else")));
@@ -930,22 +986,40 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_dropped_tunnel_fails_over_and_a_slow_one_times_out() {
+    async fn a_dropped_tunnel_never_fails_over_and_a_slow_one_times_out() {
         let r = Registry::new("relay-1".into(), 8);
         let (a1, mut a1_rx) = r.register(id("a1"), "v".into()).unwrap();
         let call = tokio::spawn({
             let r = r.clone();
-            async move { r.dispatch(op("op-1"), Duration::from_secs(5)).await }
+            async move { r.dispatch(op("op-1"), Duration::from_secs(5), None).await }
         });
         next_request(&mut a1_rx).await;
         let (b1, mut b1_rx) = r.register(id("b1"), "v".into()).unwrap();
         r.unregister(&a1, CloseReason::Dropped);
+        // a1 may have applied it: the outcome is unknown, and b1 never gets it.
+        let err = call.await.unwrap().unwrap_err();
+        assert_eq!(err.reason, ReasonCode::Timeout);
+        assert!(err.message.contains("a1"), "{}", err.message);
+        assert!(b1_rx.try_recv().is_err());
+        // A dispatch pinned to b1 goes to b1 only.
+        let pinned = tokio::spawn({
+            let r = r.clone();
+            async move {
+                r.dispatch(op("op-1"), Duration::from_secs(5), Some("b1"))
+                    .await
+            }
+        });
         next_request(&mut b1_rx).await;
         assert!(b1.complete(ok("op-1", "b1")));
-        assert_eq!(call.await.unwrap().unwrap().agent_id, "b1");
+        assert_eq!(pinned.await.unwrap().unwrap().agent_id, "b1");
+        let nobody = r
+            .dispatch(op("op-3"), Duration::from_secs(5), Some("a1"))
+            .await
+            .unwrap_err();
+        assert_eq!(nobody.reason, ReasonCode::NoAgentOnline);
         // Slow: the deadline answers, the late result is refused.
         let err = r
-            .dispatch(op("op-2"), Duration::from_millis(50))
+            .dispatch(op("op-2"), Duration::from_millis(50), None)
             .await
             .unwrap_err();
         assert_eq!(err.reason, ReasonCode::Timeout);
@@ -974,13 +1048,13 @@ mod tests {
         let (_a1, _rx) = r.register(id("a1"), "v".into()).unwrap();
         let first = tokio::spawn({
             let r = r.clone();
-            async move { r.dispatch(op("op-1"), Duration::from_secs(5)).await }
+            async move { r.dispatch(op("op-1"), Duration::from_secs(5), None).await }
         });
         tokio::task::yield_now().await;
         while r.agents("t1", "contoso.test")[0].outstanding() == 0 {
             tokio::task::yield_now().await;
         }
-        let full = r.dispatch(op("op-2"), Duration::from_secs(5)).await;
+        let full = r.dispatch(op("op-2"), Duration::from_secs(5), None).await;
         assert_eq!(full.unwrap_err().reason, ReasonCode::Overloaded);
 
         assert_eq!(
@@ -991,14 +1065,15 @@ mod tests {
             r.register(id("a1"), "v".into()).err().unwrap().reason,
             ReasonCode::AgentRevoked
         );
+        // Revoked after it was sent: it may have been applied.
         assert_eq!(
             first.await.unwrap().unwrap_err().reason,
-            ReasonCode::NoAgentOnline
+            ReasonCode::Timeout
         );
 
         r.shut_down().await;
         assert_eq!(
-            r.dispatch(op("op-3"), Duration::from_secs(5))
+            r.dispatch(op("op-3"), Duration::from_secs(5), None)
                 .await
                 .unwrap_err()
                 .reason,

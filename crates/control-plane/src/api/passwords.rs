@@ -8,6 +8,7 @@
 
 use super::*;
 
+use crate::dispatcher::Delivery;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TraceContextExt as _;
 use writeback_core::trace;
@@ -439,6 +440,43 @@ impl Api {
                     "this operation id was already used for another operation",
                 )));
             }
+            Some(row) if row.outcome_unknown() => {
+                // Ask the agents now; the record then holds what they know.
+                if let Err(e) = crate::reconcile::reconcile_one(&self.cp, &row).await {
+                    tracing::warn!(error = %e, "cannot reconcile the repeated operation");
+                }
+                let row = store
+                    .get_operation(&caller.tenant, &operation_id)
+                    .await
+                    .map_err(store_status)?
+                    .unwrap_or(row);
+                if row.reason_code.as_deref() == Some(ReasonCode::NotApplied.as_str())
+                    && store
+                        .reopen_operation(&caller.tenant, &operation_id, deadline_ms)
+                        .await
+                        .map_err(store_status)?
+                {
+                    tracing::info!("operation known not applied; running it again");
+                    keys.await
+                } else {
+                    tracing::info!("repeated operation id answered from the audit log");
+                    return answer(
+                        &operation_id,
+                        &row.reason_code.unwrap_or_default(),
+                        row.message.unwrap_or_default(),
+                    );
+                }
+            }
+            Some(row)
+                if row.reason_code.as_deref() == Some(ReasonCode::NotApplied.as_str())
+                    && store
+                        .reopen_operation(&caller.tenant, &operation_id, deadline_ms)
+                        .await
+                        .map_err(store_status)? =>
+            {
+                tracing::info!("operation known not applied; running it again");
+                keys.await
+            }
             Some(row) if row.state != store::OperationState::Pending => {
                 tracing::info!("repeated operation id answered from the audit log");
                 return answer(
@@ -500,8 +538,20 @@ impl Api {
             )
             .await;
         let ms = |d: u64| (d > 0).then(|| i64::try_from(d).unwrap_or(i64::MAX));
+        // An outcome that is not known (an answer lost after the operation
+        // may have reached an agent, or an agent that has it in doubt) is
+        // recorded as TIMEOUT and reconciled from the agents' ledgers.
+        let unknown = match &result {
+            Delivery::Unknown(_) => true,
+            Delivery::Answered(d) => d
+                .result
+                .as_ref()
+                .and_then(|r| r.outcome.as_ref())
+                .is_some_and(|o| o.reason_code == ReasonCode::Timeout.as_str()),
+            Delivery::Refused(_) => false,
+        };
         let (reason, message, agent_id, relay_id, agent_ms, hops) = match result {
-            Ok(d) => {
+            Delivery::Answered(d) => {
                 let r = d.result.unwrap_or_default();
                 let o = r.outcome.unwrap_or_default();
                 let hops = store::Hops {
@@ -518,7 +568,7 @@ impl Api {
                     hops,
                 )
             }
-            Err(f) => (
+            Delivery::Refused(f) | Delivery::Unknown(f) => (
                 f.reason.as_str().to_owned(),
                 f.message,
                 String::new(),
@@ -532,7 +582,7 @@ impl Api {
         }
         let ok = reason == ReasonCode::Ok.as_str();
         let finished = store
-            .finish_operation(
+            .finish_operation_then(
                 &caller.tenant,
                 &operation_id,
                 &store::Finish {
@@ -549,6 +599,7 @@ impl Api {
                     agent_duration_ms: Some(i64::try_from(agent_ms).unwrap_or(i64::MAX)),
                     hops,
                 },
+                unknown.then(|| store.now_ms()),
             )
             .await;
         match finished {
@@ -619,7 +670,70 @@ impl Api {
         deadline_ms: i64,
         timeout: Duration,
         cx: &opentelemetry::Context,
-    ) -> Result<pb::DispatchResponse, Failure> {
+    ) -> Delivery {
+        let sealed = self
+            .seal(
+                keys,
+                caller,
+                ask,
+                user,
+                target_key,
+                domain,
+                operation_id,
+                deadline_ms,
+            )
+            .await;
+        let op = match sealed {
+            Ok(op) => op,
+            Err(f) => return Delivery::Refused(f),
+        };
+        let dispatch = self.cp.tracing.start(
+            "writeback.dispatch",
+            trace::SpanKind::Client,
+            cx,
+            vec![KeyValue::new(
+                "writeback.operation_id",
+                operation_id.to_owned(),
+            )],
+        );
+        let op = pb::OperationRequest {
+            traceparent: trace::traceparent(&dispatch),
+            ..op
+        };
+        let created_ms = self.cp.store.now_ms();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let delivered = self.cp.dispatcher.deliver(op, deadline, created_ms).await;
+        let reason = match &delivered {
+            Delivery::Answered(d) => {
+                dispatch
+                    .span()
+                    .set_attribute(KeyValue::new("writeback.relay_id", d.relay_id.clone()));
+                d.result
+                    .as_ref()
+                    .and_then(|r| r.outcome.as_ref())
+                    .map(|o| o.reason_code.clone())
+                    .unwrap_or_default()
+            }
+            Delivery::Refused(f) | Delivery::Unknown(f) => f.reason.as_str().to_owned(),
+        };
+        trace::end(&dispatch, &reason);
+        delivered
+    }
+
+    /// Seals the password to the domain's agents and builds the operation;
+    /// the last toggle check happens here.
+    #[allow(clippy::too_many_arguments)]
+    async fn seal(
+        &self,
+        keys: Option<AgentKeys>,
+        caller: &Caller,
+        ask: &Ask,
+        user: &pb::UserRef,
+        target_key: &str,
+        domain: &str,
+        operation_id: &str,
+        deadline_ms: i64,
+    ) -> Result<pb::OperationRequest, Failure> {
         let expires_at = deadline_ms.div_euclid(1000);
         let envelope = match (&ask.new_password, keys) {
             (None, _) => None,
@@ -687,9 +801,7 @@ impl Api {
                 nanos: 0,
             }),
             envelope,
-            traceparent: String::new(),
-            signature: Vec::new(),
-            signing_key_id: String::new(),
+            ..pb::OperationRequest::default()
         };
         // The last gate: writeback switched off since the policy check
         // (while recording and sealing) stops the operation here, so nothing
@@ -699,35 +811,7 @@ impl Api {
             Failure::new(ReasonCode::Internal, "the control plane's storage failed")
         })?;
         policy::check_toggles(&settings, ask.kind)?;
-        let dispatch = self.cp.tracing.start(
-            "writeback.dispatch",
-            trace::SpanKind::Client,
-            cx,
-            vec![KeyValue::new(
-                "writeback.operation_id",
-                operation_id.to_owned(),
-            )],
-        );
-        let op = pb::OperationRequest {
-            traceparent: trace::traceparent(&dispatch),
-            ..op
-        };
-        let answered = self.cp.dispatcher.dispatch(op, timeout).await;
-        let reason = match &answered {
-            Ok(d) => {
-                dispatch
-                    .span()
-                    .set_attribute(KeyValue::new("writeback.relay_id", d.relay_id.clone()));
-                d.result
-                    .as_ref()
-                    .and_then(|r| r.outcome.as_ref())
-                    .map(|o| o.reason_code.clone())
-                    .unwrap_or_default()
-            }
-            Err(f) => f.reason.as_str().to_owned(),
-        };
-        trace::end(&dispatch, &reason);
-        answered
+        Ok(op)
     }
 }
 

@@ -433,6 +433,7 @@ mod tests {
             trace_id: String::new(),
             rule: String::new(),
             hops: Default::default(),
+            reconcile_after_ms: None,
         }
     }
 

@@ -160,9 +160,17 @@ pub struct OperationRow {
     pub rule: String,
     /// Per-hop figures.
     pub hops: Hops,
+    /// Set while the outcome is unknown (failed with `TIMEOUT`): when the
+    /// control plane next asks the domain's agents what happened.
+    pub reconcile_after_ms: Option<i64>,
 }
 
 impl OperationRow {
+    /// True while the outcome is not known (see [`Store::operations_to_reconcile`]).
+    pub fn outcome_unknown(&self) -> bool {
+        self.reconcile_after_ms.is_some()
+    }
+
     /// True when the change was applied (the operation succeeded).
     pub fn applied(&self) -> bool {
         self.state == OperationState::Succeeded
@@ -178,7 +186,7 @@ impl OperationRow {
 const OPERATION_COLUMNS: &str = "tenant_id, id, kind, target, domain, principal, client_app, \
      state, reason_code, message, agent_id, relay_id, created_at_ms, deadline_at_ms, \
      finished_at_ms, agent_duration_ms, trace_id, rule, relay_duration_ms, \
-     directory_duration_ms, dc_url";
+     directory_duration_ms, dc_url, reconcile_after_ms";
 
 fn operation_from_row(row: &AnyRow) -> Result<OperationRow, StoreError> {
     let client_app: String = row.try_get("client_app")?;
@@ -211,6 +219,7 @@ fn operation_from_row(row: &AnyRow) -> Result<OperationRow, StoreError> {
             directory_duration_ms: row.try_get("directory_duration_ms")?,
             dc_url: row.try_get("dc_url")?,
         },
+        reconcile_after_ms: row.try_get("reconcile_after_ms")?,
     })
 }
 
@@ -264,6 +273,19 @@ impl Store {
         id: &str,
         fin: &Finish,
     ) -> Result<(), StoreError> {
+        self.finish_operation_then(tenant, id, fin, None).await
+    }
+
+    /// [`Store::finish_operation`]; with `reconcile_after_ms`, the outcome is
+    /// not known (`fin` is a `TIMEOUT`) and the control plane asks the
+    /// domain's agents from that instant on ([`Store::resolve_operation`]).
+    pub async fn finish_operation_then(
+        &self,
+        tenant: &str,
+        id: &str,
+        fin: &Finish,
+        reconcile_after_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
         if fin.state == OperationState::Pending {
             return Err(StoreError::InvalidArgument(
                 "an operation cannot finish as pending",
@@ -272,7 +294,8 @@ impl Store {
         let done = sqlx::query(
             "UPDATE operations SET state = $3, reason_code = $4, message = $5, agent_id = $6, \
              relay_id = $7, finished_at_ms = $8, agent_duration_ms = $9, \
-             relay_duration_ms = $10, directory_duration_ms = $11, dc_url = $12 \
+             relay_duration_ms = $10, directory_duration_ms = $11, dc_url = $12, \
+             reconcile_after_ms = $13 \
              WHERE tenant_id = $1 AND id = $2 AND state = 'pending'",
         )
         .bind(tenant)
@@ -287,6 +310,7 @@ impl Store {
         .bind(fin.hops.relay_duration_ms)
         .bind(fin.hops.directory_duration_ms)
         .bind(fin.hops.dc_url.as_deref())
+        .bind(reconcile_after_ms)
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 1 {
@@ -416,7 +440,8 @@ impl Store {
 
     /// Closes, in every tenant, each pending operation whose deadline has
     /// passed (`deadline_at_ms <= now_ms`) as failed with `TIMEOUT` and
-    /// [`RESTART_TIMEOUT_MESSAGE`]; returns how many.
+    /// [`RESTART_TIMEOUT_MESSAGE`], its outcome unknown until reconciled
+    /// ([`Store::operations_to_reconcile`]); returns how many.
     pub async fn close_expired_pending(&self, now_ms: i64) -> Result<u64, StoreError> {
         self.close_pending_due_by(now_ms, now_ms).await
     }
@@ -433,7 +458,8 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "UPDATE operations SET state = 'failed', reason_code = $1, message = $2, \
-             finished_at_ms = $3 WHERE state = 'pending' AND deadline_at_ms <= $4",
+             finished_at_ms = $3, reconcile_after_ms = $3 \
+             WHERE state = 'pending' AND deadline_at_ms <= $4",
         )
         .bind(ReasonCode::Timeout.as_str())
         .bind(RESTART_TIMEOUT_MESSAGE)
@@ -446,5 +472,99 @@ impl Store {
             tracing::warn!(closed, "closed pending operations whose deadline passed");
         }
         Ok(closed)
+    }
+
+    /// Operations of every tenant whose outcome is unknown and due to be
+    /// asked about (`reconcile_after_ms <= now_ms`), oldest first.
+    pub async fn operations_to_reconcile(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<OperationRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {OPERATION_COLUMNS} FROM operations \
+             WHERE reconcile_after_ms IS NOT NULL AND reconcile_after_ms <= $1 \
+             ORDER BY reconcile_after_ms LIMIT $2"
+        ))
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(operation_from_row).collect()
+    }
+
+    /// Records the truth about an operation whose outcome was unknown;
+    /// false when it is not (or no longer) unknown — another replica got
+    /// there first.
+    pub async fn resolve_operation(
+        &self,
+        tenant: &str,
+        id: &str,
+        fin: &Finish,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE operations SET state = $3, reason_code = $4, message = $5, \
+             agent_id = COALESCE($6, agent_id), relay_id = COALESCE($7, relay_id), \
+             finished_at_ms = $8, agent_duration_ms = COALESCE($9, agent_duration_ms), \
+             dc_url = COALESCE($10, dc_url), reconcile_after_ms = NULL \
+             WHERE tenant_id = $1 AND id = $2 AND reconcile_after_ms IS NOT NULL",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(fin.state.as_str())
+        .bind(fin.reason_code.as_str())
+        .bind(&fin.message)
+        .bind(fin.agent_id.as_deref())
+        .bind(fin.relay_id.as_deref())
+        .bind(fin.finished_at_ms)
+        .bind(fin.agent_duration_ms)
+        .bind(fin.hops.dc_url.as_deref())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Asks about an unknown outcome again at `next_ms`, or never again
+    /// (the `TIMEOUT` stands) with `None`.
+    pub async fn postpone_reconcile(
+        &self,
+        tenant: &str,
+        id: &str,
+        next_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE operations SET reconcile_after_ms = $3 \
+             WHERE tenant_id = $1 AND id = $2 AND reconcile_after_ms IS NOT NULL",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(next_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Puts an operation known not to have been applied (`NOT_APPLIED`)
+    /// back to pending with a new deadline, for a retry with its id; false
+    /// when it is in any other state (another request reopened it first).
+    pub async fn reopen_operation(
+        &self,
+        tenant: &str,
+        id: &str,
+        deadline_at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE operations SET state = 'pending', reason_code = NULL, message = NULL, \
+             finished_at_ms = NULL, agent_id = NULL, relay_id = NULL, deadline_at_ms = $3 \
+             WHERE tenant_id = $1 AND id = $2 AND state = 'failed' AND reason_code = $4 \
+             AND reconcile_after_ms IS NULL",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(deadline_at_ms)
+        .bind(ReasonCode::NotApplied.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 }

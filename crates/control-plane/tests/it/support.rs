@@ -347,6 +347,7 @@ fn outcome(op: &pb::OperationRequest, reason: ReasonCode) -> pb::DispatchRespons
             policy_report: None,
             directory_duration_ms: 2,
             dc_url: "ldaps://dc-fake.test".into(),
+            ..Default::default()
         }),
         relay_id: RELAY_ID.into(),
         relay_duration_ms: 4,

@@ -177,6 +177,7 @@ async fn other_tenants_and_other_cas_are_refused_at_the_handshake() {
                 Duration::from_secs(5),
             )),
             min_revocation_version: 0,
+            agent_id: String::new(),
         })
         .await
         .expect_err("refused");
@@ -276,6 +277,7 @@ async fn revoked_agents_are_dropped_and_refused() {
         .dispatch(pb::DispatchRequest {
             operation: Some(op),
             min_revocation_version: 6,
+            agent_id: String::new(),
         })
         .await
         .expect_err("stale relay");

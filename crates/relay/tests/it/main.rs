@@ -8,6 +8,7 @@
 
 mod auth;
 mod control_plane;
+mod faults;
 mod lifecycle;
 mod limits;
 mod routing;
@@ -592,6 +593,7 @@ pub async fn dispatch_as_is(
         .dispatch(pb::DispatchRequest {
             operation: Some(op),
             min_revocation_version: 0,
+            agent_id: String::new(),
         })
         .await
         .map(|r| r.into_inner().result.expect("a result"))

@@ -1,0 +1,370 @@
+//! Fault injection against the real parts: the relay binary as a child
+//! process, killed with SIGKILL mid-burst and started again; a control plane
+//! and an agent bound to a real Samba AD DC over LDAPS. Every invariant is
+//! checked against the directory itself: the new password binds, and the
+//! `unicodePwd` version in the user's replication metadata rose by exactly
+//! one (applied once, never twice). The burst's schedule is fixed (no
+//! randomness): operation i starts at i × 2 ms, the kill lands 100 ms in, while most
+//! are in the relay or waiting in the agent (the DC applies one at a time).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use writeback_control_plane::reconcile;
+use writeback_control_plane::store::{self, ClientApp, OperationState, Role};
+use writeback_core::{ReasonCode, failure_of};
+use writeback_identity::SpiffeId;
+use writeback_proto::v1 as pb;
+use writeback_testkit::SambaDc;
+use writeback_testkit::stack::{Client, Stack};
+
+const TENANT: &str = "t1";
+const START: &str = "Start-Pass-1!";
+/// The `attid` of `unicodePwd` in replication metadata.
+const ATTID_UNICODE_PWD: u32 = 0x0009_005a;
+
+/// The relay binary, run as a child process with a config file.
+struct ChildRelay {
+    config: PathBuf,
+    child: Option<Child>,
+    addr: String,
+}
+
+impl ChildRelay {
+    /// Writes the relay's certificate (issued by the stack's CA), key and
+    /// config into `dir`; the relay listens on `addr`.
+    fn prepare(stack: &Stack, dir: &Path, addr: &str) -> ChildRelay {
+        let id = SpiffeId::Relay {
+            tenant: TENANT.to_owned(),
+            relay_id: "relay-1".to_owned(),
+        };
+        let (chain, key) = stack
+            .cp
+            .ca
+            .issue_service(&id, &["localhost".to_owned()], &[[127, 0, 0, 1].into()])
+            .unwrap();
+        std::fs::write(dir.join("relay.pem"), chain).unwrap();
+        std::fs::write(dir.join("ca.pem"), stack.cp.ca.cert_pem()).unwrap();
+        let key_file = dir.join("relay.key");
+        std::fs::write(&key_file, key).unwrap();
+        std::fs::set_permissions(
+            &key_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        let config = dir.join("relay.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "relay_id = \"relay-1\"\ntenant = \"{TENANT}\"\nlisten = \"{addr}\"\n\
+                 cert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\n\
+                 heartbeat_interval_seconds = 2\n",
+                dir.join("relay.pem").display(),
+                key_file.display(),
+                dir.join("ca.pem").display(),
+            ),
+        )
+        .unwrap();
+        ChildRelay {
+            config,
+            child: None,
+            addr: addr.to_owned(),
+        }
+    }
+
+    /// Starts the relay and waits until it accepts connections.
+    async fn start(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_writeback-relay"))
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the writeback-relay binary");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(&self.addr).await.is_err() {
+            assert!(Instant::now() < deadline, "the relay did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL: no GoAway, no drain, connections simply break.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for ChildRelay {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// A stack whose one relay is the child process; one agent on `dc`.
+async fn stack_with_child_relay(dc: &SambaDc) -> (Stack, ChildRelay, Client) {
+    crate::init_tracing();
+    writeback_identity::install_crypto_provider();
+    let addr = free_addr();
+    let url = format!("https://{addr}");
+    let mut stack = Stack::start_configured(TENANT, 0, None, |c| c.relay_urls = vec![url])
+        .await
+        .unwrap();
+    let mut relay = ChildRelay::prepare(&stack, stack.dir.path(), &addr);
+    relay.start().await;
+    stack.add_domain(dc).await.unwrap();
+    stack
+        .start_agent(dc, &dc.admin_dn(), dc.admin_password())
+        .await
+        .unwrap();
+    let helpdesk = stack
+        .client(
+            &format!("helpdesk@{}", dc.domain()),
+            Role::PasswordAdmin,
+            ClientApp::Portal,
+        )
+        .await
+        .unwrap();
+    // The control plane follows the relay's presence: it knows the agent.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stack
+        .cp
+        .dispatcher
+        .online_agents(TENANT, dc.domain())
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the control plane never saw the agent"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (stack, relay, helpdesk)
+}
+
+/// How many times the user's password was written: the `unicodePwd`
+/// version in its `replPropertyMetaData` (a `replPropertyMetaDataBlob`,
+/// version 1: a 16-byte header, then 48-byte entries starting with the
+/// attribute id and its version).
+async fn password_writes(dc: &SambaDc, dn: &str) -> u32 {
+    let entry = dc.read_entry(dn, &["replPropertyMetaData"]).await.unwrap();
+    let blob = &entry.bin_attrs["replPropertyMetaData"][0];
+    let u32_at = |i: usize| u32::from_le_bytes(blob[i..i + 4].try_into().unwrap());
+    let count = u32_at(8) as usize;
+    (0..count)
+        .map(|n| 16 + n * 48)
+        .find(|&at| u32_at(at) == ATTID_UNICODE_PWD)
+        .map_or(0, |at| u32_at(at + 4))
+}
+
+async fn reset(c: &Client, upn: &str, password: &str, id: &str) -> Result<(), ReasonCode> {
+    c.passwords()
+        .reset_password(c.request(pb::ResetPasswordRequest {
+            user: Some(pb::UserRef {
+                by: Some(pb::user_ref::By::Upn(upn.to_owned())),
+            }),
+            new_password: password.into(),
+            operation_id: id.to_owned(),
+            ..Default::default()
+        }))
+        .await
+        .map(|_| ())
+        .map_err(|s| failure_of(&s).reason)
+}
+
+/// The relay is killed with resets in flight and back 1.5 s later, well
+/// inside the operations' deadline: every reset succeeds, once, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relay_killed_mid_burst_fails_nothing_and_applies_nothing_twice() {
+    const USERS: usize = 12;
+    let dc = SambaDc::start("contoso.test")
+        .await
+        .expect("samba DC (scripts/install-deps.sh)");
+    dc.set_password_settings(&["--min-pwd-age=0"])
+        .await
+        .unwrap();
+    let mut dns = Vec::new();
+    for i in 0..USERS {
+        dns.push(dc.create_user(&format!("burst{i}"), START).await.unwrap());
+    }
+    let (stack, mut relay, helpdesk) = stack_with_child_relay(&dc).await;
+    let mut before = Vec::new();
+    for dn in &dns {
+        before.push(password_writes(&dc, dn).await);
+    }
+
+    let started = Instant::now();
+    let mut burst = tokio::task::JoinSet::new();
+    for i in 0..USERS {
+        let c = helpdesk.clone();
+        let id = uuid::Uuid::new_v4().to_string();
+        burst.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(2 * i as u64)).await;
+            let upn = format!("burst{i}@contoso.test");
+            let result = reset(&c, &upn, &format!("Burst-{i}-New-1!"), &id).await;
+            (i, id, result)
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    relay.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    relay.start().await;
+
+    let mut answers = Vec::new();
+    while let Some(done) = burst.join_next().await {
+        answers.push(done.unwrap());
+    }
+    let took = started.elapsed();
+    answers.sort_by_key(|(i, _, _)| *i);
+    for (i, id, result) in &answers {
+        let upn = format!("burst{i}@contoso.test");
+        assert_eq!(*result, Ok(()), "{upn}: told the reset failed");
+        let row = stack
+            .cp
+            .store
+            .get_operation(TENANT, id)
+            .await
+            .unwrap()
+            .expect("one record");
+        assert_eq!(row.state, OperationState::Succeeded, "{upn}: {row:?}");
+        assert!(!row.outcome_unknown());
+        assert!(
+            dc.try_bind(&upn, &format!("Burst-{i}-New-1!"))
+                .await
+                .unwrap(),
+            "{upn}: the new password binds"
+        );
+        assert_eq!(
+            password_writes(&dc, &dns[*i]).await,
+            before[*i] + 1,
+            "{upn}: the password was written exactly once"
+        );
+    }
+    assert!(
+        took < Duration::from_secs(20),
+        "within the deadline: {took:?}"
+    );
+}
+
+/// Unknown outcomes become known from the agent's ledger: an unlock the
+/// agent applied (its answer "lost") is recorded as succeeded by the agent
+/// that did it; one no agent ever received is `NOT_APPLIED` once expired,
+/// and a retry with its id then runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unknown_outcomes_are_reconciled_from_the_agents_ledgers() {
+    let dc = SambaDc::start("contoso.test")
+        .await
+        .expect("samba DC (scripts/install-deps.sh)");
+    dc.create_user("dora", START).await.unwrap();
+    let (stack, _relay, helpdesk) = stack_with_child_relay(&dc).await;
+    let store = &stack.cp.store;
+    let upn = "dora@contoso.test";
+
+    // Applied by the agent, then recorded as unknown (its answer lost).
+    let applied = uuid::Uuid::new_v4().to_string();
+    let now = store.now_ms();
+    record_unknown(store, &applied, now, now + 20_000).await;
+    let op = pb::OperationRequest {
+        operation_id: applied.clone(),
+        tenant: TENANT.into(),
+        domain: "contoso.test".into(),
+        kind: pb::OperationKind::Unlock as i32,
+        target: Some(pb::UserRef {
+            by: Some(pb::user_ref::By::Upn(upn.into())),
+        }),
+        expires_at: Some(writeback_core::operation::to_timestamp(
+            time::OffsetDateTime::now_utc() + Duration::from_secs(20),
+        )),
+        ..Default::default()
+    };
+    let answer = stack
+        .cp
+        .dispatcher
+        .dispatch(op, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let agent = answer.result.unwrap().agent_id;
+
+    // Never sent anywhere; it expires in a second (the agent's ledger
+    // reaches back to before it was accepted).
+    let lost = uuid::Uuid::new_v4().to_string();
+    record_unknown(store, &lost, now, now + 1_000).await;
+    // "Never seen" is final only once the expiry, plus a margin for the
+    // agents' clocks, has passed.
+    let round = reconcile::reconcile_due(&stack.cp).await.unwrap();
+    assert_eq!(round.resolved, 1, "only the applied one: {round:?}");
+    tokio::time::sleep(Duration::from_millis(6_500)).await;
+
+    let round = reconcile::reconcile_due(&stack.cp).await.unwrap();
+    assert_eq!(round.resolved, 1, "now the lost one: {round:?}");
+    let row = store
+        .get_operation(TENANT, &applied)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, OperationState::Succeeded, "{row:?}");
+    assert_eq!(row.agent_id.as_deref(), Some(agent.as_str()));
+    assert!(!row.outcome_unknown());
+    let row = store.get_operation(TENANT, &lost).await.unwrap().unwrap();
+    assert_eq!(row.reason_code.as_deref(), Some("NOT_APPLIED"), "{row:?}");
+    assert!(!row.outcome_unknown());
+
+    // A retry with the id of the operation known not to have run runs it.
+    let unlocked = helpdesk
+        .passwords()
+        .unlock_account(helpdesk.request(pb::UnlockAccountRequest {
+            user: Some(pb::UserRef {
+                by: Some(pb::user_ref::By::Upn(upn.into())),
+            }),
+            operation_id: lost.clone(),
+            ..Default::default()
+        }))
+        .await;
+    assert!(unlocked.is_ok(), "{unlocked:?}");
+    let row = store.get_operation(TENANT, &lost).await.unwrap().unwrap();
+    assert_eq!(row.state, OperationState::Succeeded, "{row:?}");
+}
+
+/// An unlock of dora recorded as pending, then closed as an unknown outcome.
+async fn record_unknown(store: &store::Store, id: &str, created: i64, deadline: i64) {
+    store
+        .insert_operation(&store::NewOperation {
+            id: id.to_owned(),
+            tenant: TENANT.into(),
+            kind: "unlock".into(),
+            target: "upn:dora@contoso.test".into(),
+            domain: "contoso.test".into(),
+            principal: "helpdesk@contoso.test".into(),
+            client_app: ClientApp::Portal,
+            created_at_ms: created,
+            deadline_at_ms: deadline,
+            trace_id: String::new(),
+            rule: String::new(),
+        })
+        .await
+        .unwrap();
+    let fin = store::Finish {
+        state: OperationState::Failed,
+        reason_code: ReasonCode::Timeout,
+        message: "lost".into(),
+        agent_id: None,
+        relay_id: None,
+        finished_at_ms: created,
+        agent_duration_ms: None,
+        hops: store::Hops::default(),
+    };
+    store
+        .finish_operation_then(TENANT, id, &fin, Some(created))
+        .await
+        .unwrap();
+}

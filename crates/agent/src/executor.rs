@@ -390,12 +390,14 @@ impl Executor {
             return self.refused(op, started, f);
         }
         let id = op.operation_id.as_str();
+        // A finished outcome first: the delivery that finished it may not
+        // have let go of its arrival yet.
         let remembered = {
             let m = self.memory.lock().unwrap_or_else(|e| e.into_inner());
-            if m.arrived.contains_key(id) {
-                Some(None)
-            } else {
-                m.cells.get(id).map(|c| c.get().cloned())
+            match m.cells.get(id).map(|c| c.get().cloned()) {
+                Some(Some(outcome)) => Some(Some(outcome)),
+                _ if m.arrived.contains_key(id) => Some(None),
+                other => other,
             }
         };
         let known = match remembered {

@@ -5,7 +5,7 @@
 //!
 //! [`enroll`] obtains the agent's identity; [`runtime`] wires the state
 //! directory, the [`executor`] (checks, envelope opening, exactly-once per
-//! operation id) and the [`tunnel`] to the relays; [`directory`] speaks LDAP
+//! operation id, kept across restarts by the durable [`ledger`]) and the [`tunnel`] to the relays; [`directory`] speaks LDAP
 //! over a pool of warm, bound sessions (including self-relative security
 //! descriptors). [`permissions`] checks and
 //! grants the service account's rights on the domain (`permissions check|grant`),

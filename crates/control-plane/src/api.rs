@@ -35,6 +35,7 @@ use crate::store::{self, Caller, Page, StoreError};
 
 mod audit;
 mod identity;
+mod lifecycle;
 mod password_quality;
 mod passwords;
 mod settings;
@@ -609,7 +610,7 @@ impl EnrollmentService for Api {
 /// `user` with its UPN trimmed and lowercased, or its GUID in canonical form.
 fn normalize_user(user: pb::UserRef) -> Result<pb::UserRef, Status> {
     let by = match user.by {
-        Some(user_ref::By::Upn(upn)) => user_ref::By::Upn(upn.trim().to_ascii_lowercase()),
+        Some(user_ref::By::Upn(upn)) => user_ref::By::Upn(upn.trim().to_lowercase()),
         Some(user_ref::By::ObjectGuid(g)) => user_ref::By::ObjectGuid(
             uuid::Uuid::parse_str(g.trim())
                 .map_err(|_| status(ReasonCode::InvalidArgument, "objectGUID is not a GUID"))?

@@ -415,13 +415,14 @@ impl Dispatcher {
             .map_err(|m| m.failure)
     }
 
-    /// One pass over the relays with a signed `op` (only through relay
-    /// `pin.0` to agent `pin.1` when given).
+    /// One pass over the relays with a signed `op`; with `pin`, only to
+    /// agent `pin.1`, through relay `pin.0` when presence names one (else
+    /// through each relay in turn).
     async fn dispatch_signed(
         &self,
         op: &OperationRequest,
         timeout: Duration,
-        pin: Option<(&str, &str)>,
+        pin: Option<(Option<&str>, &str)>,
     ) -> Result<DispatchResponse, Missed> {
         let not_sent = |failure| Missed {
             failure,
@@ -453,7 +454,7 @@ impl Dispatcher {
         );
         for link in order {
             let url = &link.url;
-            if pin.is_some_and(|(relay, _)| relay != url) {
+            if pin.is_some_and(|(relay, _)| relay.is_some_and(|r| r != url)) {
                 continue;
             }
             // No operation goes through a relay whose list of revoked

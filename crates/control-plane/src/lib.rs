@@ -11,7 +11,10 @@
 //! durable outbox and a background sender (off unless `[notify]` enables it).
 //! [`security_audit`] records refused authentications, password operations
 //! and enrollments in the security trail, in the background and
-//! rate-limited (`[security_events]`).
+//! rate-limited (`[security_events]`). Operations reach agents exactly once
+//! through relay crashes and broken tunnels ([`dispatcher`]'s delivery:
+//! retries within the deadline, and the agents' ledgers asked before any
+//! resend); an outcome still unknown is resolved later by [`reconcile`].
 
 #![forbid(unsafe_code)]
 

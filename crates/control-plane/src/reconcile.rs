@@ -144,7 +144,14 @@ pub async fn reconcile_one(
             return Ok(false);
         }
     };
-    cp.store
+    // False: another replica (or request) recorded the truth first; known
+    // either way.
+    if !cp
+        .store
         .resolve_operation(&row.tenant, &row.id, &finish)
-        .await
+        .await?
+    {
+        tracing::debug!(tenant = %row.tenant, operation_id = %row.id, "resolved elsewhere first");
+    }
+    Ok(true)
 }

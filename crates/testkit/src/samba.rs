@@ -425,6 +425,38 @@ impl SambaDc {
         }
     }
 
+    /// How many times the password of the object at `dn` was written: the
+    /// version of `unicodePwd` in its `replPropertyMetaData` (a
+    /// `replPropertyMetaDataBlob`, version 1: a 16-byte header whose third
+    /// little-endian u32 is the entry count, then 48-byte entries that start
+    /// with the attribute id and its version). Every password write — a
+    /// reset or a change — raises it by one, so it tells "applied once"
+    /// from "applied twice".
+    pub async fn password_writes(&self, dn: &str) -> Result<u32, TestkitError> {
+        const ATTID_UNICODE_PWD: u32 = 0x0009_005a;
+        let entry = self.read_entry(dn, &["replPropertyMetaData"]).await?;
+        let malformed = || TestkitError::InvalidInput("malformed replPropertyMetaData".into());
+        let blob = entry
+            .bin_attrs
+            .get("replPropertyMetaData")
+            .and_then(|v| v.first())
+            .ok_or_else(malformed)?;
+        let u32_at = |i: usize| -> Result<u32, TestkitError> {
+            let bytes = blob.get(i..i + 4).ok_or_else(malformed)?;
+            Ok(u32::from_le_bytes(
+                bytes.try_into().map_err(|_| malformed())?,
+            ))
+        };
+        let count = u32_at(8)? as usize;
+        for n in 0..count {
+            let at = 16 + n * 48;
+            if u32_at(at)? == ATTID_UNICODE_PWD {
+                return u32_at(at + 4);
+            }
+        }
+        Ok(0)
+    }
+
     /// Read attributes of the object at `dn` as Administrator: attribute name (as the
     /// server spells it, e.g. "userPrincipalName") → values. Binary-valued attributes
     /// (objectSid, nTSecurityDescriptor …) are not included; use

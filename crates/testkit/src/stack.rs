@@ -53,6 +53,43 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client of the control plane at `url` (whose certificate the CA
+    /// `ca_pem` issued), authenticated with `token`; it connects lazily, so
+    /// it keeps working across a restart of that control plane.
+    pub fn connect(url: &str, ca_pem: &str, token: &str) -> Result<Client, TestkitError> {
+        let config = tls::client_config(
+            tls::roots_from_pem(ca_pem).map_err(|e| TestkitError::Stack(e.to_string()))?,
+            None,
+        )
+        .map_err(|e| TestkitError::Stack(e.to_string()))?;
+        let channel =
+            transport::channel(url, config).map_err(|e| TestkitError::Stack(e.to_string()))?;
+        let header = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| TestkitError::Stack("token is not ASCII".into()))?;
+        Ok(Client { channel, header })
+    }
+
+    /// Registers `domain` (as a global administrator) and turns the three
+    /// writeback toggles on.
+    pub async fn register_domain(&self, domain: &str) -> Result<(), TestkitError> {
+        self.domains()
+            .add_domain(self.request(pb::AddDomainRequest {
+                name: domain.to_owned(),
+                upn_suffixes: vec![],
+            }))
+            .await
+            .map_err(|s| TestkitError::Stack(format!("add domain: {s}")))?;
+        self.settings()
+            .update_settings(self.request(pb::UpdateSettingsRequest {
+                cloud_sync_writeback: Some(true),
+                sspr_writeback: Some(true),
+                unlock_without_reset: Some(true),
+            }))
+            .await
+            .map_err(|s| TestkitError::Stack(format!("settings: {s}")))?;
+        Ok(())
+    }
+
     /// Wraps a gRPC request with the bearer token.
     pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(msg);
@@ -275,17 +312,7 @@ impl Stack {
 
     /// A client authenticated with `token`.
     pub fn client_with_token(&self, token: &str) -> Result<Client, TestkitError> {
-        let config = tls::client_config(
-            tls::roots_from_pem(self.cp.ca.cert_pem())
-                .map_err(|e| TestkitError::Stack(e.to_string()))?,
-            None,
-        )
-        .map_err(|e| TestkitError::Stack(e.to_string()))?;
-        let channel = transport::channel(&self.cp_url, config)
-            .map_err(|e| TestkitError::Stack(e.to_string()))?;
-        let header = MetadataValue::try_from(format!("Bearer {token}"))
-            .map_err(|_| TestkitError::Stack("token is not ASCII".into()))?;
-        Ok(Client { channel, header })
+        Client::connect(&self.cp_url, self.cp.ca.cert_pem(), token)
     }
 
     /// The global administrator (client app portal).
@@ -326,25 +353,7 @@ impl Stack {
 
     /// Registers `domain` (no DC needed) and turns the three writeback toggles on.
     pub async fn register_domain(&self, domain: &str) -> Result<(), TestkitError> {
-        let admin = self.admin()?;
-        admin
-            .domains()
-            .add_domain(admin.request(pb::AddDomainRequest {
-                name: domain.to_owned(),
-                upn_suffixes: vec![],
-            }))
-            .await
-            .map_err(|s| TestkitError::Stack(format!("add domain: {s}")))?;
-        admin
-            .settings()
-            .update_settings(admin.request(pb::UpdateSettingsRequest {
-                cloud_sync_writeback: Some(true),
-                sspr_writeback: Some(true),
-                unlock_without_reset: Some(true),
-            }))
-            .await
-            .map_err(|s| TestkitError::Stack(format!("settings: {s}")))?;
-        Ok(())
+        self.admin()?.register_domain(domain).await
     }
 
     /// Enrolls a new agent for `dc`'s domain (through the real enrollment

@@ -179,7 +179,8 @@ impl Dispatcher {
 
     /// Asks every enrolled agent of `domain` what became of operation `id`
     /// (accepted at `created_ms`), each through the relay presence says it
-    /// is on. Revoked agents are not asked (no relay lets them in).
+    /// is on (or through every relay). Revoked agents are not asked (no relay
+    /// lets them in).
     pub async fn ask_outcome(
         &self,
         tenant: &str,
@@ -210,14 +211,14 @@ impl Dispatcher {
         };
         self.inner.signer.sign(&mut query);
         let asks = agents.iter().map(|agent| {
+            // Through the relay presence names; when it names none (its
+            // watch may still be reconnecting after a relay restart),
+            // through every relay in turn.
             let relay = online.get(agent).cloned();
             let query = &query;
             async move {
-                let Some(relay) = relay else {
-                    return (agent.clone(), None);
-                };
                 let answer = self
-                    .dispatch_signed(query, QUERY_TIMEOUT, Some((&relay, agent)))
+                    .dispatch_signed(query, QUERY_TIMEOUT, Some((relay.as_deref(), agent)))
                     .await
                     .ok();
                 (agent.clone(), answer)

@@ -64,7 +64,7 @@ use filter::FilterColumns;
 pub use identity::{ClientRegistration, IssuerConfig, RoleMapping, StrongAuthPolicy};
 pub use notifications::{NewNotification, NotificationRow, NotificationState};
 pub use operations::{
-    Finish, Hops, NewOperation, OperationRow, OperationState, RESTART_TIMEOUT_MESSAGE,
+    Finish, Hops, NewOperation, OperationRow, OperationState, RESTART_TIMEOUT_MESSAGE, Window,
 };
 pub use security_events::SecurityEvent;
 pub use tenants::{Settings, SettingsUpdate};
@@ -273,6 +273,11 @@ impl Store {
     /// [`Clock::now_ms`] of the store's clock.
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// True on PostgreSQL.
+    fn is_postgres(&self) -> bool {
+        self.backend == Backend::Postgres
     }
 
     /// `"sqlite"` or `"postgres"`.

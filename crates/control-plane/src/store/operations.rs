@@ -223,6 +223,62 @@ fn operation_from_row(row: &AnyRow) -> Result<OperationRow, StoreError> {
     })
 }
 
+/// A throttle's window for [`Store::insert_operation_within`].
+#[derive(Debug, Clone, Copy)]
+pub struct Window<'a> {
+    /// Operations allowed in the window.
+    pub max: u32,
+    /// The kinds counted (every kind when empty).
+    pub kinds: &'a [&'a str],
+    /// The window's start (Unix milliseconds).
+    pub since_ms: i64,
+}
+
+/// The statement inserting `op` as pending.
+fn insert_query(
+    op: &NewOperation,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    sqlx::query(
+        "INSERT INTO operations (tenant_id, id, kind, target, domain, principal, \
+         client_app, state, created_at_ms, deadline_at_ms, trace_id, rule) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11)",
+    )
+    .bind(&op.tenant)
+    .bind(&op.id)
+    .bind(&op.kind)
+    .bind(&op.target)
+    .bind(&op.domain)
+    .bind(&op.principal)
+    .bind(op.client_app.as_str())
+    .bind(op.created_at_ms)
+    .bind(op.deadline_at_ms)
+    .bind((!op.trace_id.is_empty()).then_some(op.trace_id.as_str()))
+    .bind((!op.rule.is_empty()).then_some(op.rule.as_str()))
+}
+
+/// `COUNT(*) AS n, MIN(created_at_ms) AS oldest` of the target's operations
+/// of `kinds` (every kind when empty) since `since_ms`.
+fn count_query(tenant: &str, target: &str, kinds: &[&str], since_ms: i64) -> (String, Vec<Arg>) {
+    let mut sql = String::from(
+        "SELECT COUNT(*) AS n, MIN(created_at_ms) AS oldest FROM operations \
+         WHERE tenant_id = $1 AND target = $2 AND created_at_ms >= $3",
+    );
+    let mut args = vec![
+        Arg::Text(tenant.to_owned()),
+        Arg::Text(target.to_owned()),
+        Arg::Int(since_ms),
+    ];
+    if !kinds.is_empty() {
+        let mut placeholders = Vec::with_capacity(kinds.len());
+        for kind in kinds {
+            args.push(Arg::Text((*kind).to_owned()));
+            placeholders.push(format!("${}", args.len()));
+        }
+        sql.push_str(&format!(" AND kind IN ({})", placeholders.join(", ")));
+    }
+    (sql, args)
+}
+
 /// The keyset of the audit log's order: `(created_at_ms, id)`, newest first.
 fn operation_key(op: &OperationRow) -> String {
     format!("{}:{}", op.created_at_ms, op.id)
@@ -241,26 +297,46 @@ impl Store {
     /// for an unknown tenant.
     pub async fn insert_operation(&self, op: &NewOperation) -> Result<(), StoreError> {
         non_empty(&op.id, "operation id is empty")?;
-        sqlx::query(
-            "INSERT INTO operations (tenant_id, id, kind, target, domain, principal, \
-             client_app, state, created_at_ms, deadline_at_ms, trace_id, rule) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11)",
-        )
-        .bind(&op.tenant)
-        .bind(&op.id)
-        .bind(&op.kind)
-        .bind(&op.target)
-        .bind(&op.domain)
-        .bind(&op.principal)
-        .bind(op.client_app.as_str())
-        .bind(op.created_at_ms)
-        .bind(op.deadline_at_ms)
-        .bind((!op.trace_id.is_empty()).then_some(op.trace_id.as_str()))
-        .bind((!op.rule.is_empty()).then_some(op.rule.as_str()))
-        .execute(&self.pool)
-        .await
-        .map_err(|e| insert_error(e, "operation", "tenant"))?;
+        insert_query(op)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| insert_error(e, "operation", "tenant"))?;
         Ok(())
+    }
+
+    /// [`Store::insert_operation`], unless the operation's target already
+    /// has `window.max` operations of `window.kinds` since
+    /// `window.since_ms`: then nothing is recorded and the answer is the
+    /// oldest of them (`created_at_ms`; the window frees up an hour after
+    /// it, say). Counting and recording are one transaction, serialized per
+    /// target (SQLite: the write lock; PostgreSQL: an advisory lock on the
+    /// tenant and target), so concurrent requests — on one control plane or
+    /// on replicas — cannot both take the last free place.
+    pub async fn insert_operation_within(
+        &self,
+        op: &NewOperation,
+        window: &Window<'_>,
+    ) -> Result<Option<i64>, StoreError> {
+        non_empty(&op.id, "operation id is empty")?;
+        let mut tx = self.begin_write().await?;
+        if self.is_postgres() {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(format!("operations\n{}\n{}", op.tenant, op.target))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let (sql, args) = count_query(&op.tenant, &op.target, window.kinds, window.since_ms);
+        let row = query_with(&sql, args).fetch_one(&mut *tx).await?;
+        let (count, oldest): (i64, Option<i64>) = (row.try_get("n")?, row.try_get("oldest")?);
+        if count >= i64::from(window.max) {
+            return Ok(Some(oldest.unwrap_or(op.created_at_ms)));
+        }
+        insert_query(op)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| insert_error(e, "operation", "tenant"))?;
+        tx.commit().await?;
+        Ok(None)
     }
 
     /// Moves a pending operation to its final state. Only `pending → final`
@@ -417,23 +493,7 @@ impl Store {
         kinds: &[&str],
         since_ms: i64,
     ) -> Result<(i64, Option<i64>), StoreError> {
-        let mut sql = String::from(
-            "SELECT COUNT(*) AS n, MIN(created_at_ms) AS oldest FROM operations \
-             WHERE tenant_id = $1 AND target = $2 AND created_at_ms >= $3",
-        );
-        let mut args = vec![
-            Arg::Text(tenant.to_owned()),
-            Arg::Text(target.to_owned()),
-            Arg::Int(since_ms),
-        ];
-        if !kinds.is_empty() {
-            let mut placeholders = Vec::with_capacity(kinds.len());
-            for kind in kinds {
-                args.push(Arg::Text((*kind).to_owned()));
-                placeholders.push(format!("${}", args.len()));
-            }
-            sql.push_str(&format!(" AND kind IN ({})", placeholders.join(", ")));
-        }
+        let (sql, args) = count_query(tenant, target, kinds, since_ms);
         let row = query_with(&sql, args).fetch_one(&self.pool).await?;
         Ok((row.try_get("n")?, row.try_get("oldest")?))
     }

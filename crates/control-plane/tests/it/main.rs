@@ -37,6 +37,7 @@ macro_rules! both_backends {
 mod agents;
 mod api;
 mod banned;
+mod crash;
 mod domains;
 mod enrollment;
 mod harness;

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 
 use writeback_control_plane::store::{
     ClientApp, Finish, NewOperation, OperationState, Page, RESTART_TIMEOUT_MESSAGE, StoreError,
+    Window,
 };
 use writeback_core::ReasonCode;
 
@@ -363,6 +364,117 @@ async fn restart_sweep_closes_only_expired_pending(db: &TestDb) {
             .await,
         Err(StoreError::AlreadyFinished)
     ));
+    // Their outcomes are unknown, not failures: each is due for
+    // reconciliation, which records the truth once.
+    let due = store.operations_to_reconcile(NOW, 10).await.unwrap();
+    assert_eq!(due.len(), 3);
+    assert!(due.iter().all(|r| r.outcome_unknown()));
+    assert!(
+        store
+            .resolve_operation("t1", "old", &succeeded(NOW + 5))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .resolve_operation("t1", "old", &succeeded(NOW + 6))
+            .await
+            .unwrap()
+    );
+    let old = store.get_operation("t1", "old").await.unwrap().unwrap();
+    assert_eq!(old.state, OperationState::Succeeded);
+    assert!(!old.outcome_unknown());
+    store
+        .postpone_reconcile("t2", "old2", Some(NOW + 60_000))
+        .await
+        .unwrap();
+    let due = store.operations_to_reconcile(NOW, 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["edge"]
+    );
+    // NOT_APPLIED can be reopened for a retry, once; nothing else can.
+    let not_applied = Finish {
+        state: OperationState::Failed,
+        reason_code: ReasonCode::NotApplied,
+        message: "not applied".into(),
+        agent_id: None,
+        relay_id: None,
+        finished_at_ms: NOW + 7,
+        agent_duration_ms: None,
+        hops: Default::default(),
+    };
+    assert!(
+        store
+            .resolve_operation("t1", "edge", &not_applied)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .reopen_operation("t1", "old", NOW + 30_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .reopen_operation("t1", "edge", NOW + 30_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .reopen_operation("t1", "edge", NOW + 30_000)
+            .await
+            .unwrap()
+    );
+    let edge = store.get_operation("t1", "edge").await.unwrap().unwrap();
+    assert_eq!(edge.state, OperationState::Pending);
+    assert_eq!(edge.deadline_at_ms, NOW + 30_000);
+}
+
+/// Many concurrent resets of one user against a limit of 3: exactly 3 are
+/// recorded, whatever the interleaving; the others learn the oldest.
+async fn the_throttle_counts_and_records_in_one_step(db: &TestDb) {
+    let store = db.store_with_tenants().await;
+    let window = Window {
+        max: 3,
+        kinds: &["reset"],
+        since_ms: NOW - 60 * MINUTE,
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..12 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let op = op(
+                "t1",
+                &format!("c{i}"),
+                "reset",
+                "upn:alice@contoso.test",
+                NOW + i,
+            );
+            store.insert_operation_within(&op, &window).await.unwrap()
+        });
+    }
+    let mut admitted = 0;
+    while let Some(done) = tasks.join_next().await {
+        match done.unwrap() {
+            None => admitted += 1,
+            Some(oldest) => assert!((NOW..NOW + 12).contains(&oldest), "{oldest}"),
+        }
+    }
+    assert_eq!(admitted, 3);
+    let (count, _) = store
+        .count_operations_since("t1", "upn:alice@contoso.test", &["reset"], NOW - MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(count, 3);
+    // Another user, and another kind, are not counted.
+    let bob = op("t1", "b", "reset", "upn:bob@contoso.test", NOW);
+    assert_eq!(
+        store.insert_operation_within(&bob, &window).await.unwrap(),
+        None
+    );
 }
 
 both_backends!(
@@ -370,4 +482,5 @@ both_backends!(
     audit_log_pages_newest_first_without_duplicates,
     throttle_counts_recent_operations_per_user,
     restart_sweep_closes_only_expired_pending,
+    the_throttle_counts_and_records_in_one_step,
 );

@@ -7,8 +7,7 @@
 //! randomness): operation i starts at i × 2 ms, the kill lands 100 ms in, while most
 //! are in the relay or waiting in the agent (the DC applies one at a time).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use writeback_control_plane::reconcile;
@@ -16,94 +15,51 @@ use writeback_control_plane::store::{self, ClientApp, OperationState, Role};
 use writeback_core::{ReasonCode, failure_of};
 use writeback_identity::SpiffeId;
 use writeback_proto::v1 as pb;
-use writeback_testkit::SambaDc;
 use writeback_testkit::stack::{Client, Stack};
+use writeback_testkit::{SambaDc, ServiceProcess};
 
 const TENANT: &str = "t1";
 const START: &str = "Start-Pass-1!";
-/// The `attid` of `unicodePwd` in replication metadata.
-const ATTID_UNICODE_PWD: u32 = 0x0009_005a;
 
-/// The relay binary, run as a child process with a config file.
-struct ChildRelay {
-    config: PathBuf,
-    child: Option<Child>,
-    addr: String,
-}
-
-impl ChildRelay {
-    /// Writes the relay's certificate (issued by the stack's CA), key and
-    /// config into `dir`; the relay listens on `addr`.
-    fn prepare(stack: &Stack, dir: &Path, addr: &str) -> ChildRelay {
-        let id = SpiffeId::Relay {
-            tenant: TENANT.to_owned(),
-            relay_id: "relay-1".to_owned(),
-        };
-        let (chain, key) = stack
-            .cp
-            .ca
-            .issue_service(&id, &["localhost".to_owned()], &[[127, 0, 0, 1].into()])
-            .unwrap();
-        std::fs::write(dir.join("relay.pem"), chain).unwrap();
-        std::fs::write(dir.join("ca.pem"), stack.cp.ca.cert_pem()).unwrap();
-        let key_file = dir.join("relay.key");
-        std::fs::write(&key_file, key).unwrap();
-        std::fs::set_permissions(
-            &key_file,
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
+/// Writes the relay's certificate (issued by the stack's CA), key and
+/// config into `dir`; the relay listens on `addr`.
+fn prepare(stack: &Stack, dir: &Path, addr: &str) -> ServiceProcess {
+    let id = SpiffeId::Relay {
+        tenant: TENANT.to_owned(),
+        relay_id: "relay-1".to_owned(),
+    };
+    let (chain, key) = stack
+        .cp
+        .ca
+        .issue_service(&id, &["localhost".to_owned()], &[[127, 0, 0, 1].into()])
         .unwrap();
-        let config = dir.join("relay.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "relay_id = \"relay-1\"\ntenant = \"{TENANT}\"\nlisten = \"{addr}\"\n\
-                 cert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\n\
-                 heartbeat_interval_seconds = 2\n",
-                dir.join("relay.pem").display(),
-                key_file.display(),
-                dir.join("ca.pem").display(),
-            ),
-        )
-        .unwrap();
-        ChildRelay {
-            config,
-            child: None,
-            addr: addr.to_owned(),
-        }
-    }
-
-    /// Starts the relay and waits until it accepts connections.
-    async fn start(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_writeback-relay"))
-            .arg("--config")
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the writeback-relay binary");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(&self.addr).await.is_err() {
-            assert!(Instant::now() < deadline, "the relay did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGKILL: no GoAway, no drain, connections simply break.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for ChildRelay {
-    fn drop(&mut self) {
-        self.kill();
-    }
+    std::fs::write(dir.join("relay.pem"), chain).unwrap();
+    std::fs::write(dir.join("ca.pem"), stack.cp.ca.cert_pem()).unwrap();
+    let key_file = dir.join("relay.key");
+    std::fs::write(&key_file, key).unwrap();
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let config = dir.join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "relay_id = \"relay-1\"\ntenant = \"{TENANT}\"\nlisten = \"{addr}\"\n\
+             cert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\n\
+             heartbeat_interval_seconds = 2\n",
+            dir.join("relay.pem").display(),
+            key_file.display(),
+            dir.join("ca.pem").display(),
+        ),
+    )
+    .unwrap();
+    ServiceProcess::new(
+        env!("CARGO_BIN_EXE_writeback-relay"),
+        ["--config".into(), config.into_os_string()],
+        addr,
+    )
 }
 
 fn free_addr() -> String {
@@ -112,7 +68,7 @@ fn free_addr() -> String {
 }
 
 /// A stack whose one relay is the child process; one agent on `dc`.
-async fn stack_with_child_relay(dc: &SambaDc) -> (Stack, ChildRelay, Client) {
+async fn stack_with_child_relay(dc: &SambaDc) -> (Stack, ServiceProcess, Client) {
     crate::init_tracing();
     writeback_identity::install_crypto_provider();
     let addr = free_addr();
@@ -120,8 +76,8 @@ async fn stack_with_child_relay(dc: &SambaDc) -> (Stack, ChildRelay, Client) {
     let mut stack = Stack::start_configured(TENANT, 0, None, |c| c.relay_urls = vec![url])
         .await
         .unwrap();
-    let mut relay = ChildRelay::prepare(&stack, stack.dir.path(), &addr);
-    relay.start().await;
+    let mut relay = prepare(&stack, stack.dir.path(), &addr);
+    relay.start().await.unwrap();
     stack.add_domain(dc).await.unwrap();
     stack
         .start_agent(dc, &dc.admin_dn(), dc.admin_password())
@@ -150,21 +106,6 @@ async fn stack_with_child_relay(dc: &SambaDc) -> (Stack, ChildRelay, Client) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     (stack, relay, helpdesk)
-}
-
-/// How many times the user's password was written: the `unicodePwd`
-/// version in its `replPropertyMetaData` (a `replPropertyMetaDataBlob`,
-/// version 1: a 16-byte header, then 48-byte entries starting with the
-/// attribute id and its version).
-async fn password_writes(dc: &SambaDc, dn: &str) -> u32 {
-    let entry = dc.read_entry(dn, &["replPropertyMetaData"]).await.unwrap();
-    let blob = &entry.bin_attrs["replPropertyMetaData"][0];
-    let u32_at = |i: usize| u32::from_le_bytes(blob[i..i + 4].try_into().unwrap());
-    let count = u32_at(8) as usize;
-    (0..count)
-        .map(|n| 16 + n * 48)
-        .find(|&at| u32_at(at) == ATTID_UNICODE_PWD)
-        .map_or(0, |at| u32_at(at + 4))
 }
 
 async fn reset(c: &Client, upn: &str, password: &str, id: &str) -> Result<(), ReasonCode> {
@@ -200,7 +141,7 @@ async fn a_relay_killed_mid_burst_fails_nothing_and_applies_nothing_twice() {
     let (stack, mut relay, helpdesk) = stack_with_child_relay(&dc).await;
     let mut before = Vec::new();
     for dn in &dns {
-        before.push(password_writes(&dc, dn).await);
+        before.push(dc.password_writes(dn).await.unwrap());
     }
 
     let started = Instant::now();
@@ -218,7 +159,7 @@ async fn a_relay_killed_mid_burst_fails_nothing_and_applies_nothing_twice() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     relay.kill();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    relay.start().await;
+    relay.start().await.unwrap();
 
     let mut answers = Vec::new();
     while let Some(done) = burst.join_next().await {
@@ -245,7 +186,7 @@ async fn a_relay_killed_mid_burst_fails_nothing_and_applies_nothing_twice() {
             "{upn}: the new password binds"
         );
         assert_eq!(
-            password_writes(&dc, &dns[*i]).await,
+            dc.password_writes(&dns[*i]).await.unwrap(),
             before[*i] + 1,
             "{upn}: the password was written exactly once"
         );
@@ -270,10 +211,11 @@ async fn unknown_outcomes_are_reconciled_from_the_agents_ledgers() {
     let store = &stack.cp.store;
     let upn = "dora@contoso.test";
 
-    // Applied by the agent, then recorded as unknown (its answer lost).
+    // Applied by the agent, then recorded as unknown (its answer lost;
+    // recorded after the dispatch, so the background reconciler cannot ask
+    // before the agent has it).
     let applied = uuid::Uuid::new_v4().to_string();
     let now = store.now_ms();
-    record_unknown(store, &applied, now, now + 20_000).await;
     let op = pb::OperationRequest {
         operation_id: applied.clone(),
         tenant: TENANT.into(),
@@ -293,31 +235,30 @@ async fn unknown_outcomes_are_reconciled_from_the_agents_ledgers() {
         .dispatch(op, Duration::from_secs(10))
         .await
         .unwrap();
-    let agent = answer.result.unwrap().agent_id;
+    let result = answer.result.unwrap();
+    assert_eq!(result.outcome.unwrap().reason_code, "OK");
+    let agent = result.agent_id;
+    record_unknown(store, &applied, now, now + 20_000).await;
 
     // Never sent anywhere; it expires in a second (the agent's ledger
     // reaches back to before it was accepted).
     let lost = uuid::Uuid::new_v4().to_string();
     record_unknown(store, &lost, now, now + 1_000).await;
-    // "Never seen" is final only once the expiry, plus a margin for the
-    // agents' clocks, has passed.
-    let round = reconcile::reconcile_due(&stack.cp).await.unwrap();
-    assert_eq!(round.resolved, 1, "only the applied one: {round:?}");
-    tokio::time::sleep(Duration::from_millis(6_500)).await;
 
-    let round = reconcile::reconcile_due(&stack.cp).await.unwrap();
-    assert_eq!(round.resolved, 1, "now the lost one: {round:?}");
-    let row = store
-        .get_operation(TENANT, &applied)
-        .await
-        .unwrap()
-        .unwrap();
+    // Every control plane also reconciles in the background; either may
+    // record the truth first.
+    reconcile::reconcile_due(&stack.cp).await.unwrap();
+    let row = settled(&stack, &applied).await;
     assert_eq!(row.state, OperationState::Succeeded, "{row:?}");
     assert_eq!(row.agent_id.as_deref(), Some(agent.as_str()));
-    assert!(!row.outcome_unknown());
+    // "Never seen" is final only once the expiry, plus a margin for the
+    // agents' clocks, has passed.
     let row = store.get_operation(TENANT, &lost).await.unwrap().unwrap();
+    assert!(row.outcome_unknown(), "{row:?}");
+    tokio::time::sleep(Duration::from_millis(6_500)).await;
+    reconcile::reconcile_due(&stack.cp).await.unwrap();
+    let row = settled(&stack, &lost).await;
     assert_eq!(row.reason_code.as_deref(), Some("NOT_APPLIED"), "{row:?}");
-    assert!(!row.outcome_unknown());
 
     // A retry with the id of the operation known not to have run runs it.
     let unlocked = helpdesk
@@ -333,6 +274,25 @@ async fn unknown_outcomes_are_reconciled_from_the_agents_ledgers() {
     assert!(unlocked.is_ok(), "{unlocked:?}");
     let row = store.get_operation(TENANT, &lost).await.unwrap().unwrap();
     assert_eq!(row.state, OperationState::Succeeded, "{row:?}");
+}
+
+/// The record of `id` once its outcome is known (within 10 s).
+async fn settled(stack: &Stack, id: &str) -> store::OperationRow {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let row = stack
+            .cp
+            .store
+            .get_operation(TENANT, id)
+            .await
+            .unwrap()
+            .unwrap();
+        if !row.outcome_unknown() {
+            return row;
+        }
+        assert!(Instant::now() < deadline, "still unknown: {row:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// An unlock of dora recorded as pending, then closed as an unknown outcome.

@@ -112,6 +112,22 @@ async fn resets_beyond_the_hourly_limit_are_throttled_until_the_window_frees(db:
         .unwrap_err();
     assert_eq!(reason_in_details(&err), ReasonCode::NoAgentOnline);
 
+    // One person is one bucket, however the UPN's case is spelt, ASCII or
+    // not (AD compares UPNs without regard to case).
+    for variant in ["ÉLODIE@contoso.test", "Élodie@Contoso.test"] {
+        assert_eq!(
+            admin.reset(variant, "Elodie-Passw0rd!1").await,
+            Err(ReasonCode::NoAgentOnline),
+            "{variant}"
+        );
+    }
+    assert_eq!(
+        admin
+            .reset("élodie@contoso.test", "Elodie-Passw0rd!2")
+            .await,
+        Err(ReasonCode::Throttled)
+    );
+
     // An hour later the window has room again.
     t.clock.advance(Duration::from_secs(3_601));
     assert_eq!(

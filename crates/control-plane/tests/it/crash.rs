@@ -1,0 +1,270 @@
+//! The control plane killed (SIGKILL) with resets in flight: the
+//! `writeback-control-plane` binary as a child process on a SQLite store,
+//! an in-process relay and agent bound to a real Samba AD DC. Each caller
+//! retries with its operation id until it gets a definite answer (as the
+//! API tells it to); every one ends `OK`, and the directory shows each
+//! password written exactly once. The schedule is fixed: resets start 2 ms
+//! apart, the kill lands 100 ms in, the control plane is back 1 s later.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use writeback_agent::directory::{Directory, DirectoryConfig};
+use writeback_control_plane::store::{ClientApp, OperationState, Role};
+use writeback_control_plane::{ControlPlane, ControlPlaneConfig, bootstrap};
+use writeback_core::{ReasonCode, failure_of};
+use writeback_proto::v1 as pb;
+use writeback_testkit::stack::{Client, start_relay};
+use writeback_testkit::{SambaDc, ServiceProcess};
+
+const TENANT: &str = "t1";
+const START: &str = "Start-Pass-1!";
+const USERS: usize = 10;
+
+fn free_addr() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Writes the config, initializes the tenant and returns the control plane
+/// opened in-process (for its CA and store; the child serves the API).
+async fn prepare(dir: &Path, relay_url: &str) -> (ServiceProcess, Arc<ControlPlane>, String) {
+    let addr = free_addr();
+    let data_dir = dir.join("cp");
+    let config = ControlPlaneConfig {
+        data_dir: data_dir.clone(),
+        listen: addr,
+        tls_dns_names: vec!["localhost".into()],
+        tls_ip_addresses: vec![[127, 0, 0, 1].into()],
+        relay_urls: vec![relay_url.to_owned()],
+        operation_timeout_seconds: 20,
+        ..ControlPlaneConfig::default()
+    };
+    let config_file = dir.join("cp.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "data_dir = \"{}\"\nlisten = \"{addr}\"\nrelay_urls = [\"{relay_url}\"]\n\
+             tls_dns_names = [\"localhost\"]\ntls_ip_addresses = [\"127.0.0.1\"]\n\
+             operation_timeout_seconds = 20\n",
+            data_dir.display()
+        ),
+    )
+    .unwrap();
+    let token_file = dir.join("admin.token");
+    bootstrap::init(
+        &config,
+        TENANT,
+        "admin@writeback.test",
+        ClientApp::Portal,
+        &token_file,
+    )
+    .await
+    .unwrap();
+    let cp = ControlPlane::open(config).await.unwrap();
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let child = ServiceProcess::new(
+        env!("CARGO_BIN_EXE_writeback-control-plane"),
+        [
+            "--config".into(),
+            config_file.into_os_string(),
+            "serve".into(),
+        ],
+        &addr.to_string(),
+    );
+    (child, cp, token.trim().to_owned())
+}
+
+/// Enrolls an agent for `dc` through the child's API and starts it.
+async fn start_agent(
+    cp_url: &str,
+    admin: &Client,
+    dc: &SambaDc,
+    state_dir: &Path,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    writeback_agent::runtime::RunningAgent,
+) {
+    let token = admin
+        .agents()
+        .create_enrollment_token(admin.request(pb::CreateEnrollmentTokenRequest {
+            domain: dc.domain().to_owned(),
+            ttl_seconds: 600,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    writeback_agent::enroll::enroll(cp_url, &token, state_dir)
+        .await
+        .unwrap();
+    let directory = Directory::new(DirectoryConfig::new(
+        vec![dc.ldaps_url()],
+        dc.ca_pem(),
+        dc.admin_dn(),
+        dc.admin_password().to_owned().into(),
+    ))
+    .unwrap();
+    let (stop, mut rx) = tokio::sync::watch::channel(false);
+    let mut agent =
+        writeback_agent::runtime::start(state_dir, Arc::new(directory), 16, None, async move {
+            let _ = rx.wait_for(|v| *v).await;
+        })
+        .await
+        .unwrap();
+    agent.wait_connected(Duration::from_secs(30)).await.unwrap();
+    (stop, agent)
+}
+
+/// One reset, retried with its operation id until the answer is definite:
+/// a broken connection, `OPERATION_IN_PROGRESS` and `TIMEOUT` (outcome not
+/// known yet) are retried, as the API's messages say to. Returns the final
+/// reason and how many attempts it took.
+async fn reset_until_known(c: &Client, upn: &str, password: &str, id: &str) -> (ReasonCode, u32) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let answer = c
+            .passwords()
+            .reset_password(c.request(pb::ResetPasswordRequest {
+                user: Some(pb::UserRef {
+                    by: Some(pb::user_ref::By::Upn(upn.to_owned())),
+                }),
+                new_password: password.into(),
+                operation_id: id.to_owned(),
+                ..Default::default()
+            }))
+            .await;
+        let reason = match answer {
+            Ok(_) => return (ReasonCode::Ok, attempts),
+            // No writeback error details: the connection broke (the API
+            // always sends them), whatever gRPC code the client made of it.
+            Err(s) if s.details().is_empty() => None,
+            Err(s) => Some(failure_of(&s).reason),
+        };
+        match reason {
+            None | Some(ReasonCode::OperationInProgress | ReasonCode::Timeout) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "{upn}: never got a definite answer"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Some(other) => return (other, attempts),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_control_plane_killed_mid_burst_leaves_no_outcome_unknown() {
+    writeback_identity::install_crypto_provider();
+    let dc = SambaDc::start("contoso.test")
+        .await
+        .expect("samba DC (scripts/install-deps.sh)");
+    dc.set_password_settings(&["--min-pwd-age=0"])
+        .await
+        .unwrap();
+    let mut dns = Vec::new();
+    for i in 0..USERS {
+        dns.push(dc.create_user(&format!("crash{i}"), START).await.unwrap());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let relay_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_url = format!("https://{}", relay_listener.local_addr().unwrap());
+    let (mut child, cp, admin_token) = prepare(dir.path(), &relay_url).await;
+    let relay = start_relay(
+        &cp.ca,
+        TENANT,
+        "relay-1",
+        relay_listener,
+        Duration::from_secs(5),
+        Default::default(),
+    )
+    .unwrap();
+    child.start().await.unwrap();
+    let cp_url = format!("https://{}", cp.config.listen);
+    let admin = Client::connect(&cp_url, cp.ca.cert_pem(), &admin_token).unwrap();
+    admin.register_domain(dc.domain()).await.unwrap();
+    let (_stop_agent, _agent) = start_agent(&cp_url, &admin, &dc, &dir.path().join("agent")).await;
+    let token_file = dir.path().join("helpdesk.token");
+    bootstrap::issue_token(
+        &cp.store,
+        TENANT,
+        "helpdesk@contoso.test",
+        Role::PasswordAdmin,
+        ClientApp::Portal,
+        None,
+        &token_file,
+    )
+    .await
+    .unwrap();
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let helpdesk = Client::connect(&cp_url, cp.ca.cert_pem(), token.trim()).unwrap();
+    // The control plane knows the agent is online once a warm-up goes through.
+    let (warm, _) = reset_until_known(
+        &helpdesk,
+        "crash0@contoso.test",
+        "Warm-Up-Pass-1!",
+        &uuid::Uuid::new_v4().to_string(),
+    )
+    .await;
+    assert_eq!(warm, ReasonCode::Ok);
+    let mut before = Vec::new();
+    for dn in &dns {
+        before.push(dc.password_writes(dn).await.unwrap());
+    }
+
+    let started = Instant::now();
+    let mut burst = tokio::task::JoinSet::new();
+    for i in 0..USERS {
+        let c = helpdesk.clone();
+        let id = uuid::Uuid::new_v4().to_string();
+        burst.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(2 * i as u64)).await;
+            let upn = format!("crash{i}@contoso.test");
+            let (reason, attempts) =
+                reset_until_known(&c, &upn, &format!("Crash-{i}-New-1!"), &id).await;
+            (i, id, reason, attempts)
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    child.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    child.start().await.unwrap();
+
+    let mut answers = Vec::new();
+    while let Some(done) = burst.join_next().await {
+        answers.push(done.unwrap());
+    }
+    let took = started.elapsed();
+    answers.sort_by_key(|(i, ..)| *i);
+    let retried = answers.iter().filter(|(.., n)| *n > 1).count();
+    for (i, id, reason, _) in &answers {
+        let upn = format!("crash{i}@contoso.test");
+        assert_eq!(*reason, ReasonCode::Ok, "{upn}");
+        let row = cp
+            .store
+            .get_operation(TENANT, id)
+            .await
+            .unwrap()
+            .expect("one record");
+        assert_eq!(row.state, OperationState::Succeeded, "{upn}: {row:?}");
+        assert!(!row.outcome_unknown(), "{upn}");
+        assert!(
+            dc.try_bind(&upn, &format!("Crash-{i}-New-1!"))
+                .await
+                .unwrap(),
+            "{upn}: the new password binds"
+        );
+        assert_eq!(
+            dc.password_writes(&dns[*i]).await.unwrap(),
+            before[*i] + 1,
+            "{upn}: the password was written exactly once"
+        );
+    }
+    assert!(retried > 0, "the kill interrupted no request");
+    eprintln!("control-plane crash: {USERS} resets, {retried} retried, all OK in {took:?}");
+    relay.stop().await;
+}

@@ -46,6 +46,10 @@ pub struct DirectorySection {
     pub scope_base_dns: Vec<String>,
     /// Only members of this group are in scope, when set.
     pub scope_group_dn: Option<String>,
+    /// Members of these groups (direct, nested or by primary group) are never
+    /// written back, refused with `PROTECTED_ACCOUNT`; a group that does not exist
+    /// stops every operation (configuration error) rather than being ignored.
+    pub deny_group_dns: Vec<String>,
     /// Per-LDAP-operation timeout, seconds.
     pub timeout_seconds: u64,
     /// Most LDAPS sessions kept open to the domain controllers (idle or in use);
@@ -74,6 +78,7 @@ impl Default for DirectorySection {
             bind_password_file: PathBuf::from("/etc/writeback/bind-password"),
             scope_base_dns: Vec::new(),
             scope_group_dn: None,
+            deny_group_dns: Vec::new(),
             timeout_seconds: 10,
             max_sessions: crate::directory::DEFAULT_MAX_SESSIONS,
         }
@@ -115,6 +120,7 @@ impl DirectorySection {
             bind_password_file: None,
             scope_base_dns: self.scope_base_dns.clone(),
             scope_group_dn: self.scope_group_dn.clone(),
+            deny_group_dns: self.deny_group_dns.clone(),
             timeout: Duration::from_secs(self.timeout_seconds.max(1)),
             max_sessions: self.max_sessions.max(1),
         })

@@ -4,7 +4,9 @@
 //! operations, administrative changes, security events). It talks gRPC over
 //! TLS (trusting the tenant CA) with a bearer token read from a file, and
 //! reads passwords only from standard input or an interactive prompt —
-//! never from the command line, where other users could see them.
+//! never from the command line, where other users could see them. A
+//! one-time enrollment token goes to a new 0600 file (`--out`), or to
+//! standard output only when that is a terminal or `--stdout` says so.
 
 #![forbid(unsafe_code)]
 
@@ -60,6 +62,10 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Whether standard output is a terminal (not an option: found out at
+    /// parse time; a caller writing `out` elsewhere sets it to `false`).
+    #[arg(skip = std::io::stdout().is_terminal())]
+    pub stdout_is_terminal: bool,
 }
 
 /// Top-level commands.
@@ -224,10 +230,18 @@ pub enum AgentCmd {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl: u32,
-        /// Write the token to this file (created with mode 0600; an existing
-        /// file is truncated and made 0600) instead of standard output.
-        #[arg(long)]
+        /// Write the token to this file, created with mode 0600, instead of
+        /// standard output. An existing file is left alone unless `--force`.
+        /// (Not `--token-file`: that global option names the bearer token.)
+        #[arg(long, value_name = "FILE")]
         out: Option<std::path::PathBuf>,
+        /// Replace an existing `--out` file (it is made 0600).
+        #[arg(long, requires = "out")]
+        force: bool,
+        /// Print the token on standard output even when that is not a
+        /// terminal (a pipe, a file, a log collector), where it may be kept.
+        #[arg(long, conflicts_with = "out")]
+        stdout: bool,
     },
     /// List agents.
     List {
@@ -467,6 +481,7 @@ fn print_outcome(out: &mut dyn Write, r: &pb::OperationResponse) -> std::io::Res
 /// Runs one command, writing human-readable output to `out`.
 pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Result<(), CliError> {
     let interactive = std::io::stdin().is_terminal();
+    let cli_stdout_is_terminal = cli.stdout_is_terminal;
     let (channel, bearer) = connect(&cli)?;
     let io = |e: std::io::Error| CliError::Local(format!("cannot write output: {e}"));
     use pb::agent_service_client::AgentServiceClient as AgentC;
@@ -560,7 +575,27 @@ pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Resu
             domain,
             ttl,
             out: file,
+            force,
+            stdout,
         }) => {
+            // Refuse before the token exists, not after.
+            if file.is_none() && !stdout && !cli_stdout_is_terminal {
+                return Err(CliError::Local(
+                    "standard output is not a terminal, and a one-time enrollment token \
+                     printed there may be kept in a file or a log: write it with --out FILE \
+                     (mode 0600), or give --stdout to print it anyway"
+                        .into(),
+                ));
+            }
+            if let Some(path) = &file
+                && !force
+                && std::fs::symlink_metadata(path).is_ok()
+            {
+                return Err(CliError::Local(format!(
+                    "{} exists; give --force to replace it",
+                    path.display()
+                )));
+            }
             let t = AgentC::with_interceptor(channel, bearer)
                 .create_enrollment_token(pb::CreateEnrollmentTokenRequest {
                     domain,
@@ -571,7 +606,12 @@ pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Resu
             let token = Zeroizing::new(t.token);
             match file {
                 Some(path) => {
-                    write_secret_file(&path, format!("{}\n", token.as_str()).as_bytes())?;
+                    let contents = format!("{}\n", token.as_str());
+                    if force {
+                        write_secret_file(&path, contents.as_bytes())?;
+                    } else {
+                        write_new_secret_file(&path, contents.as_bytes())?;
+                    }
                     writeln!(
                         out,
                         "# one-time token written to {}, expires {}",
@@ -798,6 +838,25 @@ fn client_app_pb(a: ClientAppArg) -> pb::ClientApp {
 fn write_secret_file(path: &std::path::Path, contents: &[u8]) -> Result<(), CliError> {
     writeback_identity::ca::write_file(path, contents, true)
         .map_err(|e| CliError::Local(format!("cannot write {e}")))
+}
+
+/// Like [`write_secret_file`], but never replaces a file: created with
+/// `O_EXCL` and mode 0600 (so a file appearing meanwhile is not clobbered
+/// either); removed again if the write fails.
+fn write_new_secret_file(path: &std::path::Path, contents: &[u8]) -> Result<(), CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |e: std::io::Error| CliError::Local(format!("cannot write {}: {e}", path.display()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    if let Err(e) = f.write_all(contents).and_then(|()| f.sync_all()) {
+        let _ = std::fs::remove_file(path);
+        return Err(fail(e));
+    }
+    Ok(())
 }
 
 fn print_token(out: &mut dyn Write, t: &pb::TokenInfo) -> std::io::Result<()> {

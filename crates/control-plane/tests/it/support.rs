@@ -820,7 +820,10 @@ pub async fn ctl(
         token_file.display().to_string(),
     ];
     argv.extend(args.iter().map(|a| (*a).to_owned()));
-    let cli = writeback_cli::Cli::try_parse_from(argv).expect("writebackctl arguments");
+    let mut cli = writeback_cli::Cli::try_parse_from(argv).expect("writebackctl arguments");
+    // The output goes to a buffer, not a terminal, whatever the test's own
+    // standard output is.
+    cli.stdout_is_terminal = false;
     let mut input = std::io::Cursor::new(Vec::new());
     let mut out = Vec::new();
     let result = writeback_cli::run(cli, &mut input, &mut out).await;

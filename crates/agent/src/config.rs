@@ -20,6 +20,9 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     /// Operations applied at once.
     pub max_in_flight: u32,
+    /// Largest offset of the agent's clock from its relay's, seconds; beyond
+    /// it every operation is refused with `CLOCK_SKEW` (see `clock`).
+    pub max_clock_offset_seconds: u64,
     /// The domain controllers and the service account.
     pub directory: DirectorySection,
     /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP); off when
@@ -62,6 +65,7 @@ impl Default for AgentConfig {
         AgentConfig {
             state_dir: crate::state::default_state_dir(),
             max_in_flight: 16,
+            max_clock_offset_seconds: crate::clock::DEFAULT_MAX_CLOCK_OFFSET.as_secs(),
             directory: DirectorySection::default(),
             metrics_listen: None,
             tracing: writeback_core::trace::TracingConfig::default(),

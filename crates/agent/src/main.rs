@@ -175,11 +175,16 @@ async fn main() -> anyhow::Result<ExitCode> {
             observability.tracing =
                 writeback_core::trace::Tracing::new("writeback-agent", &config.tracing)?;
             let tracing = observability.tracing.clone();
-            let agent = writeback_agent::runtime::start(
+            let clock = writeback_agent::clock::ClockCheck {
+                max_offset: std::time::Duration::from_secs(config.max_clock_offset_seconds.max(1)),
+                ..Default::default()
+            };
+            let agent = writeback_agent::runtime::start_with_clock(
                 &config.state_dir,
                 Arc::new(directory.clone()),
                 config.max_in_flight,
                 Some(observability),
+                clock,
                 writeback_core::shutdown_signal(),
             )
             .await?;

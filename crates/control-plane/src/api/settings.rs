@@ -197,6 +197,19 @@ impl Api {
                          all descendant objects"
                     ));
                 }
+                if let Some(offset) = r.clock_offset_ms
+                    && r.max_clock_offset_ms > 0
+                    && offset.unsigned_abs() > r.max_clock_offset_ms
+                {
+                    problems.push(format!(
+                        "agent {id}'s clock is {:.1} s {} its relay's, more than the {} s it \
+                         tolerates, so it refuses every operation; synchronise the clocks (NTP) \
+                         of the agent's and the relay's hosts",
+                        offset.unsigned_abs() as f64 / 1000.0,
+                        if offset > 0 { "ahead of" } else { "behind" },
+                        r.max_clock_offset_ms / 1000
+                    ));
+                }
                 let unreachable: Vec<_> = r
                     .domain_controllers
                     .iter()

@@ -22,6 +22,8 @@ fn report(version: &str, permissions_ok: bool, dc_ok: bool, warnings: &[&str]) -
         }],
         permissions_ok,
         policy_warnings: warnings.iter().map(|w| (*w).to_owned()).collect(),
+        clock_offset_ms: Some(-120),
+        max_clock_offset_ms: 10_000,
     }
 }
 
@@ -196,6 +198,28 @@ async fn status_says_per_domain_whether_the_agent_setup_is_complete(db: &TestDb)
         ),
         "{d:?}"
     );
+
+    // An agent whose clock is beyond its tolerance refuses everything: a
+    // problem, in words, with the direction and the size of the offset.
+    let mut skewed = report("0.2.0", true, true, &[]);
+    skewed.clock_offset_ms = Some(-75_300);
+    t.relay.connect(FakeAgent {
+        agent_id: a2.clone(),
+        domain: "contoso.test".into(),
+        health: Some(skewed),
+    });
+    let d = domain_status(&t, "contoso.test", 2).await;
+    assert!(!d.setup_complete, "{d:?}");
+    assert!(
+        mentions(
+            &d.problems,
+            &format!(
+                "agent {a2}'s clock is 75.3 s behind its relay's, more than the 10 s it tolerates"
+            )
+        ),
+        "{d:?}"
+    );
+    assert_plain_words(&d.problems);
 
     // Going offline is noticed.
     t.relay.disconnect(&a2);

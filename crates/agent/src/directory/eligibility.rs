@@ -115,6 +115,14 @@ impl Directory {
         let uac_read = entry.first("userAccountControl").is_some();
         let user = User::from_entry(entry);
         debug!(dn = %user.dn, "target user found");
+        if !domain.scope_bases.is_empty()
+            && !domain
+                .scope_bases
+                .iter()
+                .any(|b| dn::is_within(&user.dn, b))
+        {
+            return Err(self.not_in_scope(&user));
+        }
         // Fail closed: what the checks below need must have been read.
         let unreadable = if user.guid.is_none() {
             Some("objectGUID")
@@ -141,14 +149,6 @@ impl Directory {
                 dn: user.dn,
                 by: ProtectedBy::Unverifiable(attr),
             });
-        }
-        if !domain.scope_bases.is_empty()
-            && !domain
-                .scope_bases
-                .iter()
-                .any(|b| dn::is_within(&user.dn, b))
-        {
-            return Err(self.not_in_scope(&user));
         }
         let token = self.token_in_scope(s, &user).await?;
         check_protected(s, &domain, &user, token).await?;

@@ -194,6 +194,7 @@ async fn the_user_checked_is_the_user_written_even_if_renamed_meanwhile() {
 const ADMIN_COUNT: &str = "bf967918-0de6-11d0-a285-00aa003049e2";
 const TOKEN_GROUPS: &str = "b7c69e6d-2cc7-11d2-854e-00a0c983f608";
 const MEMBER_OF: &str = "bf967991-0de6-11d0-a285-00aa003049e2";
+const USER_ACCOUNT_CONTROL: &str = "bf967a68-0de6-11d0-a285-00aa003049e2";
 
 /// Deny `sid` reading the attribute `attr` on `dn` (and, with `inherit`, below it).
 async fn deny_read(dc: &SambaDc, dn: &str, attr: &str, sid: &str, inherit: bool) {
@@ -275,6 +276,15 @@ async fn facts_the_service_account_cannot_read_fail_closed() {
         );
         assert!(e.public_message().contains("could not verify"), "{e}");
     }
+
+    // userAccountControl unreadable on one user: refused, whatever else.
+    dc.create_user("quinn", old).await.unwrap();
+    let quinn = format!("CN=quinn,CN=Users,{base}");
+    deny_read(&dc, &quinn, USER_ACCOUNT_CONTROL, &sid, false).await;
+    assert_eq!(
+        protected_by(svc().unlock(&upn(&dc, "quinn")).await),
+        ProtectedBy::Unverifiable("userAccountControl")
+    );
 
     // adminCount unreadable where it must be set: every operation is refused.
     let admin = format!("CN=Administrator,CN=Users,{base}");

@@ -104,8 +104,9 @@ TOML
         local a=$STATE/agents/$d
         if [[ ! -f $a/state/state.toml ]]; then
             mkdir -p "$a"
-            # The one-time token goes to a 0600 file, never to a terminal.
-            ctl agent enroll-token --domain "$d" --out "$a/token" >/dev/null
+            # The one-time token goes to a 0600 file, never to a terminal
+            # (a token file left by an enrollment that failed is replaced).
+            ctl agent enroll-token --domain "$d" --out "$a/token" --force >/dev/null
             "$BIN/writeback-agent" enroll --control-plane "https://$CP_ADDR" \
                 --token-file "$a/token" --state-dir "$a/state"
             rm -f "$a/token"

@@ -45,9 +45,10 @@ forest() {
     local state=/var/lib/writeback/agent
     wait_for_control_plane
     if [[ ! -f $state/state.toml ]]; then
-        # The token is the first line of the answer; it goes on through stdin.
+        # The token is the first line of the answer; it goes on through stdin
+        # (--stdout: the answer is captured here, not shown or logged).
         local answer
-        answer=$(ctl agent enroll-token --domain "$DOMAIN")
+        answer=$(ctl agent enroll-token --domain "$DOMAIN" --stdout)
         printf '%s\n' "${answer%%$'\n'*}" |
             writeback-agent enroll --control-plane "$CP" --token-file - --state-dir "$state"
         log "enrolled the agent of $DOMAIN"

@@ -20,6 +20,9 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     /// Operations applied at once.
     pub max_in_flight: u32,
+    /// Largest offset of the agent's clock from its relay's, seconds; beyond
+    /// it every operation is refused with `CLOCK_SKEW` (see `clock`).
+    pub max_clock_offset_seconds: u64,
     /// The domain controllers and the service account.
     pub directory: DirectorySection,
     /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP); off when
@@ -46,6 +49,10 @@ pub struct DirectorySection {
     pub scope_base_dns: Vec<String>,
     /// Only members of this group are in scope, when set.
     pub scope_group_dn: Option<String>,
+    /// Members of these groups (direct, nested or by primary group) are never
+    /// written back, refused with `PROTECTED_ACCOUNT`; a group that does not exist
+    /// stops every operation (configuration error) rather than being ignored.
+    pub deny_group_dns: Vec<String>,
     /// Per-LDAP-operation timeout, seconds.
     pub timeout_seconds: u64,
     /// Most LDAPS sessions kept open to the domain controllers (idle or in use);
@@ -58,6 +65,7 @@ impl Default for AgentConfig {
         AgentConfig {
             state_dir: crate::state::default_state_dir(),
             max_in_flight: 16,
+            max_clock_offset_seconds: crate::clock::DEFAULT_MAX_CLOCK_OFFSET.as_secs(),
             directory: DirectorySection::default(),
             metrics_listen: None,
             tracing: writeback_core::trace::TracingConfig::default(),
@@ -74,6 +82,7 @@ impl Default for DirectorySection {
             bind_password_file: PathBuf::from("/etc/writeback/bind-password"),
             scope_base_dns: Vec::new(),
             scope_group_dn: None,
+            deny_group_dns: Vec::new(),
             timeout_seconds: 10,
             max_sessions: crate::directory::DEFAULT_MAX_SESSIONS,
         }
@@ -115,6 +124,7 @@ impl DirectorySection {
             bind_password_file: None,
             scope_base_dns: self.scope_base_dns.clone(),
             scope_group_dn: self.scope_group_dn.clone(),
+            deny_group_dns: self.deny_group_dns.clone(),
             timeout: Duration::from_secs(self.timeout_seconds.max(1)),
             max_sessions: self.max_sessions.max(1),
         })

@@ -4,7 +4,14 @@
 //! operation-signing public keys (pinned: see the executor) it gets back. The
 //! token pins the control plane CA's fingerprint, so even this first
 //! contact is authenticated; no private key ever leaves the machine.
+//!
+//! The token comes from a file or standard input only ([`read_token`]): not
+//! from the command line (visible in `ps`) nor from the environment (inherited
+//! by every child process, kept in `/proc/<pid>/environ`). The environment
+//! variable earlier versions read, [`OLD_TOKEN_ENV`], is refused with a
+//! sentence saying what to do instead, rather than silently ignored.
 
+use std::io::BufRead;
 use std::path::Path;
 
 use writeback_core::failure_of;
@@ -15,6 +22,49 @@ use zeroize::Zeroizing;
 
 use crate::AgentError;
 use crate::state::{AgentState, Enrollment};
+
+/// The environment variable that earlier versions read the token from.
+pub const OLD_TOKEN_ENV: &str = "WRITEBACK_ENROLLMENT_TOKEN";
+
+/// The enrollment token from `file`, or from `stdin` when `file` is `-`.
+/// `env_token_set` says whether [`OLD_TOKEN_ENV`] is set: then nothing is
+/// read and the caller is told to unset it and use a file or stdin.
+pub fn read_token(
+    file: Option<&Path>,
+    env_token_set: bool,
+    stdin: &mut dyn BufRead,
+) -> Result<Zeroizing<String>, AgentError> {
+    const HOW: &str = "give the enrollment token with --token-file FILE (or --token-file - \
+                       to read it from standard input); `writebackctl agent enroll-token \
+                       --out FILE` writes one to a private file";
+    if env_token_set {
+        return Err(AgentError::Config(format!(
+            "the enrollment token is no longer read from the environment ({OLD_TOKEN_ENV}), \
+             where child processes inherit it: unset {OLD_TOKEN_ENV} and {HOW}"
+        )));
+    }
+    let token = match file {
+        Some(p) if p.as_os_str() == "-" => {
+            let mut s = Zeroizing::new(String::new());
+            stdin.read_line(&mut s).map_err(|e| {
+                AgentError::Config(format!("cannot read the token from stdin: {e}"))
+            })?;
+            s
+        }
+        Some(p) => Zeroizing::new(
+            std::fs::read_to_string(p)
+                .map_err(|e| AgentError::Config(format!("cannot read {}: {e}", p.display())))?,
+        ),
+        None => return Err(AgentError::Config(HOW.to_string())),
+    };
+    let trimmed = token.trim();
+    if trimmed.is_empty() {
+        return Err(AgentError::Config(format!(
+            "the enrollment token is empty; {HOW}"
+        )));
+    }
+    Ok(Zeroizing::new(trimmed.to_owned()))
+}
 
 /// Enrolls against `control_plane_url` with `token`, writing `state_dir`.
 /// Refuses to overwrite an existing enrollment.
@@ -117,4 +167,42 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_comes_from_a_file_or_stdin_never_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "wbe1.id.secret.fp\n").unwrap();
+        let mut no_stdin: &[u8] = b"";
+        let t = read_token(Some(&file), false, &mut no_stdin).unwrap();
+        assert_eq!(t.as_str(), "wbe1.id.secret.fp");
+        let mut stdin: &[u8] = b"wbe1.from.stdin.fp\r\nignored\n";
+        let t = read_token(Some(Path::new("-")), false, &mut stdin).unwrap();
+        assert_eq!(t.as_str(), "wbe1.from.stdin.fp");
+
+        // The old environment variable: refused, even beside a file, with
+        // what to do instead.
+        let e = read_token(Some(&file), true, &mut no_stdin)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unset WRITEBACK_ENROLLMENT_TOKEN"), "{e}");
+        assert!(e.contains("--token-file"), "{e}");
+        assert!(!e.contains("secret"), "{e}");
+        // Nothing given, an empty stdin, a missing file: errors saying how.
+        let e = read_token(None, false, &mut no_stdin)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--token-file FILE"), "{e}");
+        let e = read_token(Some(Path::new("-")), false, &mut no_stdin)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("empty"), "{e}");
+        let missing = dir.path().join("nope");
+        assert!(read_token(Some(&missing), false, &mut no_stdin).is_err());
+    }
 }

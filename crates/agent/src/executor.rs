@@ -291,7 +291,12 @@ impl Executor {
     }
 
     /// Answers `op` with `failure` without remembering it.
-    fn refused(&self, op: OperationRequest, started: Instant, failure: Failure) -> OperationResult {
+    pub(crate) fn refused(
+        &self,
+        op: OperationRequest,
+        started: Instant,
+        failure: Failure,
+    ) -> OperationResult {
         let outcome = outcome_of(Err(failure));
         if let Some(m) = &self.metrics {
             let kind = OperationKind::from_wire(op.kind).map_or("", OperationKind::as_str);

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apply;
+pub mod clock;
 pub mod config;
 pub mod directory;
 pub mod enroll;

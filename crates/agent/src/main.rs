@@ -134,26 +134,6 @@ async fn permissions_cmd(config: &AgentConfig, action: PermissionsCmd) -> anyhow
     }
 }
 
-fn read_token(file: Option<PathBuf>) -> anyhow::Result<String> {
-    match file {
-        Some(p) if p.as_os_str() == "-" => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_line(&mut s)
-                .context("while reading the token from stdin")?;
-            Ok(s.trim().to_owned())
-        }
-        Some(p) => Ok(std::fs::read_to_string(&p)
-            .with_context(|| format!("while reading {}", p.display()))?
-            .trim()
-            .to_owned()),
-        None => anyhow::bail!(
-            "give the enrollment token with --token-file FILE (or - for stdin); `writebackctl \
-             agent enroll-token --out FILE` writes one to a private file"
-        ),
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     writeback_core::telemetry::init();
@@ -172,7 +152,11 @@ async fn main() -> anyhow::Result<ExitCode> {
             token_file,
             state_dir,
         } => {
-            let token = read_token(token_file)?;
+            let token = writeback_agent::enroll::read_token(
+                token_file.as_deref(),
+                std::env::var_os(writeback_agent::enroll::OLD_TOKEN_ENV).is_some(),
+                &mut std::io::stdin().lock(),
+            )?;
             let dir = state_dir.unwrap_or_else(|| config.state_dir.clone());
             let e = writeback_agent::enroll::enroll(&control_plane, &token, &dir).await?;
             println!(
@@ -191,11 +175,16 @@ async fn main() -> anyhow::Result<ExitCode> {
             observability.tracing =
                 writeback_core::trace::Tracing::new("writeback-agent", &config.tracing)?;
             let tracing = observability.tracing.clone();
-            let agent = writeback_agent::runtime::start(
+            let clock = writeback_agent::clock::ClockCheck {
+                max_offset: std::time::Duration::from_secs(config.max_clock_offset_seconds.max(1)),
+                ..Default::default()
+            };
+            let agent = writeback_agent::runtime::start_with_clock(
                 &config.state_dir,
                 Arc::new(directory.clone()),
                 config.max_in_flight,
                 Some(observability),
+                clock,
                 writeback_core::shutdown_signal(),
             )
             .await?;

@@ -13,6 +13,7 @@ use writeback_identity::tls;
 use writeback_proto::v1::AgentIdentity;
 
 use crate::AgentError;
+use crate::clock::ClockCheck;
 use crate::executor::{Apply, Executor};
 use crate::health::HealthMonitor;
 use crate::state::AgentState;
@@ -78,12 +79,34 @@ impl Observability {
 }
 
 /// Starts the agent enrolled in `state_dir`, applying operations with
-/// `applier`, until `shutdown` completes.
+/// `applier`, until `shutdown` completes; the clock check is the default one
+/// ([`ClockCheck::default`]).
 pub async fn start(
     state_dir: &Path,
     applier: Arc<dyn Apply>,
     max_in_flight: u32,
     observability: Option<Observability>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<RunningAgent, AgentError> {
+    start_with_clock(
+        state_dir,
+        applier,
+        max_in_flight,
+        observability,
+        ClockCheck::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`start`] with the agent's clock and its tolerated offset from the
+/// relay's given.
+pub async fn start_with_clock(
+    state_dir: &Path,
+    applier: Arc<dyn Apply>,
+    max_in_flight: u32,
+    observability: Option<Observability>,
+    clock: ClockCheck,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunningAgent, AgentError> {
     let state = AgentState::load(state_dir)?;
@@ -106,6 +129,7 @@ pub async fn start(
         backoff_min: Duration::from_millis(200),
         backoff_max: Duration::from_secs(30),
         max_message_bytes: MAX_MESSAGE_BYTES,
+        clock,
     };
     tracing::info!(tenant = %e.tenant, domain = %e.domain, agent_id = %e.agent_id, "agent starting");
     let (checks, monitor) = HealthMonitor::new(Arc::clone(&applier)).start();

@@ -4,7 +4,11 @@
 //! send heartbeats. When the tunnel drops or the relay says GoAway, the
 //! agent moves to the next relay URL after a jittered exponential backoff;
 //! after a GoAway the old tunnel stays open until the relay ends it, so the
-//! results of operations in flight still reach it.
+//! results of operations in flight still reach it. The relay's time in its
+//! Welcome and probes keeps an estimate of the agent's clock offset
+//! ([`crate::clock`]): reported in every health report, and beyond the
+//! tolerance every operation is refused with `CLOCK_SKEW` before the executor
+//! sees it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,6 +26,7 @@ use writeback_proto::v1::{
     relay_message,
 };
 
+use crate::clock::{ClockCheck, ClockOffset};
 use crate::executor::Executor;
 
 /// Where the tunnel stands, for status and tests.
@@ -52,6 +57,8 @@ pub struct TunnelOptions {
     pub backoff_max: Duration,
     /// Largest gRPC message.
     pub max_message_bytes: usize,
+    /// The clock and the offset from the relay's it tolerates.
+    pub clock: ClockCheck,
 }
 
 enum End {
@@ -135,6 +142,7 @@ async fn session(
     })))
     .await
     .map_err(|_| "tunnel closed before the hello".to_owned())?;
+    let hello_sent = (options.clock.now)();
     let mut inbound = client
         .open(ReceiverStream::new(rx))
         .await
@@ -159,7 +167,15 @@ async fn session(
             welcome.protocol_version
         ));
     }
-    tracing::info!(relay = %url, relay_id = %welcome.relay_id, "tunnel open");
+    let offset = Arc::new(ClockOffset::default());
+    if let Some(relay_time) = &welcome.relay_time {
+        offset.from_round_trip(hello_sent, (options.clock.now)(), relay_time);
+    }
+    tracing::info!(relay = %url, relay_id = %welcome.relay_id,
+        clock_offset_ms = ?offset.get(), "tunnel open");
+    if let Err(f) = offset.check(options.clock.max_offset) {
+        tracing::warn!(relay = %url, clock_offset_ms = ?offset.get(), "{}", f.message);
+    }
     let _ = state.send(TunnelState::Connected(welcome.relay_id.clone()));
     let mut heartbeat = tokio::time::interval(Duration::from_secs(u64::from(
         welcome.heartbeat_interval_seconds.max(1),
@@ -181,6 +197,16 @@ async fn session(
                     // `max_in_flight` slow operations run, or the relay would take
                     // the agent for dead. The relay's per-agent queue bounds how
                     // many wait.
+                    if let Err(f) = offset.check(options.clock.max_offset) {
+                        tracing::warn!(operation_id = %op.operation_id,
+                            clock_offset_ms = ?offset.get(), "operation refused: clock skew");
+                        let result = executor.refused(op, std::time::Instant::now(), f);
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            let _ = tx.send(message(agent_message::Body::Result(result))).await;
+                        });
+                        continue;
+                    }
                     let (executor, tx, slots) = (executor.clone(), tx.clone(), slots.clone());
                     let arrival = executor.arrive(&op);
                     tokio::spawn(async move {
@@ -193,6 +219,12 @@ async fn session(
                     });
                 }
                 Ok(Some(RelayMessage { body: Some(relay_message::Body::Probe(probe)) })) => {
+                    if let Some(sent_at) = &probe.sent_at {
+                        offset.from_one_way((options.clock.now)(), sent_at);
+                    }
+                    let clock_offset_ms = offset.get();
+                    let max_clock_offset_ms =
+                        u64::try_from(options.clock.max_offset.as_millis()).unwrap_or(u64::MAX);
                     let (executor, tx) = (executor.clone(), tx.clone());
                     tokio::spawn(async move {
                         // The rights and policy checks are cached by the health
@@ -208,6 +240,8 @@ async fn session(
                             domain_controllers: dcs,
                             permissions_ok: checks.permissions_ok,
                             policy_warnings: checks.policy_warnings,
+                            clock_offset_ms,
+                            max_clock_offset_ms,
                         };
                         let _ = tx.send(message(agent_message::Body::Health(report))).await;
                     });

@@ -277,6 +277,7 @@ async fn start_agents(
                 backoff_min: Duration::from_millis(200),
                 backoff_max: Duration::from_secs(5),
                 max_message_bytes: 256 * 1024,
+                clock: Default::default(),
             };
             let executor = Arc::new(Executor::new(
                 Enrollment {

@@ -4,10 +4,13 @@
 //! operations, administrative changes, security events). It talks gRPC over
 //! TLS (trusting the tenant CA) with a bearer token read from a file, and
 //! reads passwords only from standard input or an interactive prompt —
-//! never from the command line, where other users could see them.
+//! never from the command line, where other users could see them. A
+//! one-time enrollment token goes to a new 0600 file (`--out`), or to
+//! standard output only when that is a terminal or `--stdout` says so.
 
 #![forbid(unsafe_code)]
 
+mod agent;
 mod audit;
 mod idp;
 mod quality;
@@ -60,6 +63,10 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Whether standard output is a terminal (not an option: found out at
+    /// parse time; a caller writing `out` elsewhere sets it to `false`).
+    #[arg(skip = std::io::stdout().is_terminal())]
+    pub stdout_is_terminal: bool,
 }
 
 /// Top-level commands.
@@ -75,7 +82,7 @@ pub enum Command {
     Domain(DomainCmd),
     /// Agents and enrollment.
     #[command(subcommand)]
-    Agent(AgentCmd),
+    Agent(agent::AgentCmd),
     /// Password writeback.
     #[command(subcommand)]
     Password(PasswordCmd),
@@ -211,35 +218,6 @@ pub enum DomainCmd {
     },
     /// List domains.
     List,
-}
-
-/// `agent …`
-#[derive(Subcommand, Debug)]
-pub enum AgentCmd {
-    /// Create a one-time enrollment token for an agent of a domain.
-    EnrollToken {
-        /// The domain.
-        #[arg(long)]
-        domain: String,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 3600)]
-        ttl: u32,
-        /// Write the token to this file (created with mode 0600; an existing
-        /// file is truncated and made 0600) instead of standard output.
-        #[arg(long)]
-        out: Option<std::path::PathBuf>,
-    },
-    /// List agents.
-    List {
-        /// Only this domain.
-        #[arg(long)]
-        domain: Option<String>,
-    },
-    /// Revoke an agent.
-    Revoke {
-        /// Agent id.
-        id: String,
-    },
 }
 
 /// Who an operation targets.
@@ -467,9 +445,9 @@ fn print_outcome(out: &mut dyn Write, r: &pb::OperationResponse) -> std::io::Res
 /// Runs one command, writing human-readable output to `out`.
 pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Result<(), CliError> {
     let interactive = std::io::stdin().is_terminal();
+    let cli_stdout_is_terminal = cli.stdout_is_terminal;
     let (channel, bearer) = connect(&cli)?;
     let io = |e: std::io::Error| CliError::Local(format!("cannot write output: {e}"));
-    use pb::agent_service_client::AgentServiceClient as AgentC;
     use pb::audit_service_client::AuditServiceClient as AuditC;
     use pb::domain_service_client::DomainServiceClient as DomainC;
     use pb::password_service_client::PasswordServiceClient as PasswordC;
@@ -556,76 +534,8 @@ pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Resu
                 token = page.next_page_token;
             }
         }
-        Command::Agent(AgentCmd::EnrollToken {
-            domain,
-            ttl,
-            out: file,
-        }) => {
-            let t = AgentC::with_interceptor(channel, bearer)
-                .create_enrollment_token(pb::CreateEnrollmentTokenRequest {
-                    domain,
-                    ttl_seconds: ttl,
-                })
-                .await?
-                .into_inner();
-            let token = Zeroizing::new(t.token);
-            match file {
-                Some(path) => {
-                    write_secret_file(&path, format!("{}\n", token.as_str()).as_bytes())?;
-                    writeln!(
-                        out,
-                        "# one-time token written to {}, expires {}",
-                        path.display(),
-                        when(&t.expires_at)
-                    )
-                    .map_err(io)?;
-                }
-                None => {
-                    writeln!(out, "{}", token.as_str()).map_err(io)?;
-                    writeln!(out, "# one-time token, expires {}", when(&t.expires_at))
-                        .map_err(io)?;
-                }
-            }
-        }
-        Command::Agent(AgentCmd::List { domain }) => {
-            let mut client = AgentC::with_interceptor(channel, bearer);
-            let mut token = String::new();
-            loop {
-                let page = client
-                    .list_agents(pb::ListAgentsRequest {
-                        domain: domain.clone().unwrap_or_default(),
-                        page_size: 100,
-                        page_token: token,
-                    })
-                    .await?
-                    .into_inner();
-                for a in page.agents {
-                    let state = if a.revoked {
-                        "revoked"
-                    } else if a.online {
-                        "online"
-                    } else {
-                        "offline"
-                    };
-                    writeln!(
-                        out,
-                        "{}\t{}\t{}\t{}\t{}",
-                        a.agent_id, a.domain, state, a.version, a.hostname
-                    )
-                    .map_err(io)?;
-                }
-                if page.next_page_token.is_empty() {
-                    break;
-                }
-                token = page.next_page_token;
-            }
-        }
-        Command::Agent(AgentCmd::Revoke { id }) => {
-            let a = AgentC::with_interceptor(channel, bearer)
-                .revoke_agent(pb::RevokeAgentRequest { agent_id: id })
-                .await?
-                .into_inner();
-            writeln!(out, "revoked agent {} of {}", a.agent_id, a.domain).map_err(io)?;
+        Command::Agent(cmd) => {
+            agent::run(cmd, channel, bearer, out, cli_stdout_is_terminal).await?
         }
         Command::Password(PasswordCmd::Reset {
             user,

@@ -494,6 +494,9 @@ fn agent_pb(a: store::AgentRow, online: bool) -> pb::Agent {
     }
 }
 
+/// The largest CSR `Enroll` parses (an ECDSA or RSA-4096 CSR is well under).
+const MAX_CSR_BYTES: usize = 16 * 1024;
+
 #[tonic::async_trait]
 impl EnrollmentService for Api {
     async fn enroll(
@@ -529,10 +532,39 @@ impl EnrollmentService for Api {
                 ),
             ));
         }
+        let token_refused = |e: StoreError| {
+            let internal = matches!(
+                e.reason_code(),
+                ReasonCode::Internal | ReasonCode::Unavailable
+            );
+            let s = store_status(e);
+            if internal {
+                s
+            } else {
+                refused(Some(&token.token_id), s)
+            }
+        };
+        // The token first: a caller without a valid one gets no CSR parsed,
+        // let alone signed (one indexed read, and the token stays unused).
+        self.cp
+            .store
+            .check_enrollment_token(
+                &token.token_id,
+                &token.secret_hash(),
+                self.cp.store.now_ms(),
+            )
+            .await
+            .map_err(token_refused)?;
         if r.envelope_public_key.len() != 32 {
             return Err(status(
                 ReasonCode::InvalidArgument,
                 "the envelope public key must be 32 bytes (X25519)",
+            ));
+        }
+        if r.csr_pem.len() > MAX_CSR_BYTES {
+            return Err(status(
+                ReasonCode::InvalidArgument,
+                format!("the certificate signing request is larger than {MAX_CSR_BYTES} bytes"),
             ));
         }
         // Check the CSR before spending the token, without signing anything:
@@ -553,18 +585,7 @@ impl EnrollmentService for Api {
                 self.cp.store.now_ms(),
             )
             .await
-            .map_err(|e| {
-                let internal = matches!(
-                    e.reason_code(),
-                    ReasonCode::Internal | ReasonCode::Unavailable
-                );
-                let s = store_status(e);
-                if internal {
-                    s
-                } else {
-                    refused(Some(&token.token_id), s)
-                }
-            })?;
+            .map_err(token_refused)?;
         let id = SpiffeId::agent(&tenant, &domain, &agent_id).map_err(|_| {
             status(
                 ReasonCode::Internal,

@@ -27,6 +27,15 @@ pub struct ControlPlaneConfig {
     pub agent_relay_urls: Vec<String>,
     /// How long an operation may take end to end, seconds.
     pub operation_timeout_seconds: u64,
+    /// Longest any API call may run, seconds; must exceed
+    /// `operation_timeout_seconds` (a synchronous reset waits for its agent).
+    pub request_timeout_seconds: u64,
+    /// API calls one client connection may have running at once; more wait
+    /// their turn on that connection.
+    pub max_requests_per_connection: usize,
+    /// How long the agents' health, probed for `GetStatus`, is reused for
+    /// the same domain, seconds (0: probe on every call).
+    pub status_health_ttl_seconds: u64,
     /// Password resets allowed per target user per hour (every recorded
     /// reset counts, whatever its outcome); 0 turns the throttle off.
     pub throttle_per_user_per_hour: u32,
@@ -280,6 +289,9 @@ impl Default for ControlPlaneConfig {
             relay_urls: Vec::new(),
             agent_relay_urls: Vec::new(),
             operation_timeout_seconds: 30,
+            request_timeout_seconds: 60,
+            max_requests_per_connection: 32,
+            status_health_ttl_seconds: crate::health_cache::HEALTH_TTL.as_secs(),
             throttle_per_user_per_hour: 5,
             enrollment_token_ttl_seconds: 3600,
             min_agent_version: "0.1.0".into(),
@@ -294,6 +306,20 @@ impl Default for ControlPlaneConfig {
 }
 
 impl ControlPlaneConfig {
+    /// The limits of the API server that the rest of the config must respect.
+    pub fn validate_limits(&self) -> Result<(), String> {
+        if self.request_timeout_seconds <= self.operation_timeout_seconds {
+            return Err(format!(
+                "request_timeout_seconds ({}) must be greater than operation_timeout_seconds ({})",
+                self.request_timeout_seconds, self.operation_timeout_seconds
+            ));
+        }
+        if self.max_requests_per_connection == 0 {
+            return Err("max_requests_per_connection must be at least 1".to_string());
+        }
+        Ok(())
+    }
+
     /// The database URL, defaulting to SQLite in the data dir.
     pub fn database_url(&self) -> String {
         if self.database_url.is_empty() {
@@ -388,6 +414,24 @@ mod tests {
         assert_eq!(config.notify.smtp_port, 587);
         assert_eq!(config.notify.admin_recipients, ["secops@contoso.test"]);
         assert!(toml::from_str::<ControlPlaneConfig>("[notify]\nsmtp_hots = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn server_limits_must_leave_room_for_an_operation() {
+        let c = ControlPlaneConfig::default();
+        assert!(c.validate_limits().is_ok());
+        assert!(c.request_timeout_seconds > c.operation_timeout_seconds);
+        let c = ControlPlaneConfig {
+            request_timeout_seconds: 30,
+            ..ControlPlaneConfig::default()
+        };
+        let e = c.validate_limits().unwrap_err();
+        assert!(e.contains("request_timeout_seconds (30)"), "{e}");
+        let c = ControlPlaneConfig {
+            max_requests_per_connection: 0,
+            ..ControlPlaneConfig::default()
+        };
+        assert!(c.validate_limits().is_err());
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod dispatcher;
 pub mod flight;
+pub mod health_cache;
 pub mod metrics;
 pub mod notify;
 pub mod oidc;
@@ -85,6 +86,9 @@ pub struct ControlPlane {
     pub tracing: writeback_core::trace::Tracing,
     /// Records refused authentications, operations and enrollments.
     pub security: security_audit::SecurityAudit,
+    /// The agents' health by (tenant, domain), probed at most once per
+    /// `status_health_ttl_seconds` however many `GetStatus` calls ask.
+    pub health: health_cache::TtlCache<(String, String), Vec<writeback_proto::v1::AgentHealth>>,
 }
 
 impl ControlPlane {
@@ -105,6 +109,9 @@ impl ControlPlane {
             .security_events
             .validate()
             .map_err(ControlPlaneError::Config)?;
+        config
+            .validate_limits()
+            .map_err(ControlPlaneError::Config)?;
         let store = Store::connect(&config.database_url()).await?;
         let dispatcher = Dispatcher::with_store(
             ca.clone(),
@@ -118,6 +125,9 @@ impl ControlPlane {
             writeback_core::trace::Tracing::new("writeback-control-plane", &config.tracing)
                 .map_err(|e| ControlPlaneError::Config(e.to_string()))?;
         let security = security_audit::SecurityAudit::start(store.clone(), &config.security_events);
+        let health = health_cache::TtlCache::new(std::time::Duration::from_secs(
+            config.status_health_ttl_seconds,
+        ));
         Ok(Arc::new(ControlPlane {
             security,
             store,
@@ -129,6 +139,7 @@ impl ControlPlane {
             flights: flight::Flights::default(),
             oidc,
             tracing,
+            health,
         }))
     }
 }

@@ -132,7 +132,12 @@ impl ControlPlane {
             };
         }
         tracing::info!(addr = ?local, database = self.store.backend(), "control plane listening");
+        // Bounds on what one client can hold: calls at once per connection
+        // and the time any call may run (handshakes are bounded in
+        // `tls_incoming`).
         let served = tonic::transport::Server::builder()
+            .concurrency_limit_per_connection(self.config.max_requests_per_connection)
+            .timeout(Duration::from_secs(self.config.request_timeout_seconds))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

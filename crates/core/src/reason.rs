@@ -108,6 +108,9 @@ reason_codes! {
     CaMismatch => "CA_MISMATCH", Unauthenticated;
     /// The agent was revoked.
     AgentRevoked => "AGENT_REVOKED", PermissionDenied;
+    /// The agent's clock differs from the relay's by more than the agent
+    /// tolerates, so it cannot trust an operation's expiry; it refuses.
+    ClockSkew => "CLOCK_SKEW", FailedPrecondition;
     /// Peer speaks a protocol version this build does not.
     ProtocolMismatch => "PROTOCOL_MISMATCH", FailedPrecondition;
     /// The password does not meet the domain's complexity rules.

@@ -3,9 +3,13 @@
 //!
 //! - Servers: [`tls_incoming`] turns a `TcpListener` into the stream of
 //!   authenticated connections `serve_with_incoming` wants. Handshakes run
-//!   concurrently (a slow client cannot stall the accept loop) and failures
-//!   are logged and dropped. Every request's extensions then hold a
-//!   [`PeerInfo`] with the client certificate's identity.
+//!   concurrently (a slow client cannot stall the accept loop), at most
+//!   [`MAX_HANDSHAKES`] at once and each within [`HANDSHAKE_TIMEOUT`]: a
+//!   flood of connections that never finish their handshake (or cost the
+//!   server a certificate verification each) waits in the kernel's backlog
+//!   instead of taking memory and CPU without bound. Failures are logged and
+//!   dropped. Every request's extensions then hold a [`PeerInfo`] with the
+//!   client certificate's identity.
 //! - Clients: [`channel`] builds a lazy tonic `Channel` whose connector
 //!   dials TCP and performs the TLS handshake with the given config.
 
@@ -27,7 +31,29 @@ use tonic::transport::{Channel, Endpoint};
 use crate::{Error, SpiffeId};
 
 /// How long a client gets to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS handshakes a server runs at once; further connections are not
+/// accepted until one ends.
+pub const MAX_HANDSHAKES: usize = 256;
+
+/// Limits on the handshakes of [`tls_incoming_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct HandshakeLimits {
+    /// Handshakes in progress at once (at least 1).
+    pub max_in_flight: usize,
+    /// Time a client gets to finish its handshake.
+    pub timeout: Duration,
+}
+
+impl Default for HandshakeLimits {
+    fn default() -> Self {
+        HandshakeLimits {
+            max_in_flight: MAX_HANDSHAKES,
+            timeout: HANDSHAKE_TIMEOUT,
+        }
+    }
+}
 
 /// Who is on the other end of a server connection.
 #[derive(Debug, Clone)]
@@ -94,15 +120,33 @@ impl AsyncWrite for TlsConn {
 
 /// Starts accepting on `listener` and returns the stream of handshaken
 /// connections for `serve_with_incoming`; the accept task ends when the
-/// stream is dropped.
+/// stream is dropped. Handshakes are limited by [`HandshakeLimits::default`].
 pub fn tls_incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
 ) -> ReceiverStream<Result<TlsConn, io::Error>> {
+    tls_incoming_with(listener, config, HandshakeLimits::default())
+}
+
+/// [`tls_incoming`] with explicit handshake limits.
+pub fn tls_incoming_with(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    limits: HandshakeLimits,
+) -> ReceiverStream<Result<TlsConn, io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight.max(1)));
     tokio::spawn(async move {
         loop {
+            // A slot first: past the limit, connections wait in the backlog.
+            let slot = tokio::select! {
+                s = Arc::clone(&slots).acquire_owned() => match s {
+                    Ok(s) => s,
+                    Err(_) => return,
+                },
+                () = tx.closed() => return,
+            };
             let (tcp, remote_addr) = tokio::select! {
                 r = listener.accept() => match r {
                     Ok(c) => c,
@@ -118,7 +162,9 @@ pub fn tls_incoming(
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let handshake = tokio::time::timeout(limits.timeout, acceptor.accept(tcp)).await;
+                drop(slot);
+                match handshake {
                     Ok(Ok(inner)) => {
                         let identity = inner
                             .get_ref()
@@ -226,7 +272,65 @@ pub async fn check_handshake(url: &str, config: Arc<rustls::ClientConfig>) -> Re
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Instant;
+
+    use tokio_stream::StreamExt;
+
     use super::*;
+
+    /// One handshake slot: a client that connects and says nothing holds it,
+    /// so a real client's handshake waits until the silent one times out —
+    /// then completes and reaches the server.
+    #[tokio::test]
+    async fn handshakes_beyond_the_limit_wait_for_a_slot() {
+        crate::install_crypto_provider();
+        let ca = crate::Ca::generate("t").unwrap();
+        let (chain, key) = ca
+            .issue_server(&[], &["127.0.0.1".parse().unwrap()])
+            .unwrap();
+        let server = crate::tls::server_config(&chain, &key, None).unwrap();
+        let client =
+            crate::tls::client_config(crate::tls::roots_from_pem(ca.cert_pem()).unwrap(), None)
+                .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let limits = HandshakeLimits {
+            max_in_flight: 1,
+            timeout: Duration::from_secs(2),
+        };
+        let mut incoming = tls_incoming_with(listener, server, limits);
+
+        let silent = TcpStream::connect(url.trim_start_matches("https://"))
+            .await
+            .unwrap();
+        // Let the accept loop take the silent connection first.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        let handshake = tokio::spawn({
+            let (url, client) = (url.clone(), client.clone());
+            async move { check_handshake(&url, client).await }
+        });
+        let conn = tokio::time::timeout(Duration::from_secs(10), incoming.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let waited = started.elapsed();
+        handshake.await.unwrap().unwrap();
+        assert!(
+            waited >= Duration::from_millis(1500),
+            "the second handshake ran beside the first: {waited:?}"
+        );
+        assert_eq!(conn.peer.remote_addr.ip().to_string(), "127.0.0.1");
+        drop(silent);
+
+        // With the slot free, a handshake proceeds at once.
+        let started = Instant::now();
+        check_handshake(&url, client).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
 
     #[test]
     fn urls_must_be_https_with_a_host() {

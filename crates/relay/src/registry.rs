@@ -820,6 +820,7 @@ impl Registry {
                 .try_send(RelayMessage {
                     body: Some(relay_message::Body::Probe(HealthProbe {
                         probe_id: probe_id.clone(),
+                        sent_at: Some(writeback_core::operation::now_timestamp()),
                     })),
                 })
                 .is_ok();

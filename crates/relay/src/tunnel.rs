@@ -122,6 +122,7 @@ impl AgentTunnel for TunnelService {
                     self.options.heartbeat_interval.as_secs().max(1),
                 )
                 .unwrap_or(u32::MAX),
+                relay_time: Some(writeback_core::operation::now_timestamp()),
             })),
         };
         let span = tracing::info_span!("tunnel", tenant = %identity.tenant,

@@ -1,8 +1,19 @@
 //! Facts about the domain that every operation needs and that rarely change: the
 //! naming context, the protected groups found in it, the configured scope bases
-//! as the DC names them, and the SID of the agent's own service account. Read with the first operation's session and kept for
-//! [`DOMAIN_FACTS_TTL`], then read again by the next operation, so a group or OU
-//! created later is seen without a restart.
+//! and deny groups as the DC names them (a deny group that does not exist is a
+//! configuration error: nothing is written until it is fixed), and the SID of the
+//! agent's own service account. Read with the first operation's session and kept
+//! for [`DOMAIN_FACTS_TTL`], then read again by the next operation, so a group or
+//! OU created later is seen without a restart.
+//!
+//! Two proofs are part of the facts, because LDAP answers an attribute the reader
+//! may not see exactly as one that is absent. The built-in Administrator (RID 500)
+//! always carries `adminCount=1` (AD's AdminSDHolder sets it, Samba provisions it):
+//! if the service account does not read it there, it cannot be trusted to read it
+//! on anyone, and the facts fail to load — every operation is refused until the
+//! account may read it. And the in-chain membership check (the fallback when
+//! `tokenGroups` is not readable) counts only if it finds Administrator in the
+//! built-in Administrators group ([`DomainInfo::in_chain_verified`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,6 +39,19 @@ pub(crate) struct DomainInfo {
     pub(crate) scope_bases: Vec<String>,
     /// The agent's own service account, never written back.
     pub(crate) service_sid: Sid,
+    /// The configured deny groups, as the DC names them.
+    pub(crate) deny_groups: Vec<DenyGroup>,
+    /// Whether the in-chain membership check found Administrator in the built-in
+    /// Administrators group with the service account's rights, so that an empty
+    /// answer from it means "not a member" rather than "cannot see".
+    pub(crate) in_chain_verified: bool,
+}
+
+/// A group of the agent's configuration whose members are never written back.
+#[derive(Debug, Clone)]
+pub(crate) struct DenyGroup {
+    pub(crate) dn: String,
+    pub(crate) sid: Sid,
 }
 
 /// The cached facts.
@@ -43,6 +67,7 @@ impl DomainCache {
         &self,
         s: &mut Session,
         scope_bases: &[String],
+        deny_groups: &[String],
         service_account: &str,
     ) -> Result<Arc<DomainInfo>, DirectoryError> {
         {
@@ -56,7 +81,7 @@ impl DomainCache {
                 return Ok(Arc::clone(info));
             }
         }
-        let info = Arc::new(load_domain(s, scope_bases, service_account).await?);
+        let info = Arc::new(load_domain(s, scope_bases, deny_groups, service_account).await?);
         *self
             .facts
             .lock()
@@ -93,6 +118,7 @@ pub(crate) const PROTECTED_ACCOUNT_RIDS: &[u32] = &[500, 502];
 async fn load_domain(
     s: &mut Session,
     scope_bases: &[String],
+    deny_groups: &[String],
     service_account: &str,
 ) -> Result<DomainInfo, DirectoryError> {
     let root = s
@@ -147,12 +173,26 @@ async fn load_domain(
         })
         .collect::<Vec<_>>();
     let scope_bases = canonical_bases(s, scope_bases).await?;
+    let deny_groups = resolve_deny_groups(s, deny_groups).await?;
     // Fail closed: without its own SID the agent cannot tell itself apart.
     let (_, service_sid) = super::security::account_entry(s, &root_dn, service_account).await?;
+    let domain_sid = domain_sid.ok_or_else(|| {
+        DirectoryError::Config(
+            "the domain root's objectSid is not readable by the service account".to_string(),
+        )
+    })?;
+    let administrators = protected_groups
+        .iter()
+        .find(|(_, name)| *name == "Administrators")
+        .map(|(dn, _)| dn.clone());
+    let in_chain_verified =
+        prove_reads(s, &root_dn, &domain_sid, administrators.as_deref()).await?;
     info!(
         root_dn = %root_dn,
-        domain_sid = ?domain_sid.as_ref().map(ToString::to_string),
+        domain_sid = %domain_sid,
         protected_groups = protected_groups.len(),
+        deny_groups = deny_groups.len(),
+        in_chain_verified,
         "domain facts loaded"
     );
     Ok(DomainInfo {
@@ -160,7 +200,98 @@ async fn load_domain(
         protected_groups,
         scope_bases,
         service_sid,
+        deny_groups,
+        in_chain_verified,
     })
+}
+
+/// The two proofs of the module docs, on the built-in Administrator: an error if
+/// its `adminCount=1` is not readable; whether the in-chain check finds it in
+/// `administrators` (the built-in Administrators group's DN).
+async fn prove_reads(
+    s: &mut Session,
+    root_dn: &str,
+    domain_sid: &Sid,
+    administrators: Option<&str>,
+) -> Result<bool, DirectoryError> {
+    let admin_sid = domain_sid.with_rid(500);
+    let filter = format!("(objectSid={})", wire::escape_bytes(&admin_sid.to_bytes()));
+    let found = s
+        .search_ok(root_dn, Scope::Subtree, &filter, &["adminCount"])
+        .await?;
+    let Some(admin) = found.first() else {
+        return Err(DirectoryError::Config(
+            "the built-in Administrator (RID 500) is not visible to the service account, so \
+             it cannot prove it reads adminCount"
+                .to_string(),
+        ));
+    };
+    if admin.int("adminCount") != Some(1) {
+        warn!("the service account does not read adminCount=1 on the built-in Administrator");
+        return Err(DirectoryError::Config(
+            "the service account cannot read adminCount (the built-in Administrator shows \
+             none); it cannot tell protected accounts apart — grant it read access to \
+             adminCount on user objects"
+                .to_string(),
+        ));
+    }
+    let Some(group) = administrators else {
+        return Ok(false);
+    };
+    let filter = format!(
+        "(memberOf:{}:={})",
+        wire::IN_CHAIN_RULE,
+        ldap3::ldap_escape(group)
+    );
+    let hit = s
+        .search_ok(&admin.dn, Scope::Base, &filter, &["1.1"])
+        .await?;
+    if hit.is_empty() {
+        warn!(
+            "the in-chain membership check does not see Administrator in Administrators; users whose tokenGroups are unreadable will be refused"
+        );
+    }
+    Ok(!hit.is_empty())
+}
+
+/// Each configured deny group as the DC names it, with its SID. A group that does
+/// not exist, is not a group or whose SID is not readable is a configuration error.
+async fn resolve_deny_groups(
+    s: &mut Session,
+    dns: &[String],
+) -> Result<Vec<DenyGroup>, DirectoryError> {
+    let mut out = Vec::with_capacity(dns.len());
+    for dn in dns {
+        let entries = match s
+            .search(
+                dn,
+                Scope::Base,
+                "(objectClass=group)",
+                &["objectSid"],
+                Vec::new(),
+            )
+            .await?
+        {
+            Ok(entries) => entries,
+            Err(res) if res.rc == classify::rc::NO_SUCH_OBJECT => Vec::new(),
+            Err(res) => return Err(unexpected("search", &s.url, res)),
+        };
+        let group = entries.into_iter().next().and_then(|e| {
+            let sid = e.first("objectSid").and_then(Sid::from_bytes)?;
+            Some(DenyGroup { dn: e.dn, sid })
+        });
+        match group {
+            Some(g) => out.push(g),
+            None => {
+                warn!(group = %dn, "configured deny group not found");
+                return Err(DirectoryError::Config(format!(
+                    "deny group {dn:?} does not exist in the directory, is not a group or \
+                     its objectSid is not readable"
+                )));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The well-known name of a protected group SID, if it is one.

@@ -190,7 +190,7 @@ impl Directory {
     ) -> Result<PasswordPolicy, DirectoryError> {
         let entries = s
             .search_ok(
-                &user.dn,
+                &user.object_dn,
                 Scope::Base,
                 "(objectClass=*)",
                 &["msDS-ResultantPSO"],
@@ -219,7 +219,7 @@ impl Directory {
         // A constructed attribute: only returned when asked for by name.
         let entries = s
             .search_ok(
-                &user.dn,
+                &user.object_dn,
                 Scope::Base,
                 "(objectClass=*)",
                 &["msDS-ResultantPSO"],

@@ -6,9 +6,22 @@
 //! Round trips on a warm session: one subtree search for the user, one base search
 //! of the user that reads `tokenGroups` and, when a scope group is configured,
 //! matches it in the same request. The scope bases are compared with the user's DN
-//! locally ([`super::dn`]); the protected groups' DNs come from the cached domain
-//! facts. Only a service account that may not read `tokenGroups` costs one more
-//! search (the in-chain membership check).
+//! locally ([`super::dn`]); the protected groups' and the configured deny groups'
+//! DNs and SIDs come from the cached domain facts. Only a service account that may
+//! not read `tokenGroups` costs one more search (the in-chain membership check).
+//!
+//! Everything after the first search addresses the user as `<GUID=…>` (the
+//! extended DN form AD and Samba accept), the `objectGUID` that search returned: the
+//! object checked is the object written, even if it is renamed or moved meanwhile.
+//!
+//! The checks fail closed. A user whose `objectGUID`, `objectSid`,
+//! `userAccountControl` or `primaryGroupID` cannot be read is refused
+//! ([`ProtectedBy::Unverifiable`]); so is one whose `tokenGroups` comes back empty
+//! (it always holds at least the primary group, so empty means "not readable")
+//! unless the domain facts proved that the in-chain membership check works for the
+//! service account. LDAP cannot tell an absent attribute from an unreadable one on
+//! one entry, so `adminCount` is trusted as absent only because the domain facts
+//! proved the service account reads it where it must be set (see [`super::domain`]).
 
 use ldap3::{Scope, ldap_escape};
 use tracing::{debug, warn};
@@ -26,6 +39,7 @@ pub(crate) const USER_ATTRS: &[&str] = &[
     "userAccountControl",
     "adminCount",
     "objectSid",
+    "objectGUID",
     "primaryGroupID",
     "pwdLastSet",
 ];
@@ -33,19 +47,28 @@ pub(crate) const USER_ATTRS: &[&str] = &[
 /// The target user as read before any write.
 #[derive(Debug, Clone)]
 pub(crate) struct User {
+    /// The DN the first search found it under (for logs; may go stale).
     pub(crate) dn: String,
+    /// `<GUID=…>`: how every later read and the write address the user.
+    pub(crate) object_dn: String,
     pub(crate) sam: String,
     pub(crate) display_name: Option<String>,
     pub(crate) uac: u32,
     pub(crate) admin_count: i64,
     pub(crate) sid: Option<Sid>,
+    pub(crate) guid: Option<uuid::Uuid>,
     pub(crate) primary_group_id: Option<u32>,
     pub(crate) pwd_last_set: Option<i64>,
 }
 
 impl User {
     pub(crate) fn from_entry(entry: RawEntry) -> User {
+        let guid = entry
+            .first("objectGUID")
+            .and_then(|b| uuid::Uuid::from_slice_le(b).ok());
         User {
+            object_dn: guid.map_or_else(|| entry.dn.clone(), |g| guid_dn(&g)),
+            guid,
             sam: entry.text("sAMAccountName").unwrap_or_default().to_string(),
             display_name: entry.text("displayName").map(str::to_string),
             uac: entry
@@ -89,6 +112,7 @@ impl Directory {
                 return Err(DirectoryError::UserAmbiguous { count });
             }
         };
+        let uac_read = entry.first("userAccountControl").is_some();
         let user = User::from_entry(entry);
         debug!(dn = %user.dn, "target user found");
         if !domain.scope_bases.is_empty()
@@ -98,6 +122,33 @@ impl Directory {
                 .any(|b| dn::is_within(&user.dn, b))
         {
             return Err(self.not_in_scope(&user));
+        }
+        // Fail closed: what the checks below need must have been read.
+        let unreadable = if user.guid.is_none() {
+            Some("objectGUID")
+        } else if user.sid.is_none() {
+            Some("objectSid")
+        } else if !uac_read {
+            Some("userAccountControl")
+        } else if user.primary_group_id.is_none() {
+            Some("primaryGroupID")
+        } else {
+            None
+        };
+        if let Some(attr) = unreadable {
+            warn!(dn = %user.dn, attr, "a fact the protected-account check needs is not readable; refusing");
+            // The usual cause: inheritance disabled on the user, so the read rights
+            // delegated above it do not reach it. Say so when it is the case.
+            if user.guid.is_some() && super::explain::dacl_protected(s, &user).await {
+                return Err(DirectoryError::InheritanceDisabled {
+                    dn: user.dn,
+                    text: format!("{attr} not readable"),
+                });
+            }
+            return Err(DirectoryError::ProtectedAccount {
+                dn: user.dn,
+                by: ProtectedBy::Unverifiable(attr),
+            });
         }
         let token = self.token_in_scope(s, &user).await?;
         check_protected(s, &domain, &user, token).await?;
@@ -126,7 +177,7 @@ impl Directory {
             None => "(objectClass=*)".to_string(),
         };
         let entries = s
-            .search_ok(&user.dn, Scope::Base, &filter, &["tokenGroups"])
+            .search_ok(&user.object_dn, Scope::Base, &filter, &["tokenGroups"])
             .await?;
         let Some(entry) = entries.first() else {
             return Err(self.not_in_scope(user));
@@ -157,14 +208,20 @@ pub(crate) fn user_filter(target: &Target) -> Result<String, DirectoryError> {
     ))
 }
 
+/// `<GUID=…>`, the extended DN form AD and Samba accept for any object.
+pub(crate) fn guid_dn(guid: &uuid::Uuid) -> String {
+    format!("<GUID={}>", guid.hyphenated())
+}
+
 /// Protected accounts are never written back: the agent's own service account,
 /// trust accounts, `adminCount=1`, the built-in
 /// Administrator and krbtgt, and members — direct, nested or by primary group — of
-/// the protected groups. Membership is read from `tokenGroups` (transitive, includes
-/// the primary group and universal groups of other domains; never empty, since it
-/// holds the primary group); when the service account may not read it (empty),
-/// membership is checked with `LDAP_MATCHING_RULE_IN_CHAIN` against the groups found
-/// in this domain instead.
+/// the protected groups and of the configured deny groups. Membership is read from
+/// `tokenGroups` (transitive, includes the primary group and universal groups of
+/// other domains; never empty, since it holds the primary group); when the service
+/// account may not read it (empty), membership is checked with
+/// `LDAP_MATCHING_RULE_IN_CHAIN` against the groups found in this domain instead —
+/// only if the domain facts proved that check works, else the user is refused.
 async fn check_protected(
     s: &mut Session,
     domain: &DomainInfo,
@@ -192,39 +249,65 @@ async fn check_protected(
     {
         return Err(protected(ProtectedBy::BuiltinAccount));
     }
-    if let Some(pg) = user.primary_group_id
-        && let Some((_, name)) = PROTECTED_DOMAIN_RIDS.iter().find(|(r, _)| *r == pg)
-    {
-        return Err(protected(ProtectedBy::Group(name)));
+    if let Some(pg) = user.primary_group_id {
+        if let Some((_, name)) = PROTECTED_DOMAIN_RIDS.iter().find(|(r, _)| *r == pg) {
+            return Err(protected(ProtectedBy::Group(name)));
+        }
+        let primary = user
+            .sid
+            .as_ref()
+            .and_then(Sid::domain)
+            .map(|d| d.with_rid(pg));
+        if let Some(deny) = domain
+            .deny_groups
+            .iter()
+            .find(|g| Some(&g.sid) == primary.as_ref())
+        {
+            return Err(protected(ProtectedBy::DenyGroup(deny.dn.clone())));
+        }
     }
     if let Some(name) = sids.iter().find_map(protected_group_name) {
         return Err(protected(ProtectedBy::Group(name)));
     }
+    if let Some(deny) = domain.deny_groups.iter().find(|g| sids.contains(&g.sid)) {
+        return Err(protected(ProtectedBy::DenyGroup(deny.dn.clone())));
+    }
     if !sids.is_empty() {
         return Ok(());
     }
-    debug!("tokenGroups not readable; relying on the in-chain check");
-    if domain.protected_groups.is_empty() {
-        return Ok(());
+    if !domain.in_chain_verified {
+        warn!(dn = %user.dn, "tokenGroups not readable and the in-chain check is not proven; refusing");
+        return Err(protected(ProtectedBy::Unverifiable("tokenGroups")));
     }
-    let any: String = domain
+    debug!("tokenGroups not readable; relying on the in-chain check");
+    let groups: Vec<(&str, ProtectedBy)> = domain
         .protected_groups
         .iter()
-        .map(|(dn, _)| in_chain_clause(dn))
+        .map(|(dn, name)| (dn.as_str(), ProtectedBy::Group(name)))
+        .chain(
+            domain
+                .deny_groups
+                .iter()
+                .map(|g| (g.dn.as_str(), ProtectedBy::DenyGroup(g.dn.clone()))),
+        )
         .collect();
+    if groups.is_empty() {
+        return Err(protected(ProtectedBy::Unverifiable("tokenGroups")));
+    }
+    let any: String = groups.iter().map(|(dn, _)| in_chain_clause(dn)).collect();
     let hits = s
-        .search_ok(&user.dn, Scope::Base, &format!("(|{any})"), &["1.1"])
+        .search_ok(&user.object_dn, Scope::Base, &format!("(|{any})"), &["1.1"])
         .await?;
     if hits.is_empty() {
         return Ok(());
     }
     // Name the group (rare path: only for protected users).
-    for (dn, name) in &domain.protected_groups {
+    for (dn, by) in groups {
         let hit = s
-            .search_ok(&user.dn, Scope::Base, &in_chain_clause(dn), &["1.1"])
+            .search_ok(&user.object_dn, Scope::Base, &in_chain_clause(dn), &["1.1"])
             .await?;
         if !hit.is_empty() {
-            return Err(protected(ProtectedBy::Group(name)));
+            return Err(protected(by));
         }
     }
     Err(protected(ProtectedBy::Group("a protected group")))

@@ -74,8 +74,9 @@ impl Right {
     }
 }
 
-/// Why an account counts as protected (administrative).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why an account counts as protected (administrative), or could not be proved
+/// not to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProtectedBy {
     /// `adminCount` is 1 (AdminSDHolder marked it).
     AdminCount,
@@ -84,6 +85,13 @@ pub enum ProtectedBy {
     /// Direct, nested or primary-group membership of a protected group, named by
     /// its well-known name.
     Group(&'static str),
+    /// Direct, nested or primary-group membership of a deny group of the agent's
+    /// configuration (`directory.deny_group_dns`); the group's DN, for the log only.
+    DenyGroup(String),
+    /// A fact the check needs (the named attribute) could not be read with the
+    /// service account's rights, so the account is treated as protected (fail
+    /// closed).
+    Unverifiable(&'static str),
     /// The agent's own service account: resetting it would hand its rights to
     /// whoever chose the password.
     ServiceAccount,
@@ -98,6 +106,8 @@ impl fmt::Display for ProtectedBy {
             ProtectedBy::AdminCount => f.write_str("adminCount=1"),
             ProtectedBy::BuiltinAccount => f.write_str("built-in account"),
             ProtectedBy::Group(name) => write!(f, "member of {name}"),
+            ProtectedBy::DenyGroup(dn) => write!(f, "member of the deny group {dn}"),
+            ProtectedBy::Unverifiable(attr) => write!(f, "{attr} not readable"),
             ProtectedBy::ServiceAccount => f.write_str("the agent's service account"),
             ProtectedBy::TrustAccount => f.write_str("trust account"),
         }
@@ -351,11 +361,23 @@ impl DirectoryError {
                  password writeback"
                     .into()
             }
+            DirectoryError::ProtectedAccount {
+                by: ProtectedBy::Unverifiable(attr),
+                ..
+            } => format!(
+                "the agent could not verify that the user is not a protected account: its \
+                 service account cannot read the user's {attr}; nothing was changed — let the \
+                 service account read it"
+            ),
             DirectoryError::ProtectedAccount { by, .. } => {
                 let why = match by {
                     ProtectedBy::AdminCount => "it is marked as protected (adminCount)".into(),
                     ProtectedBy::BuiltinAccount => "it is a built-in account".into(),
                     ProtectedBy::Group(name) => format!("it is a member of {name}"),
+                    ProtectedBy::DenyGroup(_) => "it is a member of a group the agent is \
+                                                  configured never to write back (deny group)"
+                        .into(),
+                    ProtectedBy::Unverifiable(attr) => format!("its {attr} is not readable"),
                     ProtectedBy::ServiceAccount => {
                         "it is the writeback agent's own service account".into()
                     }
@@ -488,6 +510,14 @@ mod tests {
             DirectoryError::ProtectedAccount {
                 dn: dn.clone(),
                 by: ProtectedBy::Group("Domain Admins"),
+            },
+            DirectoryError::ProtectedAccount {
+                dn: dn.clone(),
+                by: ProtectedBy::DenyGroup(format!("CN=Tier0,{dn}")),
+            },
+            DirectoryError::ProtectedAccount {
+                dn: dn.clone(),
+                by: ProtectedBy::Unverifiable("tokenGroups"),
             },
             DirectoryError::AccountDisabled { dn: dn.clone() },
             DirectoryError::AccountLockedOut,

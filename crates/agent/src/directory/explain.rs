@@ -170,19 +170,12 @@ fn diagnose_policy(
     None
 }
 
-/// rc 50: first, a protected DACL (inheritance disabled) explains it; otherwise name
-/// the rights this write needs that `allowedAttributesEffective` shows missing, or
-/// the extended right if every attribute is writable.
-async fn explain_access(
-    s: &mut Session,
-    write: Write,
-    user: &User,
-    text: String,
-) -> DirectoryError {
-    let dn = user.dn.clone();
+/// Whether `user`'s DACL is protected (inheritance disabled), as far as the service
+/// account can read it; `false` when it cannot.
+pub(crate) async fn dacl_protected(s: &mut Session, user: &User) -> bool {
     let sd = s
         .search(
-            &user.dn,
+            &user.object_dn,
             Scope::Base,
             "(objectClass=*)",
             &["nTSecurityDescriptor"],
@@ -193,14 +186,30 @@ async fn explain_access(
         && let Some(bytes) = entries
             .first()
             .and_then(|e| e.first("nTSecurityDescriptor"))
-        && sd::dacl_protected(bytes) == Some(true)
     {
+        sd::dacl_protected(bytes) == Some(true)
+    } else {
+        false
+    }
+}
+
+/// rc 50: first, a protected DACL (inheritance disabled) explains it; otherwise name
+/// the rights this write needs that `allowedAttributesEffective` shows missing, or
+/// the extended right if every attribute is writable.
+async fn explain_access(
+    s: &mut Session,
+    write: Write,
+    user: &User,
+    text: String,
+) -> DirectoryError {
+    let dn = user.dn.clone();
+    if dacl_protected(s, user).await {
         warn!(%dn, %text, "insufficient access on a user whose DACL does not inherit");
         return DirectoryError::InheritanceDisabled { dn, text };
     }
     let writable: HashSet<String> = match s
         .search(
-            &user.dn,
+            &user.object_dn,
             Scope::Base,
             "(objectClass=*)",
             &["allowedAttributesEffective"],
@@ -261,6 +270,8 @@ mod tests {
     fn user() -> User {
         User {
             dn: "CN=alice,OU=Staff,DC=contoso,DC=test".into(),
+            object_dn: "<GUID=01020304-0506-0708-090a-0b0c0d0e0f10>".into(),
+            guid: None,
             sam: "alice".into(),
             display_name: Some("Alice Wonder".into()),
             uac: 512,

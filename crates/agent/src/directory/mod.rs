@@ -9,7 +9,8 @@
 //! `ldap://`) verified against the configured CA only, then a simple bind as the
 //! service account, trying the configured URLs in order — once, not per operation.
 //! The lookup, the checks and the write of one operation all happen on one session,
-//! so what was read is what is written to. A warm reset, change or unlock is three
+//! and everything after the lookup addresses the user by `<GUID=…>`, so what was
+//! checked is what is written to, even if the user is renamed or moved meanwhile. A warm reset, change or unlock is three
 //! LDAP round trips: the user search, one base search of the user (`tokenGroups`
 //! and the scope group, `eligibility.rs`) and the modify. The domain's facts are
 //! cached ([`domain`]); health checks and the policy report reuse the pool. The
@@ -124,6 +125,9 @@ pub struct DirectoryConfig {
     /// Optional group whose direct members only are in scope (membership through
     /// `primaryGroupID` does not count).
     pub scope_group_dn: Option<String>,
+    /// Groups whose members — direct, nested or by primary group — are never
+    /// written back (refused as protected accounts), whatever the scope says.
+    pub deny_group_dns: Vec<String>,
     /// Limit for each LDAP step: TCP connect, TLS setup, bind, each search and modify.
     pub timeout: Duration,
     /// Most sessions open at once (idle or in use); operations beyond it wait.
@@ -150,6 +154,7 @@ impl DirectoryConfig {
             bind_password_file: None,
             scope_base_dns: Vec::new(),
             scope_group_dn: None,
+            deny_group_dns: Vec::new(),
             timeout: Duration::from_secs(10),
             max_sessions: DEFAULT_MAX_SESSIONS,
         }
@@ -264,6 +269,9 @@ impl Directory {
         }
         if config.scope_base_dns.iter().any(|dn| dn.trim().is_empty()) {
             return Err(DirectoryError::Config("empty scope base DN".to_string()));
+        }
+        if config.deny_group_dns.iter().any(|dn| dn.trim().is_empty()) {
+            return Err(DirectoryError::Config("empty deny group DN".to_string()));
         }
         let tls = session::tls_config(&config.ca_pem)?;
         let pool = Pool::new(
@@ -422,7 +430,7 @@ impl Directory {
         }
         // Non-critical: Windows then applies history to the reset, Samba ignores it.
         let controls = vec![wire::policy_hints_control()];
-        match s.modify(&user.dn, mods, controls).await? {
+        match s.modify(&user.object_dn, mods, controls).await? {
             Ok(()) => Ok(()),
             Err(res) => Err(self
                 .explain(s, Write::Reset(opts), &user, res, Some(new_password))
@@ -450,7 +458,7 @@ impl Directory {
                 HashSet::from([new_pwd.as_slice()]),
             ),
         ];
-        match s.modify(&user.dn, mods, Vec::new()).await? {
+        match s.modify(&user.object_dn, mods, Vec::new()).await? {
             Ok(()) => Ok(()),
             Err(res) => Err(self.explain(s, Write::Change, &user, res, Some(new)).await),
         }
@@ -468,7 +476,7 @@ impl Directory {
             _ => (b"pwdLastSet", b"-1"),
         };
         let mods = vec![Mod::Replace(attr, HashSet::from([value]))];
-        match s.modify(&user.dn, mods, Vec::new()).await? {
+        match s.modify(&user.object_dn, mods, Vec::new()).await? {
             Ok(()) => Ok(()),
             Err(res) => Err(self.explain(s, write, &user, res, None).await),
         }
@@ -480,6 +488,7 @@ impl Directory {
             .get(
                 s,
                 &self.inner.config.scope_base_dns,
+                &self.inner.config.deny_group_dns,
                 &self.inner.config.bind_dn,
             )
             .await

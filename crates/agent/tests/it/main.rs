@@ -8,6 +8,7 @@
 
 mod access;
 mod change;
+mod hardening;
 mod permissions;
 mod policy;
 mod pool;
@@ -81,6 +82,15 @@ pub fn refused(result: Result<(), DirectoryError>, reason: ReasonCode) -> Direct
             }
             e
         }
+    }
+}
+
+/// Assert a `PROTECTED_ACCOUNT` refusal (as [`refused`]) and return why.
+#[track_caller]
+pub fn protected_by(result: Result<(), DirectoryError>) -> writeback_agent::directory::ProtectedBy {
+    match refused(result, ReasonCode::ProtectedAccount) {
+        DirectoryError::ProtectedAccount { by, .. } => by,
+        other => panic!("{other:?}"),
     }
 }
 

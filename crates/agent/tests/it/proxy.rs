@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::AbortHandle;
 
 /// What the proxy saw on one connection.
@@ -28,6 +28,8 @@ use tokio::task::AbortHandle;
 pub enum Event {
     /// The client's `request`-th LDAP request was not forwarded, nor anything after it.
     Withheld { request: usize },
+    /// The client's `request`-th LDAP request is held until [`StallProxy::release`].
+    Held { request: usize },
     /// The client closed the connection after `requests` LDAP requests, all forwarded.
     Closed { requests: usize, tls13: bool },
 }
@@ -42,6 +44,7 @@ pub struct StallProxy {
     events: mpsc::UnboundedReceiver<Event>,
     accept: tokio::task::JoinHandle<()>,
     counts: Arc<Counts>,
+    release: Arc<Notify>,
 }
 
 /// What the proxy has seen so far, over all connections.
@@ -62,6 +65,23 @@ impl StallProxy {
     /// Forward everything, or withhold the client's `withhold`-th LDAP request (1 is
     /// the bind) and everything it sends after it, keeping both connections open.
     pub async fn start(ip: Ipv4Addr, withhold: Option<usize>) -> StallProxy {
+        StallProxy::with(ip, withhold.map(|n| (n, false))).await
+    }
+
+    /// Hold the client's `request`-th LDAP request (reported as [`Event::Held`])
+    /// until [`StallProxy::release`], then forward it and everything after it.
+    pub async fn hold(ip: Ipv4Addr, request: usize) -> StallProxy {
+        StallProxy::with(ip, Some((request, true))).await
+    }
+
+    /// Forward the held request.
+    pub fn release(&self) {
+        self.release.notify_one();
+    }
+
+    async fn with(ip: Ipv4Addr, stall: Option<(usize, bool)>) -> StallProxy {
+        let release = Arc::new(Notify::new());
+        let held = Arc::clone(&release);
         let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tx, events) = mpsc::unbounded_channel();
@@ -77,7 +97,7 @@ impl StallProxy {
                 let task = tokio::spawn(relay(
                     client,
                     server,
-                    withhold,
+                    stall.map(|(n, hold)| (n, hold.then(|| Arc::clone(&held)))),
                     tx.clone(),
                     Arc::clone(&seen),
                 ));
@@ -90,6 +110,7 @@ impl StallProxy {
             events,
             accept,
             counts,
+            release,
         }
     }
 
@@ -122,16 +143,50 @@ impl StallProxy {
     }
 }
 
+/// How many LDAP requests a reset of `sam` (to `Bob-Passw0rd-1`) makes on a fresh
+/// handle with `config` through a pass-through proxy, its final unbind included.
+pub async fn requests_of_a_fresh_reset(
+    dc: &writeback_testkit::SambaDc,
+    config: &writeback_agent::directory::DirectoryConfig,
+    sam: &str,
+) -> usize {
+    let mut proxy = StallProxy::start(dc.ip(), None).await;
+    let mut cfg = config.clone();
+    cfg.urls = vec![proxy.url()];
+    let fresh = crate::directory(cfg);
+    fresh
+        .reset_password(
+            &crate::upn(dc, sam),
+            &crate::pw("Bob-Passw0rd-1"),
+            writeback_agent::directory::ResetOptions::default(),
+        )
+        .await
+        .unwrap();
+    // The session stays open for the next operation until the handle is closed.
+    fresh.close().await;
+    match proxy.next().await {
+        Event::Closed { requests, tls13 } => {
+            eprintln!("a reset on a fresh handle: {requests} LDAP requests, TLS 1.3: {tls13}");
+            requests
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 impl Drop for StallProxy {
     fn drop(&mut self) {
         self.accept.abort();
     }
 }
 
+/// Which request to stall, and whether to hold it for a release (else withhold it
+/// for good).
+type Stall = Option<(usize, Option<Arc<Notify>>)>;
+
 async fn relay(
     client: TcpStream,
     server: TcpStream,
-    withhold: Option<usize>,
+    stall: Stall,
     events: mpsc::UnboundedSender<Event>,
     counts: Arc<Counts>,
 ) {
@@ -145,7 +200,7 @@ async fn relay(
         Arc::clone(&tls13),
     ));
     counts.track(back.abort_handle());
-    let event = client_to_server(client_read, server_write, withhold, &tls13, &counts).await;
+    let event = client_to_server(client_read, server_write, stall, &tls13, &counts, &events).await;
     let _ = events.send(event);
 }
 
@@ -181,9 +236,10 @@ async fn server_to_client(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, tls13
 async fn client_to_server(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
-    withhold: Option<usize>,
+    stall: Stall,
     tls13: &AtomicBool,
     counts: &Counts,
+    events: &mpsc::UnboundedSender<Event>,
 ) -> Event {
     let mut records = Records::default();
     let mut app_data = 0;
@@ -208,7 +264,12 @@ async fn client_to_server(
                 let finished = tls13.load(Ordering::SeqCst) && app_data == 1;
                 if !finished {
                     requests += 1;
-                    if Some(requests) == withhold {
+                    if let Some((n, Some(release))) = &stall
+                        && *n == requests
+                    {
+                        let _ = events.send(Event::Held { request: requests });
+                        release.notified().await;
+                    } else if stall.as_ref().is_some_and(|(n, _)| *n == requests) {
                         // Keep both connections open and drain the client, so it
                         // sees a DC that simply stopped answering.
                         let drain = tokio::spawn(async move {

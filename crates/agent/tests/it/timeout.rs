@@ -25,24 +25,9 @@ async fn a_dc_that_stalls_after_the_bind_times_out_and_nothing_is_written() {
 
     // Pass-through: how many requests a reset on a fresh handle makes (it reads the
     // domain first). The last is the unbind, so the modify is the one before it.
-    let mut proxy = StallProxy::start(dc.ip(), None).await;
     let mut cfg = admin_config(&dc);
-    cfg.urls = vec![proxy.url()];
     cfg.timeout = TIMEOUT;
-    let fresh = directory(cfg.clone());
-    fresh
-        .reset_password(&upn(&dc, "bob"), &pw("Bob-Passw0rd-1"), reset)
-        .await
-        .unwrap();
-    // The session stays open for the next operation until the handle is closed.
-    fresh.close().await;
-    let requests = match proxy.next().await {
-        Event::Closed { requests, tls13 } => {
-            eprintln!("a reset on a fresh handle: {requests} LDAP requests, TLS 1.3: {tls13}");
-            requests
-        }
-        other => panic!("{other:?}"),
-    };
+    let requests = crate::proxy::requests_of_a_fresh_reset(&dc, &cfg, "bob").await;
     assert!(
         dc.try_bind("bob@contoso.test", "Bob-Passw0rd-1")
             .await

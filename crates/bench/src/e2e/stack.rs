@@ -203,7 +203,14 @@ impl Stack {
         let name = format!("agent-{}-{n}", domain.dc.domain());
         let dir = self.dir.join(&name);
         std::fs::create_dir_all(&dir)?;
-        let answer = self.ctl(&["agent", "enroll-token", "--domain", domain.dc.domain()])?;
+        let answer = self.ctl(&[
+            "agent",
+            "enroll-token",
+            "--domain",
+            domain.dc.domain(),
+            // Captured here, written to a 0600 file below.
+            "--stdout",
+        ])?;
         let token = answer.lines().next().context("no enrollment token")?;
         let token_file = dir.join("token");
         write_secret(&token_file, token)?;

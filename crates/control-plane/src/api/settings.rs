@@ -1,7 +1,9 @@
 //! `SettingsService`: the tenant's three toggles and `GetStatus` — per
 //! domain, whether the agent set-up is complete, with every problem and
 //! warning (agents online, their versions, health and DC reachability, the
-//! password policy's pitfalls).
+//! password policy's pitfalls). The agents' health comes from a fan-out
+//! cached for a few seconds and shared by concurrent callers
+//! ([`crate::health_cache`]).
 
 use super::*;
 
@@ -163,12 +165,17 @@ impl Api {
         if online_count > 0 {
             let min = &self.cp.config.min_agent_version;
             let mut policy_warnings = Vec::new();
-            for h in self
+            // Shared and cached briefly: a burst of GetStatus calls makes each
+            // agent check its DCs once (see `health_cache`).
+            let key = (tenant.to_owned(), domain.to_owned());
+            let health = self
                 .cp
-                .dispatcher
-                .probe(tenant, domain, PROBE_TIMEOUT)
-                .await
-            {
+                .health
+                .get_or_compute(&key, || {
+                    self.cp.dispatcher.probe(tenant, domain, PROBE_TIMEOUT)
+                })
+                .await;
+            for h in health {
                 let id = h.identity.map(|i| i.agent_id).unwrap_or_default();
                 let Some(r) = h.report else {
                     problems.push(format!(
@@ -188,6 +195,19 @@ impl Api {
                          Reset Password, write lockoutTime and write pwdLastSet on user objects \
                          and Unexpire Password on the domain root, applied to this object and \
                          all descendant objects"
+                    ));
+                }
+                if let Some(offset) = r.clock_offset_ms
+                    && r.max_clock_offset_ms > 0
+                    && offset.unsigned_abs() > r.max_clock_offset_ms
+                {
+                    problems.push(format!(
+                        "agent {id}'s clock is {:.1} s {} its relay's, more than the {} s it \
+                         tolerates, so it refuses every operation; synchronise the clocks (NTP) \
+                         of the agent's and the relay's hosts",
+                        offset.unsigned_abs() as f64 / 1000.0,
+                        if offset > 0 { "ahead of" } else { "behind" },
+                        r.max_clock_offset_ms / 1000
                     ));
                 }
                 let unreachable: Vec<_> = r

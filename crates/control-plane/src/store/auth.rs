@@ -526,15 +526,11 @@ impl Store {
         Ok(())
     }
 
-    /// Uses an enrollment token once and returns its `(tenant, domain)`.
-    ///
-    /// `TokenInvalid` when the id is unknown or the secret hash does not match
-    /// (checked first, so a guess learns nothing else), then `TokenUsed` when
-    /// it was used, then `TokenExpired` when `now_ms >= expires_at_ms`. The
-    /// token is marked used by one conditional `UPDATE … WHERE used_at_ms IS
-    /// NULL`, so of several concurrent consumers exactly one wins and the
-    /// others get `TokenUsed`.
-    pub async fn consume_enrollment_token(
+    /// Whether an enrollment token would be accepted now — its secret
+    /// matches, unused, unexpired — without using it up: `Enroll` asks this
+    /// before it parses anything else the caller sent. Same errors as
+    /// [`Store::consume_enrollment_token`]; the `(tenant, domain)` it is for.
+    pub async fn check_enrollment_token(
         &self,
         token_id: &str,
         secret_hash: &str,
@@ -559,8 +555,26 @@ impl Store {
         if now_ms >= row.try_get::<i64, _>("expires_at_ms")? {
             return Err(StoreError::TokenExpired);
         }
-        let tenant: String = row.try_get("tenant_id")?;
-        let domain: String = row.try_get("domain")?;
+        Ok((row.try_get("tenant_id")?, row.try_get("domain")?))
+    }
+
+    /// Uses an enrollment token once and returns its `(tenant, domain)`.
+    ///
+    /// `TokenInvalid` when the id is unknown or the secret hash does not match
+    /// (checked first, so a guess learns nothing else), then `TokenUsed` when
+    /// it was used, then `TokenExpired` when `now_ms >= expires_at_ms`. The
+    /// token is marked used by one conditional `UPDATE … WHERE used_at_ms IS
+    /// NULL`, so of several concurrent consumers exactly one wins and the
+    /// others get `TokenUsed`.
+    pub async fn consume_enrollment_token(
+        &self,
+        token_id: &str,
+        secret_hash: &str,
+        now_ms: i64,
+    ) -> Result<(String, String), StoreError> {
+        let (tenant, domain) = self
+            .check_enrollment_token(token_id, secret_hash, now_ms)
+            .await?;
         let done = sqlx::query(
             "UPDATE enrollment_tokens SET used_at_ms = $3 \
              WHERE token_id = $1 AND tenant_id = $2 AND used_at_ms IS NULL",

@@ -215,6 +215,7 @@ struct RelayState {
     release: Semaphore,
     agents: Mutex<Vec<FakeAgent>>,
     presence: broadcast::Sender<pb::PresenceReport>,
+    probes: std::sync::atomic::AtomicUsize,
 }
 
 /// A relay stand-in on a TLS listener with a certificate from the tenant CA.
@@ -226,6 +227,11 @@ pub struct FakeRelay {
 const RELAY_ID: &str = "fake-relay";
 
 impl FakeRelay {
+    /// Health probes (`ProbeHealth` calls) received so far.
+    pub fn probes(&self) -> usize {
+        self.state.probes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Sets what happens to the next dispatched operations.
     pub fn set_mode(&self, mode: Mode) {
         *self.state.mode.lock().unwrap() = mode;
@@ -301,6 +307,7 @@ impl FakeRelay {
                 release: Semaphore::new(0),
                 agents: Mutex::new(Vec::new()),
                 presence,
+                probes: Default::default(),
             }),
         };
         let incoming = transport::tls_incoming(listener, config);
@@ -381,6 +388,9 @@ impl relay_dispatch_server::RelayDispatch for FakeRelay {
         req: Request<pb::ProbeHealthRequest>,
     ) -> Result<Response<pb::ProbeHealthResponse>, Status> {
         let r = req.into_inner();
+        self.state
+            .probes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let agents = self
             .state
             .agents
@@ -452,6 +462,8 @@ pub struct Options {
     pub notify: writeback_control_plane::config::NotifyConfig,
     /// `[security_events]`.
     pub security_events: writeback_control_plane::config::SecurityEventsConfig,
+    /// `status_health_ttl_seconds`.
+    pub status_health_ttl_seconds: u64,
 }
 
 impl Default for Options {
@@ -461,6 +473,7 @@ impl Default for Options {
             min_agent_version: "0.1.0".into(),
             notify: Default::default(),
             security_events: Default::default(),
+            status_health_ttl_seconds: writeback_control_plane::health_cache::HEALTH_TTL.as_secs(),
         }
     }
 }
@@ -554,6 +567,7 @@ impl TestCp {
             operation_timeout_seconds: 30,
             throttle_per_user_per_hour: options.throttle_per_user_per_hour,
             min_agent_version: options.min_agent_version.clone(),
+            status_health_ttl_seconds: options.status_health_ttl_seconds,
             notify: options.notify.clone(),
             security_events: options.security_events.clone(),
             ..ControlPlaneConfig::default()
@@ -585,7 +599,11 @@ impl TestCp {
             store.clone(),
             &config.security_events,
         );
+        let health = writeback_control_plane::health_cache::TtlCache::new(Duration::from_secs(
+            config.status_health_ttl_seconds,
+        ));
         let cp = Arc::new(ControlPlane {
+            health,
             security,
             store,
             ca,
@@ -697,12 +715,10 @@ impl TestCp {
         self.client(&token)
     }
 
-    /// Enrolls an agent of `domain` through the Enroll RPC (fresh CSR and
-    /// envelope key, reporting `version`); returns its id. The agent is not
-    /// connected anywhere until [`FakeRelay::connect`].
-    pub async fn enroll_agent(&self, domain: &str, version: &str) -> String {
-        let admin = self.admin();
-        let token = admin
+    /// A fresh enrollment token for `domain` (10 minutes), from the
+    /// administrator.
+    pub async fn enrollment_token(&self, domain: &str) -> String {
+        self.admin()
             .agents()
             .create_enrollment_token(pb::CreateEnrollmentTokenRequest {
                 domain: domain.into(),
@@ -711,7 +727,14 @@ impl TestCp {
             .await
             .unwrap()
             .into_inner()
-            .token;
+            .token
+    }
+
+    /// Enrolls an agent of `domain` through the Enroll RPC (fresh CSR and
+    /// envelope key, reporting `version`); returns its id. The agent is not
+    /// connected anywhere until [`FakeRelay::connect`].
+    pub async fn enroll_agent(&self, domain: &str, version: &str) -> String {
+        let token = self.enrollment_token(domain).await;
         let (csr_pem, _key) = writeback_identity::generate_csr().unwrap();
         let key = writeback_envelope::KeyPair::generate();
         self.anonymous()
@@ -798,7 +821,10 @@ pub async fn ctl(
         token_file.display().to_string(),
     ];
     argv.extend(args.iter().map(|a| (*a).to_owned()));
-    let cli = writeback_cli::Cli::try_parse_from(argv).expect("writebackctl arguments");
+    let mut cli = writeback_cli::Cli::try_parse_from(argv).expect("writebackctl arguments");
+    // The output goes to a buffer, not a terminal, whatever the test's own
+    // standard output is.
+    cli.stdout_is_terminal = false;
     let mut input = std::io::Cursor::new(Vec::new());
     let mut out = Vec::new();
     let result = writeback_cli::run(cli, &mut input, &mut out).await;

@@ -157,7 +157,7 @@ async fn oversized_messages_are_refused() {
                 agent_version: "x".repeat(100 * 1024),
                 domain_controllers: vec![],
                 permissions_ok: true,
-                policy_warnings: vec![],
+                ..Default::default()
             })),
         })
         .await

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
+mod clock;
 mod control_plane;
 mod faults;
 mod lifecycle;
@@ -401,10 +402,37 @@ impl TestAgent {
         tls: Arc<rustls::ClientConfig>,
     ) -> TestAgent {
         let pinned = vec![hex::encode(SIGNER.public_key())];
-        TestAgent::start_pinning(pki, relay_urls, domain, agent_id, applier, tls, pinned)
+        TestAgent::start_pinning(
+            pki,
+            relay_urls,
+            domain,
+            agent_id,
+            applier,
+            tls,
+            pinned,
+            writeback_agent::clock::ClockCheck::default(),
+        )
     }
 
-    /// An agent pinning the operation-signing keys `pinned` (hex).
+    /// An agent whose clock is `clock` (pinning [`SIGNER`]).
+    pub fn start_with_clock(
+        pki: &Pki,
+        relay_urls: &[&str],
+        domain: &str,
+        agent_id: &str,
+        applier: Arc<TestApplier>,
+        clock: writeback_agent::clock::ClockCheck,
+    ) -> TestAgent {
+        let tls = pki.agent_tls(domain, agent_id);
+        let pinned = vec![hex::encode(SIGNER.public_key())];
+        TestAgent::start_pinning(
+            pki, relay_urls, domain, agent_id, applier, tls, pinned, clock,
+        )
+    }
+
+    /// An agent pinning the operation-signing keys `pinned` (hex), its
+    /// clock `clock`.
+    #[allow(clippy::too_many_arguments)]
     pub fn start_pinning(
         pki: &Pki,
         relay_urls: &[&str],
@@ -413,6 +441,7 @@ impl TestAgent {
         applier: Arc<TestApplier>,
         tls: Arc<rustls::ClientConfig>,
         pinned: Vec<String>,
+        clock: writeback_agent::clock::ClockCheck,
     ) -> TestAgent {
         let identity = pb::AgentIdentity {
             tenant: pki.tenant.clone(),
@@ -427,6 +456,7 @@ impl TestAgent {
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_millis(400),
             max_message_bytes: 256 * 1024,
+            clock,
         };
         let executor = Arc::new(Executor::new(
             Enrollment {

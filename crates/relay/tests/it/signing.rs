@@ -118,6 +118,7 @@ async fn an_agent_without_a_pinned_key_refuses_everything() {
         applier.clone(),
         pki.agent_tls(CONTOSO, "a1"),
         Vec::new(),
+        Default::default(),
     );
     agent.connected().await;
     let r = dispatch(

@@ -3,6 +3,7 @@
 mod admin_trail;
 mod audit;
 mod conventions;
+mod enroll;
 mod matrix;
 mod replicas;
 mod security_trail;

@@ -335,16 +335,7 @@ async fn enrollments_used_and_refused_are_recorded(db: &TestDb) {
     let t = TestCp::start(db, Options::default()).await;
     let admin = t.admin();
     admin.add_domain("contoso.test").await;
-    let token = admin
-        .agents()
-        .create_enrollment_token(pb::CreateEnrollmentTokenRequest {
-            domain: "contoso.test".into(),
-            ttl_seconds: 600,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
+    let token = t.enrollment_token("contoso.test").await;
     let enroll = |token: String| {
         let (csr_pem, _key) = writeback_identity::generate_csr().unwrap();
         let key = writeback_envelope::KeyPair::generate();

@@ -22,6 +22,8 @@ fn report(version: &str, permissions_ok: bool, dc_ok: bool, warnings: &[&str]) -
         }],
         permissions_ok,
         policy_warnings: warnings.iter().map(|w| (*w).to_owned()).collect(),
+        clock_offset_ms: Some(-120),
+        max_clock_offset_ms: 10_000,
     }
 }
 
@@ -72,6 +74,9 @@ async fn status_says_per_domain_whether_the_agent_setup_is_complete(db: &TestDb)
         db,
         Options {
             min_agent_version: "0.2.0".into(),
+            // Every step below changes what the agents report and looks at
+            // it at once; the health cache has its own test.
+            status_health_ttl_seconds: 0,
             ..Options::default()
         },
     )
@@ -194,6 +199,28 @@ async fn status_says_per_domain_whether_the_agent_setup_is_complete(db: &TestDb)
         "{d:?}"
     );
 
+    // An agent whose clock is beyond its tolerance refuses everything: a
+    // problem, in words, with the direction and the size of the offset.
+    let mut skewed = report("0.2.0", true, true, &[]);
+    skewed.clock_offset_ms = Some(-75_300);
+    t.relay.connect(FakeAgent {
+        agent_id: a2.clone(),
+        domain: "contoso.test".into(),
+        health: Some(skewed),
+    });
+    let d = domain_status(&t, "contoso.test", 2).await;
+    assert!(!d.setup_complete, "{d:?}");
+    assert!(
+        mentions(
+            &d.problems,
+            &format!(
+                "agent {a2}'s clock is 75.3 s behind its relay's, more than the 10 s it tolerates"
+            )
+        ),
+        "{d:?}"
+    );
+    assert_plain_words(&d.problems);
+
     // Going offline is noticed.
     t.relay.disconnect(&a2);
     let d = domain_status(&t, "contoso.test", 1).await;
@@ -221,4 +248,68 @@ async fn status_says_per_domain_whether_the_agent_setup_is_complete(db: &TestDb)
     );
 }
 
-both_backends!(status_says_per_domain_whether_the_agent_setup_is_complete);
+/// A burst of `GetStatus` calls makes one health fan-out per domain (the
+/// relay sees one probe), and every caller gets the same answer; once the
+/// TTL is over, the next call probes again. The burst is timed, so the test
+/// runs with a generous TTL to stay inside it.
+async fn status_calls_share_one_health_probe(db: &TestDb) {
+    let t = TestCp::start(
+        db,
+        Options {
+            status_health_ttl_seconds: 3,
+            ..Options::default()
+        },
+    )
+    .await;
+    let admin = t.admin();
+    admin.add_domain("contoso.test").await;
+    let a1 = t.enroll_agent("contoso.test", "0.1.0").await;
+    t.relay.connect(FakeAgent {
+        agent_id: a1.clone(),
+        domain: "contoso.test".into(),
+        health: Some(report("0.1.0", true, true, &[])),
+    });
+    let started = tokio::time::Instant::now();
+    let d = domain_status(&t, "contoso.test", 1).await;
+    assert!(d.setup_complete, "{d:?}");
+    let probes = t.relay.probes();
+    assert_eq!(probes, 1);
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let admin = t.admin();
+        set.spawn(async move {
+            admin
+                .settings()
+                .get_status(pb::GetStatusRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+        });
+    }
+    while let Some(s) = set.join_next().await {
+        let s = s.unwrap();
+        assert!(s.domains[0].setup_complete, "{s:?}");
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    assert_eq!(
+        t.relay.probes(),
+        probes,
+        "the burst was answered from the cache"
+    );
+
+    // Past the TTL, the agent's new report is seen.
+    t.relay.connect(FakeAgent {
+        agent_id: a1.clone(),
+        domain: "contoso.test".into(),
+        health: Some(report("0.1.0", false, true, &[])),
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    let d = domain_status(&t, "contoso.test", 1).await;
+    assert!(!d.setup_complete, "{d:?}");
+    assert_eq!(t.relay.probes(), probes + 1);
+}
+
+both_backends!(
+    status_says_per_domain_whether_the_agent_setup_is_complete,
+    status_calls_share_one_health_probe,
+);

@@ -375,38 +375,80 @@ async fn writebackctl_mints_lists_and_revokes_tokens(db: &TestDb) {
     assert!(out.contains("\trevoked "), "{out}");
 }
 
-/// `agent enroll-token --out FILE` puts the one-time token in a file only its
-/// owner can read (even over an existing world-readable one), not on standard
-/// output.
+/// `agent enroll-token --out FILE` puts the one-time token in a new file
+/// only its owner can read, not on standard output; it replaces an existing
+/// file only with `--force` (and makes it 0600); without `--out` it prints
+/// the token only to a terminal, or when `--stdout` says so.
 async fn an_enrollment_token_goes_to_a_private_file(db: &TestDb) {
     let t = support::ready(db, Options::default()).await;
+    let enroll_token = |extra: &[&str]| {
+        let mut args = vec!["agent", "enroll-token", "--domain", "contoso.test"];
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        let t = &t;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            support::ctl(t, &t.admin_token, &args).await
+        }
+    };
     let file = t.dir.path().join("enroll.token");
-    std::fs::write(&file, "old").unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (r, out) = support::ctl(
-        &t,
-        &t.admin_token,
-        &[
-            "agent",
-            "enroll-token",
-            "--domain",
-            "contoso.test",
-            "--out",
-            &file.display().to_string(),
-        ],
-    )
-    .await;
+    let path = file.display().to_string();
+    let (r, out) = enroll_token(&["--out", &path]).await;
     r.unwrap();
     let token = std::fs::read_to_string(&file).unwrap();
-    let token = token.trim();
-    assert!(token.len() > 20, "{token:?}");
+    let token = token.trim().to_owned();
+    assert!(token.starts_with("wbe1."), "{token:?}");
     assert!(
-        !out.contains(token),
+        !out.contains(&token),
         "the token reached standard output: {out}"
     );
     assert!(out.contains("written to"), "{out}");
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+
+    // An existing file (here world-readable) is not replaced without --force.
+    std::fs::write(&file, "old").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (r, _) = enroll_token(&["--out", &path]).await;
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("exists; give --force"), "{e}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "old");
+    let (r, _) = enroll_token(&["--out", &path, "--force"]).await;
+    r.unwrap();
+    let replaced = std::fs::read_to_string(&file).unwrap();
+    assert!(replaced.starts_with("wbe1.") && replaced.trim() != token);
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // Standard output that is not a terminal: refused before any token is
+    // made (the administrative trail counts the tokens made), unless
+    // --stdout.
+    let made = || async {
+        t.admin()
+            .audit()
+            .list_admin_events(pb::ListAdminEventsRequest {
+                action: "enrollment_token.create".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .events
+            .len()
+    };
+    let before = made().await;
+    let (r, out) = enroll_token(&[]).await;
+    let e = r.unwrap_err().to_string();
+    assert!(
+        e.contains("not a terminal") && e.contains("--out FILE"),
+        "{e}"
+    );
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(made().await, before);
+    let (r, out) = enroll_token(&["--stdout"]).await;
+    r.unwrap();
+    assert!(out.starts_with("wbe1."), "{out}");
+    assert_eq!(made().await, before + 1);
 }
 
 both_backends!(

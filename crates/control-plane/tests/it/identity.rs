@@ -246,7 +246,10 @@ async fn concurrent_writers_wait_their_turn(db: &TestDb) {
     while let Some(done) = tasks.join_next().await {
         done.unwrap().unwrap();
     }
-    let (events, _) = store.list_admin_events("t1", Page::first(100)).await.unwrap();
+    let (events, _) = store
+        .list_admin_events("t1", Page::first(100))
+        .await
+        .unwrap();
     assert_eq!(events.len(), 16);
 }
 

@@ -56,14 +56,18 @@ fn write(path: &Path, contents: &str, secret: bool) -> Result<(), TestkitError> 
     Ok(())
 }
 
-fn demo_password() -> String {
-    let mut bytes = [0u8; 9];
+/// `n` random bytes as hex.
+fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
     let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| {
         use std::io::Read;
         f.read_exact(&mut bytes)
     });
-    let tail: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("Demo-{tail}!1")
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn demo_password() -> String {
+    format!("Demo-{}!1", random_hex(9))
 }
 
 /// The OpenID provider and the portal's certificate (see the module docs).
@@ -90,7 +94,10 @@ async fn start_idp(
         let hotp = idp.hotp_uri(name).await?;
         people.push_str(&format!("{name}\t{password}\t{upn}\t{role}\t{hotp}\n"));
     }
-    let secret = demo_password();
+    // Letters and digits only: the portal sends it by HTTP Basic, form-encoded
+    // as RFC 6749 asks, and glewlwyd does not decode it (a `!` fails the
+    // token request with unauthorized_client).
+    let secret = random_hex(24);
     let callback = format!("{}/callback", portal_url.trim_end_matches('/'));
     idp.add_client_with_redirects(PORTAL_CLIENT, &secret, &[callback.as_str()])
         .await?;

@@ -15,15 +15,17 @@
 # port of 127.0.0.1. Each agent binds as the service account svc-writeback,
 # whose rights `up` grants with `writeback-agent permissions grant`. The
 # demo people's sign-ins for the portal are in $WRITEBACK_STACK_DIR/lab/idp/users.txt.
+# WRITEBACK_STACK_CP_PORT, _RELAY_PORT and _PORTAL_PORT move the three fixed
+# ports (tests/it/stack.rs runs a stack of its own beside yours).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 STATE=${WRITEBACK_STACK_DIR:-$ROOT/.local/stack}
 TENANT=${WRITEBACK_TENANT:-demo}
 DOMAINS=(contoso.test fabrikam.test)
-CP_ADDR=127.0.0.1:8443
-RELAY_ADDR=127.0.0.1:7443
-PORTAL_ADDR=127.0.0.1:8444
+CP_ADDR=127.0.0.1:${WRITEBACK_STACK_CP_PORT:-8443}
+RELAY_ADDR=127.0.0.1:${WRITEBACK_STACK_RELAY_PORT:-7443}
+PORTAL_ADDR=127.0.0.1:${WRITEBACK_STACK_PORTAL_PORT:-8444}
 PORTAL_URL=https://$PORTAL_ADDR
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/writeback/target}
 BIN=$CARGO_TARGET_DIR/debug

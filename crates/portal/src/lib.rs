@@ -234,12 +234,7 @@ async fn callback(
     };
     match app.signin.finish(&pending, code).await {
         Ok(mut user) => {
-            match app.cp.role(&user.access_token).await {
-                Ok(role) => user.role = Some(role),
-                Err(r) => {
-                    tracing::info!(principal = %user.principal, reason = %r.reason, "the control plane did not tell the role");
-                }
-            }
+            user.role = role_of(&app, &user).await;
             tracing::info!(principal = %user.principal, strong = user.strong, role = ?user.role, "signed in");
             // A fresh session id after sign-in (no session fixation).
             app.sessions.remove(&id);
@@ -265,6 +260,26 @@ async fn callback(
                 .into_response()
         }
     }
+}
+
+/// The signed-in person's role (`WhoAmI`), asked up to three times when the
+/// control plane answers with a transient failure: the answer sets the
+/// navigation for the whole session. `None` when it will not tell.
+async fn role_of(app: &App, user: &SignedIn) -> Option<writeback_proto::v1::Role> {
+    for attempt in 1..=3u64 {
+        match app.cp.role(&user.access_token).await {
+            Ok(role) => return Some(role),
+            Err(r) => {
+                tracing::info!(principal = %user.principal, reason = %r.reason, attempt,
+                    "the control plane did not tell the role");
+                if !matches!(r.reason.as_str(), "INTERNAL" | "UNAVAILABLE" | "TIMEOUT") {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(250 * attempt)).await;
+            }
+        }
+    }
+    None
 }
 
 async fn signout(

@@ -58,6 +58,7 @@ PACKAGES=(
     python3-venv                                               # the tests' Python gRPC client (python-env.sh)
     glewlwyd dbconfig-no-thanks sqlite3 openssl                # test OpenID provider (testkit oidc.rs)
     chromium chromium-driver libnss3-tools fonts-dejavu-core   # real-browser tests (testkit browser.rs)
+    curl                                                       # scripts/stack.sh: the portal answers over verified HTTPS
 )
 # A machine's own engine (docker-ce, or docker.io already there) is kept.
 # fuse-overlayfs: the storage driver dockerd falls back to when its root is

@@ -2,24 +2,31 @@
 # The whole writeback stack on one Debian machine (as root):
 #
 #   sudo scripts/stack.sh up     # build, start two Samba AD domains, the control
-#                                # plane (SQLite), a relay and one agent per domain
+#                                # plane (SQLite), a relay, one agent per domain,
+#                                # an OpenID provider with demo people and the portal
 #   sudo scripts/stack.sh down   # stop everything and remove its state
 #   sudo scripts/stack.sh status # what runs
 #
 # `up` is safe to re-run: what already runs is kept. State, logs and the
 # administrator token live in $WRITEBACK_STACK_DIR (default: .local/stack in
 # the checkout). Ports: control plane 127.0.0.1:8443, relay 127.0.0.1:7443,
-# domain controllers on their own 127.0.0.N (LDAPS 636). Each agent binds as
-# the service account svc-writeback, whose rights `up` grants with
-# `writeback-agent permissions grant`.
+# portal https://127.0.0.1:8444, domain controllers on their own 127.0.0.N
+# (LDAPS 636), the OpenID provider (glewlwyd, run by writeback-lab) on a free
+# port of 127.0.0.1. Each agent binds as the service account svc-writeback,
+# whose rights `up` grants with `writeback-agent permissions grant`. The
+# demo people's sign-ins for the portal are in $WRITEBACK_STACK_DIR/lab/idp/users.txt.
+# WRITEBACK_STACK_CP_PORT, _RELAY_PORT and _PORTAL_PORT move the three fixed
+# ports (tests/it/stack.rs runs a stack of its own beside yours).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 STATE=${WRITEBACK_STACK_DIR:-$ROOT/.local/stack}
 TENANT=${WRITEBACK_TENANT:-demo}
 DOMAINS=(contoso.test fabrikam.test)
-CP_ADDR=127.0.0.1:8443
-RELAY_ADDR=127.0.0.1:7443
+CP_ADDR=127.0.0.1:${WRITEBACK_STACK_CP_PORT:-8443}
+RELAY_ADDR=127.0.0.1:${WRITEBACK_STACK_RELAY_PORT:-7443}
+PORTAL_ADDR=127.0.0.1:${WRITEBACK_STACK_PORTAL_PORT:-8444}
+PORTAL_URL=https://$PORTAL_ADDR
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/writeback/target}
 BIN=$CARGO_TARGET_DIR/debug
 
@@ -48,6 +55,15 @@ wait_for() { # description, seconds, test command...
     done
 }
 
+stop() { # name: stop it and wait until it has gone
+    running "$1" || return 0
+    local pid
+    pid=$(cat "$STATE/pids/$1")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    log "stopped $1"
+}
+
 port_open() { (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
 
 ctl() {
@@ -62,8 +78,15 @@ up() {
     mkdir -p "$STATE"/{pids,logs,cp,relay,agents,lab}
     chmod 700 "$STATE"
 
-    start lab "$BIN/writeback-lab" --dir "$STATE/lab" $(printf -- '--domain %s ' "${DOMAINS[@]}")
-    wait_for "the domain controllers" 180 test -f "$STATE/lab/ready"
+    local fresh_lab=no
+    running lab || fresh_lab=yes
+    start lab "$BIN/writeback-lab" --dir "$STATE/lab" --portal-url "$PORTAL_URL" \
+        $(printf -- '--domain %s ' "${DOMAINS[@]}")
+    wait_for "the domain controllers and the OpenID provider" 180 test -f "$STATE/lab/ready"
+    local idp=$STATE/lab/idp
+    # A new lab is a new OpenID provider (new address and CA): the control
+    # plane reads the provider's CA at start, so it starts again too.
+    if [[ $fresh_lab == yes ]]; then stop control-plane; fi
 
     cat >"$STATE/cp.toml" <<TOML
 data_dir = "$STATE/cp"
@@ -71,6 +94,8 @@ listen = "$CP_ADDR"
 relay_urls = ["https://$RELAY_ADDR"]
 tls_dns_names = ["localhost"]
 tls_ip_addresses = ["127.0.0.1"]
+[oidc]
+ca_file = "$idp/ca.pem"
 TOML
     if [[ ! -f $STATE/admin.token ]]; then
         "$BIN/writeback-control-plane" --config "$STATE/cp.toml" init --tenant "$TENANT" \
@@ -99,6 +124,15 @@ TOML
         fi
     done
     ctl settings set --cloud-sync-writeback on --sspr-writeback on --unlock-without-reset on >/dev/null
+    # The tenant trusts the lab's OpenID provider (as `writebackctl idp` does
+    # for any provider): principal from `upn`, roles from `groups`, and a
+    # self-service reset needs the scope the provider grants after HOTP.
+    ctl idp issuer add --id demo-idp --url "$(cat "$idp/issuer")" \
+        --audience "$(cat "$idp/audience")" --algorithm RS256 \
+        --principal-claim upn --role-claim groups \
+        --map writeback-password-admins=password_admin --map writeback-global-admins=global_admin \
+        --default-role user --strong-scope "$(cat "$idp/strong_scope")" >/dev/null
+    ctl idp client add --issuer demo-idp --client-id "$(cat "$idp/client_id")" --client-app portal >/dev/null
 
     for d in "${DOMAINS[@]}"; do
         local a=$STATE/agents/$d
@@ -126,9 +160,31 @@ TOML
         "$BIN/writeback-agent" --config "$a/agent.toml" permissions check
         # The DCs get new addresses and credentials on each lab start, so an
         # agent always restarts with the current ones.
-        if running "agent-$d"; then kill "$(cat "$STATE/pids/agent-$d")" || true; sleep 0.5; fi
+        stop "agent-$d"
         start "agent-$d" "$BIN/writeback-agent" --config "$a/agent.toml" run
     done
+    cat >"$STATE/portal.toml" <<TOML
+listen = "$PORTAL_ADDR"
+public_url = "$PORTAL_URL"
+tls_cert_file = "$STATE/lab/portal/cert.pem"
+tls_key_file = "$STATE/lab/portal/key.pem"
+control_plane_url = "https://$CP_ADDR"
+control_plane_ca_file = "$STATE/cp/ca.pem"
+[oidc]
+issuer = "$(cat "$idp/issuer")"
+client_id = "$(cat "$idp/client_id")"
+client_secret_file = "$idp/client_secret"
+ca_file = "$idp/ca.pem"
+scopes = ["$(cat "$idp/audience")"]
+strong_scopes = ["$(cat "$idp/strong_scope")"]
+principal_claim = "upn"
+resource = "$(cat "$idp/audience")"
+TOML
+    # The portal discovers the provider at start: it always starts again.
+    stop portal
+    start portal "$BIN/writeback-portal" --config "$STATE/portal.toml" serve
+    wait_for "the portal" 30 curl -fsS -o /dev/null --cacert "$STATE/lab/portal/ca.pem" "$PORTAL_URL/signed-out"
+
     wait_for "the agents" 30 bash -c "[[ \$('$BIN/writebackctl' --control-plane https://$CP_ADDR --ca-file '$STATE/cp/ca.pem' --token-file '$STATE/admin.token' agent list | grep -c online) -ge ${#DOMAINS[@]} ]]"
 
     cat <<TXT
@@ -146,12 +202,20 @@ writeback is up. Try (the demo users' passwords are in $STATE/lab/users.txt):
   echo 'An0ther-Passw0rd!' | writebackctl password reset --user bob@fabrikam.test
   writebackctl audit list
 
+The portal: $PORTAL_URL (its CA: $STATE/lab/portal/ca.pem; the sign-in
+page's CA: $idp/ca.pem — import both into the browser, or accept its warnings).
+Sign in as (password, and the HOTP secret a self-service reset asks for, in
+$idp/users.txt):
+  alice     a user: change, reset (strong sign-in), unlock her own password
+  helpdesk  the help desk: reset and unlock users
+  itadmin   the global administrator: the on-premises integration page, the audit log
+
 Stop and remove everything with: scripts/stack.sh down
 TXT
 }
 
 down() {
-    for p in "$STATE"/pids/agent-* "$STATE/pids/control-plane" "$STATE/pids/relay" "$STATE/pids/lab"; do
+    for p in "$STATE/pids/portal" "$STATE"/pids/agent-* "$STATE/pids/control-plane" "$STATE/pids/relay" "$STATE/pids/lab"; do
         [[ -f $p ]] || continue
         local pid
         pid=$(cat "$p")
@@ -172,6 +236,14 @@ status() {
         if kill -0 "$(cat "$p")" 2>/dev/null; then log "$(basename "$p"): running"; else log "$(basename "$p"): stopped"; fi
     done
     if running control-plane; then ctl status || true; fi
+    if running portal; then
+        if curl -fsS -o /dev/null --cacert "$STATE/lab/portal/ca.pem" "$PORTAL_URL/signed-out"; then
+            log "portal: $PORTAL_URL answers"
+        else
+            log "portal: $PORTAL_URL does not answer; see $STATE/logs/portal.log"
+        fi
+    fi
+    if [[ -f $STATE/lab/idp/issuer ]]; then log "openid provider: $(cat "$STATE/lab/idp/issuer")"; fi
 }
 
 case ${1:-} in

@@ -19,6 +19,8 @@ use clap::Parser;
 use writeback_core::ReasonCode;
 use writeback_testkit::docker;
 
+use crate::support::{free_port, text};
+
 const FORESTS: [(&str, &str); 2] = [("contoso", "contoso.test"), ("fabrikam", "fabrikam.test")];
 
 /// One compose project of the test's own; `down` on drop.
@@ -28,19 +30,6 @@ struct Project {
     secrets: tempfile::TempDir,
     state: tempfile::TempDir,
     tokens: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 impl Project {

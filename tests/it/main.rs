@@ -13,5 +13,7 @@ mod password_quality;
 mod portal;
 mod scenarios;
 mod skeleton;
+mod stack;
 mod standard_errors;
+mod support;
 mod traces;

@@ -265,6 +265,46 @@ async fn attribute(s: &Session, css: &str, name: &str) -> String {
     .to_owned()
 }
 
+/// The pages the navigation offers (their paths, in order).
+async fn nav(s: &Session) -> Vec<String> {
+    let links = s
+        .execute(
+            "return Array.from(document.querySelectorAll('header nav a')).map(a => a.getAttribute('href'));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(links).unwrap()
+}
+
+/// The audit page with `query`, once a row matching `css` shows (the
+/// security trail is written by a background writer, so it is polled);
+/// returns the page's source.
+async fn audit_until(w: &World, s: &Session, query: &str, css: &str) -> String {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        s.goto(&format!("{}/admin/audit?{query}", w.url))
+            .await
+            .unwrap();
+        let found = s
+            .execute(
+                "return document.querySelectorAll(arguments[0]).length;",
+                vec![css.into()],
+            )
+            .await
+            .unwrap();
+        if found.as_u64().unwrap_or(0) > 0 {
+            return s.source().await.unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{query}: nothing matches {css}:\n{}",
+            s.source().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// Clicks the submit `button` and returns the reason code of the outcome
 /// box on the page that answers (not the one before it, which may hold an
 /// outcome of its own: the old document is marked and waited out).
@@ -297,6 +337,8 @@ async fn a_user_changes_resets_and_unlocks_in_the_browser() {
     let page = s.source().await.unwrap();
     assert!(page.contains("Your password rules"), "{page}");
     assert!(page.contains("alice@contoso.test"));
+    // A user is offered her own account only.
+    assert_eq!(nav(&s).await, ["/me"]);
     w.screenshot(&s, "self-service").await;
 
     // Change: current + new, answered in plain words, proven by bind.
@@ -379,12 +421,19 @@ async fn the_help_desk_resets_and_the_administrator_switches_writeback_off_and_o
         .unwrap();
     let history = hd.source().await.unwrap();
     assert!(history.contains("data-reason=\"OK\""), "{history}");
+    // The help desk is offered its pages and the audit log, not the
+    // global administrator's.
+    assert_eq!(nav(&hd).await, ["/me", "/helpdesk", "/admin/audit"]);
     w.screenshot(&hd, "help-desk").await;
 
     // The global administrator: status, then writeback off.
     let admin = w.signed_in("root", "/admin", Viewport::Desktop).await;
     let page = admin.source().await.unwrap();
     assert!(page.contains("data-complete=\"true\""), "{page}");
+    assert_eq!(
+        nav(&admin).await,
+        ["/me", "/helpdesk", "/admin", "/admin/audit"]
+    );
     w.screenshot(&admin, "on-premises-integration").await;
     admin.click("input[name=sspr_writeback]").await.unwrap();
     assert_eq!(
@@ -427,8 +476,84 @@ async fn the_help_desk_resets_and_the_administrator_switches_writeback_off_and_o
         page.contains("writeback-agent enroll --control-plane"),
         "{page}"
     );
-    // The audit log.
+    // The audit log, through its filter form: carol's operations on alice.
     admin.goto(&format!("{}/admin/audit", w.url)).await.unwrap();
     assert!(admin.source().await.unwrap().contains("alice@contoso.test"));
+    admin
+        .fill("#audit-principal", "carol@contoso.test")
+        .await
+        .unwrap();
+    admin
+        .fill("#audit-user", "alice@contoso.test")
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "document.querySelector('#audit-state').value = 'succeeded'; return true;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    admin.click("form.filters button").await.unwrap();
+    admin
+        .wait_for_url(
+            &format!("{}/admin/audit?kind=operations&principal=carol", w.url),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let page = admin.source().await.unwrap();
+    assert_eq!(
+        page.matches("<td data-reason=\"OK\">").count(),
+        2,
+        "carol's two resets of alice: {page}"
+    );
     w.screenshot(&admin, "audit-log").await;
+    // Nothing failed, nothing by root, nothing tomorrow.
+    for query in [
+        "kind=operations&state=failed",
+        "principal=root%40contoso.test",
+        "since=2999-01-01",
+    ] {
+        admin
+            .goto(&format!("{}/admin/audit?{query}", w.url))
+            .await
+            .unwrap();
+        let page = admin.source().await.unwrap();
+        assert!(page.contains("No operations yet."), "{query}: {page}");
+    }
+    // Administrative changes: root's two switches of the toggles.
+    let page = audit_until(
+        &w,
+        &admin,
+        "kind=administration&action=settings.update",
+        "td[data-action='settings.update']",
+    )
+    .await;
+    assert!(page.contains("root@contoso.test"), "{page}");
+    // Security events: the reset refused while writeback was off.
+    audit_until(
+        &w,
+        &admin,
+        "kind=security&reason=WRITEBACK_DISABLED",
+        "table[data-trail=security] td[data-reason=WRITEBACK_DISABLED]",
+    )
+    .await;
+    // A filter the trail does not have is refused, not dropped.
+    admin
+        .goto(&format!(
+            "{}/admin/audit?kind=administration&state=failed",
+            w.url
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        attribute(&admin, "div.outcome", "data-reason").await,
+        "INVALID_ARGUMENT"
+    );
+    // The help desk reads operations and changes, not security events.
+    hd.goto(&format!("{}/admin/audit", w.url)).await.unwrap();
+    let page = hd.source().await.unwrap();
+    assert!(page.contains("value=\"administration\""), "{page}");
+    assert!(!page.contains("value=\"security\""), "{page}");
 }

@@ -109,6 +109,15 @@ impl ControlPlane {
         r.map(tonic::Response::into_inner).map_err(Refusal::from)
     }
 
+    /// `WhoAmI`: the role the control plane gives `token`'s holder.
+    pub async fn role(&self, token: &SecretString) -> Result<pb::Role, Refusal> {
+        let r = self
+            .tokens()
+            .who_am_i(self.request(token, pb::WhoAmIRequest {}))
+            .await;
+        r.map(|r| r.into_inner().role()).map_err(Refusal::from)
+    }
+
     service!(
         passwords,
         pb::password_service_client::PasswordServiceClient<Channel>
@@ -126,4 +135,8 @@ impl ControlPlane {
         pb::agent_service_client::AgentServiceClient<Channel>
     );
     service!(audit, pb::audit_service_client::AuditServiceClient<Channel>);
+    service!(
+        tokens,
+        pb::token_service_client::TokenServiceClient<Channel>
+    );
 }

@@ -5,6 +5,8 @@
 
 use maud::{DOCTYPE, Markup, html};
 
+use writeback_proto::v1::Role;
+
 use crate::strings as s;
 
 /// What the shell needs to know about the viewer.
@@ -14,6 +16,26 @@ pub struct Viewer {
     pub principal: Option<String>,
     /// The session's CSRF token (for the sign-out form).
     pub csrf: String,
+    /// Their role, which decides the pages the navigation offers.
+    pub role: Option<Role>,
+}
+
+/// The pages `role` may use, as (path, label): everyone their own account;
+/// the help desk and the audit log for administrators; the on-premises
+/// integration page for global administrators (the control plane enforces
+/// the same on every call).
+pub fn nav_links(role: Option<Role>) -> Vec<(&'static str, &'static str)> {
+    let mut links = vec![("/me", s::NAV_ME)];
+    if matches!(role, Some(Role::PasswordAdmin | Role::GlobalAdmin)) {
+        links.push(("/helpdesk", s::NAV_HELPDESK));
+    }
+    if role == Some(Role::GlobalAdmin) {
+        links.push(("/admin", s::NAV_ADMIN));
+    }
+    if matches!(role, Some(Role::PasswordAdmin | Role::GlobalAdmin)) {
+        links.push(("/admin/audit", s::NAV_AUDIT));
+    }
+    links
 }
 
 /// A whole page.
@@ -33,10 +55,9 @@ pub fn page(title: &str, viewer: &Viewer, body: Markup) -> Markup {
                 header {
                     span.brand { (s::PRODUCT) }
                     nav aria-label="Main" {
-                        a href="/me" { (s::NAV_ME) }
-                        a href="/helpdesk" { (s::NAV_HELPDESK) }
-                        a href="/admin" { (s::NAV_ADMIN) }
-                        a href="/admin/audit" { (s::NAV_AUDIT) }
+                        @for (href, label) in nav_links(viewer.role) {
+                            a href=(href) aria-current=[(label == title).then_some("page")] { (label) }
+                        }
                     }
                     @if let Some(p) = &viewer.principal {
                         form.signout method="post" action="/signout" {
@@ -72,4 +93,29 @@ pub fn outcome(reason: &str, message: &str, when: Option<&str>) -> Markup {
 /// The CSRF field every form carries.
 pub fn csrf_field(csrf: &str) -> Markup {
     html! { input type="hidden" name="csrf" value=(csrf); }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_role_is_offered_only_its_pages() {
+        let paths = |role| {
+            nav_links(role)
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(paths(None), ["/me"]);
+        assert_eq!(paths(Some(Role::User)), ["/me"]);
+        assert_eq!(
+            paths(Some(Role::PasswordAdmin)),
+            ["/me", "/helpdesk", "/admin/audit"]
+        );
+        assert_eq!(
+            paths(Some(Role::GlobalAdmin)),
+            ["/me", "/helpdesk", "/admin", "/admin/audit"]
+        );
+    }
 }

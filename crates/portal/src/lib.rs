@@ -1,9 +1,11 @@
 //! The writeback web portals, one service: **self-service** (change, reset
 //! after a strong sign-in, unlock — with the account's password rules shown
 //! and checked as the user types), the **help desk** (find a user, reset,
-//! unlock, their history) and the global administrator's **on-premises
+//! unlock, their history), the **audit log** (the three trails with the
+//! control plane's filters) and the global administrator's **on-premises
 //! integration** page (the three toggles, each domain's set-up status,
-//! agents, enrollment tokens, the audit log).
+//! agents, enrollment tokens). The navigation offers each person the pages
+//! of the role the control plane names for their token (`WhoAmI`).
 //!
 //! People sign in through the tenant's OpenID Connect provider
 //! ([`signin`]: authorization code + PKCE) and the portal calls the control
@@ -231,8 +233,9 @@ async fn callback(
         return (StatusCode::BAD_REQUEST, "the provider sent no code").into_response();
     };
     match app.signin.finish(&pending, code).await {
-        Ok(user) => {
-            tracing::info!(principal = %user.principal, strong = user.strong, "signed in");
+        Ok(mut user) => {
+            user.role = role_of(&app, &user).await;
+            tracing::info!(principal = %user.principal, strong = user.strong, role = ?user.role, "signed in");
             // A fresh session id after sign-in (no session fixation).
             app.sessions.remove(&id);
             let (new_id, mut fresh) = app.sessions.create();
@@ -257,6 +260,26 @@ async fn callback(
                 .into_response()
         }
     }
+}
+
+/// The signed-in person's role (`WhoAmI`), asked up to three times when the
+/// control plane answers with a transient failure: the answer sets the
+/// navigation for the whole session. `None` when it will not tell.
+async fn role_of(app: &App, user: &SignedIn) -> Option<writeback_proto::v1::Role> {
+    for attempt in 1..=3u64 {
+        match app.cp.role(&user.access_token).await {
+            Ok(role) => return Some(role),
+            Err(r) => {
+                tracing::info!(principal = %user.principal, reason = %r.reason, attempt,
+                    "the control plane did not tell the role");
+                if !matches!(r.reason.as_str(), "INTERNAL" | "UNAVAILABLE" | "TIMEOUT") {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(250 * attempt)).await;
+            }
+        }
+    }
+    None
 }
 
 async fn signout(

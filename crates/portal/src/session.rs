@@ -44,6 +44,11 @@ pub struct SignedIn {
     pub strong: bool,
     /// When the access token stops working.
     pub expires_at: Instant,
+    /// Their role as the control plane sees their token (`WhoAmI`), which
+    /// decides the pages the navigation offers; `None` when it could not
+    /// tell (then only their own account is offered). The control plane
+    /// still decides every call.
+    pub role: Option<writeback_proto::v1::Role>,
 }
 
 /// One browser's session.

@@ -175,6 +175,7 @@ impl SignIn {
             access_token: SecretString::from(response.access_token().secret().clone()),
             strong,
             expires_at: Instant::now() + lifetime,
+            role: None,
         })
     }
 }

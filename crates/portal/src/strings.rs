@@ -76,6 +76,24 @@ pub const AUDIT_TITLE: &str = "Audit log";
 pub const FILTER: &str = "Filter";
 pub const OPERATION_TITLE: &str = "Operation";
 pub const NEXT_PAGE: &str = "Next page";
+pub const AUDIT_FILTER_KIND: &str = "Trail";
+pub const AUDIT_KIND_OPERATIONS: &str = "Password operations";
+pub const AUDIT_KIND_ADMINISTRATION: &str = "Administrative changes";
+pub const AUDIT_KIND_SECURITY: &str = "Security events";
+pub const AUDIT_FILTER_PRINCIPAL: &str = "Done by (user@domain)";
+pub const AUDIT_FILTER_USER: &str = "About user (user@domain)";
+pub const AUDIT_FILTER_SINCE: &str = "From (UTC)";
+pub const AUDIT_FILTER_UNTIL: &str = "Until, inclusive (UTC)";
+pub const AUDIT_FILTER_STATE: &str = "State";
+pub const AUDIT_FILTER_REASON: &str = "Reason code";
+pub const AUDIT_FILTER_ACTION: &str = "Action";
+pub const AUDIT_ANY: &str = "any";
+pub const AUDIT_ONLY_OPERATIONS: &str = "filters password operations only.";
+pub const AUDIT_ONLY_ADMINISTRATION: &str = "filters administrative changes only.";
+pub const AUDIT_NOT_ADMINISTRATION: &str = "does not filter administrative changes.";
+pub const AUDIT_BAD_TIME: &str = "is not a date (YYYY-MM-DD) or an RFC 3339 time.";
+pub const AUDIT_BAD_KIND: &str =
+    "The trail is password operations, administrative changes or security events.";
 
 /// The outcome of an operation in plain words, with the next step.
 pub fn explain(reason: &str, message: &str) -> String {
@@ -118,6 +136,10 @@ pub fn explain(reason: &str, message: &str) -> String {
         "WRONG_OLD_PASSWORD" => (
             "The current password is not right.",
             "Type your current password again, or reset it instead.",
+        ),
+        "INVALID_ARGUMENT" => (
+            "Something in the request is not right.",
+            "Correct it and try again.",
         ),
         "USER_NOT_FOUND" => ("No such user in the directory.", "Check the name."),
         "PROTECTED_ACCOUNT" => (

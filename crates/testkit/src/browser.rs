@@ -753,6 +753,28 @@ pub async fn sign_in_at_glewlwyd(
     password: &str,
     redirect_prefix: &str,
 ) -> Result<SignedIn, TestkitError> {
+    sign_in(session, Some(provider), user, password, redirect_prefix).await
+}
+
+/// [`sign_in_at_glewlwyd`] at a glewlwyd this process did not start (the
+/// `writeback-lab` of `scripts/stack.sh`), by password only: a login page
+/// that asks for an HOTP code fails the sign-in.
+pub async fn sign_in_at_glewlwyd_by_password(
+    session: &Session,
+    user: &str,
+    password: &str,
+    redirect_prefix: &str,
+) -> Result<SignedIn, TestkitError> {
+    sign_in(session, None, user, password, redirect_prefix).await
+}
+
+async fn sign_in(
+    session: &Session,
+    provider: Option<&OidcProvider>,
+    user: &str,
+    password: &str,
+    redirect_prefix: &str,
+) -> Result<SignedIn, TestkitError> {
     let started = Instant::now();
     let deadline = started + SIGN_IN_DEADLINE;
     let mut steps: Vec<SignInStep> = Vec::new();
@@ -800,6 +822,11 @@ pub async fn sign_in_at_glewlwyd(
                     session.click("#loginbut").await?;
                 }
                 SignInStep::Otp => {
+                    let provider = provider.ok_or_else(|| {
+                        TestkitError::InvalidInput(format!(
+                            "the login page asks {user} for an HOTP code; this sign-in is by password only"
+                        ))
+                    })?;
                     let code = provider.next_hotp_code(user).await?;
                     session.fill("#otpSchemeForm #value", &code).await?;
                     session.click("#otpSchemeForm #but").await?;

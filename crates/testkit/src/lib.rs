@@ -4,7 +4,8 @@
 //! — so tests exercise the same LDAP, password and Kerberos behaviour an agent meets on
 //! premises. [`stack::Stack`] adds the control plane, relays and agents in-process, so a
 //! test can assemble the whole system from one crate. The `writeback-lab`
-//! binary keeps DCs running for the local stack (`scripts/stack.sh up`).
+//! binary keeps DCs — and, for the portal, an OpenID provider with demo
+//! people — running for the local stack (`scripts/stack.sh up`).
 //! [`docker`] runs containers for the tests that need a machine of their own (a
 //! clean Debian for `scripts/install-deps.sh`, the docker-compose evaluation).
 //! [`oidc::OidcProvider`] runs a real OpenID provider (Debian's glewlwyd) over HTTPS

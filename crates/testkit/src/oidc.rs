@@ -531,6 +531,22 @@ impl OidcProvider {
         Ok(code)
     }
 
+    /// The `otpauth://hotp/…` URI of `user`'s HOTP secret (added with
+    /// [`OidcProvider::add_user`]) at its current counter, for an authenticator
+    /// app; the local stack hands it to its demo users (a secret: keep it in a
+    /// 0600 file, never in a log line).
+    pub async fn hotp_uri(&self, user: &str) -> Result<String, TestkitError> {
+        let otp = self.otp.lock().await;
+        let hotp = otp.get(user).ok_or_else(|| {
+            TestkitError::InvalidInput(format!("{user} was not added with add_user"))
+        })?;
+        Ok(format!(
+            "otpauth://hotp/writeback:{user}?secret={}&counter={}&digits=6&algorithm=SHA1&issuer=writeback",
+            base32(&hotp.secret),
+            hotp.counter
+        ))
+    }
+
     /// An access token from the password grant (no MFA): scope and `aud`
     /// [`AUDIENCE`].
     pub async fn password_token(

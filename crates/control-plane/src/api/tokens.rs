@@ -1,6 +1,7 @@
 //! `TokenService`: the control plane's own `wbt1` bearer tokens — minted
 //! for a principal (shown once), listed and revoked; every change recorded in
-//! the administrative audit trail.
+//! the administrative audit trail. `WhoAmI` tells any caller who their token
+//! names.
 
 use super::*;
 
@@ -97,6 +98,19 @@ impl TokenService for Api {
         Ok(Response::new(pb::ListTokensResponse {
             tokens: rows.into_iter().map(token_pb).collect(),
             next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn who_am_i(
+        &self,
+        req: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let caller = self.authenticate(&req).await?;
+        Ok(Response::new(pb::WhoAmIResponse {
+            principal: caller.principal,
+            role: role_pb(caller.role) as i32,
+            client_app: client_app_pb(caller.client_app) as i32,
+            sign_in: caller.sign_in.as_str().to_owned(),
         }))
     }
 

@@ -1,7 +1,8 @@
 //! "On-premises integration" (global administrators): the seed's three
 //! toggles, each domain's agent set-up with every problem and warning, the
 //! agents with version, health and revoke, one-time enrollment tokens with
-//! the exact command to run, the audit log and one operation's detail.
+//! the exact command to run, and one operation's detail (linked from the
+//! audit log, [`super::audit`]).
 //! The control plane refuses whatever the viewer's role may not do; the
 //! page shows that refusal in plain words.
 
@@ -14,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use writeback_proto::v1 as pb;
 
-use super::helpdesk::history;
 use super::{viewer, when};
 use crate::App;
 use crate::cp::Refusal;
@@ -234,57 +234,6 @@ pub async fn enroll(
     render(&app, &session, &user, Some(result))
         .await
         .into_response()
-}
-
-/// `GET /admin/audit?user=…&page=…`.
-pub async fn audit(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let here = uri.path_and_query().map_or("/admin/audit", |p| p.as_str());
-    let (_, session, user) = match app.user(&headers, here) {
-        Ok(found) => found,
-        Err(r) => return *r,
-    };
-    let filter = q.get("user").cloned().unwrap_or_default();
-    let r = app
-        .cp
-        .audit()
-        .list_audit(app.cp.request(
-            &user.access_token,
-            pb::ListAuditRequest {
-                user: filter.clone(),
-                page_size: 50,
-                page_token: q.get("page").cloned().unwrap_or_default(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .map(tonic::Response::into_inner)
-        .map_err(Refusal::from);
-    let body = html! {
-        form method="get" action="/admin/audit" {
-            label for="audit-user" { (s::USER_UPN) }
-            input id="audit-user" type="email" name="user" value=(filter);
-            button type="submit" { (s::FILTER) }
-        }
-        @match &r {
-            Err(e) => (refusal(e)),
-            Ok(page) => {
-                (history(&page.records))
-                @if !page.next_page_token.is_empty() {
-                    a href=(format!("/admin/audit?user={}&page={}", url_encode(&filter), page.next_page_token)) { (s::NEXT_PAGE) }
-                }
-            }
-        }
-    };
-    page(s::AUDIT_TITLE, &viewer(&session, &user), body).into_response()
-}
-
-fn url_encode(v: &str) -> String {
-    url::form_urlencoded::byte_serialize(v.as_bytes()).collect()
 }
 
 /// `GET /admin/operation?id=…`.

@@ -1,9 +1,10 @@
 //! The pages, one module per audience: [`selfservice`] (everyone, their own
-//! account), [`helpdesk`] (password administrators) and [`admin`] (global
-//! administrators). Each handler renders with [`crate::layout`] and turns
+//! account), [`helpdesk`] (password administrators), [`audit`] (the audit
+//! trails, administrators) and [`admin`] (global administrators). Each handler renders with [`crate::layout`] and turns
 //! the control plane's answers into plain words ([`crate::strings`]).
 
 mod admin;
+mod audit;
 mod helpdesk;
 mod selfservice;
 
@@ -31,7 +32,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/admin/settings", post(admin::settings))
         .route("/admin/revoke", post(admin::revoke))
         .route("/admin/enroll", post(admin::enroll))
-        .route("/admin/audit", get(admin::audit))
+        .route("/admin/audit", get(audit::show))
         .route("/admin/operation", get(admin::operation))
         .route("/signed-out", get(signed_out))
 }
@@ -41,6 +42,7 @@ pub(crate) fn viewer(s: &Session, u: &SignedIn) -> Viewer {
     Viewer {
         principal: Some(u.principal.clone()),
         csrf: s.csrf.clone(),
+        role: u.role,
     }
 }
 

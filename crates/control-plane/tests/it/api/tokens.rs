@@ -119,6 +119,17 @@ async fn tokens_are_minted_expire_and_are_revoked_through_the_api(db: &TestDb) {
         .list_domains(pb::ListDomainsRequest::default())
         .await
         .expect("the new token works");
+    // WhoAmI: any caller learns who their token names.
+    let me = helpdesk
+        .tokens()
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.principal, "helpdesk@contoso.test");
+    assert_eq!(me.role, pb::Role::PasswordAdmin as i32);
+    assert_eq!(me.client_app, pb::ClientApp::Graph as i32);
+    assert_eq!(me.sign_in, "api_token");
 
     // Only global administrators mint and list tokens.
     let err = helpdesk

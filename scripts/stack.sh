@@ -15,6 +15,8 @@
 # port of 127.0.0.1. Each agent binds as the service account svc-writeback,
 # whose rights `up` grants with `writeback-agent permissions grant`. The
 # demo people's sign-ins for the portal are in $WRITEBACK_STACK_DIR/lab/idp/users.txt.
+# WRITEBACK_STACK_SKIP_INSTALL=1 skips scripts/install-deps.sh (the test
+# suite sets it: it ran install-deps itself).
 # WRITEBACK_STACK_CP_PORT, _RELAY_PORT and _PORTAL_PORT move the three fixed
 # ports (tests/it/stack.rs runs a stack of its own beside yours).
 set -euo pipefail
@@ -72,7 +74,9 @@ ctl() {
 }
 
 up() {
-    scripts/install-deps.sh
+    # The test suite has installed everything already, and its Samba DCs
+    # running beside this would trip install-deps' check for foreign ones.
+    [[ -n ${WRITEBACK_STACK_SKIP_INSTALL:-} ]] || scripts/install-deps.sh
     log "building (cache in $CARGO_TARGET_DIR)"
     cargo build --locked --bins
     mkdir -p "$STATE"/{pids,logs,cp,relay,agents,lab}

@@ -38,6 +38,9 @@ impl Stack {
             .arg(repo_root().join("scripts/stack.sh"))
             .arg(arg)
             .env("WRITEBACK_STACK_DIR", self.state())
+            // scripts/test.sh ran install-deps; run beside other tests' DCs
+            // it would take them for foreign ones.
+            .env("WRITEBACK_STACK_SKIP_INSTALL", "1")
             .env("WRITEBACK_STACK_CP_PORT", self.ports[0].to_string())
             .env("WRITEBACK_STACK_RELAY_PORT", self.ports[1].to_string())
             .env("WRITEBACK_STACK_PORTAL_PORT", self.ports[2].to_string())

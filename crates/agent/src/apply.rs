@@ -52,6 +52,16 @@ impl Apply for Directory {
         }
     }
 
+    async fn password_version(&self, target: &Target) -> Option<u32> {
+        match Directory::password_version(self, target).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the user's password version");
+                None
+            }
+        }
+    }
+
     async fn policy(&self, target: Option<&Target>) -> Result<PolicyReport, Failure> {
         let facts = self.policy_facts(target).await.map_err(failure)?;
         Ok(policy_report(&facts))

@@ -39,7 +39,7 @@ use writeback_proto::v1::{
 
 use crate::directory::Target;
 use crate::health::{Checks, HealthHandle};
-use crate::ledger::{Entry, Ledger};
+use crate::ledger::{Begun, Entry, Ledger};
 use crate::state::Enrollment;
 
 /// How many finished operations are remembered for deduplication.
@@ -73,6 +73,12 @@ pub trait Apply: Send + Sync + 'static {
     /// never per probe. The default verifies nothing.
     async fn checks(&self) -> Checks {
         Checks::default()
+    }
+    /// How many times `target`'s password was written, from the directory
+    /// (the witness of [`crate::ledger`]'s in-doubt operations); `None` when
+    /// it cannot be told. The default tells nothing.
+    async fn password_version(&self, _target: &Target) -> Option<u32> {
+        None
     }
     /// The domain's password policies and, for `target`, the user's effective
     /// one (an `OPERATION_KIND_POLICY_QUERY`). The default reads nothing.
@@ -349,8 +355,9 @@ impl Executor {
         }
     }
 
-    /// Runs `op` unless the ledger knows it, recording it as begun before
-    /// and finished after. Without a ledger, memory alone deduplicates.
+    /// Runs `op` unless the ledger knows it, recording it as begun (with
+    /// the target's password version, the witness) before and finished
+    /// after. Without a ledger, memory alone deduplicates.
     async fn run_once(&self, op: &OperationRequest) -> OperationOutcome {
         let Some(ledger) = &self.ledger else {
             return outcome_of(self.run(op).await);
@@ -360,19 +367,22 @@ impl Executor {
                 tracing::info!("repeated operation id answered from the ledger");
                 return outcome;
             }
-            Some(Entry::Begun) => {
-                tracing::warn!(
-                    "operation begun before a restart and never finished; not run again"
-                );
-                return in_doubt();
+            Some(Entry::Begun(begun)) => {
+                match self.settle(ledger, &op.operation_id, &begun).await {
+                    Settled::Applied(outcome) => return outcome,
+                    Settled::NotApplied => {}
+                    Settled::InDoubt => {
+                        tracing::warn!(
+                            "operation begun before a restart and never finished; not run again"
+                        );
+                        return in_doubt();
+                    }
+                }
             }
             None => {}
         }
-        let expires_ms = op
-            .expires_at
-            .as_ref()
-            .map_or(0, |t| t.seconds.saturating_mul(1000));
-        if let Err(e) = ledger.begin(&op.operation_id, expires_ms).await {
+        let begun = self.begun(op).await;
+        if let Err(e) = ledger.begin(&op.operation_id, begun).await {
             tracing::error!(error = %e, "cannot record the operation in the ledger; refused");
             return outcome_of(Err(Failure::new(
                 ReasonCode::Internal,
@@ -384,6 +394,78 @@ impl Executor {
             tracing::error!(error = %e, "cannot record the operation's outcome in the ledger");
         }
         outcome
+    }
+
+    /// The ledger's record of `op` about to begin: its expiry, target and
+    /// kind, and — for a password write — the target's password version.
+    async fn begun(&self, op: &OperationRequest) -> Begun {
+        let valid = self.validate(op).ok();
+        let witness = match &valid {
+            Some(v) if v.kind.carries_password() => self.applier.password_version(&v.target).await,
+            _ => None,
+        };
+        Begun {
+            expires_ms: op
+                .expires_at
+                .as_ref()
+                .map_or(0, |t| t.seconds.saturating_mul(1000)),
+            target: op
+                .target
+                .as_ref()
+                .and_then(user_ref_key)
+                .unwrap_or_default(),
+            kind: valid.map_or("", |v| v.kind.as_str()).to_owned(),
+            witness,
+        }
+    }
+
+    /// Decides an operation begun before a restart from the directory: its
+    /// password version raised since (applied: recorded as finished),
+    /// unchanged (not applied: forgotten, to run again) or unknown. An
+    /// unlock is idempotent: run again.
+    async fn settle(&self, ledger: &Ledger, id: &str, begun: &Begun) -> Settled {
+        if begun.kind == OperationKind::Unlock.as_str() {
+            return match ledger.forget(id).await {
+                Ok(()) => Settled::NotApplied,
+                Err(_) => Settled::InDoubt,
+            };
+        }
+        let (Some(before), Some(target)) = (begun.witness, target_from_key(&begun.target)) else {
+            return Settled::InDoubt;
+        };
+        let Some(now) = self.applier.password_version(&target).await else {
+            return Settled::InDoubt;
+        };
+        if now > before {
+            let outcome = OperationOutcome {
+                reason_code: ReasonCode::Ok.as_str().to_owned(),
+                message: "the change was written to the directory (found applied after the \
+                          agent restarted)"
+                    .to_owned(),
+                applied: true,
+            };
+            if ledger.finish(id, &outcome).await.is_err() {
+                return Settled::InDoubt;
+            }
+            tracing::info!(operation_id = id, "in-doubt operation found applied");
+            Settled::Applied(outcome)
+        } else {
+            if ledger.forget(id).await.is_err() {
+                return Settled::InDoubt;
+            }
+            tracing::info!(operation_id = id, "in-doubt operation found not applied");
+            Settled::NotApplied
+        }
+    }
+
+    /// Settles every operation the ledger holds in doubt (at start-up,
+    /// before the tunnel opens, so outcome queries get the truth).
+    pub async fn settle_ledger(&self) {
+        let Some(ledger) = &self.ledger else { return };
+        for (id, begun) in ledger.in_doubt() {
+            let settled = self.settle(ledger, &id, &begun).await;
+            tracing::info!(operation_id = %id, settled = settled.word(), "in-doubt operation settled");
+        }
     }
 
     /// "What happened to operation X?": finished (with its outcome), in
@@ -407,12 +489,12 @@ impl Executor {
         };
         let known = match remembered {
             Some(Some(outcome)) => Some(Entry::Done(outcome)),
-            Some(None) => Some(Entry::Begun),
+            Some(None) => Some(Entry::Begun(Begun::default())),
             None => self.ledger.as_ref().and_then(|l| l.get(id)),
         };
         let (state, outcome) = match known {
             Some(Entry::Done(o)) => (v1::LedgerState::Finished, o),
-            Some(Entry::Begun) => (v1::LedgerState::InDoubt, in_doubt()),
+            Some(Entry::Begun(_)) => (v1::LedgerState::InDoubt, in_doubt()),
             None => (
                 v1::LedgerState::NotSeen,
                 OperationOutcome {
@@ -552,6 +634,32 @@ fn unauthenticated(e: &SigningError) -> Failure {
     Failure::new(ReasonCode::OperationUnauthenticated, why)
 }
 
+/// How an operation begun before a restart was decided.
+enum Settled {
+    Applied(OperationOutcome),
+    NotApplied,
+    InDoubt,
+}
+
+impl Settled {
+    fn word(&self) -> &'static str {
+        match self {
+            Settled::Applied(_) => "applied",
+            Settled::NotApplied => "not applied",
+            Settled::InDoubt => "in doubt",
+        }
+    }
+}
+
+/// The target of a ledger key (`upn:…` or `guid:…`).
+fn target_from_key(key: &str) -> Option<Target> {
+    match key.split_once(':')? {
+        ("upn", upn) if !upn.is_empty() => Some(Target::Upn(upn.to_owned())),
+        ("guid", g) => uuid::Uuid::parse_str(g).ok().map(Target::ObjectGuid),
+        _ => None,
+    }
+}
+
 /// The user an operation names.
 fn target_of(op: &OperationRequest) -> Result<Target, Failure> {
     match op.target.as_ref().and_then(|t| t.by.as_ref()) {
@@ -596,5 +704,99 @@ fn outcome_of(r: Result<(), Failure>) -> OperationOutcome {
             message: f.message,
             applied: false,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::ledger::{DEFAULT_RETENTION, Ledger};
+
+    /// A directory whose password versions the test sets; applies nothing.
+    struct Versions {
+        version: AtomicU32,
+        applied: AtomicU32,
+    }
+
+    #[tonic::async_trait]
+    impl Apply for Versions {
+        async fn apply(&self, _: &ValidOperation, _: Option<&Secrets>) -> Result<(), Failure> {
+            self.applied.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn health(&self) -> Vec<DcStatus> {
+            Vec::new()
+        }
+        async fn password_version(&self, _: &Target) -> Option<u32> {
+            Some(self.version.load(Ordering::SeqCst))
+        }
+    }
+
+    fn begun(kind: &str, witness: Option<u32>) -> Begun {
+        Begun {
+            expires_ms: 0,
+            target: "upn:alice@contoso.test".into(),
+            kind: kind.into(),
+            witness,
+        }
+    }
+
+    /// Operations a crash left begun are decided from the directory at
+    /// start-up: a raised password version is "applied" (finished, answered
+    /// OK from then on), an unchanged one is forgotten (a redelivery runs
+    /// it), an unlock is run again, and no witness keeps it in doubt.
+    #[tokio::test]
+    async fn in_doubt_operations_are_settled_from_the_password_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path(), DEFAULT_RETENTION).unwrap();
+        ledger
+            .begin("raised", begun("reset", Some(4)))
+            .await
+            .unwrap();
+        ledger
+            .begin("same", begun("change", Some(5)))
+            .await
+            .unwrap();
+        ledger.begin("unlock", begun("unlock", None)).await.unwrap();
+        ledger.begin("blind", begun("reset", None)).await.unwrap();
+        let directory = Arc::new(Versions {
+            version: AtomicU32::new(5),
+            applied: AtomicU32::new(0),
+        });
+        let enrollment = Enrollment {
+            tenant: "t1".into(),
+            domain: "contoso.test".into(),
+            agent_id: "a1".into(),
+            relay_urls: vec![],
+            operation_signing_keys: vec![],
+        };
+        let executor = Executor::new(
+            enrollment,
+            writeback_envelope::KeyPair::generate(),
+            directory.clone(),
+        )
+        .with_ledger(ledger.clone());
+        executor.settle_ledger().await;
+        match ledger.get("raised") {
+            Some(Entry::Done(o)) => {
+                assert!(o.applied);
+                assert_eq!(o.reason_code, "OK");
+            }
+            other => panic!("raised: {other:?}"),
+        }
+        assert_eq!(ledger.get("same"), None, "not applied: forgotten");
+        assert_eq!(ledger.get("unlock"), None, "an unlock runs again");
+        assert!(matches!(ledger.get("blind"), Some(Entry::Begun(_))));
+        assert_eq!(directory.applied.load(Ordering::SeqCst), 0);
+        // The decisions are durable.
+        drop(executor);
+        let reopened = Ledger::open(dir.path(), DEFAULT_RETENTION).unwrap();
+        assert!(matches!(reopened.get("raised"), Some(Entry::Done(_))));
+        assert_eq!(reopened.get("same"), None);
+        assert_eq!(reopened.in_doubt().len(), 1);
     }
 }

@@ -8,15 +8,25 @@
 //!
 //! ```text
 //! {"since_ms":1764180000000}                                  header: complete from here
-//! {"id":"…","at_ms":…,"begun":{"expires_ms":…}}               before the directory is touched
+//! {"id":"…","at_ms":…,"begun":{"expires_ms":…,"target":"upn:…","kind":"reset","witness":7}}
 //! {"id":"…","at_ms":…,"done":{"reason":"OK","message":"…","applied":true}}
+//! {"id":"…","at_ms":…,"forget":true}                           known not applied
 //! ```
 //!
 //! A `begun` without its `done` is an operation the agent stopped in the
-//! middle of (a crash between the directory write and the record): it is
-//! *in doubt*, never run again, and reported as such. A torn last line (a
-//! crash mid-append) is ignored. No password or envelope is ever written:
-//! ids, times, reason codes and the outcome's sentence only.
+//! middle of (a crash around the directory write): it is *in doubt*. Its
+//! `witness` is the user's password version before the write (the
+//! `unicodePwd` version in its replication metadata, which every password
+//! write raises): at start-up the executor reads it again — raised means the
+//! write happened (recorded `done`, `OK`), unchanged means it did not (the
+//! id is forgotten, so a redelivery runs it). An unlock carries no witness
+//! and is simply run again (it is idempotent). Without a readable witness
+//! the operation stays in doubt, never run again, and is reported as such.
+//! A second write to the same user between the crash and the restart would
+//! make the first count as applied: the witness cannot tell writes apart.
+//! A torn last line (a crash mid-append) is ignored. No password or envelope
+//! is ever written: ids, targets, times, reason codes and the outcome's
+//! sentence only.
 //!
 //! **Bounded by age.** At open, records older than the retention (7 days by
 //! default) are dropped and the file is rewritten (to a temporary file,
@@ -51,9 +61,25 @@ const COMPACT_SLACK: usize = 100_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
     /// Begun and not finished: running now, or the agent stopped in between.
-    Begun,
+    Begun(Begun),
     /// Finished with this outcome.
     Done(OperationOutcome),
+}
+
+/// An operation about to touch the directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Begun {
+    /// Its expiry (Unix ms).
+    pub expires_ms: i64,
+    /// Its target (`upn:…` or `guid:…`).
+    #[serde(default)]
+    pub target: String,
+    /// Its kind (`reset`, `change`, `forced_change`, `unlock`).
+    #[serde(default)]
+    pub kind: String,
+    /// The target's password version before the write, when read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -69,11 +95,8 @@ struct Record {
     begun: Option<Begun>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     done: Option<Done>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Begun {
-    expires_ms: i64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    forget: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -164,14 +187,15 @@ impl Ledger {
     }
 
     /// Durably records that `id` is about to touch the directory.
-    pub async fn begin(&self, id: &str, expires_ms: i64) -> Result<(), LedgerError> {
+    pub async fn begin(&self, id: &str, begun: Begun) -> Result<(), LedgerError> {
         let record = Record {
             id: id.to_owned(),
             at_ms: now_ms(),
-            begun: Some(Begun { expires_ms }),
+            begun: Some(begun.clone()),
             done: None,
+            forget: false,
         };
-        self.append(record, Entry::Begun).await
+        self.append(record, Some(Entry::Begun(begun))).await
     }
 
     /// Durably records how `id` ended.
@@ -185,11 +209,38 @@ impl Ledger {
                 message: outcome.message.clone(),
                 applied: outcome.applied,
             }),
+            forget: false,
         };
-        self.append(record, Entry::Done(outcome.clone())).await
+        self.append(record, Some(Entry::Done(outcome.clone())))
+            .await
     }
 
-    async fn append(&self, record: Record, entry: Entry) -> Result<(), LedgerError> {
+    /// Durably forgets `id`, begun and known not to have been applied, so
+    /// a redelivery runs it.
+    pub async fn forget(&self, id: &str) -> Result<(), LedgerError> {
+        let record = Record {
+            id: id.to_owned(),
+            at_ms: now_ms(),
+            begun: None,
+            done: None,
+            forget: true,
+        };
+        self.append(record, None).await
+    }
+
+    /// The operations begun and never finished.
+    pub fn in_doubt(&self) -> Vec<(String, Begun)> {
+        self.lock()
+            .records
+            .iter()
+            .filter_map(|(id, s)| match &s.entry {
+                Entry::Begun(b) => Some((id.clone(), b.clone())),
+                Entry::Done(_) => None,
+            })
+            .collect()
+    }
+
+    async fn append(&self, record: Record, entry: Option<Entry>) -> Result<(), LedgerError> {
         let ledger = self.clone();
         // A write and an fsync: off the async threads.
         tokio::task::spawn_blocking(move || ledger.append_blocking(&record, entry))
@@ -202,7 +253,7 @@ impl Ledger {
             })
     }
 
-    fn append_blocking(&self, record: &Record, entry: Entry) -> Result<(), LedgerError> {
+    fn append_blocking(&self, record: &Record, entry: Option<Entry>) -> Result<(), LedgerError> {
         let mut inner = self.lock();
         let err = |path: &Path, source| LedgerError {
             path: path.display().to_string(),
@@ -218,13 +269,20 @@ impl Ledger {
             return Err(err(&inner.path, e));
         }
         inner.lines += 1;
-        inner.records.insert(
-            record.id.clone(),
-            Slot {
-                at_ms: record.at_ms,
-                entry,
-            },
-        );
+        match entry {
+            Some(entry) => {
+                inner.records.insert(
+                    record.id.clone(),
+                    Slot {
+                        at_ms: record.at_ms,
+                        entry,
+                    },
+                );
+            }
+            None => {
+                inner.records.remove(&record.id);
+            }
+        }
         if inner.lines > inner.records.len() + COMPACT_SLACK {
             compact(&mut inner).map_err(|e| err(&inner.path, e))?;
         }
@@ -265,13 +323,17 @@ fn read(file: File, cutoff: i64) -> (i64, HashMap<String, Slot>) {
             skipped += 1;
             continue;
         };
+        if r.forget {
+            records.remove(&r.id);
+            continue;
+        }
         let entry = match (r.begun, r.done) {
             (_, Some(d)) => Entry::Done(OperationOutcome {
                 reason_code: d.reason,
                 message: d.message,
                 applied: d.applied,
             }),
-            (Some(_), None) => {
+            (Some(b), None) => {
                 // A later `done` wins; a `begun` never demotes one.
                 if records
                     .get(&r.id)
@@ -279,7 +341,7 @@ fn read(file: File, cutoff: i64) -> (i64, HashMap<String, Slot>) {
                 {
                     continue;
                 }
-                Entry::Begun
+                Entry::Begun(b)
             }
             (None, None) => continue,
         };
@@ -328,11 +390,12 @@ fn rewrite(path: &Path, since_ms: i64, records: &HashMap<String, Slot>) -> std::
         sorted.sort_by_key(|(_, s)| s.at_ms);
         for (id, slot) in sorted {
             let record = match &slot.entry {
-                Entry::Begun => Record {
+                Entry::Begun(b) => Record {
                     id: id.clone(),
                     at_ms: slot.at_ms,
-                    begun: Some(Begun { expires_ms: 0 }),
+                    begun: Some(b.clone()),
                     done: None,
+                    forget: false,
                 },
                 Entry::Done(o) => Record {
                     id: id.clone(),
@@ -343,6 +406,7 @@ fn rewrite(path: &Path, since_ms: i64, records: &HashMap<String, Slot>) -> std::
                         message: o.message.clone(),
                         applied: o.applied,
                     }),
+                    forget: false,
                 },
             };
             serde_json::to_writer(&mut out, &record)?;
@@ -372,21 +436,36 @@ mod tests {
         }
     }
 
+    fn begun() -> Begun {
+        Begun {
+            expires_ms: 1,
+            target: "upn:alice@contoso.test".into(),
+            kind: "reset".into(),
+            witness: Some(3),
+        }
+    }
+
     #[tokio::test]
     async fn records_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::open(dir.path(), DEFAULT_RETENTION).unwrap();
         let since = ledger.since_ms();
         assert!(since > 0);
-        ledger.begin("op-1", 0).await.unwrap();
+        ledger.begin("op-1", begun()).await.unwrap();
         ledger.finish("op-1", &ok()).await.unwrap();
-        ledger.begin("op-2", 0).await.unwrap();
+        ledger.begin("op-2", begun()).await.unwrap();
+        ledger.begin("op-4", begun()).await.unwrap();
+        ledger.forget("op-4").await.unwrap();
         assert_eq!(ledger.get("op-3"), None);
+        assert_eq!(ledger.get("op-4"), None);
         drop(ledger);
         let again = Ledger::open(dir.path(), DEFAULT_RETENTION).unwrap();
         assert_eq!(again.get("op-1"), Some(Entry::Done(ok())));
-        // Begun and never finished: in doubt, still after the reopen.
-        assert_eq!(again.get("op-2"), Some(Entry::Begun));
+        // Begun and never finished: in doubt, with its witness, still after
+        // the reopen; a forgotten one is gone.
+        assert_eq!(again.get("op-2"), Some(Entry::Begun(begun())));
+        assert_eq!(again.in_doubt(), vec![("op-2".to_owned(), begun())]);
+        assert_eq!(again.get("op-4"), None);
         assert_eq!(again.since_ms(), since);
     }
 
@@ -394,7 +473,7 @@ mod tests {
     async fn a_torn_last_line_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::open(dir.path(), DEFAULT_RETENTION).unwrap();
-        ledger.begin("op-1", 0).await.unwrap();
+        ledger.begin("op-1", begun()).await.unwrap();
         ledger.finish("op-1", &ok()).await.unwrap();
         drop(ledger);
         let mut f = OpenOptions::new()
@@ -407,10 +486,10 @@ mod tests {
         assert_eq!(again.get("op-1"), Some(Entry::Done(ok())));
         assert_eq!(again.get("op-2"), None);
         // The rewrite at open removed the torn line: appends parse again.
-        again.begin("op-3", 0).await.unwrap();
+        again.begin("op-3", begun()).await.unwrap();
         drop(again);
         let third = Ledger::open(dir.path(), DEFAULT_RETENTION).unwrap();
-        assert_eq!(third.get("op-3"), Some(Entry::Begun));
+        assert_eq!(third.get("op-3"), Some(Entry::Begun(begun())));
     }
 
     #[tokio::test]

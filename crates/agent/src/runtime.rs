@@ -156,6 +156,9 @@ pub async fn start_with_clock(
     let executor = Arc::new(executor);
     let (tx, rx) = watch::channel(TunnelState::Connecting);
     let task = tokio::spawn(async move {
+        // Operations a crash left in doubt are decided from the directory
+        // before any relay can ask about them.
+        executor.settle_ledger().await;
         tunnel::run(options, executor, tx, shutdown).await;
         drop(monitor);
         // The metrics listener stops with the agent.

@@ -395,15 +395,30 @@ impl Session {
     /// Navigate and wait for the page to load. Fails when Chromium shows its own
     /// error page instead (see [`Session::error_page`]): a certificate it does not
     /// trust (`NET::ERR_CERT_AUTHORITY_INVALID`), a refused connection…
+    ///
+    /// `ERR_NETWORK_CHANGED` is retried (twice at most): Chromium aborts a
+    /// navigation when an address is added to an interface, which the
+    /// harness does whenever another test starts a Samba DC on its own
+    /// 127.0.0.N.
     pub async fn goto(&self, url: &str) -> Result<(), TestkitError> {
         let op = format!("go to {url}");
-        self.client.goto(url).await.map_err(cmd_error(&op))?;
-        match self.error_page().await? {
-            None => Ok(()),
-            Some(error) => Err(TestkitError::Browser {
-                op,
-                detail: format!("Chromium shows an error page: {error}"),
-            }),
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            self.client.goto(url).await.map_err(cmd_error(&op))?;
+            match self.error_page().await? {
+                None => return Ok(()),
+                Some(error) if error.starts_with("ERR_NETWORK_CHANGED") && attempts < 3 => {
+                    tracing::info!(url, "navigation aborted by a network change; again");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Some(error) => {
+                    return Err(TestkitError::Browser {
+                        op,
+                        detail: format!("Chromium shows an error page: {error}"),
+                    });
+                }
+            }
         }
     }
 

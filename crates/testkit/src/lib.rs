@@ -26,6 +26,7 @@
 //! test processes (`cargo nextest`).
 
 pub mod browser;
+pub mod burst;
 mod child;
 pub mod docker;
 mod error;

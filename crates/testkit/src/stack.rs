@@ -90,6 +90,52 @@ impl Client {
         Ok(())
     }
 
+    /// Resets `upn`'s password with operation id `id`, retrying with that id
+    /// until the answer is definite, as a client should when a control
+    /// plane, relay or agent fails: a broken connection (no writeback error
+    /// details), `OPERATION_IN_PROGRESS` and `TIMEOUT` (outcome not known
+    /// yet) are retried every 500 ms for up to `patience`. Returns the final
+    /// reason and the number of attempts.
+    pub async fn reset_until_known(
+        &self,
+        upn: &str,
+        password: &str,
+        id: &str,
+        patience: Duration,
+    ) -> (writeback_core::ReasonCode, u32) {
+        use writeback_core::ReasonCode;
+        let deadline = std::time::Instant::now() + patience;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let answer = self
+                .passwords()
+                .reset_password(self.request(pb::ResetPasswordRequest {
+                    user: Some(pb::UserRef {
+                        by: Some(pb::user_ref::By::Upn(upn.to_owned())),
+                    }),
+                    new_password: password.into(),
+                    operation_id: id.to_owned(),
+                    ..Default::default()
+                }))
+                .await;
+            let reason = match answer {
+                Ok(_) => return (ReasonCode::Ok, attempts),
+                Err(s) if s.details().is_empty() => None,
+                Err(s) => Some(writeback_core::failure_of(&s).reason),
+            };
+            match reason {
+                None | Some(ReasonCode::OperationInProgress | ReasonCode::Timeout)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                None => return (ReasonCode::Unavailable, attempts),
+                Some(other) => return (other, attempts),
+            }
+        }
+    }
+
     /// Wraps a gRPC request with the bearer token.
     pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(msg);

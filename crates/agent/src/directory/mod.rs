@@ -367,6 +367,29 @@ impl Directory {
             .collect()
     }
 
+    /// How many times the password of `target` was written: the version of
+    /// `unicodePwd` in the user's `replPropertyMetaData`, which every
+    /// password write raises by one. The witness that tells, after the agent
+    /// stopped in the middle of an operation, whether its write reached the
+    /// directory (see `crate::ledger`). `None` when the user or the metadata
+    /// cannot be read.
+    #[tracing::instrument(skip_all, fields(dc))]
+    pub async fn password_version(&self, target: &Target) -> Result<Option<u32>, DirectoryError> {
+        with_session!(self, |s| {
+            let root_dn = self.domain(s).await?.root_dn.clone();
+            let filter = eligibility::user_filter(target)?;
+            let found = s
+                .search_ok(&root_dn, Scope::Subtree, &filter, &["replPropertyMetaData"])
+                .await?;
+            Ok(match found.as_slice() {
+                [user] => user
+                    .first("replPropertyMetaData")
+                    .and_then(wire::unicode_pwd_version),
+                _ => None,
+            })
+        })
+    }
+
     /// Unbind and close the idle sessions (at shutdown; sessions in use close when
     /// their operation ends).
     pub async fn close(&self) {

@@ -597,3 +597,60 @@ mod tests {
         assert!(RawEntry::parse(octets(b"x")).is_none());
     }
 }
+
+/// The `attid` of `unicodePwd` in replication metadata.
+const ATTID_UNICODE_PWD: u32 = 0x0009_005a;
+
+/// The version of `unicodePwd` in a `replPropertyMetaData` value (a
+/// `replPropertyMetaDataBlob`, version 1: a 16-byte header whose third
+/// little-endian u32 is the entry count, then 48-byte entries starting with
+/// the attribute id and its version); `None` when malformed or absent.
+pub(crate) fn unicode_pwd_version(blob: &[u8]) -> Option<u32> {
+    let u32_at = |i: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(blob.get(i..i + 4)?.try_into().ok()?))
+    };
+    if u32_at(0)? != 1 {
+        return None;
+    }
+    let count = usize::try_from(u32_at(8)?).ok()?;
+    (0..count)
+        .map(|n| 16 + n * 48)
+        .find(|&at| u32_at(at) == Some(ATTID_UNICODE_PWD))
+        .and_then(|at| u32_at(at + 4))
+}
+
+#[cfg(test)]
+mod repl_tests {
+    use super::unicode_pwd_version;
+
+    fn blob(entries: &[(u32, u32)]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&u32::try_from(entries.len()).unwrap_or(0).to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        for (attid, version) in entries {
+            let mut e = vec![0u8; 48];
+            e[..4].copy_from_slice(&attid.to_le_bytes());
+            e[4..8].copy_from_slice(&version.to_le_bytes());
+            b.extend_from_slice(&e);
+        }
+        b
+    }
+
+    #[test]
+    fn finds_the_unicode_pwd_version_and_refuses_garbage() {
+        assert_eq!(
+            unicode_pwd_version(&blob(&[(0x0000_0000, 1), (0x0009_005a, 7)])),
+            Some(7)
+        );
+        assert_eq!(unicode_pwd_version(&blob(&[(0x0000_0003, 2)])), None);
+        let mut truncated = blob(&[(0x0009_005a, 7)]);
+        truncated.truncate(22);
+        assert_eq!(unicode_pwd_version(&truncated), None);
+        assert_eq!(unicode_pwd_version(&[1, 2, 3]), None);
+        let mut wrong_version = blob(&[(0x0009_005a, 7)]);
+        wrong_version[0] = 2;
+        assert_eq!(unicode_pwd_version(&wrong_version), None);
+    }
+}

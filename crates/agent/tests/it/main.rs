@@ -8,6 +8,7 @@
 
 mod access;
 mod change;
+mod crash;
 mod hardening;
 mod permissions;
 mod policy;

@@ -8,19 +8,22 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use writeback_agent::directory::{Directory, DirectoryConfig};
-use writeback_control_plane::store::{ClientApp, OperationState, Role};
+use writeback_control_plane::store::{ClientApp, Role};
 use writeback_control_plane::{ControlPlane, ControlPlaneConfig, bootstrap};
-use writeback_core::{ReasonCode, failure_of};
+use writeback_core::ReasonCode;
 use writeback_proto::v1 as pb;
+use writeback_testkit::burst::Burst;
 use writeback_testkit::stack::{Client, start_relay};
 use writeback_testkit::{SambaDc, ServiceProcess};
 
 const TENANT: &str = "t1";
 const START: &str = "Start-Pass-1!";
 const USERS: usize = 10;
+/// How long a caller keeps retrying for a definite answer.
+const PATIENCE: Duration = Duration::from_secs(120);
 
 fn free_addr() -> std::net::SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -117,46 +120,6 @@ async fn start_agent(
     (stop, agent)
 }
 
-/// One reset, retried with its operation id until the answer is definite:
-/// a broken connection, `OPERATION_IN_PROGRESS` and `TIMEOUT` (outcome not
-/// known yet) are retried, as the API's messages say to. Returns the final
-/// reason and how many attempts it took.
-async fn reset_until_known(c: &Client, upn: &str, password: &str, id: &str) -> (ReasonCode, u32) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let answer = c
-            .passwords()
-            .reset_password(c.request(pb::ResetPasswordRequest {
-                user: Some(pb::UserRef {
-                    by: Some(pb::user_ref::By::Upn(upn.to_owned())),
-                }),
-                new_password: password.into(),
-                operation_id: id.to_owned(),
-                ..Default::default()
-            }))
-            .await;
-        let reason = match answer {
-            Ok(_) => return (ReasonCode::Ok, attempts),
-            // No writeback error details: the connection broke (the API
-            // always sends them), whatever gRPC code the client made of it.
-            Err(s) if s.details().is_empty() => None,
-            Err(s) => Some(failure_of(&s).reason),
-        };
-        match reason {
-            None | Some(ReasonCode::OperationInProgress | ReasonCode::Timeout) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "{upn}: never got a definite answer"
-                );
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Some(other) => return (other, attempts),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_control_plane_killed_mid_burst_leaves_no_outcome_unknown() {
     writeback_identity::install_crypto_provider();
@@ -166,10 +129,7 @@ async fn a_control_plane_killed_mid_burst_leaves_no_outcome_unknown() {
     dc.set_password_settings(&["--min-pwd-age=0"])
         .await
         .unwrap();
-    let mut dns = Vec::new();
-    for i in 0..USERS {
-        dns.push(dc.create_user(&format!("crash{i}"), START).await.unwrap());
-    }
+    let mut burst = Burst::create(&dc, "crash", USERS, START).await;
     let dir = tempfile::tempdir().unwrap();
     let relay_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let relay_url = format!("https://{}", relay_listener.local_addr().unwrap());
@@ -203,67 +163,28 @@ async fn a_control_plane_killed_mid_burst_leaves_no_outcome_unknown() {
     let token = std::fs::read_to_string(&token_file).unwrap();
     let helpdesk = Client::connect(&cp_url, cp.ca.cert_pem(), token.trim()).unwrap();
     // The control plane knows the agent is online once a warm-up goes through.
-    let (warm, _) = reset_until_known(
-        &helpdesk,
-        "crash0@contoso.test",
-        "Warm-Up-Pass-1!",
-        &uuid::Uuid::new_v4().to_string(),
-    )
-    .await;
+    let (warm, _) = helpdesk
+        .reset_until_known(
+            "crash0@contoso.test",
+            "Warm-Up-Pass-1!",
+            &uuid::Uuid::new_v4().to_string(),
+            PATIENCE,
+        )
+        .await;
     assert_eq!(warm, ReasonCode::Ok);
-    let mut before = Vec::new();
-    for dn in &dns {
-        before.push(dc.password_writes(dn).await.unwrap());
-    }
-
-    let started = Instant::now();
-    let mut burst = tokio::task::JoinSet::new();
-    for i in 0..USERS {
-        let c = helpdesk.clone();
-        let id = uuid::Uuid::new_v4().to_string();
-        burst.spawn(async move {
-            tokio::time::sleep(Duration::from_millis(2 * i as u64)).await;
-            let upn = format!("crash{i}@contoso.test");
-            let (reason, attempts) =
-                reset_until_known(&c, &upn, &format!("Crash-{i}-New-1!"), &id).await;
-            (i, id, reason, attempts)
-        });
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    child.kill();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    child.start().await.unwrap();
-
-    let mut answers = Vec::new();
-    while let Some(done) = burst.join_next().await {
-        answers.push(done.unwrap());
-    }
-    let took = started.elapsed();
-    answers.sort_by_key(|(i, ..)| *i);
+    burst.remember(&dc).await;
+    let (answers, took) = burst
+        .run(&helpdesk, async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            child.kill();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            child.start().await.unwrap();
+        })
+        .await;
+    burst
+        .assert_applied_once(&dc, &cp.store, TENANT, &answers)
+        .await;
     let retried = answers.iter().filter(|(.., n)| *n > 1).count();
-    for (i, id, reason, _) in &answers {
-        let upn = format!("crash{i}@contoso.test");
-        assert_eq!(*reason, ReasonCode::Ok, "{upn}");
-        let row = cp
-            .store
-            .get_operation(TENANT, id)
-            .await
-            .unwrap()
-            .expect("one record");
-        assert_eq!(row.state, OperationState::Succeeded, "{upn}: {row:?}");
-        assert!(!row.outcome_unknown(), "{upn}");
-        assert!(
-            dc.try_bind(&upn, &format!("Crash-{i}-New-1!"))
-                .await
-                .unwrap(),
-            "{upn}: the new password binds"
-        );
-        assert_eq!(
-            dc.password_writes(&dns[*i]).await.unwrap(),
-            before[*i] + 1,
-            "{upn}: the password was written exactly once"
-        );
-    }
     assert!(retried > 0, "the kill interrupted no request");
     eprintln!("control-plane crash: {USERS} resets, {retried} retried, all OK in {took:?}");
     relay.stop().await;

@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use writeback_control_plane::reconcile;
 use writeback_control_plane::store::{self, ClientApp, OperationState, Role};
-use writeback_core::{ReasonCode, failure_of};
+use writeback_core::ReasonCode;
 use writeback_identity::SpiffeId;
 use writeback_proto::v1 as pb;
+use writeback_testkit::burst::Burst;
 use writeback_testkit::stack::{Client, Stack};
 use writeback_testkit::{SambaDc, ServiceProcess};
 
@@ -108,21 +109,6 @@ async fn stack_with_child_relay(dc: &SambaDc) -> (Stack, ServiceProcess, Client)
     (stack, relay, helpdesk)
 }
 
-async fn reset(c: &Client, upn: &str, password: &str, id: &str) -> Result<(), ReasonCode> {
-    c.passwords()
-        .reset_password(c.request(pb::ResetPasswordRequest {
-            user: Some(pb::UserRef {
-                by: Some(pb::user_ref::By::Upn(upn.to_owned())),
-            }),
-            new_password: password.into(),
-            operation_id: id.to_owned(),
-            ..Default::default()
-        }))
-        .await
-        .map(|_| ())
-        .map_err(|s| failure_of(&s).reason)
-}
-
 /// The relay is killed with resets in flight and back 1.5 s later, well
 /// inside the operations' deadline: every reset succeeds, once, and says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -134,63 +120,25 @@ async fn a_relay_killed_mid_burst_fails_nothing_and_applies_nothing_twice() {
     dc.set_password_settings(&["--min-pwd-age=0"])
         .await
         .unwrap();
-    let mut dns = Vec::new();
-    for i in 0..USERS {
-        dns.push(dc.create_user(&format!("burst{i}"), START).await.unwrap());
-    }
+    let mut burst = Burst::create(&dc, "burst", USERS, START).await;
     let (stack, mut relay, helpdesk) = stack_with_child_relay(&dc).await;
-    let mut before = Vec::new();
-    for dn in &dns {
-        before.push(dc.password_writes(dn).await.unwrap());
-    }
-
-    let started = Instant::now();
-    let mut burst = tokio::task::JoinSet::new();
-    for i in 0..USERS {
-        let c = helpdesk.clone();
-        let id = uuid::Uuid::new_v4().to_string();
-        burst.spawn(async move {
-            tokio::time::sleep(Duration::from_millis(2 * i as u64)).await;
-            let upn = format!("burst{i}@contoso.test");
-            let result = reset(&c, &upn, &format!("Burst-{i}-New-1!"), &id).await;
-            (i, id, result)
-        });
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    relay.kill();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    relay.start().await.unwrap();
-
-    let mut answers = Vec::new();
-    while let Some(done) = burst.join_next().await {
-        answers.push(done.unwrap());
-    }
-    let took = started.elapsed();
-    answers.sort_by_key(|(i, _, _)| *i);
-    for (i, id, result) in &answers {
-        let upn = format!("burst{i}@contoso.test");
-        assert_eq!(*result, Ok(()), "{upn}: told the reset failed");
-        let row = stack
-            .cp
-            .store
-            .get_operation(TENANT, id)
-            .await
-            .unwrap()
-            .expect("one record");
-        assert_eq!(row.state, OperationState::Succeeded, "{upn}: {row:?}");
-        assert!(!row.outcome_unknown());
-        assert!(
-            dc.try_bind(&upn, &format!("Burst-{i}-New-1!"))
-                .await
-                .unwrap(),
-            "{upn}: the new password binds"
-        );
-        assert_eq!(
-            dc.password_writes(&dns[*i]).await.unwrap(),
-            before[*i] + 1,
-            "{upn}: the password was written exactly once"
-        );
-    }
+    burst.remember(&dc).await;
+    let (answers, took) = burst
+        .run(&helpdesk, async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            relay.kill();
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            relay.start().await.unwrap();
+        })
+        .await;
+    burst
+        .assert_applied_once(&dc, &stack.cp.store, TENANT, &answers)
+        .await;
+    // The control plane retried within the deadline: no caller had to.
+    assert!(
+        answers.iter().all(|(.., attempts)| *attempts == 1),
+        "{answers:?}"
+    );
     assert!(
         took < Duration::from_secs(20),
         "within the deadline: {took:?}"

@@ -612,7 +612,10 @@ pub(crate) fn unicode_pwd_version(blob: &[u8]) -> Option<u32> {
     if u32_at(0)? != 1 {
         return None;
     }
-    let count = usize::try_from(u32_at(8)?).ok()?;
+    // The count comes from the wire: never walk past what the blob holds.
+    let count = usize::try_from(u32_at(8)?)
+        .ok()?
+        .min(blob.len().saturating_sub(16) / 48);
     (0..count)
         .map(|n| 16 + n * 48)
         .find(|&at| u32_at(at) == Some(ATTID_UNICODE_PWD))
@@ -636,6 +639,32 @@ mod repl_tests {
             b.extend_from_slice(&e);
         }
         b
+    }
+
+    /// Seeded random and mutated blobs: never a panic, and a blob that
+    /// still parses keeps its count's bounds.
+    #[test]
+    fn random_blobs_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x9005a);
+        let good = blob(&[(0x0000_0000, 1), (0x0009_005a, 7), (0x0002_0060, 3)]);
+        for round in 0..20_000 {
+            let b: Vec<u8> = if round % 2 == 0 {
+                let mut b = good.clone();
+                for _ in 0..rng.random_range(1..4) {
+                    let at = rng.random_range(0..b.len());
+                    b[at] = rng.random();
+                }
+                b.truncate(rng.random_range(0..=b.len()));
+                b
+            } else {
+                let len = rng.random_range(0..120);
+                (0..len).map(|_| rng.random()).collect()
+            };
+            let _ = unicode_pwd_version(&b);
+            let _ = super::Sid::from_bytes(&b);
+            let _ = super::Sid::parse_prefix(&b);
+        }
     }
 
     #[test]

@@ -562,14 +562,27 @@ impl Api {
         }
         let ok = fin.state == store::OperationState::Succeeded;
         let reason = fin.reason_code;
-        let finished = store
-            .finish_operation_then(
-                &caller.tenant,
-                &rec.operation_id,
-                &fin,
-                unknown.then(|| store.now_ms()),
-            )
-            .await;
+        // The record is the operation's truth: a storage hiccup (a busy
+        // database under load) is retried a few times before the record is
+        // left pending for the sweep and the reconciler.
+        let mut finished = Err(store::StoreError::InvalidArgument("not attempted"));
+        for attempt in 0..3u32 {
+            finished = store
+                .finish_operation_then(
+                    &caller.tenant,
+                    &rec.operation_id,
+                    &fin,
+                    unknown.then(|| store.now_ms()),
+                )
+                .await;
+            match &finished {
+                Err(store::StoreError::Database(e)) => {
+                    tracing::warn!(error = %e, attempt, "cannot record the outcome yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+                _ => break,
+            }
+        }
         match finished {
             Ok(()) if ok && self.cp.config.notify.enabled => {
                 self.notify_finished(&caller.tenant, &rec.operation_id);

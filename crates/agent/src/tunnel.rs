@@ -8,7 +8,8 @@
 //! Welcome and probes keeps an estimate of the agent's clock offset
 //! ([`crate::clock`]): reported in every health report, and beyond the
 //! tolerance every operation is refused with `CLOCK_SKEW` before the executor
-//! sees it.
+//! sees it. A renewed certificate ([`run_renewing`]) makes the agent
+//! reconnect with it the same way a GoAway does.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -74,6 +75,22 @@ pub async fn run(
     state: watch::Sender<TunnelState>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
+    let (_unchanging, tls) = watch::channel(options.tls.clone());
+    run_renewing(options, tls, executor, state, shutdown).await;
+}
+
+/// [`run`], dialling with the latest client TLS config on `tls` (the
+/// agent's certificate, renewed by [`crate::renew`]) instead of
+/// `options.tls`. A new config ends the current session as a GoAway would
+/// (operations in flight still answer on the old tunnel) and the tunnel
+/// reconnects with it.
+pub async fn run_renewing(
+    options: TunnelOptions,
+    mut tls: watch::Receiver<Arc<rustls::ClientConfig>>,
+    executor: Arc<Executor>,
+    state: watch::Sender<TunnelState>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
     tokio::pin!(shutdown);
     let mut backoff = options.backoff_min;
     let mut index = 0usize;
@@ -86,7 +103,7 @@ pub async fn run(
         let url = options.relay_urls[index % options.relay_urls.len()].clone();
         let _ = state.send(TunnelState::Connecting);
         let result = tokio::select! {
-            r = session(&url, &options, &executor, &state) => r,
+            r = session(&url, &options, &mut tls, &executor, &state) => r,
             () = &mut shutdown => Ok(End::Shutdown),
         };
         match result {
@@ -119,6 +136,17 @@ pub async fn run(
     }
 }
 
+/// Keeps a tunnel being left open until the relay ends it (the results of
+/// operations in flight still go out on it) or 120 s have passed.
+async fn drain(
+    client: AgentTunnelClient<tonic::transport::Channel>,
+    mut inbound: tonic::Streaming<RelayMessage>,
+) {
+    let _client = client;
+    let drained = async { while let Ok(Some(_)) = inbound.message().await {} };
+    let _ = tokio::time::timeout(Duration::from_secs(120), drained).await;
+}
+
 fn message(body: agent_message::Body) -> AgentMessage {
     AgentMessage { body: Some(body) }
 }
@@ -126,10 +154,13 @@ fn message(body: agent_message::Body) -> AgentMessage {
 async fn session(
     url: &str,
     options: &TunnelOptions,
+    tls: &mut watch::Receiver<Arc<rustls::ClientConfig>>,
     executor: &Arc<Executor>,
     state: &watch::Sender<TunnelState>,
 ) -> Result<End, String> {
-    let channel = transport::channel(url, options.tls.clone()).map_err(|e| e.to_string())?;
+    let client_tls = tls.borrow_and_update().clone();
+    let mut watching_tls = true;
+    let channel = transport::channel(url, client_tls).map_err(|e| e.to_string())?;
     let mut client = AgentTunnelClient::new(channel)
         .max_decoding_message_size(options.max_message_bytes)
         .max_encoding_message_size(options.max_message_bytes);
@@ -184,6 +215,17 @@ async fn session(
     let slots = Arc::new(Semaphore::new(options.max_in_flight.max(1) as usize));
     loop {
         tokio::select! {
+            changed = tls.changed(), if watching_tls => {
+                if changed.is_err() {
+                    // Nobody renews any more: keep the config we have.
+                    watching_tls = false;
+                    continue;
+                }
+                // A renewed certificate: reconnect with it, leaving this
+                // tunnel open for the results of operations in flight.
+                tokio::spawn(drain(client, inbound));
+                return Ok(End::GoAway("the agent's certificate was renewed".into()));
+            }
             _ = heartbeat.tick() => {
                 let beat = message(agent_message::Body::Heartbeat(Heartbeat { sent_at: Some(now_timestamp()) }));
                 if tx.send(beat).await.is_err() {
@@ -252,11 +294,7 @@ async fn session(
                     // the relay ends it, which it does once every result is
                     // in (our side ends when the last operation drops its
                     // sender) or its drain period is over.
-                    tokio::spawn(async move {
-                        let _client = client;
-                        let drain = async { while let Ok(Some(_)) = inbound.message().await {} };
-                        let _ = tokio::time::timeout(Duration::from_secs(120), drain).await;
-                    });
+                    tokio::spawn(drain(client, inbound));
                     return Ok(End::GoAway(g.reason));
                 }
                 Ok(Some(_)) => tracing::warn!("unexpected relay message ignored"),

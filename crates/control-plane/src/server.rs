@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
-use writeback_identity::{tls, transport};
+use writeback_identity::{SpiffeId, tls, transport};
 use writeback_proto::v1::{
     agent_service_server::AgentServiceServer, audit_service_server::AuditServiceServer,
     domain_service_server::DomainServiceServer, enrollment_service_server::EnrollmentServiceServer,
@@ -82,7 +82,16 @@ impl ControlPlane {
         let (chain, key) = self
             .ca
             .issue_server(&self.config.tls_dns_names, &self.config.tls_ip_addresses)?;
-        let server_tls = tls::server_config(&chain, &key, None)?;
+        // Callers authenticate with bearer tokens; an agent renewing its
+        // certificate presents that certificate instead (any other
+        // identity fails the handshake).
+        let agents_only: tls::Policy = Arc::new(|id| matches!(id, SpiffeId::Agent { .. }));
+        let server_tls = tls::server_config_optional_client(
+            &chain,
+            &key,
+            tls::roots_from_pem(self.ca.cert_pem())?,
+            agents_only,
+        )?;
         let local = listener.local_addr().ok();
         let incoming = transport::tls_incoming(listener, server_tls);
 

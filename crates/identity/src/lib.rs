@@ -20,7 +20,7 @@ pub mod tls;
 pub mod token;
 pub mod transport;
 
-pub use ca::{Ca, fingerprint_of_pem, generate_csr};
+pub use ca::{Ca, Validity, fingerprint_of_pem, generate_csr};
 pub use id::SpiffeId;
 pub use token::EnrollmentToken;
 pub use transport::PeerInfo;

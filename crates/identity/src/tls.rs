@@ -95,6 +95,14 @@ impl ClientCertVerifier for AuthorizingClientVerifier {
         self.inner.root_hint_subjects()
     }
 
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
     fn verify_client_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -158,6 +166,36 @@ pub fn server_config(
         }
         None => builder.with_no_client_auth(),
     };
+    finish_server_config(builder, chain_pem, key_pem)
+}
+
+/// A server config presenting `chain_pem`/`key_pem` to clients with or
+/// without a certificate: one that is presented must chain to `roots` and
+/// carry an identity `policy` accepts (or the handshake fails), and then
+/// names the peer in [`crate::PeerInfo`]. The control plane's API: bearer
+/// tokens for people and programs, an agent's own certificate for renewing
+/// it.
+pub fn server_config_optional_client(
+    chain_pem: &str,
+    key_pem: &str,
+    roots: Arc<RootCertStore>,
+    policy: Policy,
+) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let inner = WebPkiClientVerifier::builder_with_provider(roots, provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| Error::Pki(e.to_string()))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(Arc::new(AuthorizingClientVerifier { inner, policy }));
+    finish_server_config(builder, chain_pem, key_pem)
+}
+
+fn finish_server_config(
+    builder: rustls::ConfigBuilder<rustls::ServerConfig, rustls::server::WantsServerCert>,
+    chain_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<rustls::ServerConfig>, Error> {
     let mut config =
         builder.with_single_cert(certs_from_pem(chain_pem)?, key_from_pem(key_pem)?)?;
     config.alpn_protocols = vec![b"h2".to_vec()];

@@ -14,6 +14,7 @@ mod policy;
 mod pool;
 mod proxy;
 mod refusals;
+mod renewal;
 mod reset;
 mod timeout;
 

@@ -207,9 +207,10 @@ pub async fn start_with(
     }
     let executor = Arc::new(executor);
     let (tx, rx) = watch::channel(TunnelState::Connecting);
+    let probed = cert_rx.clone();
     let renewing = tokio::spawn(renewing(state_dir.to_path_buf(), renewal, tls_tx, cert_tx));
     let task = tokio::spawn(async move {
-        tunnel::run_renewing(options, tls_rx, executor, tx, shutdown).await;
+        tunnel::run_renewing(options, tls_rx, Some(probed), executor, tx, shutdown).await;
         renewing.abort();
         drop(monitor);
         // The metrics listener stops with the agent.

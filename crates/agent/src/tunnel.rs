@@ -76,17 +76,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let (_unchanging, tls) = watch::channel(options.tls.clone());
-    run_renewing(options, tls, executor, state, shutdown).await;
+    run_renewing(options, tls, None, executor, state, shutdown).await;
 }
 
 /// [`run`], dialling with the latest client TLS config on `tls` (the
 /// agent's certificate, renewed by [`crate::renew`]) instead of
 /// `options.tls`. A new config ends the current session as a GoAway would
 /// (operations in flight still answer on the old tunnel) and the tunnel
-/// reconnects with it.
+/// reconnects with it. Health reports carry `certificate`'s expiry.
 pub async fn run_renewing(
     options: TunnelOptions,
     mut tls: watch::Receiver<Arc<rustls::ClientConfig>>,
+    certificate: Option<watch::Receiver<writeback_identity::Validity>>,
     executor: Arc<Executor>,
     state: watch::Sender<TunnelState>,
     shutdown: impl Future<Output = ()> + Send,
@@ -103,7 +104,7 @@ pub async fn run_renewing(
         let url = options.relay_urls[index % options.relay_urls.len()].clone();
         let _ = state.send(TunnelState::Connecting);
         let result = tokio::select! {
-            r = session(&url, &options, &mut tls, &executor, &state) => r,
+            r = session(&url, &options, &mut tls, certificate.as_ref(), &executor, &state) => r,
             () = &mut shutdown => Ok(End::Shutdown),
         };
         match result {
@@ -155,6 +156,7 @@ async fn session(
     url: &str,
     options: &TunnelOptions,
     tls: &mut watch::Receiver<Arc<rustls::ClientConfig>>,
+    certificate: Option<&watch::Receiver<writeback_identity::Validity>>,
     executor: &Arc<Executor>,
     state: &watch::Sender<TunnelState>,
 ) -> Result<End, String> {
@@ -267,6 +269,10 @@ async fn session(
                     let clock_offset_ms = offset.get();
                     let max_clock_offset_ms =
                         u64::try_from(options.clock.max_offset.as_millis()).unwrap_or(u64::MAX);
+                    let certificate_not_after = certificate.map(|c| prost_types::Timestamp {
+                        seconds: c.borrow().not_after.unix_timestamp(),
+                        nanos: 0,
+                    });
                     let (executor, tx) = (executor.clone(), tx.clone());
                     tokio::spawn(async move {
                         // The rights and policy checks are cached by the health
@@ -284,6 +290,7 @@ async fn session(
                             policy_warnings: checks.policy_warnings,
                             clock_offset_ms,
                             max_clock_offset_ms,
+                            certificate_not_after,
                         };
                         let _ = tx.send(message(agent_message::Body::Health(report))).await;
                     });

@@ -1,6 +1,7 @@
 //! The client-facing gRPC services, one file per service where it is large:
-//! settings and status (`api/settings.rs`), domains, agents and enrollment
-//! (here), password operations (`api/passwords.rs`), password quality
+//! settings and status (`api/settings.rs`), domains, agents, enrollment and
+//! agents' certificate renewal (here, authenticated by the agent's own
+//! certificate rather than a bearer token), password operations (`api/passwords.rs`), password quality
 //! (`api/password_quality.rs`), the audit logs (`api/audit.rs`: operations,
 //! the administrative trail, the security trail), API tokens
 //! (`api/tokens.rs`) and the identity providers a tenant trusts

@@ -9,6 +9,9 @@
 //! [`transport`] plugs them into tonic servers and channels so each request
 //! knows its authenticated peer, and [`token`] defines the one-time
 //! enrollment tokens that pin the CA for an agent's first contact.
+//! [`Validity`] reads a certificate's lifetime and says when it is due for
+//! renewal; [`tls::server_config_optional_client`] is the control plane's
+//! API, where an agent may present its certificate to renew it.
 //! [`ca::write_file`] is the one place key and token files are written
 //! (atomically, 0600 for secrets).
 

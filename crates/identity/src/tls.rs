@@ -4,6 +4,10 @@
 //!   tenant CA and admits only identities the given policy accepts — checked
 //!   during the handshake, so a certificate of another CA or another tenant
 //!   never reaches a handler.
+//!   [`server_config_reloadable`] does the same with a certificate that can
+//!   be replaced while serving ([`ReloadableCert`]: a relay reloading its
+//!   files); [`server_config_optional_client`] asks for a client
+//!   certificate without requiring one (the control plane's API).
 //! - [`client_config`]: a client that verifies the server against the tenant
 //!   CA (hostname included) and optionally presents its own certificate.
 //! - [`relay_client_config`]: the same, and the server must also carry the
@@ -155,9 +159,15 @@ pub fn server_config(
     key_pem: &str,
     client_auth: Option<(Arc<RootCertStore>, Policy)>,
 ) -> Result<Arc<rustls::ServerConfig>, Error> {
+    finish_server_config(server_builder(client_auth)?, chain_pem, key_pem)
+}
+
+fn server_builder(
+    client_auth: Option<(Arc<RootCertStore>, Policy)>,
+) -> Result<rustls::ConfigBuilder<rustls::ServerConfig, rustls::server::WantsServerCert>, Error> {
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?;
-    let builder = match client_auth {
+    Ok(match client_auth {
         Some((roots, policy)) => {
             let inner = WebPkiClientVerifier::builder_with_provider(roots, provider())
                 .build()
@@ -165,8 +175,76 @@ pub fn server_config(
             builder.with_client_cert_verifier(Arc::new(AuthorizingClientVerifier { inner, policy }))
         }
         None => builder.with_no_client_auth(),
-    };
-    finish_server_config(builder, chain_pem, key_pem)
+    })
+}
+
+/// [`server_config`] presenting whatever `cert` holds at each handshake,
+/// so the certificate can be replaced while the server runs (a relay
+/// reloading its files).
+pub fn server_config_reloadable(
+    cert: Arc<ReloadableCert>,
+    client_auth: Option<(Arc<RootCertStore>, Policy)>,
+) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let mut config = server_builder(client_auth)?.with_cert_resolver(cert);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A server certificate and key that can be replaced while serving: new
+/// handshakes get the new pair, established connections keep theirs.
+pub struct ReloadableCert {
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl std::fmt::Debug for ReloadableCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReloadableCert")
+    }
+}
+
+impl ReloadableCert {
+    /// Holds `chain_pem` and its key `key_pem`.
+    pub fn new(chain_pem: &str, key_pem: &str) -> Result<Arc<ReloadableCert>, Error> {
+        Ok(Arc::new(ReloadableCert {
+            current: std::sync::RwLock::new(certified_key(chain_pem, key_pem)?),
+        }))
+    }
+
+    /// Replaces the pair; a chain that does not parse or does not match its
+    /// key is an error and the old pair stays.
+    pub fn replace(&self, chain_pem: &str, key_pem: &str) -> Result<(), Error> {
+        let next = certified_key(chain_pem, key_pem)?;
+        match self.current.write() {
+            Ok(mut g) => *g = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+        Ok(())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadableCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        match self.current.read() {
+            Ok(g) => Some(g.clone()),
+            Err(poisoned) => Some(poisoned.into_inner().clone()),
+        }
+    }
+}
+
+fn certified_key(chain_pem: &str, key_pem: &str) -> Result<Arc<rustls::sign::CertifiedKey>, Error> {
+    let chain = certs_from_pem(chain_pem)?;
+    if chain.is_empty() {
+        return Err(Error::EmptyPem("certificate"));
+    }
+    let key = provider()
+        .key_provider
+        .load_private_key(key_from_pem(key_pem)?)?;
+    let certified = rustls::sign::CertifiedKey::new(chain, key);
+    certified.keys_match()?;
+    Ok(Arc::new(certified))
 }
 
 /// A server config presenting `chain_pem`/`key_pem` to clients with or

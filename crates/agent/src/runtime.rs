@@ -208,7 +208,14 @@ pub async fn start_with(
     let executor = Arc::new(executor);
     let (tx, rx) = watch::channel(TunnelState::Connecting);
     let probed = cert_rx.clone();
-    let renewing = tokio::spawn(renewing(state_dir.to_path_buf(), renewal, tls_tx, cert_tx));
+    let renewing = tokio::spawn(renewing(
+        state_dir.to_path_buf(),
+        renewal,
+        Arc::clone(&executor),
+        state.enrollment.operation_signing_keys.clone(),
+        tls_tx,
+        cert_tx,
+    ));
     let task = tokio::spawn(async move {
         tunnel::run_renewing(options, tls_rx, Some(probed), executor, tx, shutdown).await;
         renewing.abort();
@@ -224,34 +231,52 @@ pub async fn start_with(
     })
 }
 
-/// At start and every `renewal.check_every`: renews the certificate when
-/// it is due, hands the tunnel the new TLS config, and warns while less
-/// than [`crate::renew::WARN_BEFORE`] is left. A refusal is logged with its
-/// reason and tried again at the next check.
+/// At start and every `renewal.check_every`: takes up what is on disk (a
+/// certificate `writeback-agent renew` installed: the tunnel gets the new
+/// TLS config; operation-signing keys a renewal pinned: the executor pins
+/// them), then renews the certificate when it is due and takes that up the
+/// same way. Warns while less than [`crate::renew::WARN_BEFORE`] is left; a
+/// refusal is logged with its reason and tried again at the next check.
 async fn renewing(
     dir: std::path::PathBuf,
     renewal: Renewal,
+    executor: Arc<Executor>,
+    mut pinned: Vec<String>,
     tls_tx: watch::Sender<Arc<rustls::ClientConfig>>,
     cert_tx: watch::Sender<Validity>,
 ) {
     let mut tick = tokio::time::interval(renewal.check_every.max(Duration::from_secs(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let take_up = |pinned: &mut Vec<String>| {
+        let state = AgentState::load(&dir)?;
+        let validity = Validity::of_pem(&state.cert_pem)?;
+        if validity != *cert_tx.borrow() {
+            let _ = tls_tx.send(relay_tls(&state)?);
+            let _ = cert_tx.send(validity);
+            tracing::info!(not_after = %validity.not_after, "using the renewed certificate");
+        }
+        if state.enrollment.operation_signing_keys != *pinned {
+            executor.pin_signing_keys(state.enrollment.trusted_keys()?);
+            pinned.clone_from(&state.enrollment.operation_signing_keys);
+            tracing::info!(keys = ?pinned, "pinned the control plane's operation-signing keys");
+        }
+        Ok::<_, AgentError>(())
+    };
     loop {
         tick.tick().await;
+        if let Err(e) = take_up(&mut pinned) {
+            tracing::warn!(error = %e, "cannot read the state directory");
+        }
         let validity = *cert_tx.borrow();
         let now = time::OffsetDateTime::now_utc();
         if !validity.is_due(now, renewal.fraction) {
             continue;
         }
-        let renewed = async {
-            let renewed = crate::renew::renew(&dir, None).await?;
-            let tls = relay_tls(&AgentState::load(&dir)?)?;
-            Ok::<_, AgentError>((renewed, tls))
-        };
-        match renewed.await {
-            Ok((renewed, tls)) => {
-                let _ = tls_tx.send(tls);
-                let _ = cert_tx.send(renewed.validity);
+        match crate::renew::renew(&dir, None).await {
+            Ok(_) => {
+                if let Err(e) = take_up(&mut pinned) {
+                    tracing::warn!(error = %e, "cannot read the renewed certificate");
+                }
             }
             Err(e) => {
                 let left = validity.remaining(now);

@@ -617,7 +617,7 @@ impl EnrollmentService for Api {
             certificate_pem: cert,
             ca_pem: self.cp.ca.cert_pem().to_owned(),
             relay_urls: self.cp.config.agent_relay_urls(),
-            operation_signing_keys: vec![self.cp.signer.public_key()],
+            operation_signing_keys: self.cp.operation_signing_keys(),
         }))
     }
 
@@ -717,6 +717,12 @@ impl EnrollmentService for Api {
                         "domain": domain,
                         "version": version,
                         "cert_fingerprint": fingerprint,
+                        "operation_signing_key_ids": self
+                            .cp
+                            .operation_signing_keys()
+                            .iter()
+                            .map(|k| writeback_envelope::signing::key_id_of(k))
+                            .collect::<Vec<_>>(),
                         "source": peer.map(|p| p.remote_addr.ip().to_string()),
                     }),
                 },
@@ -731,7 +737,7 @@ impl EnrollmentService for Api {
         Ok(Response::new(pb::RenewCertificateResponse {
             certificate_pem: cert,
             ca_pem: self.cp.ca.cert_pem().to_owned(),
-            operation_signing_keys: vec![self.cp.signer.public_key()],
+            operation_signing_keys: self.cp.operation_signing_keys(),
         }))
     }
 }

@@ -3,7 +3,8 @@
 //! certificate is for). An agent whose certificate is about to expire renews
 //! it by itself and, once the old one has expired, still reconnects; a
 //! revoked agent is refused; a caller without an agent certificate is
-//! refused.
+//! refused. The operation-signing keys the control plane publishes (the
+//! current and, after `signing-key rotate`, the next) reach the agent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +26,21 @@ const DOMAIN: &str = "contoso.test";
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expiring_agent_certificate_is_renewed_and_the_agent_keeps_connecting() {
     writeback_identity::install_crypto_provider();
-    let mut stack = Stack::start("t1", 2).await.unwrap();
+    // The control plane has a next operation-signing key waiting
+    // (`signing-key rotate`): agents pin it beside the current one.
+    let mut stack = Stack::start_configured("t1", 2, None, |c| {
+        writeback_control_plane::bootstrap::rotate_signing_key(&c.data_dir).unwrap();
+    })
+    .await
+    .unwrap();
+    let published: Vec<String> = stack
+        .cp
+        .operation_signing_keys()
+        .iter()
+        .map(hex::encode)
+        .collect();
+    assert_eq!(published.len(), 2);
+    assert_eq!(published[0], hex::encode(stack.cp.signer.public_key()));
     stack.register_domain(DOMAIN).await.unwrap();
     let admin = stack.admin().unwrap();
     let token = admin
@@ -43,6 +58,7 @@ async fn an_expiring_agent_certificate_is_renewed_and_the_agent_keeps_connecting
         .await
         .unwrap();
     assert_eq!(enrollment.control_plane_url, stack.cp_url);
+    assert_eq!(enrollment.operation_signing_keys, published);
 
     // A certificate of the same identity from the tenant CA that expires in
     // 15 s: well inside the last third of its life.
@@ -156,10 +172,7 @@ async fn an_expiring_agent_certificate_is_renewed_and_the_agent_keeps_connecting
     // By hand, authenticated by the renewed certificate: works.
     let again = renew::renew(&dir, None).await.unwrap();
     assert!(again.validity.not_after >= renewed.not_after);
-    assert_eq!(
-        again.operation_signing_keys,
-        vec![hex::encode(stack.cp.signer.public_key())]
-    );
+    assert_eq!(again.operation_signing_keys, published);
 
     // Revoked: refused with AGENT_REVOKED, the certificate on disk kept.
     admin

@@ -194,6 +194,7 @@ pub async fn start_with(
     let mut listening = None;
     if let Some(mut o) = observability {
         crate::metrics::register_health(&mut o.registry, checks);
+        crate::metrics::register_certificate(&mut o.registry, cert_rx.clone());
         executor = executor.with_metrics(o.metrics).with_tracing(o.tracing);
         let shared = Arc::new(o.registry);
         if let Some(addr) = o.listen {

@@ -86,7 +86,7 @@ async fn an_expiring_agent_certificate_is_renewed_and_the_agent_keeps_connecting
         &dir,
         Arc::new(directory),
         4,
-        None,
+        Some(writeback_agent::runtime::Observability::new(None)),
         Default::default(),
         Renewal {
             check_every: Duration::from_secs(1),
@@ -112,6 +112,16 @@ async fn an_expiring_agent_certificate_is_renewed_and_the_agent_keeps_connecting
     .to_owned();
     let now = time::OffsetDateTime::now_utc();
     assert!(!renewed.is_due(now, renew::RENEW_FRACTION));
+    let mut scraped = String::new();
+    prometheus_client::encoding::text::encode(&mut scraped, agent.metrics.as_ref().unwrap())
+        .unwrap();
+    assert!(
+        scraped.contains(&format!(
+            "writeback_agent_certificate_expiry_timestamp_seconds {}",
+            renewed.not_after.unix_timestamp()
+        )),
+        "{scraped}"
+    );
     let on_disk = std::fs::read_to_string(dir.join("agent.pem")).unwrap();
     assert_ne!(
         fingerprint_of_pem(&on_disk).unwrap(),

@@ -149,6 +149,7 @@ pub async fn enroll(
         agent_id: response.agent_id,
         relay_urls: response.relay_urls,
         operation_signing_keys,
+        control_plane_url: control_plane_url.to_owned(),
     };
     AgentState {
         enrollment: enrollment.clone(),

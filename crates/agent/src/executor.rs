@@ -1,6 +1,7 @@
 //! Turns one `OperationRequest` into one `OperationResult`, exactly once
 //! per operation id. First of all it checks the control plane's signature
-//! (`writeback_envelope::signing`) against the keys pinned at enrollment: an
+//! (`writeback_envelope::signing`) against the keys pinned at enrollment (the list a renewal brings replaces
+//! them, [`Executor::pin_signing_keys`]): an
 //! operation that is unsigned, signed by another key or altered after
 //! signing — by a relay, say, or invented by one — is refused with
 //! `OPERATION_UNAUTHENTICATED`, and, since it is not the control plane's,
@@ -123,7 +124,8 @@ impl Drop for Arrival {
 /// Executes operations for one enrolled agent.
 pub struct Executor {
     enrollment: Enrollment,
-    trusted_keys: Vec<TrustedKey>,
+    /// Replaced when a renewal brings the control plane's current list.
+    trusted_keys: std::sync::RwLock<Vec<TrustedKey>>,
     envelope_key: writeback_envelope::KeyPair,
     applier: Arc<dyn Apply>,
     checks: HealthHandle,
@@ -151,7 +153,7 @@ impl Executor {
         });
         Executor {
             enrollment,
-            trusted_keys,
+            trusted_keys: std::sync::RwLock::new(trusted_keys),
             envelope_key,
             applier,
             checks: HealthHandle::unchecked(),
@@ -161,6 +163,13 @@ impl Executor {
             metrics: None,
             tracing: Tracing::disabled("writeback-agent"),
         }
+    }
+
+    /// Pins `keys` instead of the operation-signing keys pinned so far (the
+    /// list a certificate renewal brought, see [`crate::renew`]); operations
+    /// signed by a key no longer listed are refused from now on.
+    pub fn pin_signing_keys(&self, keys: Vec<TrustedKey>) {
+        *self.trusted_keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
     }
 
     /// Records every operation in `ledger` and answers from it.
@@ -249,7 +258,11 @@ impl Executor {
     #[tracing::instrument(skip_all, fields(operation_id = %op.operation_id, domain = %op.domain))]
     async fn execute_untraced(&self, op: OperationRequest) -> OperationResult {
         let started = Instant::now();
-        if let Err(e) = writeback_envelope::signing::verify(&op, &self.trusted_keys) {
+        let verified = {
+            let keys = self.trusted_keys.read().unwrap_or_else(|p| p.into_inner());
+            writeback_envelope::signing::verify(&op, &keys)
+        };
+        if let Err(e) = verified {
             tracing::warn!(error = %e, signing_key_id = %op.signing_key_id,
                 "operation refused: not signed by the control plane");
             return self.refused(op, started, unauthenticated(&e));

@@ -3,7 +3,8 @@
 //! to the domain controllers over LDAPS, mapping every directory outcome to a
 //! stable [`writeback_core::ReasonCode`].
 //!
-//! [`enroll`] obtains the agent's identity; [`runtime`] wires the state
+//! [`enroll`] obtains the agent's identity and [`renew`] renews its
+//! certificate before it expires; [`runtime`] wires the state
 //! directory, the [`executor`] (checks, envelope opening, exactly-once per
 //! operation id, kept across restarts by the durable [`ledger`]) and the [`tunnel`] to the relays; [`directory`] speaks LDAP
 //! over a pool of warm, bound sessions (including self-relative security
@@ -27,6 +28,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod permissions;
 pub mod policy;
+pub mod renew;
 pub mod runtime;
 pub mod state;
 pub mod trace;
@@ -43,6 +45,9 @@ pub enum AgentError {
     /// Enrollment was refused or could not reach the control plane.
     #[error("enrollment failed: {0}")]
     Enroll(Failure),
+    /// Certificate renewal was refused or could not reach the control plane.
+    #[error("certificate renewal failed: {0}")]
+    Renew(Failure),
     /// Certificates, keys, TLS.
     #[error("identity: {0}")]
     Identity(#[from] writeback_identity::Error),

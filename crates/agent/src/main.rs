@@ -1,4 +1,5 @@
-//! `writeback-agent`: `enroll` once with a token, then `run`; `permissions
+//! `writeback-agent`: `enroll` once with a token, then `run` (which renews
+//! the certificate by itself; `renew` does it by hand); `permissions
 //! check|grant` and `policy` check the domain before (and after) going live.
 
 use std::path::{Path, PathBuf};
@@ -42,6 +43,14 @@ enum Cmd {
     },
     /// Connect to the relays and apply operations until stopped.
     Run,
+    /// Renew the agent's certificate now (the running agent does it by itself
+    /// when a third of its lifetime is left). Exits 1 with the reason code
+    /// when refused.
+    Renew {
+        /// Control plane URL (default: the one the agent enrolled with).
+        #[arg(long)]
+        control_plane: Option<String>,
+    },
     /// Check or grant the rights the service account needs on the domain.
     Permissions {
         #[command(subcommand)]
@@ -192,6 +201,19 @@ async fn main() -> anyhow::Result<ExitCode> {
             directory.close().await;
             // The last spans go out before the process ends.
             tracing.shutdown();
+        }
+        Cmd::Renew { control_plane } => {
+            match writeback_agent::renew::renew(&config.state_dir, control_plane.as_deref()).await {
+                Ok(r) => println!(
+                    "certificate renewed; valid until {} (a running agent reconnects with it \
+                     at its next check, or restart it)",
+                    r.validity.not_after
+                ),
+                Err(writeback_agent::AgentError::Renew(f)) => {
+                    return Ok(refused(f.reason, f.message));
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Cmd::Permissions { action } => return permissions_cmd(&config, action).await,
         Cmd::Policy => {

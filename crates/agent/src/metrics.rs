@@ -3,7 +3,8 @@
 //! agent's time per operation ([`crate::executor`]), every LDAP request's time
 //! by kind and the sessions open ([`crate::directory`]), and — read at each
 //! scrape from the last background checks — whether the service account holds
-//! its rights and how many policy warnings stand.
+//! its rights and how many policy warnings stand; and when its certificate
+//! expires.
 
 use std::time::Duration;
 
@@ -75,6 +76,35 @@ impl Metrics {
 /// Registers the health figures, read from `checks` at each scrape.
 pub fn register_health(registry: &mut Registry, checks: HealthHandle) {
     registry.register_collector(Box::new(HealthCollector { checks }));
+}
+
+/// Registers `writeback_agent_certificate_expiry_timestamp_seconds`, read
+/// from `certificate` (the runtime's, updated at each renewal) at each
+/// scrape.
+pub fn register_certificate(
+    registry: &mut Registry,
+    certificate: tokio::sync::watch::Receiver<writeback_identity::Validity>,
+) {
+    registry.register_collector(Box::new(CertificateCollector { certificate }));
+}
+
+#[derive(Debug)]
+struct CertificateCollector {
+    certificate: tokio::sync::watch::Receiver<writeback_identity::Validity>,
+}
+
+impl Collector for CertificateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let expiry = ConstGauge::new(self.certificate.borrow().not_after.unix_timestamp());
+        expiry.encode(encoder.encode_descriptor(
+            "agent_certificate_expiry_timestamp_seconds",
+            "When the agent's certificate expires (Unix seconds); it renews it with a third \
+             of its lifetime left.",
+            None,
+            expiry.metric_type(),
+        )?)?;
+        Ok(())
+    }
 }
 
 #[derive(Debug)]

@@ -1,7 +1,9 @@
 //! Wires an enrolled agent together: state directory → TLS identity (relays
 //! must carry a relay identity of the agent's tenant) →
 //! executor over a directory (with the background health checks) → tunnel to
-//! the relays.
+//! the relays; and the certificate's renewal ([`Renewal`], [`crate::renew`]):
+//! checked at start and hourly, renewed when less than a third of its
+//! lifetime is left, the tunnel reconnecting with the new one.
 
 use std::future::Future;
 use std::path::Path;
@@ -9,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use writeback_identity::tls;
+use writeback_identity::{Validity, tls};
 use writeback_proto::v1::AgentIdentity;
 
 use crate::AgentError;
@@ -30,6 +32,27 @@ pub struct RunningAgent {
     pub task: tokio::task::JoinHandle<()>,
     /// The metrics registry, when the agent was started with one.
     pub metrics: Option<Arc<prometheus_client::registry::Registry>>,
+    /// The validity of the certificate the agent holds, updated after each
+    /// renewal.
+    pub certificate: watch::Receiver<Validity>,
+}
+
+/// When the running agent renews its certificate ([`crate::renew`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Renewal {
+    /// How often it looks (hourly by default; also once at start).
+    pub check_every: Duration,
+    /// It renews when less than this share of the lifetime is left (a third).
+    pub fraction: f64,
+}
+
+impl Default for Renewal {
+    fn default() -> Self {
+        Renewal {
+            check_every: crate::renew::CHECK_INTERVAL,
+            fraction: crate::renew::RENEW_FRACTION,
+        }
+    }
 }
 
 impl RunningAgent {
@@ -109,13 +132,42 @@ pub async fn start_with_clock(
     clock: ClockCheck,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunningAgent, AgentError> {
-    let state = AgentState::load(state_dir)?;
-    // Relays must carry a relay identity of this agent's tenant.
-    let client_tls = tls::relay_client_config(
+    start_with(
+        state_dir,
+        applier,
+        max_in_flight,
+        observability,
+        clock,
+        Renewal::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// The relay client config for the certificate in `state`: relays must
+/// carry a relay identity of this agent's tenant.
+fn relay_tls(state: &AgentState) -> Result<Arc<rustls::ClientConfig>, AgentError> {
+    Ok(tls::relay_client_config(
         tls::roots_from_pem(&state.ca_pem)?,
         Some((&state.cert_pem, state.key_pem.as_str())),
         &state.enrollment.tenant,
-    )?;
+    )?)
+}
+
+/// [`start_with_clock`] with when to renew the certificate given.
+pub async fn start_with(
+    state_dir: &Path,
+    applier: Arc<dyn Apply>,
+    max_in_flight: u32,
+    observability: Option<Observability>,
+    clock: ClockCheck,
+    renewal: Renewal,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<RunningAgent, AgentError> {
+    let state = AgentState::load(state_dir)?;
+    let client_tls = relay_tls(&state)?;
+    let (tls_tx, tls_rx) = watch::channel(client_tls.clone());
+    let (cert_tx, cert_rx) = watch::channel(Validity::of_pem(&state.cert_pem)?);
     let e = &state.enrollment;
     let options = TunnelOptions {
         relay_urls: e.relay_urls.clone(),
@@ -142,6 +194,7 @@ pub async fn start_with_clock(
     let mut listening = None;
     if let Some(mut o) = observability {
         crate::metrics::register_health(&mut o.registry, checks);
+        crate::metrics::register_certificate(&mut o.registry, cert_rx.clone());
         executor = executor.with_metrics(o.metrics).with_tracing(o.tracing);
         let shared = Arc::new(o.registry);
         if let Some(addr) = o.listen {
@@ -155,11 +208,21 @@ pub async fn start_with_clock(
     }
     let executor = Arc::new(executor);
     let (tx, rx) = watch::channel(TunnelState::Connecting);
+    let probed = cert_rx.clone();
+    let renewing = tokio::spawn(renewing(
+        state_dir.to_path_buf(),
+        renewal,
+        Arc::clone(&executor),
+        state.enrollment.operation_signing_keys.clone(),
+        tls_tx,
+        cert_tx,
+    ));
     let task = tokio::spawn(async move {
         // Operations a crash left in doubt are decided from the directory
         // before any relay can ask about them.
         executor.settle_ledger().await;
-        tunnel::run(options, executor, tx, shutdown).await;
+        tunnel::run_renewing(options, tls_rx, Some(probed), executor, tx, shutdown).await;
+        renewing.abort();
         drop(monitor);
         // The metrics listener stops with the agent.
         drop(listening);
@@ -168,5 +231,67 @@ pub async fn start_with_clock(
         state: rx,
         task,
         metrics: registry,
+        certificate: cert_rx,
     })
+}
+
+/// At start and every `renewal.check_every`: takes up what is on disk (a
+/// certificate `writeback-agent renew` installed: the tunnel gets the new
+/// TLS config; operation-signing keys a renewal pinned: the executor pins
+/// them), then renews the certificate when it is due and takes that up the
+/// same way. Warns while less than [`crate::renew::WARN_BEFORE`] is left; a
+/// refusal is logged with its reason and tried again at the next check.
+async fn renewing(
+    dir: std::path::PathBuf,
+    renewal: Renewal,
+    executor: Arc<Executor>,
+    mut pinned: Vec<String>,
+    tls_tx: watch::Sender<Arc<rustls::ClientConfig>>,
+    cert_tx: watch::Sender<Validity>,
+) {
+    let mut tick = tokio::time::interval(renewal.check_every.max(Duration::from_secs(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let take_up = |pinned: &mut Vec<String>| {
+        let state = AgentState::load(&dir)?;
+        let validity = Validity::of_pem(&state.cert_pem)?;
+        if validity != *cert_tx.borrow() {
+            let _ = tls_tx.send(relay_tls(&state)?);
+            let _ = cert_tx.send(validity);
+            tracing::info!(not_after = %validity.not_after, "using the renewed certificate");
+        }
+        if state.enrollment.operation_signing_keys != *pinned {
+            executor.pin_signing_keys(state.enrollment.trusted_keys()?);
+            pinned.clone_from(&state.enrollment.operation_signing_keys);
+            tracing::info!(keys = ?pinned, "pinned the control plane's operation-signing keys");
+        }
+        Ok::<_, AgentError>(())
+    };
+    loop {
+        tick.tick().await;
+        if let Err(e) = take_up(&mut pinned) {
+            tracing::warn!(error = %e, "cannot read the state directory");
+        }
+        let validity = *cert_tx.borrow();
+        let now = time::OffsetDateTime::now_utc();
+        if !validity.is_due(now, renewal.fraction) {
+            continue;
+        }
+        match crate::renew::renew(&dir, None).await {
+            Ok(_) => {
+                if let Err(e) = take_up(&mut pinned) {
+                    tracing::warn!(error = %e, "cannot read the renewed certificate");
+                }
+            }
+            Err(e) => {
+                let left = validity.remaining(now);
+                if left < crate::renew::WARN_BEFORE {
+                    tracing::warn!(error = %e, not_after = %validity.not_after,
+                        "cannot renew the agent's certificate; it expires in {} hours, after \
+                         which the agent must be enrolled again", left.as_secs() / 3600);
+                } else {
+                    tracing::info!(error = %e, "cannot renew the agent's certificate yet");
+                }
+            }
+        }
+    }
 }

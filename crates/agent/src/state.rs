@@ -2,11 +2,12 @@
 //!
 //! | file | contents | mode |
 //! |---|---|---|
-//! | `state.toml` | tenant, domain, agent id, relay URLs, the pinned operation-signing keys | 0644 |
+//! | `state.toml` | tenant, domain, agent id, relay URLs, the pinned operation-signing keys, the control plane's URL | 0644 |
 //! | `agent.pem` | the agent's certificate | 0644 |
 //! | `agent.key` | its TLS private key | 0600 |
 //! | `ca.pem` | the tenant CA (trust anchor for relays) | 0644 |
 //! | `envelope.key` | the HPKE private key, hex | 0600 |
+//! | `agent.key.next`, `agent.pem.next` | a renewed key (0600) and certificate, only while they replace the current pair ([`AgentState::install_certificate`]) | |
 //! | `ledger.jsonl` | every operation id begun and its outcome ([`crate::ledger`]); no secrets | 0644 |
 
 use std::path::{Path, PathBuf};
@@ -35,6 +36,11 @@ pub struct Enrollment {
     /// an agent does not start (enroll it again).
     #[serde(default)]
     pub operation_signing_keys: Vec<String>,
+    /// The control plane it enrolled with: where it renews its certificate
+    /// (empty in a state written before renewal existed; `writeback-agent
+    /// renew --control-plane URL` fills it in).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub control_plane_url: String,
 }
 
 impl Enrollment {
@@ -81,8 +87,10 @@ fn read(dir: &Path, name: &str) -> Result<String, AgentError> {
 }
 
 impl AgentState {
-    /// Loads the state directory.
+    /// Loads the state directory (first finishing a certificate
+    /// replacement a crash interrupted, see [`AgentState::install_certificate`]).
     pub fn load(dir: &Path) -> Result<AgentState, AgentError> {
+        finish_pending_certificate(dir)?;
         let enrollment: Enrollment = toml::from_str(&read(dir, "state.toml")?)
             .map_err(|e| AgentError::State(format!("state.toml is invalid: {e}")))?;
         if enrollment.trusted_keys()?.is_empty() {
@@ -122,10 +130,58 @@ impl AgentState {
         Ok(())
     }
 
+    /// Replaces the certificate and its key (a renewal) and rewrites
+    /// `state.toml` with `enrollment`. The pair is written next to the old
+    /// one (`agent.key.next` 0600, `agent.pem.next`), then renamed into
+    /// place key first: a crash in between leaves `agent.pem.next`, which
+    /// [`AgentState::load`] renames, so the certificate and key on disk
+    /// always match.
+    pub fn install_certificate(
+        dir: &Path,
+        cert_pem: &str,
+        key_pem: &str,
+        enrollment: &Enrollment,
+    ) -> Result<(), AgentError> {
+        let toml = toml::to_string(enrollment)
+            .map_err(|e| AgentError::State(format!("cannot encode state: {e}")))?;
+        write_file(&dir.join(NEXT_KEY), key_pem.as_bytes(), true)?;
+        write_file(&dir.join(NEXT_CERT), cert_pem.as_bytes(), false)?;
+        write_file(&dir.join("state.toml"), toml.as_bytes(), false)?;
+        finish_pending_certificate(dir)
+    }
+
     /// True when `dir` already holds an enrollment.
     pub fn exists(dir: &Path) -> bool {
         dir.join("state.toml").exists()
     }
+}
+
+/// A renewed key, before it replaces `agent.key`.
+const NEXT_KEY: &str = "agent.key.next";
+/// A renewed certificate, before it replaces `agent.pem`.
+const NEXT_CERT: &str = "agent.pem.next";
+
+/// Moves a renewed key and certificate into place. A lone `agent.key.next`
+/// (the crash came before its certificate was written) is dropped.
+fn finish_pending_certificate(dir: &Path) -> Result<(), AgentError> {
+    let rename = |from: &str, to: &str| {
+        std::fs::rename(dir.join(from), dir.join(to)).map_err(|e| {
+            AgentError::State(format!(
+                "cannot move {from} to {to} in {}: {e}",
+                dir.display()
+            ))
+        })
+    };
+    let (key, cert) = (dir.join(NEXT_KEY).exists(), dir.join(NEXT_CERT).exists());
+    if cert {
+        if key {
+            rename(NEXT_KEY, "agent.key")?;
+        }
+        rename(NEXT_CERT, "agent.pem")?;
+    } else if key {
+        let _ = std::fs::remove_file(dir.join(NEXT_KEY));
+    }
+    Ok(())
 }
 
 /// Default state directory.

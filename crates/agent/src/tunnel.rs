@@ -8,7 +8,8 @@
 //! Welcome and probes keeps an estimate of the agent's clock offset
 //! ([`crate::clock`]): reported in every health report, and beyond the
 //! tolerance every operation is refused with `CLOCK_SKEW` before the executor
-//! sees it.
+//! sees it. A renewed certificate ([`run_renewing`]) makes the agent
+//! reconnect with it the same way a GoAway does.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -74,6 +75,23 @@ pub async fn run(
     state: watch::Sender<TunnelState>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
+    let (_unchanging, tls) = watch::channel(options.tls.clone());
+    run_renewing(options, tls, None, executor, state, shutdown).await;
+}
+
+/// [`run`], dialling with the latest client TLS config on `tls` (the
+/// agent's certificate, renewed by [`crate::renew`]) instead of
+/// `options.tls`. A new config ends the current session as a GoAway would
+/// (operations in flight still answer on the old tunnel) and the tunnel
+/// reconnects with it. Health reports carry `certificate`'s expiry.
+pub async fn run_renewing(
+    options: TunnelOptions,
+    mut tls: watch::Receiver<Arc<rustls::ClientConfig>>,
+    certificate: Option<watch::Receiver<writeback_identity::Validity>>,
+    executor: Arc<Executor>,
+    state: watch::Sender<TunnelState>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
     tokio::pin!(shutdown);
     let mut backoff = options.backoff_min;
     let mut index = 0usize;
@@ -86,7 +104,7 @@ pub async fn run(
         let url = options.relay_urls[index % options.relay_urls.len()].clone();
         let _ = state.send(TunnelState::Connecting);
         let result = tokio::select! {
-            r = session(&url, &options, &executor, &state) => r,
+            r = session(&url, &options, &mut tls, certificate.as_ref(), &executor, &state) => r,
             () = &mut shutdown => Ok(End::Shutdown),
         };
         match result {
@@ -119,6 +137,17 @@ pub async fn run(
     }
 }
 
+/// Keeps a tunnel being left open until the relay ends it (the results of
+/// operations in flight still go out on it) or 120 s have passed.
+async fn drain(
+    client: AgentTunnelClient<tonic::transport::Channel>,
+    mut inbound: tonic::Streaming<RelayMessage>,
+) {
+    let _client = client;
+    let drained = async { while let Ok(Some(_)) = inbound.message().await {} };
+    let _ = tokio::time::timeout(Duration::from_secs(120), drained).await;
+}
+
 fn message(body: agent_message::Body) -> AgentMessage {
     AgentMessage { body: Some(body) }
 }
@@ -126,10 +155,14 @@ fn message(body: agent_message::Body) -> AgentMessage {
 async fn session(
     url: &str,
     options: &TunnelOptions,
+    tls: &mut watch::Receiver<Arc<rustls::ClientConfig>>,
+    certificate: Option<&watch::Receiver<writeback_identity::Validity>>,
     executor: &Arc<Executor>,
     state: &watch::Sender<TunnelState>,
 ) -> Result<End, String> {
-    let channel = transport::channel(url, options.tls.clone()).map_err(|e| e.to_string())?;
+    let client_tls = tls.borrow_and_update().clone();
+    let mut watching_tls = true;
+    let channel = transport::channel(url, client_tls).map_err(|e| e.to_string())?;
     let mut client = AgentTunnelClient::new(channel)
         .max_decoding_message_size(options.max_message_bytes)
         .max_encoding_message_size(options.max_message_bytes);
@@ -184,6 +217,17 @@ async fn session(
     let slots = Arc::new(Semaphore::new(options.max_in_flight.max(1) as usize));
     loop {
         tokio::select! {
+            changed = tls.changed(), if watching_tls => {
+                if changed.is_err() {
+                    // Nobody renews any more: keep the config we have.
+                    watching_tls = false;
+                    continue;
+                }
+                // A renewed certificate: reconnect with it, leaving this
+                // tunnel open for the results of operations in flight.
+                tokio::spawn(drain(client, inbound));
+                return Ok(End::GoAway("the agent's certificate was renewed".into()));
+            }
             _ = heartbeat.tick() => {
                 let beat = message(agent_message::Body::Heartbeat(Heartbeat { sent_at: Some(now_timestamp()) }));
                 if tx.send(beat).await.is_err() {
@@ -225,6 +269,10 @@ async fn session(
                     let clock_offset_ms = offset.get();
                     let max_clock_offset_ms =
                         u64::try_from(options.clock.max_offset.as_millis()).unwrap_or(u64::MAX);
+                    let certificate_not_after = certificate.map(|c| prost_types::Timestamp {
+                        seconds: c.borrow().not_after.unix_timestamp(),
+                        nanos: 0,
+                    });
                     let (executor, tx) = (executor.clone(), tx.clone());
                     tokio::spawn(async move {
                         // The rights and policy checks are cached by the health
@@ -242,6 +290,7 @@ async fn session(
                             policy_warnings: checks.policy_warnings,
                             clock_offset_ms,
                             max_clock_offset_ms,
+                            certificate_not_after,
                         };
                         let _ = tx.send(message(agent_message::Body::Health(report))).await;
                     });
@@ -252,11 +301,7 @@ async fn session(
                     // the relay ends it, which it does once every result is
                     // in (our side ends when the last operation drops its
                     // sender) or its drain period is over.
-                    tokio::spawn(async move {
-                        let _client = client;
-                        let drain = async { while let Ok(Some(_)) = inbound.message().await {} };
-                        let _ = tokio::time::timeout(Duration::from_secs(120), drain).await;
-                    });
+                    tokio::spawn(drain(client, inbound));
                     return Ok(End::GoAway(g.reason));
                 }
                 Ok(Some(_)) => tracing::warn!("unexpected relay message ignored"),

@@ -286,6 +286,7 @@ async fn start_agents(
                     agent_id,
                     relay_urls: options.relay_urls.clone(),
                     operation_signing_keys: vec![hex::encode(signer.public_key())],
+                    control_plane_url: String::new(),
                 },
                 writeback_envelope::KeyPair::generate(),
                 Arc::new(Noop),

@@ -1,6 +1,7 @@
 //! The client-facing gRPC services, one file per service where it is large:
-//! settings and status (`api/settings.rs`), domains, agents and enrollment
-//! (here), password operations (`api/passwords.rs`), password quality
+//! settings and status (`api/settings.rs`), domains, agents, enrollment and
+//! agents' certificate renewal (here, authenticated by the agent's own
+//! certificate rather than a bearer token), password operations (`api/passwords.rs`), password quality
 //! (`api/password_quality.rs`), the audit logs (`api/audit.rs`: operations,
 //! the administrative trail, the security trail), API tokens
 //! (`api/tokens.rs`) and the identity providers a tenant trusts
@@ -592,14 +593,7 @@ impl EnrollmentService for Api {
                 "the domain name cannot appear in an identity",
             )
         })?;
-        let cert = self.cp.ca.sign_agent_csr(&r.csr_pem, &id).map_err(|_| {
-            status(
-                ReasonCode::InvalidArgument,
-                "the certificate signing request is not valid",
-            )
-        })?;
-        let fingerprint = writeback_identity::fingerprint_of_pem(&cert)
-            .map_err(|_| status(ReasonCode::Internal, "cannot fingerprint the certificate"))?;
+        let (cert, fingerprint) = self.issue_agent_certificate(&r.csr_pem, &id)?;
         let agent = store::NewAgent {
             tenant: tenant.clone(),
             domain: domain.clone(),
@@ -623,8 +617,152 @@ impl EnrollmentService for Api {
             certificate_pem: cert,
             ca_pem: self.cp.ca.cert_pem().to_owned(),
             relay_urls: self.cp.config.agent_relay_urls(),
-            operation_signing_keys: vec![self.cp.signer.public_key()],
+            operation_signing_keys: self.cp.operation_signing_keys(),
         }))
+    }
+
+    async fn renew_certificate(
+        &self,
+        req: Request<pb::RenewCertificateRequest>,
+    ) -> Result<Response<pb::RenewCertificateResponse>, Status> {
+        let peer = req
+            .extensions()
+            .get::<writeback_identity::PeerInfo>()
+            .cloned();
+        // The identity is the verified certificate's, never the request's.
+        let Some(SpiffeId::Agent {
+            tenant,
+            domain,
+            agent_id,
+        }) = peer.as_ref().and_then(|p| p.identity.clone())
+        else {
+            return Err(status(
+                ReasonCode::Unauthenticated,
+                "renewing a certificate needs the agent's current, unexpired certificate \
+                 (mutual TLS); an agent whose certificate expired must be enrolled again",
+            ));
+        };
+        let r = req.into_inner();
+        let agent = self
+            .cp
+            .store
+            .get_agent(&tenant, &agent_id)
+            .await
+            .map_err(store_status)?;
+        let refused_revoked = || {
+            tracing::warn!(tenant = %tenant, domain = %domain, agent_id = %agent_id,
+                "certificate renewal refused: the agent is revoked");
+            status(
+                ReasonCode::AgentRevoked,
+                format!(
+                    "agent {agent_id} was revoked; it gets no new certificate \
+                     (enroll a new agent with a fresh token)"
+                ),
+            )
+        };
+        match &agent {
+            None => {
+                return Err(status(
+                    ReasonCode::Unauthenticated,
+                    format!("agent {agent_id} is not enrolled with this control plane"),
+                ));
+            }
+            Some(a) if a.is_revoked() => return Err(refused_revoked()),
+            Some(a) if !a.domain.eq_ignore_ascii_case(&domain) => {
+                return Err(status(
+                    ReasonCode::Unauthenticated,
+                    format!(
+                        "agent {agent_id}'s certificate names another domain than its enrollment"
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+        if r.csr_pem.len() > MAX_CSR_BYTES {
+            return Err(status(
+                ReasonCode::InvalidArgument,
+                format!("the certificate signing request is larger than {MAX_CSR_BYTES} bytes"),
+            ));
+        }
+        let id = SpiffeId::Agent {
+            tenant: tenant.clone(),
+            domain: domain.clone(),
+            agent_id: agent_id.clone(),
+        };
+        let (cert, fingerprint) = self.issue_agent_certificate(&r.csr_pem, &id)?;
+        let version: String = r.agent_version.chars().take(64).collect();
+        let renewed = self
+            .cp
+            .store
+            .renew_agent_certificate(&tenant, &agent_id, &fingerprint, &version)
+            .await
+            .map_err(store_status)?;
+        if !renewed {
+            // Revoked between the read and the update.
+            return Err(refused_revoked());
+        }
+        tracing::info!(tenant = %tenant, domain = %domain, agent_id = %agent_id,
+            cert_fingerprint = %fingerprint, "agent certificate renewed");
+        let recorded = self
+            .cp
+            .store
+            .record_admin_event(
+                &tenant,
+                store::NewAdminEvent {
+                    principal: &format!("agent:{agent_id}"),
+                    client_app: "agent",
+                    action: "agent.renew_certificate",
+                    object: &format!("agent:{agent_id}"),
+                    details: serde_json::json!({
+                        "domain": domain,
+                        "version": version,
+                        "cert_fingerprint": fingerprint,
+                        "operation_signing_key_ids": self
+                            .cp
+                            .operation_signing_keys()
+                            .iter()
+                            .map(|k| writeback_envelope::signing::key_id_of(k))
+                            .collect::<Vec<_>>(),
+                        "source": peer.map(|p| p.remote_addr.ip().to_string()),
+                    }),
+                },
+            )
+            .await;
+        // Best effort, like enrollment: the certificate is issued and
+        // recorded on the agent's row by now.
+        if let Err(e) = recorded {
+            tracing::error!(tenant = %tenant, agent_id = %agent_id, error = %e,
+                "an agent's certificate was renewed but the administrative trail could not record it");
+        }
+        Ok(Response::new(pb::RenewCertificateResponse {
+            certificate_pem: cert,
+            ca_pem: self.cp.ca.cert_pem().to_owned(),
+            operation_signing_keys: self.cp.operation_signing_keys(),
+        }))
+    }
+}
+
+impl Api {
+    /// Signs `csr_pem` for `id` for `agent_certificate_validity_seconds`;
+    /// returns the certificate and its fingerprint.
+    fn issue_agent_certificate(
+        &self,
+        csr_pem: &str,
+        id: &SpiffeId,
+    ) -> Result<(String, String), Status> {
+        let cert = self
+            .cp
+            .ca
+            .sign_agent_csr_valid_for(csr_pem, id, self.cp.config.agent_certificate_validity())
+            .map_err(|_| {
+                status(
+                    ReasonCode::InvalidArgument,
+                    "the certificate signing request is not valid PEM PKCS#10",
+                )
+            })?;
+        let fingerprint = writeback_identity::fingerprint_of_pem(&cert)
+            .map_err(|_| status(ReasonCode::Internal, "cannot fingerprint the certificate"))?;
+        Ok((cert, fingerprint))
     }
 }
 

@@ -1,7 +1,9 @@
 //! `writeback-control-plane init` and the offline admin commands: create a
 //! tenant, its CA, the operation-signing key (`op-signing.key`, see
 //! `writeback_envelope::signing`) and its first global administrator token, issue relay
-//! certificates, mint tokens. They work on the data dir and database
+//! certificates, mint tokens, rotate the operation-signing key
+//! (`signing-key rotate` makes `op-signing.next.key`, published beside the
+//! current key; `signing-key promote` makes it the one that signs). They work on the data dir and database
 //! directly, so they need no running server.
 
 use std::net::IpAddr;
@@ -42,8 +44,11 @@ pub const SIGNING_KEY_FILE: &str = "op-signing.key";
 /// from the data dir. Like `ca.key` it is a file, never a database row, and
 /// every replica needs the same one.
 pub fn load_signing_key(data_dir: &Path) -> Result<OperationSigner, ControlPlaneError> {
-    let path = data_dir.join(SIGNING_KEY_FILE);
-    let pem = Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| {
+    load_signing_key_file(&data_dir.join(SIGNING_KEY_FILE))
+}
+
+fn load_signing_key_file(path: &Path) -> Result<OperationSigner, ControlPlaneError> {
+    let pem = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
         ControlPlaneError::Config(format!(
             "cannot read the operation-signing key {} ({e}); run `writeback-control-plane \
              init` (it keeps an existing CA and creates the key) and give every replica the \
@@ -73,6 +78,63 @@ pub fn load_or_create_signing_key(
     if data_dir.join(SIGNING_KEY_FILE).exists() {
         return Ok((load_signing_key(data_dir)?, false));
     }
+    Ok((create_signing_key(&data_dir.join(SIGNING_KEY_FILE))?, true))
+}
+
+/// The next operation-signing key, made by `signing-key rotate`: published
+/// to agents (at enrollment and renewal) beside the current one, not used
+/// to sign until `signing-key promote`.
+pub const NEXT_SIGNING_KEY_FILE: &str = "op-signing.next.key";
+
+/// The next key's public half, when `signing-key rotate` made one.
+pub fn load_next_signing_key(data_dir: &Path) -> Result<Option<Vec<u8>>, ControlPlaneError> {
+    if !data_dir.join(NEXT_SIGNING_KEY_FILE).exists() {
+        return Ok(None);
+    }
+    Ok(Some(
+        load_signing_key_file(&data_dir.join(NEXT_SIGNING_KEY_FILE))?.public_key(),
+    ))
+}
+
+/// `signing-key rotate`: creates the next key (0600) and returns its key
+/// id; refused while one is waiting to be promoted.
+pub fn rotate_signing_key(data_dir: &Path) -> Result<String, ControlPlaneError> {
+    let path = data_dir.join(NEXT_SIGNING_KEY_FILE);
+    if path.exists() {
+        let id = load_signing_key_file(&path)?.key_id().to_owned();
+        return Err(ControlPlaneError::Config(format!(
+            "a next operation-signing key ({id}) is already waiting: promote it with \
+             `writeback-control-plane signing-key promote` before rotating again"
+        )));
+    }
+    Ok(create_signing_key(&path)?.key_id().to_owned())
+}
+
+/// `signing-key promote`: the next key becomes the one that signs; the old
+/// one is kept as `op-signing.retired-<key id>.key` (0600) and no longer
+/// published. Returns (old key id, new key id).
+pub fn promote_signing_key(data_dir: &Path) -> Result<(String, String), ControlPlaneError> {
+    let next = data_dir.join(NEXT_SIGNING_KEY_FILE);
+    if !next.exists() {
+        return Err(ControlPlaneError::Config(
+            "there is no next operation-signing key to promote: run `writeback-control-plane \
+             signing-key rotate` first"
+                .into(),
+        ));
+    }
+    let new_id = load_signing_key_file(&next)?.key_id().to_owned();
+    let old_id = load_signing_key(data_dir)?.key_id().to_owned();
+    let io = |e: std::io::Error| ControlPlaneError::Config(format!("{}: {e}", data_dir.display()));
+    std::fs::rename(
+        data_dir.join(SIGNING_KEY_FILE),
+        data_dir.join(format!("op-signing.retired-{old_id}.key")),
+    )
+    .map_err(io)?;
+    std::fs::rename(&next, data_dir.join(SIGNING_KEY_FILE)).map_err(io)?;
+    Ok((old_id, new_id))
+}
+
+fn create_signing_key(path: &Path) -> Result<OperationSigner, ControlPlaneError> {
     let (signer, pkcs8) = OperationSigner::generate().map_err(|e| {
         ControlPlaneError::Config(format!("cannot generate the operation-signing key: {e}"))
     })?;
@@ -83,8 +145,8 @@ pub fn load_or_create_signing_key(
         pem.push('\n');
     }
     pem.push_str("-----END PRIVATE KEY-----\n");
-    write_file(&data_dir.join(SIGNING_KEY_FILE), pem.as_bytes(), true)?;
-    Ok((signer, true))
+    write_file(path, pem.as_bytes(), true)?;
+    Ok(signer)
 }
 
 /// Creates the tenant (if new), the CA (if absent), the operation-signing
@@ -180,4 +242,51 @@ pub fn issue_relay_cert(
     write_file(&out_dir.join("relay.key"), key.as_bytes(), true)?;
     write_file(&out_dir.join("ca.pem"), ca.cert_pem().as_bytes(), false)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod signing_key_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_signing_key_rotates_through_a_published_next_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, created) = load_or_create_signing_key(dir.path()).unwrap();
+        assert!(created);
+        assert_eq!(load_next_signing_key(dir.path()).unwrap(), None);
+        let e = promote_signing_key(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("signing-key rotate"), "{e}");
+
+        let next_id = rotate_signing_key(dir.path()).unwrap();
+        assert_ne!(next_id, first.key_id());
+        let next = load_next_signing_key(dir.path()).unwrap().unwrap();
+        assert_eq!(writeback_envelope::signing::key_id_of(&next), next_id);
+        let e = rotate_signing_key(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(&next_id) && e.contains("promote"), "{e}");
+        // Still signing with the first until promoted.
+        assert_eq!(
+            load_signing_key(dir.path()).unwrap().key_id(),
+            first.key_id()
+        );
+
+        let (old, new) = promote_signing_key(dir.path()).unwrap();
+        assert_eq!(
+            (old.as_str(), new.as_str()),
+            (first.key_id(), next_id.as_str())
+        );
+        assert_eq!(load_signing_key(dir.path()).unwrap().key_id(), next_id);
+        assert_eq!(load_next_signing_key(dir.path()).unwrap(), None);
+        use std::os::unix::fs::PermissionsExt;
+        for f in [
+            SIGNING_KEY_FILE.to_owned(),
+            format!("op-signing.retired-{old}.key"),
+        ] {
+            let mode = std::fs::metadata(dir.path().join(&f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
+    }
 }

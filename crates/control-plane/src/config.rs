@@ -43,6 +43,10 @@ pub struct ControlPlaneConfig {
     pub enrollment_token_ttl_seconds: u64,
     /// Oldest agent version considered complete in `status`.
     pub min_agent_version: String,
+    /// Lifetime of the certificates issued to agents at enrollment and at
+    /// renewal, seconds (365 days; at least 60). Agents renew when less
+    /// than a third of it is left.
+    pub agent_certificate_validity_seconds: u64,
     /// A directory of breached-password hash ranges (the k-anonymity layout:
     /// files named by 5 hex digits of the SHA-1, lines `SUFFIX:COUNT`)
     /// downloaded separately by an administrator; when set, passwords found
@@ -295,6 +299,7 @@ impl Default for ControlPlaneConfig {
             throttle_per_user_per_hour: 5,
             enrollment_token_ttl_seconds: 3600,
             min_agent_version: "0.1.0".into(),
+            agent_certificate_validity_seconds: 365 * 24 * 3600,
             breached_passwords_dir: None,
             metrics_listen: None,
             oidc: OidcConfig::default(),
@@ -317,7 +322,20 @@ impl ControlPlaneConfig {
         if self.max_requests_per_connection == 0 {
             return Err("max_requests_per_connection must be at least 1".to_string());
         }
+        if self.agent_certificate_validity_seconds < 60 {
+            return Err(format!(
+                "agent_certificate_validity_seconds ({}) must be at least 60",
+                self.agent_certificate_validity_seconds
+            ));
+        }
         Ok(())
+    }
+
+    /// How long agent certificates are valid.
+    pub fn agent_certificate_validity(&self) -> time::Duration {
+        time::Duration::seconds(
+            i64::try_from(self.agent_certificate_validity_seconds).unwrap_or(i64::MAX / 1000),
+        )
     }
 
     /// The database URL, defaulting to SQLite in the data dir.

@@ -162,16 +162,19 @@ impl Dispatcher {
         let id = SpiffeId::ControlPlane {
             tenant: tenant.to_owned(),
         };
-        let (chain, key) = self
-            .inner
-            .ca
-            .issue_service(&id, &[], &[])
-            .map_err(internal)?;
+        // Issued in memory, and again halfway through its life: the links
+        // live as long as the process.
+        let ca = self.inner.ca.clone();
+        let cert = tls::ReissuingCert::new(
+            Arc::new(move || ca.issue_service(&id, &[], &[])),
+            crate::server::half_a_leaf_life(),
+        )
+        .map_err(internal)?;
         // A relay must prove it is a relay of this tenant, not merely hold
         // a certificate from the CA for the right host name.
-        let config = tls::relay_client_config(
+        let config = tls::relay_client_config_reissuing(
             tls::roots_from_pem(self.inner.ca.cert_pem()).map_err(internal)?,
-            Some((&chain, &key)),
+            cert,
             tenant,
         )
         .map_err(internal)?;

@@ -72,6 +72,9 @@ pub struct ControlPlane {
     /// Signs every operation dispatched; agents pin its public key at
     /// enrollment.
     pub signer: Arc<OperationSigner>,
+    /// The next operation-signing key's public half (`signing-key rotate`),
+    /// published to agents beside the current one but not used to sign.
+    pub next_signing_key: Option<Vec<u8>>,
     /// Links to the relays.
     pub dispatcher: Dispatcher,
     /// Config.
@@ -92,6 +95,14 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
+    /// The operation-signing public keys agents should pin: the current one
+    /// and, after `signing-key rotate`, the next.
+    pub fn operation_signing_keys(&self) -> Vec<Vec<u8>> {
+        let mut keys = vec![self.signer.public_key()];
+        keys.extend(self.next_signing_key.clone());
+        keys
+    }
+
     /// Opens the database and the CA named by `config`.
     pub async fn open(config: ControlPlaneConfig) -> Result<Arc<ControlPlane>, ControlPlaneError> {
         let ca = Arc::new(Ca::load(&config.data_dir).map_err(|e| {
@@ -105,6 +116,7 @@ impl ControlPlane {
             .validate()
             .map_err(|e| ControlPlaneError::Config(format!("notify: {e}")))?;
         let signer = Arc::new(bootstrap::load_signing_key(&config.data_dir)?);
+        let next_signing_key = bootstrap::load_next_signing_key(&config.data_dir)?;
         config
             .security_events
             .validate()
@@ -133,6 +145,7 @@ impl ControlPlane {
             store,
             ca,
             signer,
+            next_signing_key,
             dispatcher,
             config,
             metrics: metrics::Metrics::new(),

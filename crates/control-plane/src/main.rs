@@ -62,6 +62,11 @@ enum Cmd {
         #[arg(long)]
         ttl_seconds: Option<u32>,
     },
+    /// Rotate the operation-signing key (see README, Security).
+    SigningKey {
+        #[command(subcommand)]
+        action: SigningKeyCmd,
+    },
     /// Issue a relay certificate from the CA into a directory.
     RelayCert {
         /// Tenant the relay serves.
@@ -80,6 +85,18 @@ enum Cmd {
         #[arg(long)]
         out_dir: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum SigningKeyCmd {
+    /// Create the next key (`op-signing.next.key`, 0600): published to agents
+    /// beside the current one from the next start, not yet used to sign.
+    Rotate,
+    /// Sign with the next key from the next start; the old one is retired
+    /// and no longer published. Only once every agent pins the next key.
+    Promote,
+    /// Print the key ids: the one that signs and the next, if any.
+    Status,
 }
 
 #[tokio::main]
@@ -146,6 +163,38 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("while issuing the token")?;
             println!("token for {principal} written to {}", token_file.display());
+        }
+        Cmd::SigningKey { action } => {
+            let dir = &config.data_dir;
+            match action {
+                SigningKeyCmd::Rotate => {
+                    let id = bootstrap::rotate_signing_key(dir)?;
+                    println!(
+                        "next operation-signing key {id} written to {}; copy it to every \
+                         replica, restart them, and promote it once every agent pins it",
+                        dir.join(bootstrap::NEXT_SIGNING_KEY_FILE).display()
+                    );
+                }
+                SigningKeyCmd::Promote => {
+                    let (old, new) = bootstrap::promote_signing_key(dir)?;
+                    println!(
+                        "operation-signing key {new} signs from the next start; {old} is \
+                         retired (kept as op-signing.retired-{old}.key); do the same on every \
+                         replica and restart them"
+                    );
+                }
+                SigningKeyCmd::Status => {
+                    let current = bootstrap::load_signing_key(dir)?;
+                    println!("signing: {}", current.key_id());
+                    match bootstrap::load_next_signing_key(dir)? {
+                        Some(k) => println!(
+                            "next: {} (published, not signing)",
+                            writeback_envelope::signing::key_id_of(&k)
+                        ),
+                        None => println!("next: none"),
+                    }
+                }
+            }
         }
         Cmd::RelayCert {
             tenant,

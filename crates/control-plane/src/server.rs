@@ -1,4 +1,5 @@
-//! Assembles and serves the control plane: TLS for clients, every
+//! Assembles and serves the control plane: TLS for clients (its certificate
+//! issued in memory, and again halfway through its life), every
 //! client-facing service, gRPC health and reflection (so `grpcurl` works),
 //! the sweep that closes operations left pending by a control plane that
 //! stopped (at start-up, then periodically, so a replica that died is
@@ -14,7 +15,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
-use writeback_identity::{tls, transport};
+use writeback_identity::{SpiffeId, tls, transport};
 use writeback_proto::v1::{
     agent_service_server::AgentServiceServer, audit_service_server::AuditServiceServer,
     domain_service_server::DomainServiceServer, enrollment_service_server::EnrollmentServiceServer,
@@ -79,10 +80,26 @@ impl ControlPlane {
                 "closed operations left pending by a previous run as TIMEOUT (outcome unknown)"
             );
         }
-        let (chain, key) = self
-            .ca
-            .issue_server(&self.config.tls_dns_names, &self.config.tls_ip_addresses)?;
-        let server_tls = tls::server_config(&chain, &key, None)?;
+        // Issued in memory and again halfway through its life, so a control
+        // plane that runs for years never presents an expired one.
+        let (ca, dns, ips) = (
+            self.ca.clone(),
+            self.config.tls_dns_names.clone(),
+            self.config.tls_ip_addresses.clone(),
+        );
+        let api_cert = tls::ReissuingCert::new(
+            Arc::new(move || ca.issue_server(&dns, &ips)),
+            half_a_leaf_life(),
+        )?;
+        // Callers authenticate with bearer tokens; an agent renewing its
+        // certificate presents that certificate instead (any other
+        // identity fails the handshake).
+        let agents_only: tls::Policy = Arc::new(|id| matches!(id, SpiffeId::Agent { .. }));
+        let server_tls = tls::server_config_optional_client(
+            api_cert,
+            tls::roots_from_pem(self.ca.cert_pem())?,
+            agents_only,
+        )?;
         let local = listener.local_addr().ok();
         let incoming = transport::tls_incoming(listener, server_tls);
 
@@ -164,6 +181,12 @@ impl ControlPlane {
         served?;
         Ok(())
     }
+}
+
+/// When an in-memory certificate is issued again: halfway through its life.
+pub(crate) fn half_a_leaf_life() -> Duration {
+    Duration::try_from(writeback_identity::ca::LEAF_VALIDITY / 2)
+        .unwrap_or(Duration::from_secs(86_400))
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {

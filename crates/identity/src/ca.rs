@@ -119,8 +119,20 @@ impl Ca {
     }
 
     pub fn sign_agent_csr(&self, csr_pem: &str, id: &SpiffeId) -> Result<String, Error> {
+        self.sign_agent_csr_valid_for(csr_pem, id, LEAF_VALIDITY)
+    }
+
+    /// [`Ca::sign_agent_csr`] with the certificate valid for `validity` from
+    /// now (the control plane's `agent_certificate_validity_seconds`; tests
+    /// issue certificates that expire in minutes).
+    pub fn sign_agent_csr_valid_for(
+        &self,
+        csr_pem: &str,
+        id: &SpiffeId,
+        validity: Duration,
+    ) -> Result<String, Error> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)?;
-        let params = leaf_params(Some(id), &[], &[], true, false)?;
+        let params = leaf_params(Some(id), &[], &[], true, false, validity)?;
         Ok(params.signed_by(&csr.public_key, &self.issuer)?.pem())
     }
 
@@ -151,7 +163,7 @@ impl Ca {
         client: bool,
     ) -> Result<(String, String), Error> {
         let key = KeyPair::generate()?;
-        let params = leaf_params(id, dns, ips, client, true)?;
+        let params = leaf_params(id, dns, ips, client, true, LEAF_VALIDITY)?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok((
             format!("{}{}", cert.pem(), self.cert_pem),
@@ -166,6 +178,7 @@ fn leaf_params(
     ips: &[IpAddr],
     client: bool,
     server: bool,
+    validity: Duration,
 ) -> Result<CertificateParams, Error> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -201,7 +214,7 @@ fn leaf_params(
     params.use_authority_key_identifier_extension = true;
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::minutes(5);
-    params.not_after = now + LEAF_VALIDITY;
+    params.not_after = now + validity;
     Ok(params)
 }
 
@@ -212,6 +225,46 @@ pub fn generate_csr() -> Result<(String, String), Error> {
     params.distinguished_name = DistinguishedName::new();
     let csr = params.serialize_request(&key)?;
     Ok((csr.pem()?, key.serialize_pem()))
+}
+
+/// When the first certificate in `pem` starts and stops being valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    /// `notBefore`.
+    pub not_before: OffsetDateTime,
+    /// `notAfter`.
+    pub not_after: OffsetDateTime,
+}
+
+impl Validity {
+    /// Reads the validity of the first certificate in `pem`.
+    pub fn of_pem(pem: &str) -> Result<Validity, Error> {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let der = crate::tls::certs_from_pem(pem)?
+            .into_iter()
+            .next()
+            .ok_or(Error::EmptyPem("certificate"))?;
+        let (_, x509) = X509Certificate::from_der(der.as_ref())
+            .map_err(|e| Error::Pki(format!("cannot parse the certificate: {e}")))?;
+        let v = x509.validity();
+        Ok(Validity {
+            not_before: v.not_before.to_datetime(),
+            not_after: v.not_after.to_datetime(),
+        })
+    }
+
+    /// How long is left at `now` (zero once expired).
+    pub fn remaining(&self, now: OffsetDateTime) -> std::time::Duration {
+        std::time::Duration::try_from(self.not_after - now).unwrap_or_default()
+    }
+
+    /// True when less than `fraction` of the whole lifetime is left at
+    /// `now` (agents renew below one third).
+    pub fn is_due(&self, now: OffsetDateTime, fraction: f64) -> bool {
+        let lifetime = (self.not_after - self.not_before).as_seconds_f64();
+        let left = (self.not_after - now).as_seconds_f64();
+        lifetime <= 0.0 || left < lifetime * fraction
+    }
 }
 
 /// SHA-256 fingerprint (lowercase hex) of the first certificate in `pem`.
@@ -269,6 +322,34 @@ mod tests {
         let pem = ca.sign_agent_csr(&csr, &id).unwrap();
         let certs = crate::tls::certs_from_pem(&pem).unwrap();
         assert_eq!(crate::tls::spiffe_id_of(&certs[0]).unwrap(), id);
+    }
+
+    #[test]
+    fn an_agent_certificate_lives_as_long_as_asked_and_is_due_for_renewal_late() {
+        let ca = Ca::generate("t1").unwrap();
+        let (csr, _key) = generate_csr().unwrap();
+        let id = SpiffeId::agent("t1", "contoso.test", "a1").unwrap();
+        let now = OffsetDateTime::now_utc();
+        let year = Validity::of_pem(&ca.sign_agent_csr(&csr, &id).unwrap()).unwrap();
+        let left = year.not_after - now;
+        assert!(
+            left > Duration::days(364) && left <= LEAF_VALIDITY,
+            "{left}"
+        );
+        assert!(!year.is_due(now, 1.0 / 3.0));
+        assert!(year.is_due(now + Duration::days(250), 1.0 / 3.0));
+        let short = ca
+            .sign_agent_csr_valid_for(&csr, &id, Duration::minutes(2))
+            .unwrap();
+        let v = Validity::of_pem(&short).unwrap();
+        assert!(v.remaining(now) <= std::time::Duration::from_secs(120));
+        // Two minutes of a lifetime of seven (notBefore is 5 min back): due.
+        assert!(v.is_due(now, 1.0 / 3.0));
+        assert_eq!(
+            v.remaining(now + Duration::hours(1)),
+            std::time::Duration::ZERO
+        );
+        assert!(Validity::of_pem("garbage").is_err());
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //! [`transport`] plugs them into tonic servers and channels so each request
 //! knows its authenticated peer, and [`token`] defines the one-time
 //! enrollment tokens that pin the CA for an agent's first contact.
+//! [`Validity`] reads a certificate's lifetime and says when it is due for
+//! renewal; [`tls::server_config_optional_client`] is the control plane's
+//! API, where an agent may present its certificate to renew it.
 //! [`ca::write_file`] is the one place key and token files are written
 //! (atomically, 0600 for secrets).
 
@@ -20,7 +23,7 @@ pub mod tls;
 pub mod token;
 pub mod transport;
 
-pub use ca::{Ca, fingerprint_of_pem, generate_csr};
+pub use ca::{Ca, Validity, fingerprint_of_pem, generate_csr};
 pub use id::SpiffeId;
 pub use token::EnrollmentToken;
 pub use transport::PeerInfo;

@@ -4,6 +4,13 @@
 //!   tenant CA and admits only identities the given policy accepts — checked
 //!   during the handshake, so a certificate of another CA or another tenant
 //!   never reaches a handler.
+//!   [`server_config_reloadable`] does the same with a certificate that can
+//!   be replaced while serving ([`ReloadableCert`]: a relay reloading its
+//!   files); [`server_config_optional_client`] asks for a client
+//!   certificate without requiring one (the control plane's API).
+//!   [`ReissuingCert`] is an in-memory certificate issued again halfway
+//!   through its life (the control plane's API and relay-client
+//!   certificates, see [`relay_client_config_reissuing`]).
 //! - [`client_config`]: a client that verifies the server against the tenant
 //!   CA (hostname included) and optionally presents its own certificate.
 //! - [`relay_client_config`]: the same, and the server must also carry the
@@ -95,6 +102,14 @@ impl ClientCertVerifier for AuthorizingClientVerifier {
         self.inner.root_hint_subjects()
     }
 
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
     fn verify_client_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -147,9 +162,15 @@ pub fn server_config(
     key_pem: &str,
     client_auth: Option<(Arc<RootCertStore>, Policy)>,
 ) -> Result<Arc<rustls::ServerConfig>, Error> {
+    finish_server_config(server_builder(client_auth)?, chain_pem, key_pem)
+}
+
+fn server_builder(
+    client_auth: Option<(Arc<RootCertStore>, Policy)>,
+) -> Result<rustls::ConfigBuilder<rustls::ServerConfig, rustls::server::WantsServerCert>, Error> {
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?;
-    let builder = match client_auth {
+    Ok(match client_auth {
         Some((roots, policy)) => {
             let inner = WebPkiClientVerifier::builder_with_provider(roots, provider())
                 .build()
@@ -157,7 +178,182 @@ pub fn server_config(
             builder.with_client_cert_verifier(Arc::new(AuthorizingClientVerifier { inner, policy }))
         }
         None => builder.with_no_client_auth(),
-    };
+    })
+}
+
+/// [`server_config`] presenting whatever `cert` holds at each handshake,
+/// so the certificate can be replaced while the server runs (a relay
+/// reloading its files).
+pub fn server_config_reloadable(
+    cert: Arc<ReloadableCert>,
+    client_auth: Option<(Arc<RootCertStore>, Policy)>,
+) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let mut config = server_builder(client_auth)?.with_cert_resolver(cert);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A server certificate and key that can be replaced while serving: new
+/// handshakes get the new pair, established connections keep theirs.
+pub struct ReloadableCert {
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl std::fmt::Debug for ReloadableCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReloadableCert")
+    }
+}
+
+impl ReloadableCert {
+    /// Holds `chain_pem` and its key `key_pem`.
+    pub fn new(chain_pem: &str, key_pem: &str) -> Result<Arc<ReloadableCert>, Error> {
+        Ok(Arc::new(ReloadableCert {
+            current: std::sync::RwLock::new(certified_key(chain_pem, key_pem)?),
+        }))
+    }
+
+    /// Replaces the pair; a chain that does not parse or does not match its
+    /// key is an error and the old pair stays.
+    pub fn replace(&self, chain_pem: &str, key_pem: &str) -> Result<(), Error> {
+        let next = certified_key(chain_pem, key_pem)?;
+        match self.current.write() {
+            Ok(mut g) => *g = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+        Ok(())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadableCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        match self.current.read() {
+            Ok(g) => Some(g.clone()),
+            Err(poisoned) => Some(poisoned.into_inner().clone()),
+        }
+    }
+}
+
+fn certified_key(chain_pem: &str, key_pem: &str) -> Result<Arc<rustls::sign::CertifiedKey>, Error> {
+    let chain = certs_from_pem(chain_pem)?;
+    if chain.is_empty() {
+        return Err(Error::EmptyPem("certificate"));
+    }
+    let key = provider()
+        .key_provider
+        .load_private_key(key_from_pem(key_pem)?)?;
+    let certified = rustls::sign::CertifiedKey::new(chain, key);
+    certified.keys_match()?;
+    Ok(Arc::new(certified))
+}
+
+/// A server config presenting `chain_pem`/`key_pem` to clients with or
+/// without a certificate: one that is presented must chain to `roots` and
+/// carry an identity `policy` accepts (or the handshake fails), and then
+/// names the peer in [`crate::PeerInfo`]. The control plane's API: bearer
+/// tokens for people and programs, an agent's own certificate for renewing
+/// it.
+pub fn server_config_optional_client(
+    cert: Arc<ReissuingCert>,
+    roots: Arc<RootCertStore>,
+    policy: Policy,
+) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let inner = WebPkiClientVerifier::builder_with_provider(roots, provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| Error::Pki(e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(Arc::new(AuthorizingClientVerifier { inner, policy }))
+        .with_cert_resolver(cert);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Issues a (chain PEM, key PEM) pair: the CA, for a certificate the
+/// process holds only in memory.
+pub type Issue = Arc<dyn Fn() -> Result<(String, String), Error> + Send + Sync>;
+
+/// A certificate issued in memory and issued again once it is older than
+/// `refresh_after` (half its lifetime), at the next handshake that needs
+/// it: a long-running control plane never presents an expired API or
+/// relay-client certificate. A failed re-issue is logged and the current
+/// one kept (tried again at the next handshake).
+pub struct ReissuingCert {
+    issue: Issue,
+    refresh_after: std::time::Duration,
+    current: std::sync::Mutex<(Arc<rustls::sign::CertifiedKey>, std::time::Instant)>,
+}
+
+impl std::fmt::Debug for ReissuingCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReissuingCert")
+    }
+}
+
+impl ReissuingCert {
+    /// Issues the first certificate now.
+    pub fn new(issue: Issue, refresh_after: std::time::Duration) -> Result<Arc<Self>, Error> {
+        let (chain, key) = issue()?;
+        Ok(Arc::new(ReissuingCert {
+            current: std::sync::Mutex::new((
+                certified_key(&chain, &key)?,
+                std::time::Instant::now(),
+            )),
+            issue,
+            refresh_after,
+        }))
+    }
+
+    /// The certificate to present, re-issued first when it is due.
+    pub fn current(&self) -> Arc<rustls::sign::CertifiedKey> {
+        let mut held = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if held.1.elapsed() >= self.refresh_after {
+            match (self.issue)().and_then(|(chain, key)| certified_key(&chain, &key)) {
+                Ok(fresh) => {
+                    tracing::info!("re-issued an in-memory certificate halfway through its life");
+                    *held = (fresh, std::time::Instant::now());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot re-issue a certificate; keeping the current one")
+                }
+            }
+        }
+        held.0.clone()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReissuingCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for ReissuingCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+fn finish_server_config(
+    builder: rustls::ConfigBuilder<rustls::ServerConfig, rustls::server::WantsServerCert>,
+    chain_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<rustls::ServerConfig>, Error> {
     let mut config =
         builder.with_single_cert(certs_from_pem(chain_pem)?, key_from_pem(key_pem)?)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
@@ -245,6 +441,30 @@ pub fn relay_client_config(
         move |id: &SpiffeId| matches!(id, SpiffeId::Relay { tenant: t, .. } if *t == tenant),
     );
     authorizing_client_config(roots, identity, policy)
+}
+
+/// [`relay_client_config`] presenting the certificate `cert` holds at each
+/// handshake, re-issued as it ages (the control plane's relay links, which
+/// live as long as the process).
+pub fn relay_client_config_reissuing(
+    roots: Arc<RootCertStore>,
+    cert: Arc<ReissuingCert>,
+    tenant: &str,
+) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let tenant = tenant.to_owned();
+    let policy: Policy = Arc::new(
+        move |id: &SpiffeId| matches!(id, SpiffeId::Relay { tenant: t, .. } if *t == tenant),
+    );
+    let inner = WebPkiServerVerifier::builder_with_provider(roots, provider())
+        .build()
+        .map_err(|e| Error::Pki(e.to_string()))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AuthorizingServerVerifier { inner, policy }))
+        .with_client_cert_resolver(cert);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// A client config whose server must chain to `roots`, match the host name
@@ -414,4 +634,51 @@ pub fn pinned_client_config(fingerprint: &str) -> Result<Arc<rustls::ClientConfi
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn issuer(ca: Arc<crate::Ca>, count: Arc<std::sync::atomic::AtomicUsize>) -> Issue {
+        Arc::new(move || {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let id = SpiffeId::ControlPlane {
+                tenant: "t1".into(),
+            };
+            ca.issue_service(&id, &[], &[])
+        })
+    }
+
+    #[test]
+    fn an_in_memory_certificate_is_reissued_once_it_is_due_and_not_before() {
+        crate::install_crypto_provider();
+        let ca = Arc::new(crate::Ca::generate("t1").unwrap());
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let fresh = ReissuingCert::new(
+            issuer(ca.clone(), count.clone()),
+            std::time::Duration::from_secs(3600),
+        )
+        .unwrap();
+        let first = fresh.current();
+        assert!(
+            Arc::ptr_eq(&first, &fresh.current()),
+            "not due: the same one"
+        );
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        let due = ReissuingCert::new(issuer(ca, count.clone()), std::time::Duration::ZERO).unwrap();
+        let a = due.current();
+        let b = due.current();
+        assert_ne!(a.cert[0], b.cert[0], "due: issued again");
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 4);
+        // A failing issuer keeps the current certificate.
+        let failing = ReissuingCert {
+            issue: Arc::new(|| Err(Error::Pki("down".into()))),
+            refresh_after: std::time::Duration::ZERO,
+            current: std::sync::Mutex::new((b.clone(), std::time::Instant::now())),
+        };
+        assert!(Arc::ptr_eq(&failing.current(), &b));
+    }
 }

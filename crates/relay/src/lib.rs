@@ -14,7 +14,9 @@
 //! signed (agents refuse anything it alters), stamps each result with the
 //! agent id of the tunnel's certificate, and keeps a versioned list of
 //! revoked agents that never goes backwards. [`metrics`] counts what it routes and
-//! serves it on `metrics_listen` when set.
+//! serves it on `metrics_listen` when set. Its certificate can be replaced
+//! while it serves ([`Relay::reload_tls`]; the binary reloads its files on
+//! SIGHUP and when they change), and it warns when it expires within 30 days.
 
 #![forbid(unsafe_code)]
 
@@ -37,6 +39,10 @@ use writeback_proto::v1::relay_dispatch_server::RelayDispatchServer;
 pub use config::{RelayConfig, RelayOptions};
 pub use registry::{Limits, Registry};
 
+/// Below this much time left, the relay's certificate is logged as a
+/// warning.
+pub const CERTIFICATE_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Errors that stop the relay.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -55,6 +61,9 @@ pub enum RelayError {
 #[derive(Clone)]
 pub struct Relay {
     options: Arc<RelayOptions>,
+    /// The certificate being served, once `serve` runs; replaced by
+    /// [`Relay::reload_tls`].
+    cert: Arc<std::sync::Mutex<Option<Arc<tls::ReloadableCert>>>>,
     registry: Registry,
     metrics: metrics::Metrics,
     tracing: Tracing,
@@ -83,6 +92,7 @@ impl Relay {
         });
         Relay {
             options: Arc::new(options),
+            cert: Arc::default(),
             metrics: metrics::Metrics::new(registry.clone()),
             registry,
             tracing,
@@ -104,6 +114,58 @@ impl Relay {
         &self.registry
     }
 
+    /// Replaces the certificate new connections get (the files re-issued
+    /// by `writeback-control-plane relay-cert`); tunnels already open keep
+    /// theirs. A chain that does not parse, does not match its key or names
+    /// another identity is refused and the current one kept. Returns the
+    /// new certificate's validity.
+    pub fn reload_tls(
+        &self,
+        chain_pem: &str,
+        key_pem: &str,
+    ) -> Result<writeback_identity::Validity, RelayError> {
+        let ours = SpiffeId::Relay {
+            tenant: self.options.tenant.clone(),
+            relay_id: self.options.relay_id.clone(),
+        };
+        let named = tls::certs_from_pem(chain_pem)?
+            .first()
+            .and_then(tls::spiffe_id_of);
+        if named.as_ref() != Some(&ours) {
+            return Err(RelayError::Config(format!(
+                "the new certificate does not name this relay ({ours}); kept the current one"
+            )));
+        }
+        let guard = self.cert.lock().unwrap_or_else(|p| p.into_inner());
+        let cert = guard.as_ref().ok_or_else(|| {
+            RelayError::Config("the relay is not serving yet; nothing to reload".into())
+        })?;
+        cert.replace(chain_pem, key_pem)?;
+        drop(guard);
+        self.certificate_loaded(chain_pem)
+    }
+
+    /// Publishes the certificate's expiry and warns when it is near.
+    fn certificate_loaded(
+        &self,
+        chain_pem: &str,
+    ) -> Result<writeback_identity::Validity, RelayError> {
+        let validity = writeback_identity::Validity::of_pem(chain_pem)?;
+        self.metrics
+            .certificate_expires(validity.not_after.unix_timestamp());
+        let left = validity.remaining(time::OffsetDateTime::now_utc());
+        if left < CERTIFICATE_WARNING {
+            tracing::warn!(relay_id = %self.options.relay_id, not_after = %validity.not_after,
+                "the relay's certificate expires in {} days: re-issue it with \
+                 `writeback-control-plane relay-cert` and replace the files (the relay \
+                 reloads them)", left.as_secs() / 86_400);
+        } else {
+            tracing::info!(relay_id = %self.options.relay_id, not_after = %validity.not_after,
+                "relay certificate loaded");
+        }
+        Ok(validity)
+    }
+
     /// Serves agents and the control plane on `listener` until `shutdown`
     /// completes; then tells every agent to reconnect elsewhere and stops.
     pub async fn serve(
@@ -118,9 +180,14 @@ impl Relay {
             }
             SpiffeId::Relay { .. } => false,
         });
-        let server_tls = tls::server_config(
+        let cert = tls::ReloadableCert::new(
             &self.options.tls.chain_pem,
             self.options.tls.key_pem.expose(),
+        )?;
+        self.certificate_loaded(&self.options.tls.chain_pem)?;
+        *self.cert.lock().unwrap_or_else(|p| p.into_inner()) = Some(cert.clone());
+        let server_tls = tls::server_config_reloadable(
+            cert,
             Some((tls::roots_from_pem(&self.options.tls.ca_pem)?, policy)),
         )?;
         let local = listener.local_addr().ok();

@@ -2,7 +2,7 @@
 //! [`writeback_core::metrics`]): operations routed by reason code (`OVERLOADED`
 //! among them), the time from dispatch to the agent's answer, and — read from
 //! the registry at each scrape — tunnels open, agents online and operations
-//! outstanding per domain.
+//! outstanding per domain; and when the relay's certificate expires.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use writeback_core::metrics::seconds_histogram;
 
@@ -32,6 +32,7 @@ pub struct Metrics {
     pub registry: Arc<prometheus_client::registry::Registry>,
     dispatches: Family<ReasonLabels, Counter>,
     transit: Histogram,
+    certificate_expiry: Gauge,
 }
 
 impl Metrics {
@@ -52,11 +53,24 @@ impl Metrics {
             transit.clone(),
         );
         r.register_collector(Box::new(TunnelCollector { tunnels }));
+        let certificate_expiry = Gauge::default();
+        r.register(
+            "relay_certificate_expiry_timestamp_seconds",
+            "When the relay's certificate expires (Unix seconds): re-issue it with \
+             `writeback-control-plane relay-cert` before then; the relay reloads its files.",
+            certificate_expiry.clone(),
+        );
         Metrics {
             registry: Arc::new(r),
             dispatches,
             transit,
+            certificate_expiry,
         }
+    }
+
+    /// The certificate being served expires at `unix_seconds`.
+    pub fn certificate_expires(&self, unix_seconds: i64) {
+        self.certificate_expiry.set(unix_seconds);
     }
 
     /// A dispatch answered with `reason` after `took`.

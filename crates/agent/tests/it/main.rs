@@ -15,6 +15,7 @@ mod policy;
 mod pool;
 mod proxy;
 mod refusals;
+mod renewal;
 mod reset;
 mod timeout;
 

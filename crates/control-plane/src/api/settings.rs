@@ -210,6 +210,9 @@ impl Api {
                         r.max_clock_offset_ms / 1000
                     ));
                 }
+                if let Some(line) = certificate_words(&id, r.certificate_not_after.as_ref()) {
+                    warnings.push(line);
+                }
                 let unreachable: Vec<_> = r
                     .domain_controllers
                     .iter()
@@ -299,6 +302,30 @@ fn version_at_least(v: &str, min: &str) -> bool {
         std::cmp::Ordering::Less => false,
         std::cmp::Ordering::Equal => !a_pre || b_pre,
     }
+}
+
+/// Below this many days left, an agent's certificate is a warning: it
+/// renews with a third of a year left, so it has been failing for months.
+const CERTIFICATE_WARNING_DAYS: i64 = 30;
+
+/// A warning when an agent's certificate (`not_after`) expires within
+/// [`CERTIFICATE_WARNING_DAYS`].
+fn certificate_words(id: &str, not_after: Option<&prost_types::Timestamp>) -> Option<String> {
+    let not_after = not_after?;
+    let left = not_after.seconds - time::OffsetDateTime::now_utc().unix_timestamp();
+    if left >= CERTIFICATE_WARNING_DAYS * 86_400 {
+        return None;
+    }
+    let date = time::OffsetDateTime::from_unix_timestamp(not_after.seconds)
+        .map(|t| t.date().to_string())
+        .unwrap_or_default();
+    Some(format!(
+        "agent {id}'s certificate expires in {} days (on {date}) and has not been renewed: \
+         the agent renews it by itself while it can reach the control plane; see the agent's \
+         log, or run `writeback-agent renew` on its host. Once it has expired the agent must \
+         be enrolled again",
+        left.max(0) / 86_400
+    ))
 }
 
 #[cfg(test)]

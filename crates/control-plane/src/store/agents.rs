@@ -223,6 +223,34 @@ impl Store {
         row.as_ref().map(agent_from_row).transpose()
     }
 
+    /// Records the fingerprint of a renewed certificate and the version the
+    /// agent reported, only while the agent is not revoked: false when it is
+    /// (or was revoked in between), `NotFound { what: "agent" }` when the
+    /// tenant has no such agent.
+    pub async fn renew_agent_certificate(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+        cert_fingerprint: &str,
+        version: &str,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE agents SET cert_fingerprint = $1, version = $2 \
+             WHERE tenant_id = $3 AND agent_id = $4 AND revoked_at_ms IS NULL",
+        )
+        .bind(cert_fingerprint)
+        .bind(version)
+        .bind(tenant)
+        .bind(agent_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if updated > 0 {
+            return Ok(true);
+        }
+        self.is_agent_revoked(tenant, agent_id).await.map(|_| false)
+    }
+
     /// True when the agent was revoked. `NotFound { what: "agent" }` when the
     /// tenant has no such agent (callers should refuse it as well).
     pub async fn is_agent_revoked(&self, tenant: &str, agent_id: &str) -> Result<bool, StoreError> {

@@ -608,6 +608,7 @@ impl TestCp {
             store,
             ca,
             signer,
+            next_signing_key: None,
             dispatcher,
             config,
             metrics: writeback_control_plane::metrics::Metrics::new(),

@@ -298,3 +298,73 @@ async fn revoked_agents_are_dropped_and_refused() {
     assert_eq!(r.version, 6);
     relay.wait_tunnels(2).await;
 }
+
+/// The certificate the relay presents to a new connection.
+async fn served_certificate(relay: &TestRelay, pki: &Pki) -> Vec<u8> {
+    let tcp = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(pki.agent_relay_tls(CONTOSO, "a1"))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn first_der(chain: &str) -> Vec<u8> {
+    writeback_identity::tls::certs_from_pem(chain).unwrap()[0].to_vec()
+}
+
+fn expiry_metric(relay: &TestRelay) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &relay.relay.metrics().registry).unwrap();
+    text.lines()
+        .find(|l| l.starts_with("writeback_relay_certificate_expiry_timestamp_seconds "))
+        .unwrap_or_else(|| panic!("no certificate expiry metric in {text}"))
+        .to_owned()
+}
+
+/// An operator re-issues the relay's certificate: new connections get the
+/// new one without a restart; a certificate naming another relay, or one
+/// that does not match its key, is refused and the current one kept. The
+/// expiry is in the metrics.
+#[tokio::test]
+async fn the_relay_certificate_is_replaced_while_serving() {
+    let pki = Pki::new(TENANT);
+    let relay = TestRelay::start(&pki, "relay-1", RelaySettings::default()).await;
+    let first = served_certificate(&relay, &pki).await;
+    let before = expiry_metric(&relay);
+
+    let ours = SpiffeId::Relay {
+        tenant: TENANT.into(),
+        relay_id: "relay-1".into(),
+    };
+    let localhost = [std::net::IpAddr::from([127, 0, 0, 1])];
+    let names = ["localhost".to_owned()];
+    let (chain, key) = pki.ca.issue_service(&ours, &names, &localhost).unwrap();
+    let validity = relay.relay.reload_tls(&chain, &key).unwrap();
+    let second = served_certificate(&relay, &pki).await;
+    assert_ne!(second, first);
+    assert_eq!(second, first_der(&chain));
+    assert_eq!(
+        expiry_metric(&relay),
+        format!(
+            "writeback_relay_certificate_expiry_timestamp_seconds {}",
+            validity.not_after.unix_timestamp()
+        )
+    );
+    assert!(!before.is_empty());
+
+    // Another relay's certificate: refused, saying why.
+    let other = SpiffeId::Relay {
+        tenant: TENANT.into(),
+        relay_id: "relay-2".into(),
+    };
+    let (wrong, wrong_key) = pki.ca.issue_service(&other, &names, &localhost).unwrap();
+    let e = relay.relay.reload_tls(&wrong, &wrong_key).unwrap_err();
+    assert!(e.to_string().contains("does not name this relay"), "{e}");
+    // The right certificate with another key: refused.
+    assert!(relay.relay.reload_tls(&chain, &wrong_key).is_err());
+    assert!(relay.relay.reload_tls("garbage", &key).is_err());
+    assert_eq!(served_certificate(&relay, &pki).await, first_der(&chain));
+    relay.stop().await;
+}

@@ -465,6 +465,7 @@ impl TestAgent {
                 agent_id: agent_id.to_owned(),
                 relay_urls: options.relay_urls.clone(),
                 operation_signing_keys: pinned,
+                control_plane_url: String::new(),
             },
             writeback_envelope::KeyPair::generate(),
             applier.clone(),

@@ -24,6 +24,7 @@ fn report(version: &str, permissions_ok: bool, dc_ok: bool, warnings: &[&str]) -
         policy_warnings: warnings.iter().map(|w| (*w).to_owned()).collect(),
         clock_offset_ms: Some(-120),
         max_clock_offset_ms: 10_000,
+        certificate_not_after: None,
     }
 }
 
@@ -105,7 +106,14 @@ async fn status_says_per_domain_whether_the_agent_setup_is_complete(db: &TestDb)
     t.relay.connect(FakeAgent {
         agent_id: a1.clone(),
         domain: "contoso.test".into(),
-        health: Some(report("0.1.9", false, false, &[min_age])),
+        health: Some(pb::HealthReport {
+            // Ten days left: it should have renewed long ago.
+            certificate_not_after: Some(prost_types::Timestamp {
+                seconds: time::OffsetDateTime::now_utc().unix_timestamp() + 10 * 86_400 + 3_600,
+                nanos: 0,
+            }),
+            ..report("0.1.9", false, false, &[min_age])
+        }),
     });
     let d = domain_status(&t, "contoso.test", 1).await;
     assert!(!d.setup_complete, "{d:?}");
@@ -143,6 +151,13 @@ async fn status_says_per_domain_whether_the_agent_setup_is_complete(db: &TestDb)
     );
     assert!(mentions(&d.warnings, "only one agent is online"), "{d:?}");
     assert!(mentions(&d.warnings, min_age), "{d:?}");
+    assert!(
+        mentions(
+            &d.warnings,
+            &format!("agent {a1}'s certificate expires in 10 days")
+        ),
+        "{d:?}"
+    );
     assert_plain_words(&d.problems);
     assert_plain_words(&d.warnings);
 

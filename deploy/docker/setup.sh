@@ -12,6 +12,13 @@
 #                            needs (`writeback-agent permissions grant`, the
 #                            tutorial's step 1) and checks them as the service
 #                            account. On the cloud network and that forest's.
+#   writeback-setup idp      makes the tenant trust the evaluation's OpenID
+#                            provider (the `idp` service; its files read from
+#                            /var/lib/writeback/lab/idp) as `writebackctl idp`
+#                            does for any provider: principal from `upn`, roles
+#                            from `groups`, a self-service reset needs the
+#                            scope granted after HOTP; and registers the
+#                            portal's client with origin `portal`.
 #
 # Both read the operator's CA certificate and administrator token from
 # /var/lib/writeback/operator (written by control-plane-init). Passwords come
@@ -58,11 +65,25 @@ forest() {
     log "the agent of $DOMAIN is enrolled and its service account holds its rights"
 }
 
+idp() {
+    local d=/var/lib/writeback/lab/idp
+    [[ -f $d/../ready ]] || { log "the OpenID provider is not ready (no /var/lib/writeback/lab/ready)"; exit 1; }
+    wait_for_control_plane
+    ctl idp issuer add --id demo-idp --url "$(cat "$d/issuer")" \
+        --audience "$(cat "$d/audience")" --algorithm RS256 \
+        --principal-claim upn --role-claim groups \
+        --map writeback-password-admins=password_admin --map writeback-global-admins=global_admin \
+        --default-role user --strong-scope "$(cat "$d/strong_scope")" >/dev/null
+    ctl idp client add --issuer demo-idp --client-id "$(cat "$d/client_id")" --client-app portal >/dev/null
+    log "the tenant trusts $(cat "$d/issuer"); the portal's client is registered"
+}
+
 case ${1:-} in
     cloud) cloud ;;
     forest) forest ;;
+    idp) idp ;;
     *)
-        echo "usage: writeback-setup cloud|forest" >&2
+        echo "usage: writeback-setup cloud|forest|idp" >&2
         exit 2
         ;;
 esac

@@ -490,6 +490,32 @@ async fn portal(p: &Project, alices_password: &str) {
         "\"must change\" was unticked"
     );
 
+    // A restart of the provider keeps its certificate and signing key: the
+    // portal, which read them at start, keeps trusting it.
+    let jwks = || {
+        let out = Command::new("curl")
+            .args(["-fsS", "--cacert"])
+            .arg(&idp_ca)
+            .arg(format!("{issuer}/jwks"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let before = jwks();
+    assert!(before.contains("\"kid\""), "{before}");
+    let out = p.script(&["restart", "idp"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !p.healthy("idp") {
+        assert!(
+            Instant::now() < deadline,
+            "idp is not healthy after restart"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(jwks(), before, "the same signing key after a restart");
+
     let logs = text(&p.script(&["logs", "--no-color"]));
     assert!(
         logs.contains("the portal's client is registered"),

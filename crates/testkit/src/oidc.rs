@@ -177,6 +177,7 @@ pub struct OidcProvider {
     otp: tokio::sync::Mutex<HashMap<String, Hotp>>,
     dir_path: PathBuf,
     key_seq: u32,
+    kept_key: Option<PathBuf>,
     // Drop stops the child first; the directory goes after.
     child: Option<Child>,
     stdin: Option<ChildStdin>,
@@ -198,6 +199,11 @@ pub struct OidcOptions {
     /// The HTTPS certificate to serve; `None` = one from a fresh [`TestCa`] for
     /// `localhost`, 127.0.0.1 and `public_host`.
     pub tls: Option<ServerTls>,
+    /// A file that keeps the first signing key across starts (PEM, 0600): used
+    /// when it exists, else written with the new key; `None` = a new key each
+    /// start. (Clients that read the keys once, like the portal, keep
+    /// verifying tokens after the provider restarts.)
+    pub signing_key_file: Option<PathBuf>,
 }
 
 impl Default for OidcOptions {
@@ -207,6 +213,7 @@ impl Default for OidcOptions {
             port: None,
             public_host: None,
             tls: None,
+            signing_key_file: None,
         }
     }
 }
@@ -377,6 +384,7 @@ impl OidcProvider {
             otp: tokio::sync::Mutex::new(HashMap::new()),
             dir_path,
             key_seq: 0,
+            kept_key: opts.signing_key_file.clone(),
             child: Some(child),
             stdin: Some(stdin),
             dir: Some(dir),
@@ -963,15 +971,26 @@ impl OidcProvider {
         let key = self
             .dir_path
             .join(format!("keys/sign-{}.key", self.key_seq));
-        let out = tokio::process::Command::new("openssl")
-            .args(["genpkey", "-quiet", "-algorithm", "RSA"])
-            .args(["-pkeyopt", "rsa_keygen_bits:2048", "-out"])
-            .arg(&key)
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|e| spawn_error("openssl", e))?;
-        command_ok("openssl genpkey -algorithm RSA", &out)?;
+        let kept = self.kept_key.as_ref().filter(|_| self.key_seq == 1);
+        if let Some(kept) = kept.filter(|k| k.exists()) {
+            std::fs::copy(kept, &key)
+                .map_err(|e| TestkitError::io(format!("copy {}", kept.display()), e))?;
+        } else {
+            let out = tokio::process::Command::new("openssl")
+                .args(["genpkey", "-quiet", "-algorithm", "RSA"])
+                .args(["-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+                .arg(&key)
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .map_err(|e| spawn_error("openssl", e))?;
+            command_ok("openssl genpkey -algorithm RSA", &out)?;
+            if let Some(kept) = kept {
+                let pem = std::fs::read(&key)
+                    .map_err(|e| TestkitError::io(format!("read {}", key.display()), e))?;
+                write_file(kept, &pem, 0o600)?;
+            }
+        }
         let out = tokio::process::Command::new("openssl")
             .args(["pkey", "-pubout", "-in"])
             .arg(&key)

@@ -29,8 +29,9 @@
 //! `https://<--idp-host>:<port>/api/oidc`; the demo people's password from
 //! `--idp-password-file` and the client secret from `--client-secret-file`
 //! (docker secrets; then no `idp/client_secret` copy is written); and the
-//! provider's and the portal's certificates kept in `idp/tls/` and `portal/`
-//! across restarts, so the control plane and the browser keep trusting them.
+//! provider's and the portal's certificates and the provider's signing key
+//! kept in `idp/tls/` and `portal/` across restarts, so the control plane,
+//! the portal and the browser keep trusting them.
 
 #![allow(clippy::print_stdout)]
 
@@ -136,6 +137,7 @@ async fn start_idp(
     if dc.is_none() {
         let mut dns = vec!["localhost".to_owned()];
         dns.extend(settings.host.clone());
+        opts.signing_key_file = Some(d.join("tls/signing.key"));
         opts.tls = Some(kept_tls(
             &d.join("tls"),
             "writeback demo OpenID provider CA",

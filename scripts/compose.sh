@@ -207,7 +207,8 @@ up() {
         dc up -d --no-build postgres >&2
         wait_healthy postgres 120
     fi
-    if ((postgres)); then dc up -d --no-build >&2; else docker-compose up -d --no-build >&2; fi
+    if ((postgres)); then dc up -d --no-build >&2; else docker-compose up -d --no-build >&2; fi ||
+        report_failure "docker-compose up failed"
     wait_for_agents
     wait_for_portal
     log "up in $((SECONDS - started)) s; both agents online, the portal answers"

@@ -250,6 +250,20 @@ impl Project {
             .to_owned()
     }
 
+    /// `restart service`, then wait until its health check passes again.
+    fn restart(&self, service: &str, within: Duration) {
+        let out = self.script(&["restart", service]);
+        assert!(out.status.success(), "{}", text(&out));
+        let deadline = Instant::now() + within;
+        while !self.healthy(service) {
+            assert!(
+                Instant::now() < deadline,
+                "{service} is not healthy {within:?} after restart"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     fn healthy(&self, service: &str) -> bool {
         let id = self.container(service);
         docker::run(
@@ -504,16 +518,7 @@ async fn portal(p: &Project, alices_password: &str) {
     };
     let before = jwks();
     assert!(before.contains("\"kid\""), "{before}");
-    let out = p.script(&["restart", "idp"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !p.healthy("idp") {
-        assert!(
-            Instant::now() < deadline,
-            "idp is not healthy after restart"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    p.restart("idp", Duration::from_secs(60));
     assert_eq!(jwks(), before, "the same signing key after a restart");
 
     let logs = text(&p.script(&["logs", "--no-color"]));
@@ -544,16 +549,7 @@ async fn compose_up_scenarios_in_both_forests_isolation_restart_and_down() {
             .unwrap()
     };
     let before = sid(&p);
-    let out = p.script(&["restart", "dc-contoso"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !p.healthy("dc-contoso") {
-        assert!(
-            Instant::now() < deadline,
-            "dc-contoso is not healthy after restart"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    p.restart("dc-contoso", Duration::from_secs(120));
     assert_eq!(sid(&p), before, "the same domain after restart");
     assert!(p.binds("contoso", "alice", "Regular-contoso-Passw0rd!4"));
     // And writeback still reaches it.

@@ -19,13 +19,18 @@
 #    (default deploy/secrets: random passwords, readable only by the services'
 #    user, uid 10001);
 # 4. starts the project; with --postgres, PostgreSQL first (profile "postgres")
-#    and the control plane on it; and waits until both agents are online;
+#    and the control plane on it; and waits until both agents are online and
+#    the portal answers;
 # 5. copies the control plane's CA certificate and the administrator token to
-#    $WRITEBACK_COMPOSE_STATE (default .local/compose/<project>, 0700) for `ctl`.
+#    $WRITEBACK_COMPOSE_STATE (default .local/compose/<project>, 0700) for `ctl`,
+#    and the CA certificates of the portal (portal-ca.pem) and of the OpenID
+#    provider (idp-ca.pem) for a browser to trust.
 # Re-running `up` keeps what runs and rebuilds what changed.
 #
 # Variables: WRITEBACK_COMPOSE_PROJECT (default writeback), WRITEBACK_CP_PORT
-# (the control plane on 127.0.0.1, default 8443), WRITEBACK_SECRETS_DIR,
+# (the control plane on 127.0.0.1, default 8443), WRITEBACK_PORTAL_PORT (the
+# portal, default 8444), WRITEBACK_IDP_PORT (the OpenID provider, default
+# 8445), WRITEBACK_SECRETS_DIR,
 # WRITEBACK_CARGO_PROFILE, CARGO_TARGET_DIR (default ~/.cache/writeback/target),
 # WRITEBACK_COMPOSE_TIMEOUT (seconds `up` waits for the agents, default 300).
 set -euo pipefail
@@ -34,13 +39,16 @@ ROOT=$PWD
 
 export COMPOSE_PROJECT_NAME=${WRITEBACK_COMPOSE_PROJECT:-writeback}
 export WRITEBACK_CP_PORT=${WRITEBACK_CP_PORT:-8443}
+export WRITEBACK_PORTAL_PORT=${WRITEBACK_PORTAL_PORT:-8444}
+export WRITEBACK_IDP_PORT=${WRITEBACK_IDP_PORT:-8445}
+PORTAL_URL=https://127.0.0.1:$WRITEBACK_PORTAL_PORT
 export WRITEBACK_SECRETS_DIR=${WRITEBACK_SECRETS_DIR:-$ROOT/deploy/secrets}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/writeback/target}
 PROFILE=${WRITEBACK_CARGO_PROFILE:-release}
 STATE=${WRITEBACK_COMPOSE_STATE:-$ROOT/.local/compose/$COMPOSE_PROJECT_NAME}
 TIMEOUT=${WRITEBACK_COMPOSE_TIMEOUT:-300}
 STAGE=$ROOT/.local/docker/bin
-BINARIES=(writeback-control-plane writeback-relay writeback-agent writebackctl)
+BINARIES=(writeback-control-plane writeback-relay writeback-agent writebackctl writeback-portal writeback-lab)
 # The uid every writeback service runs as (deploy/docker/Dockerfile).
 SERVICE_UID=10001
 DOMAINS=(contoso fabrikam)
@@ -103,6 +111,9 @@ secrets() {
         secret "$d-svc-password" "$(random_password)"
     done
     secret demo-password "$(random_password)"
+    secret idp-password "$(random_password)"
+    # Letters and digits only: glewlwyd does not form-decode an HTTP Basic secret.
+    secret portal-client-secret "$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
     if [[ ! -s $WRITEBACK_SECRETS_DIR/postgres-password ]]; then
         local pw
         pw=$(random_password)
@@ -123,6 +134,11 @@ operator_file() {
     dc run --rm --no-deps -T --entrypoint cat setup "/var/lib/writeback/operator/$1"
 }
 
+# Prints a file of the idp volume (the portal's and the provider's CA certificates).
+lab_file() {
+    dc run --rm --no-deps -T --entrypoint cat setup-idp "/var/lib/writeback/lab/$1"
+}
+
 wait_healthy() { # service, seconds
     local id deadline=$((SECONDS + $2))
     id=$(dc ps -q "$1")
@@ -134,7 +150,7 @@ wait_healthy() { # service, seconds
 
 report_failure() {
     dc ps >&2 || true
-    for s in control-plane-init setup setup-contoso setup-fabrikam agent-contoso agent-fabrikam; do
+    for s in control-plane-init setup setup-contoso setup-fabrikam agent-contoso agent-fabrikam idp setup-idp portal; do
         printf '\n--- %s ---\n' "$s" >&2
         dc logs --no-color --tail 15 "$s" >&2 || true
     done
@@ -163,6 +179,16 @@ wait_for_agents() {
     done
 }
 
+wait_for_portal() {
+    local deadline=$((SECONDS + TIMEOUT))
+    lab_file portal/ca.pem >"$STATE/portal-ca.pem" && lab_file idp/tls/ca.pem >"$STATE/idp-ca.pem" ||
+        report_failure "no portal or OpenID provider CA in the idp volume"
+    until curl -fsS -o /dev/null --cacert "$STATE/portal-ca.pem" "$PORTAL_URL/signed-out" 2>/dev/null; do
+        ((SECONDS < deadline)) || report_failure "the portal did not answer on $PORTAL_URL within ${TIMEOUT}s"
+        sleep 1
+    done
+}
+
 up() {
     local postgres=0
     case ${1:-} in
@@ -181,9 +207,11 @@ up() {
         dc up -d --no-build postgres >&2
         wait_healthy postgres 120
     fi
-    if ((postgres)); then dc up -d --no-build >&2; else docker-compose up -d --no-build >&2; fi
+    if ((postgres)); then dc up -d --no-build >&2; else docker-compose up -d --no-build >&2; fi ||
+        report_failure "docker-compose up failed"
     wait_for_agents
-    log "up in $((SECONDS - started)) s; both agents online"
+    wait_for_portal
+    log "up in $((SECONDS - started)) s; both agents online, the portal answers"
     cat <<TXT
 
 writeback runs in docker-compose (project $COMPOSE_PROJECT_NAME, control plane on
@@ -195,7 +223,18 @@ https://127.0.0.1:$WRITEBACK_CP_PORT, $( ((postgres)) && echo PostgreSQL || echo
   scripts/compose.sh ctl audit list
 
 The demo users alice and bob exist in both domains with the password in
-$WRITEBACK_SECRETS_DIR/demo-password. Remove everything with: scripts/compose.sh down
+$WRITEBACK_SECRETS_DIR/demo-password.
+
+The portal: $PORTAL_URL (its CA: $STATE/portal-ca.pem; the sign-in page's,
+https://idp.localhost:$WRITEBACK_IDP_PORT: $STATE/idp-ca.pem — import both
+into the browser, or accept its warnings). Sign in as (the password is in
+$WRITEBACK_SECRETS_DIR/idp-password; the HOTP secret a self-service reset
+asks for: scripts/compose.sh exec idp cat /var/lib/writeback/lab/idp/users.txt):
+  alice     a user of contoso.test: change, reset (strong sign-in), unlock her own password
+  helpdesk  the help desk: reset and unlock users
+  itadmin   the global administrator: the on-premises integration page, the audit log
+
+Remove everything with: scripts/compose.sh down
 TXT
 }
 

@@ -128,15 +128,11 @@ TOML
         fi
     done
     ctl settings set --cloud-sync-writeback on --sspr-writeback on --unlock-without-reset on >/dev/null
-    # The tenant trusts the lab's OpenID provider (as `writebackctl idp` does
-    # for any provider): principal from `upn`, roles from `groups`, and a
-    # self-service reset needs the scope the provider grants after HOTP.
-    ctl idp issuer add --id demo-idp --url "$(cat "$idp/issuer")" \
-        --audience "$(cat "$idp/audience")" --algorithm RS256 \
-        --principal-claim upn --role-claim groups \
-        --map writeback-password-admins=password_admin --map writeback-global-admins=global_admin \
-        --default-role user --strong-scope "$(cat "$idp/strong_scope")" >/dev/null
-    ctl idp client add --issuer demo-idp --client-id "$(cat "$idp/client_id")" --client-app portal >/dev/null
+    # The tenant trusts the lab's OpenID provider and the portal's client is
+    # registered: docker-compose's setup-idp job, run here on the host.
+    WRITEBACKCTL=$BIN/writebackctl CONTROL_PLANE_URL=https://$CP_ADDR \
+        WRITEBACK_SETUP_CA_FILE=$STATE/cp/ca.pem WRITEBACK_SETUP_TOKEN_FILE=$STATE/admin.token \
+        WRITEBACK_LAB_DIR=$STATE/lab deploy/docker/setup.sh idp
 
     for d in "${DOMAINS[@]}"; do
         local a=$STATE/agents/$d

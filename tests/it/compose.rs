@@ -5,8 +5,13 @@
 //! plane, each outcome is proven inside the containerized directory (an LDAPS
 //! bind with the new password succeeds and with the old one fails, attributes
 //! read back from the DC), the network isolation is checked from inside the
-//! containers, a DC restart keeps its domain, and `scripts/compose.sh down`
-//! removes everything. A second test runs the PostgreSQL profile.
+//! containers, a DC restart keeps its domain, the portal answers on its
+//! published port and sends the browser to the `idp` service's issuer
+//! (`https://idp.localhost:<port>`), the help desk's demo person signs in
+//! there in a real browser and resets alice through the portal (proven by an
+//! LDAPS bind), no secret shows in the services' logs, and
+//! `scripts/compose.sh down` removes everything. A second test runs the
+//! PostgreSQL profile.
 //!
 //! Both tests share one nextest group of one thread (.config/nextest.toml):
 //! two projects at once would only compete for the machine's two cores.
@@ -19,7 +24,7 @@ use clap::Parser;
 use writeback_core::ReasonCode;
 use writeback_testkit::docker;
 
-use crate::support::{free_port, text};
+use crate::support::{curl, free_port, helpdesk_resets_in_browser, text};
 
 const FORESTS: [(&str, &str); 2] = [("contoso", "contoso.test"), ("fabrikam", "fabrikam.test")];
 
@@ -27,6 +32,8 @@ const FORESTS: [(&str, &str); 2] = [("contoso", "contoso.test"), ("fabrikam", "f
 struct Project {
     name: String,
     port: u16,
+    portal_port: u16,
+    idp_port: u16,
     secrets: tempfile::TempDir,
     state: tempfile::TempDir,
     tokens: tempfile::TempDir,
@@ -38,6 +45,8 @@ impl Project {
         let p = Project {
             name: format!("wbit{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
             port: free_port(),
+            portal_port: free_port(),
+            idp_port: free_port(),
             secrets: tempfile::tempdir().unwrap(),
             state: tempfile::tempdir().unwrap(),
             tokens: tempfile::tempdir().unwrap(),
@@ -67,6 +76,8 @@ impl Project {
             .args(args)
             .env("WRITEBACK_COMPOSE_PROJECT", &self.name)
             .env("WRITEBACK_CP_PORT", self.port.to_string())
+            .env("WRITEBACK_PORTAL_PORT", self.portal_port.to_string())
+            .env("WRITEBACK_IDP_PORT", self.idp_port.to_string())
             .env("WRITEBACK_SECRETS_DIR", self.secrets.path())
             .env("WRITEBACK_COMPOSE_STATE", self.state.path())
             .env(
@@ -237,6 +248,20 @@ impl Project {
             .unwrap()
             .trim()
             .to_owned()
+    }
+
+    /// `restart service`, then wait until its health check passes again.
+    fn restart(&self, service: &str, within: Duration) {
+        let out = self.script(&["restart", service]);
+        assert!(out.status.success(), "{}", text(&out));
+        let deadline = Instant::now() + within;
+        while !self.healthy(service) {
+            assert!(
+                Instant::now() < deadline,
+                "{service} is not healthy {within:?} after restart"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     fn healthy(&self, service: &str) -> bool {
@@ -412,6 +437,100 @@ fn network_isolation(p: &Project) {
     }
 }
 
+/// The portal and its OpenID provider: the portal answers on its published
+/// port over HTTPS verified against the portal's CA and sends the browser to
+/// the provider under the issuer every container uses, which the host reaches
+/// too; the help desk signs in there in a real browser and resets alice
+/// (whose password is `alices_password`); no secret is in any service's log.
+async fn portal(p: &Project, alices_password: &str) {
+    let portal_url = format!("https://127.0.0.1:{}", p.portal_port);
+    let portal_ca = p.state.path().join("portal-ca.pem");
+    let idp_ca = p.state.path().join("idp-ca.pem");
+    assert_eq!(
+        curl(&portal_ca, &format!("{portal_url}/me")),
+        format!("303 {portal_url}/signin?next=%2Fme&strong=0")
+    );
+    let to_idp = curl(
+        &portal_ca,
+        &format!("{portal_url}/signin?next=%2Fme&strong=0"),
+    );
+    let issuer = format!("https://idp.localhost:{}/api/oidc", p.idp_port);
+    let auth = to_idp
+        .strip_prefix(&format!("303 {issuer}/auth?"))
+        .unwrap_or_else(|| panic!("the portal sends the browser to {issuer}: {to_idp}"));
+    assert!(
+        auth.contains("client_id=writeback-portal") && auth.contains("code_challenge_method=S256"),
+        "{auth}"
+    );
+    let login = curl(&idp_ca, &format!("{issuer}/auth?{auth}"));
+    assert!(
+        login.starts_with(&format!(
+            "302 https://idp.localhost:{}/login.html?",
+            p.idp_port
+        )),
+        "the host reaches the provider at its issuer URL: {login}"
+    );
+
+    let new = "Compose-Portal-Reset-8r!";
+    let diag = || {
+        let out = p.script(&[
+            "logs",
+            "--no-color",
+            "--tail",
+            "15",
+            "portal",
+            "idp",
+            "control-plane",
+        ]);
+        text(&out)
+    };
+    helpdesk_resets_in_browser(
+        &portal_url,
+        &[
+            std::fs::read_to_string(&portal_ca).unwrap(),
+            std::fs::read_to_string(&idp_ca).unwrap(),
+        ],
+        &p.secret("idp-password"),
+        "alice@contoso.test",
+        new,
+        &diag,
+    )
+    .await;
+    assert!(p.binds("contoso", "alice", new));
+    assert!(!p.binds("contoso", "alice", alices_password));
+    assert_ne!(
+        p.attr("contoso", "alice", "pwdLastSet"),
+        0,
+        "\"must change\" was unticked"
+    );
+
+    // A restart of the provider keeps its certificate and signing key: the
+    // portal, which read them at start, keeps trusting it.
+    let jwks = || {
+        let out = Command::new("curl")
+            .args(["-fsS", "--cacert"])
+            .arg(&idp_ca)
+            .arg(format!("{issuer}/jwks"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let before = jwks();
+    assert!(before.contains("\"kid\""), "{before}");
+    p.restart("idp", Duration::from_secs(60));
+    assert_eq!(jwks(), before, "the same signing key after a restart");
+
+    let logs = text(&p.script(&["logs", "--no-color"]));
+    assert!(
+        logs.contains("the portal's client is registered"),
+        "setup-idp ran"
+    );
+    for secret in ["idp-password", "portal-client-secret", "demo-password"] {
+        assert!(!logs.contains(&p.secret(secret)), "{secret} in the logs");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn compose_up_scenarios_in_both_forests_isolation_restart_and_down() {
     writeback_identity::install_crypto_provider();
@@ -430,16 +549,7 @@ async fn compose_up_scenarios_in_both_forests_isolation_restart_and_down() {
             .unwrap()
     };
     let before = sid(&p);
-    let out = p.script(&["restart", "dc-contoso"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !p.healthy("dc-contoso") {
-        assert!(
-            Instant::now() < deadline,
-            "dc-contoso is not healthy after restart"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    p.restart("dc-contoso", Duration::from_secs(120));
     assert_eq!(sid(&p), before, "the same domain after restart");
     assert!(p.binds("contoso", "alice", "Regular-contoso-Passw0rd!4"));
     // And writeback still reaches it.
@@ -452,6 +562,8 @@ async fn compose_up_scenarios_in_both_forests_isolation_restart_and_down() {
     .await
     .expect("reset after the DC restart");
     assert!(p.binds("contoso", "alice", after));
+
+    portal(&p, after).await;
 
     let name = p.name.clone();
     drop(p);

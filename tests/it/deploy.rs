@@ -49,11 +49,14 @@ fn compose_file_validates_with_docker_compose() {
             "dc-fabrikam",
             "egress-contoso",
             "egress-fabrikam",
+            "idp",
+            "portal",
             "postgres",
             "relay",
             "setup",
             "setup-contoso",
             "setup-fabrikam",
+            "setup-idp",
         ]
     );
 }
@@ -105,13 +108,15 @@ fn every_file_the_compose_file_names_exists() {
             }
         }
     }
-    assert!(staged >= 4, "the runtime images copy the staged binaries");
+    assert!(staged >= 6, "the runtime images copy the staged binaries");
     let compose_sh = std::fs::read_to_string(root().join("scripts/compose.sh")).unwrap();
     for bin in [
         "writeback-control-plane",
         "writeback-relay",
         "writeback-agent",
         "writebackctl",
+        "writeback-portal",
+        "writeback-lab",
     ] {
         assert!(main.contains(&format!(".local/docker/bin/{bin}")), "{bin}");
         assert!(compose_sh.contains(bin), "scripts/compose.sh stages {bin}");
@@ -139,6 +144,29 @@ fn example_configs_load_and_match_the_compose_ports() {
             .ends_with(&format!(":{}", cp.listen.port()))
     );
     assert!(!portal.oidc.issuer.is_empty());
+    // The compose file's portal: the same control plane port, the idp
+    // service's issuer on the port it publishes, its audience and step-up
+    // scope (the testkit's provider's).
+    let compose_portal: writeback_portal::PortalConfig = load(
+        "deploy/config/portal-compose.toml",
+        "WRITEBACK_TEST_UNUSED_",
+    );
+    assert_eq!(
+        compose_portal.control_plane_url,
+        format!("https://control-plane:{}", cp.listen.port())
+    );
+    assert_eq!(
+        compose_portal.oidc.issuer,
+        "https://idp.localhost:8445/api/oidc"
+    );
+    assert_eq!(
+        compose_portal.oidc.scopes,
+        [writeback_testkit::oidc::AUDIENCE]
+    );
+    assert_eq!(
+        compose_portal.oidc.strong_scopes,
+        [writeback_testkit::oidc::MFA_SCOPE]
+    );
     assert!(!agent.directory.urls.is_empty());
     let compose = std::fs::read_to_string(root().join("docker-compose.yml")).unwrap();
     let cp_port = cp.listen.port();
@@ -161,6 +189,17 @@ fn example_configs_load_and_match_the_compose_ports() {
             && egress.contains(&format!("LISTEN_PORT={relay_port}")),
         "the egress gateways forward the relay's port {relay_port}"
     );
+    for published in [
+        "\"127.0.0.1:${WRITEBACK_PORTAL_PORT:-8444}:8444\"",
+        "\"127.0.0.1:${WRITEBACK_IDP_PORT:-8445}:${WRITEBACK_IDP_PORT:-8445}\"",
+        "WRITEBACK_PORTAL_OIDC__ISSUER: https://idp.localhost:${WRITEBACK_IDP_PORT:-8445}/api/oidc",
+        "aliases: [idp.localhost]",
+    ] {
+        assert!(
+            compose.contains(published),
+            "docker-compose.yml: {published}"
+        );
+    }
     assert!(
         cp.tls_dns_names.iter().any(|n| n == "control-plane"),
         "the API certificate names the compose service"

@@ -9,14 +9,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use writeback_testkit::browser::{Browser, Viewport, sign_in_at_glewlwyd_by_password};
 use writeback_testkit::docker::repo_root;
 
-use crate::support::{free_port, text};
-
-const WAIT: Duration = Duration::from_secs(20);
+use crate::support::{curl, free_port, helpdesk_resets_in_browser, text};
 
 /// A stack of the test's own; `down` on drop.
 struct Stack {
@@ -104,25 +101,6 @@ fn binds(stack: &Stack, domain: &str, upn: &str, password: &str) -> bool {
     out.status.success()
 }
 
-/// `curl` of `url` trusting only `ca`: "<status> <redirect>" (`000 ` when
-/// nothing answers).
-fn curl(ca: &Path, url: &str) -> String {
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code} %{redirect_url}",
-        ])
-        .arg("--cacert")
-        .arg(ca)
-        .arg(url)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn pem(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap()
 }
@@ -160,63 +138,23 @@ async fn stack_up_serves_the_portal_and_down_removes_it() {
 
     // The help desk signs in at the lab's glewlwyd in a real browser, sees
     // its pages and resets alice.
-    let browser = Browser::start(&[pem(&portal_ca), pem(&stack.state().join("lab/idp/ca.pem"))])
-        .await
-        .unwrap();
-    let s = browser.session(Viewport::Desktop).await.unwrap();
-    s.goto(&format!(
-        "{}/helpdesk?user=alice@contoso.test",
-        stack.portal_url()
-    ))
-    .await
-    .unwrap();
-    let password = stack.idp_password("helpdesk");
-    sign_in_at_glewlwyd_by_password(&s, "helpdesk", &password, &stack.portal_url())
-        .await
-        .unwrap();
-    s.wait_for("#hd-new", WAIT).await.unwrap();
-    let page = s.source().await.unwrap();
-    assert!(page.contains("helpdesk@contoso.test"), "{page}");
-    // Diagnostics only (the portal asks again after a transient failure):
-    // what the control plane said when it could not tell the role at once.
-    if stack
-        .read("logs/portal.log")
-        .contains("did not tell the role")
-    {
-        eprintln!(
-            "the portal had to ask for the role again; control plane:\n{}",
-            stack.complaints("control-plane")
-        );
-    }
-    let nav = s
-        .execute(
-            "return Array.from(document.querySelectorAll('header nav a')).map(a => a.getAttribute('href'));",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        nav,
-        serde_json::json!(["/me", "/helpdesk", "/admin/audit"]),
-        "portal:\n{}\ncontrol plane:\n{}",
-        writeback_testkit::tail_lines(&stack.read("logs/portal.log"), 10),
-        stack.complaints("control-plane")
-    );
     let new = "Stack-Portal-Reset-8r!";
-    s.fill("#hd-new", new).await.unwrap();
-    s.click("input[name=must_change]").await.unwrap();
-    s.click("form[action='/helpdesk/reset'] button")
-        .await
-        .unwrap();
-    s.wait_for("div.outcome", WAIT).await.unwrap();
-    let reason = s
-        .execute(
-            "return document.querySelector('div.outcome').getAttribute('data-reason');",
-            vec![],
+    let diag = || {
+        format!(
+            "portal:\n{}\ncontrol plane:\n{}",
+            writeback_testkit::tail_lines(&stack.read("logs/portal.log"), 10),
+            stack.complaints("control-plane")
         )
-        .await
-        .unwrap();
-    assert_eq!(reason, "OK", "{}", s.text().await.unwrap());
+    };
+    helpdesk_resets_in_browser(
+        &stack.portal_url(),
+        &[pem(&portal_ca), pem(&stack.state().join("lab/idp/ca.pem"))],
+        &stack.idp_password("helpdesk"),
+        "alice@contoso.test",
+        new,
+        &diag,
+    )
+    .await;
     assert!(binds(&stack, "contoso.test", "alice@contoso.test", new));
     assert!(!binds(
         &stack,

@@ -40,7 +40,7 @@ pub mod stack;
 
 pub use browser::{Browser, Session, Viewport};
 pub use error::TestkitError;
-pub use oidc::OidcProvider;
+pub use oidc::{OidcOptions, OidcProvider, ServerTls};
 pub use pki::TestCa;
 pub use process::ServiceProcess;
 pub use samba::{SambaDc, tail_lines, unicode_pwd};

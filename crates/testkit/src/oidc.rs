@@ -10,7 +10,10 @@
 //! 2. **Address and TLS.** HTTPS on `127.0.0.1:<free port>` (the kernel picks it; on
 //!    the rare race with another process glewlwyd exits and the harness retries with
 //!    a new port). The certificate comes from a fresh [`TestCa`]; clients trust
-//!    [`OidcProvider::ca_pem`] only.
+//!    [`OidcProvider::ca_pem`] only. [`OidcProvider::start_with`] takes another
+//!    bind address, a fixed port, the issuer's host name and a certificate
+//!    ([`OidcOptions`]; the docker-compose `idp` service: `0.0.0.0`, its
+//!    published port, `idp.localhost`, a certificate kept in its volume).
 //! 3. **Process.** glewlwyd runs under a tiny `sh` wrapper in its own process group,
 //!    with the wrapper's stdin on a pipe: when the pipe closes (`Drop`, or a test
 //!    process that dies without running it) the wrapper kills glewlwyd.
@@ -162,7 +165,10 @@ WHERE gumi_name = 'database';"#;
 /// Dropping it closes the wrapper's stdin (which kills glewlwyd), SIGKILLs the
 /// process group if that has not ended it within 5 s, and removes the directory.
 pub struct OidcProvider {
+    /// `https://127.0.0.1:<port>`: the harness's own (admin) calls.
     base: String,
+    /// `https://<public host>:<port>`: what browsers and clients are given.
+    public_base: String,
     issuer: String,
     ca_pem: String,
     http: reqwest::Client,
@@ -171,10 +177,73 @@ pub struct OidcProvider {
     otp: tokio::sync::Mutex<HashMap<String, Hotp>>,
     dir_path: PathBuf,
     key_seq: u32,
+    kept_key: Option<PathBuf>,
     // Drop stops the child first; the directory goes after.
     child: Option<Child>,
     stdin: Option<ChildStdin>,
     dir: Option<tempfile::TempDir>,
+}
+
+/// Where and how [`OidcProvider::start_with`] serves; the default is what
+/// [`OidcProvider::start`] does (127.0.0.1, a free port, a fresh CA).
+#[derive(Clone, Debug)]
+pub struct OidcOptions {
+    /// The address glewlwyd binds (`0.0.0.0` in a container whose port is
+    /// published).
+    pub bind: std::net::IpAddr,
+    /// A fixed port (no retry on a taken port); `None` = a free one.
+    pub port: Option<u16>,
+    /// The host name of the issuer URL (`https://<host>:<port>/api/oidc`) and of
+    /// the login page, also named in the certificate; `None` = `127.0.0.1`.
+    pub public_host: Option<String>,
+    /// The HTTPS certificate to serve; `None` = one from a fresh [`TestCa`] for
+    /// `localhost`, 127.0.0.1 and `public_host`.
+    pub tls: Option<ServerTls>,
+    /// A file that keeps the first signing key across starts (PEM, 0600): used
+    /// when it exists, else written with the new key; `None` = a new key each
+    /// start. (Clients that read the keys once, like the portal, keep
+    /// verifying tokens after the provider restarts.)
+    pub signing_key_file: Option<PathBuf>,
+}
+
+impl Default for OidcOptions {
+    fn default() -> OidcOptions {
+        OidcOptions {
+            bind: std::net::Ipv4Addr::LOCALHOST.into(),
+            port: None,
+            public_host: None,
+            tls: None,
+            signing_key_file: None,
+        }
+    }
+}
+
+/// A server certificate, its key and the CA that issued it (PEM).
+#[derive(Clone)]
+pub struct ServerTls {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls").finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    /// A certificate from a fresh [`TestCa`] (`ca_name`) for `dns` names and
+    /// 127.0.0.1.
+    pub fn issue(ca_name: &str, dns: &[String]) -> Result<ServerTls, TestkitError> {
+        let ca = TestCa::new(ca_name)?;
+        let (cert_pem, key_pem) = ca.issue_server(dns, &[std::net::Ipv4Addr::LOCALHOST.into()])?;
+        Ok(ServerTls {
+            ca_pem: ca.cert_pem(),
+            cert_pem,
+            key_pem,
+        })
+    }
 }
 
 /// A PKCE (RFC 7636) verifier and its S256 challenge.
@@ -232,6 +301,14 @@ impl OidcProvider {
     /// Start and configure a provider (see the module docs). Returns once the OIDC
     /// plugin serves its discovery document and JWKS.
     pub async fn start() -> Result<OidcProvider, TestkitError> {
+        OidcProvider::start_with(OidcOptions::default()).await
+    }
+
+    /// [`OidcProvider::start`] on the address, port, issuer host name and
+    /// certificate of `opts` (the docker-compose `idp` service runs it on
+    /// `0.0.0.0`, a published port and a name every container and the host's
+    /// browser resolve).
+    pub async fn start_with(opts: OidcOptions) -> Result<OidcProvider, TestkitError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let started = Instant::now();
         let dir = tempfile::Builder::new()
@@ -246,29 +323,43 @@ impl OidcProvider {
         let db = dir_path.join("glewlwyd.db");
         init_database(&db).await?;
 
-        let ca = TestCa::new("writeback test CA for glewlwyd")?;
-        let (cert_pem, key_pem) = ca.issue_server(
-            &["localhost".to_string()],
-            &[std::net::Ipv4Addr::LOCALHOST.into()],
-        )?;
-        let ca_pem = ca.cert_pem();
+        let tls = match opts.tls.clone() {
+            Some(tls) => tls,
+            None => {
+                let mut dns = vec!["localhost".to_string()];
+                dns.extend(opts.public_host.clone());
+                ServerTls::issue("writeback test CA for glewlwyd", &dns)?
+            }
+        };
+        let ServerTls {
+            ca_pem,
+            cert_pem,
+            key_pem,
+        } = tls;
         write_file(&dir_path.join("tls/cert.pem"), cert_pem.as_bytes(), 0o644)?;
         write_file(&dir_path.join("tls/key.pem"), key_pem.as_bytes(), 0o600)?;
         let http = http_client(&ca_pem)?;
         let prepared = started.elapsed();
 
         let mut attempt = 0;
-        let (child, stdin, base, admin_cookie) = loop {
+        let (child, stdin, port, base, admin_cookie) = loop {
             attempt += 1;
-            let port = free_port()?;
+            let port = match opts.port {
+                Some(port) => port,
+                None => free_port()?,
+            };
             let base = format!("https://127.0.0.1:{port}");
+            let public = public_base(&opts, port);
             let conf = dir_path.join("glewlwyd.conf");
-            write_file(&conf, config_text(port, &base, &dir_path).as_bytes(), 0o644)?;
+            let text = config_text(port, opts.bind, &public, &dir_path);
+            write_file(&conf, text.as_bytes(), 0o644)?;
             let (mut child, stdin) = spawn_glewlwyd(&dir_path, &conf)?;
             match wait_ready(&http, &base, &mut child, &dir_path.join(LOG)).await {
-                Ok(cookie) => break (child, stdin, base, cookie),
+                Ok(cookie) => break (child, stdin, port, base, cookie),
                 // Most likely the port was taken between our probe and its bind.
-                Err(e @ TestkitError::OidcExited { .. }) if attempt < START_ATTEMPTS => {
+                Err(e @ TestkitError::OidcExited { .. })
+                    if attempt < START_ATTEMPTS && opts.port.is_none() =>
+                {
                     warn!(port, error = %e, "glewlwyd exited during start; retrying");
                     drop(stdin);
                     let _ = child.wait();
@@ -281,9 +372,11 @@ impl OidcProvider {
         };
         let ready = started.elapsed();
 
+        let public_base = public_base(&opts, port);
         let mut provider = OidcProvider {
-            issuer: format!("{base}/api/{PLUGIN}"),
+            issuer: format!("{public_base}/api/{PLUGIN}"),
             base,
+            public_base,
             ca_pem,
             http,
             api_key: String::new(),
@@ -291,6 +384,7 @@ impl OidcProvider {
             otp: tokio::sync::Mutex::new(HashMap::new()),
             dir_path,
             key_seq: 0,
+            kept_key: opts.signing_key_file.clone(),
             child: Some(child),
             stdin: Some(stdin),
             dir: Some(dir),
@@ -515,7 +609,7 @@ impl OidcProvider {
     /// `<base>/login.html`: glewlwyd's own login page (served from the package's
     /// web app, see the module docs), where `/auth` sends a browser to sign in.
     pub fn login_page_url(&self) -> String {
-        format!("{}/login.html", self.base)
+        format!("{}/login.html", self.public_base)
     }
 
     /// The next HOTP code of `user` (added with [`OidcProvider::add_user`]), as
@@ -877,15 +971,26 @@ impl OidcProvider {
         let key = self
             .dir_path
             .join(format!("keys/sign-{}.key", self.key_seq));
-        let out = tokio::process::Command::new("openssl")
-            .args(["genpkey", "-quiet", "-algorithm", "RSA"])
-            .args(["-pkeyopt", "rsa_keygen_bits:2048", "-out"])
-            .arg(&key)
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|e| spawn_error("openssl", e))?;
-        command_ok("openssl genpkey -algorithm RSA", &out)?;
+        let kept = self.kept_key.as_ref().filter(|_| self.key_seq == 1);
+        if let Some(kept) = kept.filter(|k| k.exists()) {
+            std::fs::copy(kept, &key)
+                .map_err(|e| TestkitError::io(format!("copy {}", kept.display()), e))?;
+        } else {
+            let out = tokio::process::Command::new("openssl")
+                .args(["genpkey", "-quiet", "-algorithm", "RSA"])
+                .args(["-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+                .arg(&key)
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .map_err(|e| spawn_error("openssl", e))?;
+            command_ok("openssl genpkey -algorithm RSA", &out)?;
+            if let Some(kept) = kept {
+                let pem = std::fs::read(&key)
+                    .map_err(|e| TestkitError::io(format!("read {}", key.display()), e))?;
+                write_file(kept, &pem, 0o600)?;
+            }
+        }
         let out = tokio::process::Command::new("openssl")
             .args(["pkey", "-pubout", "-in"])
             .arg(&key)
@@ -1077,12 +1182,18 @@ fn command_ok(command: &str, out: &std::process::Output) -> Result<(), TestkitEr
     }
 }
 
-fn config_text(port: u16, base: &str, dir: &Path) -> String {
+/// `https://<public host or 127.0.0.1>:<port>`
+fn public_base(opts: &OidcOptions, port: u16) -> String {
+    let host = opts.public_host.as_deref().unwrap_or("127.0.0.1");
+    format!("https://{host}:{port}")
+}
+
+fn config_text(port: u16, bind: std::net::IpAddr, base: &str, dir: &Path) -> String {
     let dir = dir.display();
     format!(
         r#"# generated by writeback-testkit (oidc.rs)
 port={port}
-bind_address="127.0.0.1"
+bind_address="{bind}"
 external_url="{base}"
 login_url="login.html"
 api_prefix="api"

@@ -21,6 +21,17 @@
 //! sign-in asks for), and the portal's TLS certificate from a CA of its own
 //! for `localhost` and 127.0.0.1: `portal/ca.pem`, `portal/cert.pem`,
 //! `portal/key.pem` (0600).
+//!
+//! With `--idp-only` it runs that provider alone, for the docker-compose
+//! `idp` service: no DC (the demo people's directory accounts are the DC
+//! image's `DEMO_USERS`), glewlwyd bound to `--idp-listen ADDR:PORT` (default
+//! 127.0.0.1 and a free port) with the issuer
+//! `https://<--idp-host>:<port>/api/oidc`; the demo people's password from
+//! `--idp-password-file` and the client secret from `--client-secret-file`
+//! (docker secrets; then no `idp/client_secret` copy is written); and the
+//! provider's and the portal's certificates and the provider's signing key
+//! kept in `idp/tls/` and `portal/` across restarts, so the control plane,
+//! the portal and the browser keep trusting them.
 
 #![allow(clippy::print_stdout)]
 
@@ -29,7 +40,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use writeback_testkit::oidc::{AUDIENCE, MFA_SCOPE};
-use writeback_testkit::{OidcProvider, SambaDc, TestCa, TestkitError};
+use writeback_testkit::{OidcOptions, OidcProvider, SambaDc, ServerTls, TestkitError};
 
 /// The portal's client id at the provider.
 const PORTAL_CLIENT: &str = "writeback-portal";
@@ -70,23 +81,82 @@ fn demo_password() -> String {
     format!("Demo-{}!1", random_hex(9))
 }
 
+/// How the OpenID provider runs (`--idp-*` flags; see the module docs).
+#[derive(Default)]
+struct IdpSettings {
+    listen: Option<std::net::SocketAddr>,
+    host: Option<String>,
+    password_file: Option<PathBuf>,
+    client_secret_file: Option<PathBuf>,
+}
+
+/// A secret from a file, without a trailing newline.
+fn read_secret(path: &Path) -> Result<String, TestkitError> {
+    Ok(std::fs::read_to_string(path)?.trim_end().to_owned())
+}
+
+/// The certificate kept in `d` (`ca.pem`, `cert.pem`, `key.pem`), or a new one
+/// from a fresh CA for `dns` and 127.0.0.1, written there.
+fn kept_tls(d: &Path, ca_name: &str, dns: &[String]) -> Result<ServerTls, TestkitError> {
+    let read = |f: &str| std::fs::read_to_string(d.join(f));
+    if let (Ok(ca_pem), Ok(cert_pem), Ok(key_pem)) =
+        (read("ca.pem"), read("cert.pem"), read("key.pem"))
+    {
+        return Ok(ServerTls {
+            ca_pem,
+            cert_pem,
+            key_pem,
+        });
+    }
+    let tls = ServerTls::issue(ca_name, dns)?;
+    std::fs::create_dir_all(d)?;
+    write(&d.join("ca.pem"), &tls.ca_pem, false)?;
+    write(&d.join("cert.pem"), &tls.cert_pem, false)?;
+    write(&d.join("key.pem"), &tls.key_pem, true)?;
+    Ok(tls)
+}
+
 /// The OpenID provider and the portal's certificate (see the module docs).
 async fn start_idp(
     dir: &Path,
-    dc: &SambaDc,
+    dc: Option<&SambaDc>,
     domain: &str,
     portal_url: &str,
+    settings: &IdpSettings,
 ) -> Result<OidcProvider, TestkitError> {
-    let idp = OidcProvider::start().await?;
     let d = dir.join("idp");
     std::fs::create_dir_all(&d)?;
+    let mut opts = OidcOptions {
+        public_host: settings.host.clone(),
+        ..OidcOptions::default()
+    };
+    if let Some(listen) = settings.listen {
+        opts.bind = listen.ip();
+        opts.port = Some(listen.port()).filter(|p| *p != 0);
+    }
+    if dc.is_none() {
+        let mut dns = vec!["localhost".to_owned()];
+        dns.extend(settings.host.clone());
+        opts.signing_key_file = Some(d.join("tls/signing.key"));
+        opts.tls = Some(kept_tls(
+            &d.join("tls"),
+            "writeback demo OpenID provider CA",
+            &dns,
+        )?);
+    }
+    let idp = OidcProvider::start_with(opts).await?;
+    let shared_password = settings
+        .password_file
+        .as_deref()
+        .map(read_secret)
+        .transpose()?;
     let mut people = String::from("# sign-in\tpassword\tupn\trole\thotp\n");
     for (name, role, group) in IDP_PEOPLE {
         let upn = format!("{name}@{domain}");
-        let password = demo_password();
+        let password = shared_password.clone().unwrap_or_else(demo_password);
         let groups: Vec<&str> = group.into_iter().collect();
         idp.add_user(name, &password, &upn, &groups).await?;
-        if name != "alice" {
+        if let (Some(dc), false) = (dc, name == "alice") {
             // alice exists already; the others get a directory account too, so
             // their own page in the portal works.
             dc.create_user(name, &demo_password()).await?;
@@ -97,34 +167,55 @@ async fn start_idp(
     // Letters and digits only: the portal sends it by HTTP Basic, form-encoded
     // as RFC 6749 asks, and glewlwyd does not decode it (a `!` fails the
     // token request with unauthorized_client).
-    let secret = random_hex(24);
+    let secret = match &settings.client_secret_file {
+        Some(f) => read_secret(f)?,
+        None => random_hex(24),
+    };
     let callback = format!("{}/callback", portal_url.trim_end_matches('/'));
     idp.add_client_with_redirects(PORTAL_CLIENT, &secret, &[callback.as_str()])
         .await?;
     write(&d.join("issuer"), idp.issuer(), false)?;
     write(&d.join("ca.pem"), &idp.ca_pem(), false)?;
     write(&d.join("client_id"), PORTAL_CLIENT, false)?;
-    write(&d.join("client_secret"), &secret, true)?;
+    if settings.client_secret_file.is_none() {
+        write(&d.join("client_secret"), &secret, true)?;
+    }
     write(&d.join("audience"), AUDIENCE, false)?;
     write(&d.join("strong_scope"), MFA_SCOPE, false)?;
     write(&d.join("users.txt"), &people, true)?;
 
-    let ca = TestCa::new("writeback demo portal CA")?;
-    let (cert, key) = ca.issue_server(
-        &["localhost".into()],
-        &[std::net::Ipv4Addr::LOCALHOST.into()],
-    )?;
     let p = dir.join("portal");
-    std::fs::create_dir_all(&p)?;
-    write(&p.join("ca.pem"), &ca.cert_pem(), false)?;
-    write(&p.join("cert.pem"), &cert, false)?;
-    write(&p.join("key.pem"), &key, true)?;
+    if dc.is_some() {
+        // A new lab, a new portal certificate.
+        for f in ["ca.pem", "cert.pem", "key.pem"] {
+            let _ = std::fs::remove_file(p.join(f));
+        }
+    }
+    kept_tls(&p, "writeback demo portal CA", &["localhost".into()])?;
     println!(
         "openid provider {} (sign-in page {})",
         idp.issuer(),
         idp.login_page_url()
     );
     Ok(idp)
+}
+
+/// `--idp-only`: the provider alone until stopped.
+async fn run_idp(
+    dir: PathBuf,
+    domain: &str,
+    portal_url: &str,
+    settings: &IdpSettings,
+) -> Result<(), TestkitError> {
+    std::fs::create_dir_all(&dir)?;
+    let _ = std::fs::remove_file(dir.join("ready"));
+    let idp = start_idp(&dir, None, domain, portal_url, settings).await?;
+    write(&dir.join("ready"), "", false)?;
+    writeback_core::shutdown_signal().await;
+    println!("stopping the openid provider");
+    drop(idp);
+    let _ = std::fs::remove_file(dir.join("ready"));
+    Ok(())
 }
 
 async fn run(
@@ -160,7 +251,9 @@ async fn run(
     }
     write(&dir.join("users.txt"), &users, true)?;
     let idp = match (&portal_url, dcs.first(), domains.first()) {
-        (Some(url), Some(dc), Some(domain)) => Some(start_idp(&dir, dc, domain, url).await?),
+        (Some(url), Some(dc), Some(domain)) => {
+            Some(start_idp(&dir, Some(dc), domain, url, &IdpSettings::default()).await?)
+        }
         _ => None,
     };
     write(&dir.join("ready"), "", false)?;
@@ -178,14 +271,29 @@ async fn main() -> std::process::ExitCode {
     let mut dir = None;
     let mut domains = Vec::new();
     let mut portal_url = None;
+    let mut idp_only = false;
+    let mut idp = IdpSettings::default();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--dir" => dir = args.next().map(PathBuf::from),
             "--domain" => domains.extend(args.next()),
             "--portal-url" => portal_url = args.next(),
+            "--idp-only" => idp_only = true,
+            "--idp-host" => idp.host = args.next(),
+            "--idp-password-file" => idp.password_file = args.next().map(PathBuf::from),
+            "--client-secret-file" => idp.client_secret_file = args.next().map(PathBuf::from),
+            "--idp-listen" => match args.next().map(|l| l.parse()) {
+                Some(Ok(addr)) => idp.listen = Some(addr),
+                _ => {
+                    eprintln!("writeback-lab: --idp-listen needs ADDRESS:PORT");
+                    return std::process::ExitCode::from(2);
+                }
+            },
             other => {
                 eprintln!(
-                    "writeback-lab: unknown argument {other:?}; usage: writeback-lab --dir DIR [--portal-url URL] --domain NAME..."
+                    "writeback-lab: unknown argument {other:?}; usage: writeback-lab --dir DIR [--portal-url URL] --domain NAME... \
+                     | writeback-lab --idp-only --dir DIR --portal-url URL --domain NAME [--idp-listen ADDR:PORT] [--idp-host NAME] \
+                     [--idp-password-file FILE] [--client-secret-file FILE]"
                 );
                 return std::process::ExitCode::from(2);
             }
@@ -198,7 +306,15 @@ async fn main() -> std::process::ExitCode {
     if domains.is_empty() {
         domains = vec!["contoso.test".into(), "fabrikam.test".into()];
     }
-    match run(dir, domains, portal_url).await {
+    let result = match (idp_only, &portal_url, domains.first()) {
+        (true, Some(url), Some(domain)) => run_idp(dir, domain, url, &idp).await,
+        (true, _, _) => {
+            eprintln!("writeback-lab: --idp-only needs --portal-url and --domain");
+            return std::process::ExitCode::from(2);
+        }
+        (false, _, _) => run(dir, domains, portal_url).await,
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("writeback-lab: {e}");

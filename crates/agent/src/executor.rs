@@ -786,6 +786,7 @@ mod tests {
             agent_id: "a1".into(),
             relay_urls: vec![],
             operation_signing_keys: vec![],
+            control_plane_url: String::new(),
         };
         let executor = Executor::new(
             enrollment,

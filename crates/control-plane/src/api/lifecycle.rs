@@ -565,9 +565,9 @@ impl Api {
         // The record is the operation's truth: a storage hiccup (a busy
         // database under load) is retried a few times before the record is
         // left pending for the sweep and the reconciler.
-        let mut finished = Err(store::StoreError::InvalidArgument("not attempted"));
-        for attempt in 0..3u32 {
-            finished = store
+        let mut attempt = 0u32;
+        let finished = loop {
+            let done = store
                 .finish_operation_then(
                     &caller.tenant,
                     &rec.operation_id,
@@ -575,14 +575,15 @@ impl Api {
                     unknown.then(|| store.now_ms()),
                 )
                 .await;
-            match &finished {
-                Err(store::StoreError::Database(e)) => {
+            match done {
+                Err(store::StoreError::Database(e)) if attempt < 2 => {
                     tracing::warn!(error = %e, attempt, "cannot record the outcome yet; retrying");
                     tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                    attempt += 1;
                 }
-                _ => break,
+                done => break done,
             }
-        }
+        };
         match finished {
             Ok(()) if ok && self.cp.config.notify.enabled => {
                 self.notify_finished(&caller.tenant, &rec.operation_id);

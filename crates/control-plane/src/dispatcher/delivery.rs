@@ -25,7 +25,6 @@ use std::collections::HashMap;
 use writeback_proto::v1::{LedgerState, OperationKind};
 
 use super::{Dispatcher, Missed, lock};
-use crate::store::Page;
 use writeback_core::{Failure, ReasonCode};
 use writeback_proto::v1::{DispatchResponse, OperationRequest};
 
@@ -158,23 +157,12 @@ impl Dispatcher {
                 .map(|a| a.keys().cloned().collect())
                 .unwrap_or_default());
         };
-        let mut ids = Vec::new();
-        let mut page = Page::first(0);
-        loop {
-            let (rows, next) = store
-                .list_agents(tenant, Some(domain), page)
-                .await
-                .map_err(|e| format!("cannot read the agents: {e}"))?;
-            ids.extend(
-                rows.into_iter()
-                    .filter(|a| !a.is_revoked())
-                    .map(|a| a.agent_id),
-            );
-            match next {
-                Some(token) => page = Page::after(0, token),
-                None => return Ok(ids),
-            }
-        }
+        // The agents the envelope is sealed to: enrolled and not revoked.
+        store
+            .agent_keys(tenant, domain)
+            .await
+            .map(|keys| keys.into_iter().map(|(id, _)| id).collect())
+            .map_err(|e| format!("cannot read the agents: {e}"))
     }
 
     /// Asks every enrolled agent of `domain` what became of operation `id`

@@ -104,6 +104,17 @@ async fn each_service_counts_real_operations() {
         ) >= 1.0
     );
     assert!(value(&cp, "writeback_store_read_duration_seconds_count") >= 2.0);
+    // Both operations reached the agent: each was recorded, then finished.
+    for stage in ["record", "finish"] {
+        assert_eq!(
+            value(
+                &cp,
+                &format!("writeback_store_write_duration_seconds_count{{stage=\"{stage}\"}}")
+            ),
+            2.0,
+            "{stage}"
+        );
+    }
     assert_eq!(value(&cp, "writeback_throttled_total"), 0.0);
     assert!(value(&cp, "writeback_process_resident_memory_bytes") > 0.0);
 
@@ -149,6 +160,13 @@ async fn each_service_counts_real_operations() {
     assert_eq!(
         value(&agent, "writeback_agent_ldap_sessions{state=\"in_use\"}"),
         0.0
+    );
+    assert_eq!(
+        value(
+            &agent,
+            &format!("writeback_agent_dc_up{{dc=\"{}\"}}", dc.ldaps_url())
+        ),
+        1.0
     );
     drop(stack);
 }

@@ -1,7 +1,9 @@
 //! The error model as integrators see it: a Python client generated from
 //! `proto/` (grpcio, grpcio-status, grpcio-reflection — `grpc_client.py`, run
 //! from the environment `scripts/python-env.sh` builds) calls the control plane
-//! and decodes every error with the standard library, not with our code.
+//! and decodes every error with the standard library, not with our code; it
+//! also lists every service through server reflection and calls each with
+//! descriptors fetched by reflection alone, as grpcurl does.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -106,5 +108,50 @@ async fn a_python_client_decodes_every_error_with_the_standard_libraries() {
             "{s} not listed by reflection: {services}"
         );
     }
+    // Only what the control plane serves is advertised.
+    for s in ["writeback.v1.AgentTunnel", "writeback.v1.RelayDispatch"] {
+        assert!(
+            !services.as_array().unwrap().iter().any(|v| v == s),
+            "{s} is not served by the control plane but listed: {services}"
+        );
+    }
+    // Every listed service called with descriptors from reflection alone:
+    // an answer, or a refusal in the standard error model, never
+    // UNIMPLEMENTED or an undecodable error.
+    for s in services
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+    {
+        if s.starts_with("grpc.reflection.") {
+            continue;
+        }
+        let c = cases
+            .iter()
+            .find(|c| c["case"] == "generic_call" && c["service"] == s)
+            .unwrap_or_else(|| panic!("{s} was not called generically: {stdout}"));
+        match c["grpc_code"].as_str() {
+            Some("OK") => {}
+            Some(code) if code != "UNIMPLEMENTED" && code != "UNKNOWN" => {
+                assert!(c["reason"].as_str().is_some_and(|r| !r.is_empty()), "{c}");
+                assert_eq!(
+                    c["detail_types"][0], "type.googleapis.com/google.rpc.ErrorInfo",
+                    "{c}"
+                );
+            }
+            _ => panic!("{s} did not answer a generic call: {c}"),
+        }
+    }
+    let domains = cases
+        .iter()
+        .find(|c| c["case"] == "generic_call" && c["service"] == "writeback.v1.DomainService")
+        .unwrap();
+    assert_eq!(domains["method"], "ListDomains", "{domains}");
+    assert_eq!(domains["grpc_code"], "OK", "{domains}");
+    assert!(
+        domains["response"].to_string().contains("contoso.test"),
+        "the reflected response decodes: {domains}"
+    );
     drop(stack);
 }

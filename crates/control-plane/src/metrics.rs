@@ -2,7 +2,9 @@
 //! see [`writeback_core::metrics`]): every password operation by kind, domain,
 //! origin (client app) and reason code, the control plane's total time and the
 //! agent's time per operation, throttle refusals, authentication failures, and
-//! how long the store takes to answer an operation's reads.
+//! how long the store takes to answer an operation's reads and to write its
+//! record (`record`: the pending record, with the throttle's count; `finish`:
+//! the outcome).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +29,13 @@ pub struct OperationLabels {
     pub reason: String,
 }
 
+/// Labels of one store write of an operation's life.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// `record` (the pending record) or `finish` (the outcome).
+    pub stage: &'static str,
+}
+
 /// The control plane's metrics; cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -36,6 +45,7 @@ pub struct Metrics {
     duration: Family<KindLabels, Histogram>,
     agent_duration: Family<KindLabels, Histogram>,
     store_reads: Histogram,
+    store_writes: Family<WriteLabels, Histogram>,
     throttled: Counter,
     auth_failures: Counter,
 }
@@ -76,6 +86,14 @@ impl Metrics {
             "Time the store took for the reads that decide an operation.",
             store_reads.clone(),
         );
+        let store_writes =
+            Family::<WriteLabels, Histogram>::new_with_constructor(seconds_histogram as fn() -> _);
+        r.register(
+            "store_write_duration_seconds",
+            "Time the store took to write an operation's record, by stage (record: pending, \
+             with the throttle's count; finish: the outcome).",
+            store_writes.clone(),
+        );
         let throttled = Counter::default();
         r.register(
             "throttled",
@@ -94,6 +112,7 @@ impl Metrics {
             duration,
             agent_duration,
             store_reads,
+            store_writes,
             throttled,
             auth_failures,
         }
@@ -118,6 +137,13 @@ impl Metrics {
     /// The store answered an operation's reads after `took`.
     pub fn store_read(&self, took: Duration) {
         self.store_reads.observe(took.as_secs_f64());
+    }
+
+    /// The store wrote an operation's record at `stage` after `took`.
+    pub fn store_write(&self, stage: &'static str, took: Duration) {
+        self.store_writes
+            .get_or_create(&WriteLabels { stage })
+            .observe(took.as_secs_f64());
     }
 
     /// A reset refused with THROTTLED.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use writeback_identity::{SpiffeId, tls, transport};
@@ -43,16 +44,33 @@ const RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Every service name health reports on ("" is the server as a whole).
-const SERVICES: [&str; 8] = [
-    "",
-    "writeback.v1.SettingsService",
-    "writeback.v1.DomainService",
-    "writeback.v1.AgentService",
-    "writeback.v1.EnrollmentService",
-    "writeback.v1.PasswordService",
-    "writeback.v1.AuditService",
-    "writeback.v1.TokenService",
+/// The services this server serves, by their gRPC names: what health
+/// reports on and reflection advertises (the relay's and the tunnel's
+/// services share the proto package but are not served here).
+const SERVICES: [&str; 9] = [
+    <SettingsServiceServer<Api> as NamedService>::NAME,
+    <DomainServiceServer<Api> as NamedService>::NAME,
+    <AgentServiceServer<Api> as NamedService>::NAME,
+    <EnrollmentServiceServer<Api> as NamedService>::NAME,
+    <PasswordServiceServer<Api> as NamedService>::NAME,
+    <AuditServiceServer<Api> as NamedService>::NAME,
+    <TokenServiceServer<Api> as NamedService>::NAME,
+    <IdentityProviderServiceServer<Api> as NamedService>::NAME,
+    <PasswordQualityServiceServer<Api> as NamedService>::NAME,
 ];
+
+/// A reflection service advertising [`SERVICES`] and gRPC health, with
+/// every file they need (a client asks for imports by file name).
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(writeback_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("grpc.health.v1.Health");
+    for service in SERVICES {
+        builder = builder.with_service_name(service);
+    }
+    builder
+}
 
 impl ControlPlane {
     /// Closes the operations whose deadline passed more than
@@ -105,15 +123,11 @@ impl ControlPlane {
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, ServingStatus::Serving).await;
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(writeback_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        let reflection_v1 = reflection()
             .build_v1()
             .map_err(|e| ControlPlaneError::Config(format!("reflection: {e}")))?;
         // grpcurl and older tools still ask v1alpha.
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(writeback_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        let reflection_v1alpha = reflection()
             .build_v1alpha()
             .map_err(|e| ControlPlaneError::Config(format!("reflection: {e}")))?;
 
@@ -190,7 +204,8 @@ pub(crate) fn half_a_leaf_life() -> Duration {
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
-    for service in SERVICES {
+    // "" is the server as a whole.
+    for service in std::iter::once("").chain(SERVICES) {
         health.set_service_status(service, status).await;
     }
 }

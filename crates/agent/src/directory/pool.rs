@@ -514,6 +514,21 @@ impl Pool {
         (idle, self.max_sessions.saturating_sub(free + idle))
     }
 
+    /// Each configured DC's URL and whether its last connection attempt
+    /// succeeded (true before any attempt; false from a failed connection
+    /// until a connection or probe succeeds), in configuration order.
+    pub(crate) fn dc_states(&self) -> Vec<(String, bool)> {
+        let state = lock(&self.state);
+        self.urls
+            .iter()
+            .enumerate()
+            .map(|(i, dc)| {
+                let up = state.dcs.get(i).is_none_or(|h| h.failures == 0);
+                (dc.url.clone(), up)
+            })
+            .collect()
+    }
+
     /// The number of configured DCs.
     pub(crate) fn dc_count(&self) -> usize {
         self.urls.len()

@@ -1,6 +1,7 @@
 //! How long each LDAP request takes, by kind (`connect` covers TCP, TLS and the
-//! bind of a new session), and how many sessions the pool holds — the
-//! directory's part of the agent's metrics ([`crate::metrics`]).
+//! bind of a new session), how many sessions the pool holds and whether each
+//! DC answered its last connection — the directory's part of the agent's
+//! metrics ([`crate::metrics`]).
 
 use std::time::Duration;
 
@@ -62,6 +63,11 @@ struct StateLabels {
     state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DcLabels {
+    dc: String,
+}
+
 impl Collector for SessionCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let (idle, in_use) = self.directory.inner.pool.counts();
@@ -74,6 +80,17 @@ impl Collector for SessionCollector {
         for (state, n) in [("idle", idle), ("in_use", in_use)] {
             let g = ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
             g.encode(family.encode_family(&StateLabels { state })?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "agent_dc_up",
+            "1 unless the last connection to this domain controller failed (it is then \
+             skipped with a backoff until a connection or health probe succeeds).",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (dc, up) in self.directory.inner.pool.dc_states() {
+            let g = ConstGauge::new(i64::from(up));
+            g.encode(family.encode_family(&DcLabels { dc })?)?;
         }
         Ok(())
     }

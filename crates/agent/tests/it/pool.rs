@@ -167,3 +167,46 @@ async fn a_rotated_password_is_read_from_its_file_and_a_rejected_one_is_not_retr
     assert_eq!(proxy.connections(), connections + 1);
     d.close().await;
 }
+
+/// `writeback_agent_dc_up` tells which DC answered: one that refuses
+/// connections is 0 (and skipped, the operation served by the next), the real
+/// one 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dc_that_refuses_connections_is_down_in_the_metrics() {
+    let dc = start_dc().await;
+    dc.create_user("dave", "Start-Passw0rd!").await.unwrap();
+    // A port nothing listens on: the connection is refused at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("ldaps://127.0.0.1:{}", closed.local_addr().unwrap().port());
+    drop(closed);
+    let mut cfg = admin_config(&dc);
+    cfg.urls.insert(0, dead.clone());
+    let d = directory(cfg);
+    let mut registry = prometheus_client::registry::Registry::with_prefix("writeback");
+    d.register_metrics(&mut registry);
+    let scrape = || {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    };
+    let up = |text: &str, url: &str| {
+        let series = format!("writeback_agent_dc_up{{dc=\"{url}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    let before = scrape();
+    assert_eq!(up(&before, &dead), "1", "no attempt yet");
+
+    d.reset_password(
+        &upn(&dc, "dave"),
+        &pw("Dave-Passw0rd-1"),
+        ResetOptions::default(),
+    )
+    .await
+    .unwrap();
+    let after = scrape();
+    assert_eq!(up(&after, &dead), "0");
+    assert_eq!(up(&after, &dc.ldaps_url()), "1");
+    d.close().await;
+}

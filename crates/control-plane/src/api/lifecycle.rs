@@ -309,8 +309,13 @@ impl Api {
                     trace_id: trace::trace_id(cx),
                     rule: rule.to_owned(),
                 };
-                let (inserted, keys) =
-                    tokio::join!(self.throttled_insert(caller, ask, r, &record), keys);
+                let insert = async {
+                    let started = Instant::now();
+                    let inserted = self.throttled_insert(caller, ask, r, &record).await;
+                    self.cp.metrics.store_write("record", started.elapsed());
+                    inserted
+                };
+                let (inserted, keys) = tokio::join!(insert, keys);
                 inserted?;
                 run(keys)
             }
@@ -566,6 +571,7 @@ impl Api {
         // database under load) is retried a few times before the record is
         // left pending for the sweep and the reconciler.
         let mut attempt = 0u32;
+        let started = Instant::now();
         let finished = loop {
             let done = store
                 .finish_operation_then(
@@ -584,6 +590,7 @@ impl Api {
                 done => break done,
             }
         };
+        self.cp.metrics.store_write("finish", started.elapsed());
         match finished {
             Ok(()) if ok && self.cp.config.notify.enabled => {
                 self.notify_finished(&caller.tenant, &rec.operation_id);

@@ -11,6 +11,7 @@ mod oidc;
 mod op_signing;
 mod password_quality;
 mod portal;
+mod portal_metrics;
 mod scenarios;
 mod skeleton;
 mod stack;

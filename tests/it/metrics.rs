@@ -35,7 +35,7 @@ async fn scrape(registry: Arc<Registry>) -> String {
 }
 
 /// The value of the sample whose line starts with `series ` (name and labels).
-fn value(text: &str, series: &str) -> f64 {
+pub(crate) fn value(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.split_whitespace().next())

@@ -121,6 +121,7 @@ async fn world() -> World {
             resource: Some(AUDIENCE.into()),
         },
         session_idle_seconds: 900,
+        metrics_listen: None,
     };
     let app = writeback_portal::App::new(config).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -28,6 +28,9 @@ pub struct PortalConfig {
     /// Idle sessions end after this many seconds (and never outlive the
     /// access token).
     pub session_idle_seconds: u64,
+    /// Prometheus `GET /metrics` (plain HTTP, unauthenticated: loopback or a
+    /// management network); off when unset.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Signing people in.
@@ -70,6 +73,7 @@ impl Default for PortalConfig {
             control_plane_ca_file: PathBuf::from("/var/lib/writeback/ca.pem"),
             oidc: OidcConfig::default(),
             session_idle_seconds: 900,
+            metrics_listen: None,
         }
     }
 }

@@ -15,12 +15,15 @@
 //! headers on every answer; a CSRF token in every form; server-side
 //! sessions ([`session`]) behind a `__Host-` cookie; no password or token in
 //! a URL, a cookie or a log line. Every sentence lives in [`strings`].
+//! Requests, sign-ins and sessions are counted for Prometheus ([`metrics`],
+//! served on `metrics_listen` when set).
 
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod cp;
 mod layout;
+pub mod metrics;
 mod pages;
 pub mod session;
 pub mod signin;
@@ -49,7 +52,9 @@ pub struct App {
     /// The identity provider.
     pub signin: signin::SignIn,
     /// Sessions.
-    pub sessions: Sessions,
+    pub sessions: Arc<Sessions>,
+    /// Prometheus metrics.
+    pub metrics: metrics::Metrics,
 }
 
 impl App {
@@ -58,8 +63,12 @@ impl App {
         let signin = signin::SignIn::discover(&config.oidc, &config.public_url).await?;
         let cp =
             cp::ControlPlane::connect(&config.control_plane_url, &config.control_plane_ca_file)?;
+        let sessions = Arc::new(Sessions::new(Duration::from_secs(
+            config.session_idle_seconds.max(60),
+        )));
         Ok(Arc::new(App {
-            sessions: Sessions::new(Duration::from_secs(config.session_idle_seconds.max(60))),
+            metrics: metrics::Metrics::new(sessions.clone()),
+            sessions,
             config,
             cp,
             signin,
@@ -159,6 +168,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/static/app.css", get(css))
         .route("/static/check.js", get(js))
         .merge(pages::routes())
+        // After routing, so each request is counted by its route template.
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            metrics::count,
+        ))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(app)
 }
@@ -203,7 +217,9 @@ async fn callback(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    use metrics::SignInOutcome;
     let Some((id, mut s)) = app.session(&headers) else {
+        app.metrics.sign_in(SignInOutcome::Mismatched);
         return (
             StatusCode::BAD_REQUEST,
             "no sign-in in progress; start again",
@@ -211,6 +227,7 @@ async fn callback(
             .into_response();
     };
     let Some(pending) = s.pending.take() else {
+        app.metrics.sign_in(SignInOutcome::Mismatched);
         return (
             StatusCode::BAD_REQUEST,
             "no sign-in in progress; start again",
@@ -219,10 +236,12 @@ async fn callback(
     };
     if let Some(e) = q.get("error") {
         tracing::info!(error = %e, "the provider refused the sign-in");
+        app.metrics.sign_in(SignInOutcome::Refused);
         return (StatusCode::FORBIDDEN, format!("sign-in refused: {e}")).into_response();
     }
     let state = q.get("state").map(String::as_str).unwrap_or("");
     if !constant_time_eq(state.as_bytes(), pending.state.as_bytes()) {
+        app.metrics.sign_in(SignInOutcome::Mismatched);
         return (
             StatusCode::BAD_REQUEST,
             "the sign-in answer does not match; start again",
@@ -230,11 +249,13 @@ async fn callback(
             .into_response();
     }
     let Some(code) = q.get("code") else {
+        app.metrics.sign_in(SignInOutcome::Mismatched);
         return (StatusCode::BAD_REQUEST, "the provider sent no code").into_response();
     };
     match app.signin.finish(&pending, code).await {
         Ok(mut user) => {
             user.role = role_of(&app, &user).await;
+            app.metrics.sign_in(SignInOutcome::Ok);
             tracing::info!(principal = %user.principal, strong = user.strong, role = ?user.role, "signed in");
             // A fresh session id after sign-in (no session fixation).
             app.sessions.remove(&id);
@@ -249,6 +270,7 @@ async fn callback(
         }
         Err(e) => {
             tracing::warn!(error = %e, "sign-in failed");
+            app.metrics.sign_in(SignInOutcome::Failed);
             app.sessions.put(&id, s);
             (
                 StatusCode::FORBIDDEN,

@@ -40,6 +40,15 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("listening on {}", config.listen))?;
             let app = App::new(config).await?;
+            // The metrics listener stops when the portal does.
+            let _metrics = match app.config.metrics_listen {
+                Some(addr) => Some(
+                    writeback_core::metrics::spawn_guarded(addr, app.metrics.registry.clone())
+                        .await
+                        .with_context(|| format!("metrics_listen {addr}"))?,
+                ),
+                None => None,
+            };
             tracing::info!(addr = %listener.local_addr()?, "portal listening");
             writeback_portal::serve(app, listener, async {
                 let _ = tokio::signal::ctrl_c().await;

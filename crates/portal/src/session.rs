@@ -161,6 +161,13 @@ impl Sessions {
     pub fn remove(&self, id: &str) {
         self.lock().remove(id);
     }
+
+    /// Sessions held: (not signed in, signed in).
+    pub fn counts(&self) -> (usize, usize) {
+        let map = self.lock();
+        let signed_in = map.values().filter(|s| s.user.is_some()).count();
+        (map.len() - signed_in, signed_in)
+    }
 }
 
 #[cfg(test)]

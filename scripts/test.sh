@@ -31,6 +31,9 @@ scripts/install-deps.sh
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/writeback/target}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+# A one-shot build of a fresh clone gains nothing from incremental data, and
+# each clone's path would add gigabytes of it to the shared cache.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -821,6 +821,7 @@ mod tests {
             relay_urls: vec![],
             operation_signing_keys: vec![],
             control_plane_url: String::new(),
+            result_signing_key_registered: false,
         };
         let executor = Executor::new(
             enrollment,

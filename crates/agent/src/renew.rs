@@ -135,10 +135,12 @@ pub async fn renew(
     }
     enrollment.control_plane_url = url;
     if !response.result_signing_key_registered {
-        tracing::warn!(result_signing_key_id = state.result_key.key_id(),
+        tracing::warn!(
+            result_signing_key_id = state.result_key.key_id(),
             "the control plane did not register this agent's result-signing key (it predates \
              result signatures, or holds another key for this agent: enroll it again); it \
-             refuses this agent's results, and the agent tries again at its next check");
+             refuses this agent's results, and the agent tries again at its next check"
+        );
     }
     enrollment.result_signing_key_registered = response.result_signing_key_registered;
     AgentState::install_certificate(state_dir, &response.certificate_pem, &key_pem, &enrollment)?;

@@ -283,8 +283,8 @@ async fn renewing(
         // registers the key, and until then its results are refused.
         if !registered {
             // `writeback-agent renew` by hand may have registered it.
-            registered = AgentState::load(&dir)
-                .is_ok_and(|s| s.enrollment.result_signing_key_registered);
+            registered =
+                AgentState::load(&dir).is_ok_and(|s| s.enrollment.result_signing_key_registered);
         }
         if registered && !validity.is_due(now, renewal.fraction) {
             continue;

@@ -202,8 +202,10 @@ fn load_result_key(dir: &Path) -> Result<ResultSigner, AgentError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let (key, der) = AgentState::new_result_key()?;
             AgentState::write_result_key(dir, &der)?;
-            tracing::info!(result_signing_key_id = key.key_id(),
-                "generated a result-signing key; the next renewal registers it");
+            tracing::info!(
+                result_signing_key_id = key.key_id(),
+                "generated a result-signing key; the next renewal registers it"
+            );
             Ok(key)
         }
         Err(e) => Err(AgentError::State(format!(

@@ -793,8 +793,12 @@ impl Api {
                     .result_key_refused(tenant, domain, agent_id, &key_id, None);
             }
             store::KeyRegistration::Missing => {
-                tracing::warn!(tenant, domain, agent_id,
-                    "the agent renewed without a result-signing key (upgrade it): its results are refused");
+                tracing::warn!(
+                    tenant,
+                    domain,
+                    agent_id,
+                    "the agent renewed without a result-signing key (upgrade it): its results are refused"
+                );
             }
             store::KeyRegistration::Unchanged => {}
         }

@@ -168,11 +168,10 @@ impl ControlPlane {
     /// (tests) must too.
     pub fn report_refused_results(&self) {
         let (security, metrics) = (self.security.clone(), self.metrics.clone());
-        self.dispatcher.on_refused_result(Arc::new(
-            move |op, claimed, relay, detail, message| {
+        self.dispatcher
+            .on_refused_result(Arc::new(move |op, claimed, relay, detail, message| {
                 metrics.result_refused(detail);
                 security.result_refused(op, claimed, relay, detail, message);
-            },
-        ));
+            }));
     }
 }

@@ -262,7 +262,11 @@ mod tests {
         for (what, change) in changes {
             let mut r = good.clone();
             change(&mut r);
-            assert_eq!(verify(&op, &r, &key), Err(SigningError::BadSignature), "{what}");
+            assert_eq!(
+                verify(&op, &r, &key),
+                Err(SigningError::BadSignature),
+                "{what}"
+            );
         }
     }
 
@@ -288,7 +292,11 @@ mod tests {
             if what != "signature" {
                 cp.sign(&mut other);
             }
-            assert_eq!(verify(&other, &r, &key), Err(SigningError::BadSignature), "{what}");
+            assert_eq!(
+                verify(&other, &r, &key),
+                Err(SigningError::BadSignature),
+                "{what}"
+            );
         }
         // The traceparent is not part of the operation's meaning.
         let mut traced = op.clone();
@@ -302,13 +310,22 @@ mod tests {
         let (agent, pkcs8) = ResultSigner::generate().unwrap();
         let (other, _) = ResultSigner::generate().unwrap();
         let mut r = result();
-        assert_eq!(verify(&op, &r, &trusted(&agent)), Err(SigningError::Unsigned));
+        assert_eq!(
+            verify(&op, &r, &trusted(&agent)),
+            Err(SigningError::Unsigned)
+        );
         other.sign(&op, &mut r);
-        assert_eq!(verify(&op, &r, &trusted(&agent)), Err(SigningError::UnknownKey));
+        assert_eq!(
+            verify(&op, &r, &trusted(&agent)),
+            Err(SigningError::UnknownKey)
+        );
         // Another agent's signature under this agent's key id.
         r.signing_key_id = agent.key_id().to_owned();
         r.signature = other.0.sign_raw(&result_bytes(&op, &r));
-        assert_eq!(verify(&op, &r, &trusted(&agent)), Err(SigningError::BadSignature));
+        assert_eq!(
+            verify(&op, &r, &trusted(&agent)),
+            Err(SigningError::BadSignature)
+        );
         // The stored key signs as before.
         let again = ResultSigner::from_pkcs8(&pkcs8).unwrap();
         let mut r = result();

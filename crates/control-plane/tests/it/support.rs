@@ -269,6 +269,11 @@ impl FakeRelay {
         self.state.signer.public_key()
     }
 
+    /// The agent unpinned answers name (the last enrolled).
+    pub fn answering_as(&self) -> String {
+        self.state.answer_as.lock().unwrap().clone()
+    }
+
     /// Answers (unpinned) as `agent_id` from now on.
     pub fn answer_as(&self, agent_id: &str) {
         *self.state.answer_as.lock().unwrap() = agent_id.to_owned();

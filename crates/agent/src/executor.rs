@@ -848,4 +848,94 @@ mod tests {
         assert_eq!(reopened.get("same"), None);
         assert_eq!(reopened.in_doubt().len(), 1);
     }
+
+    /// Every answer leaves signed with the agent's result-signing key and
+    /// bound to the operation as it arrived: an applied operation, the
+    /// refusal of an unsigned one, an outcome query's ledger answer.
+    #[tokio::test]
+    async fn every_result_is_signed_and_bound_to_its_operation() {
+        use writeback_envelope::results::{self, ResultSigner};
+        use writeback_envelope::signing::{OperationSigner, SigningError, TrustedKey};
+        let (cp, _) = OperationSigner::generate().unwrap();
+        let (agent_key, _) = ResultSigner::generate().unwrap();
+        let agent_public = TrustedKey::new(&agent_key.public_key()).unwrap();
+        let enrollment = Enrollment {
+            tenant: "t1".into(),
+            domain: "contoso.test".into(),
+            agent_id: "a1".into(),
+            relay_urls: vec![],
+            operation_signing_keys: vec![hex::encode(cp.public_key())],
+            control_plane_url: String::new(),
+            result_signing_key_registered: true,
+        };
+        let directory = Arc::new(Versions {
+            version: AtomicU32::new(1),
+            applied: AtomicU32::new(0),
+        });
+        let executor = Executor::new(
+            enrollment,
+            writeback_envelope::KeyPair::generate(),
+            directory.clone(),
+        )
+        .with_result_signer(agent_key);
+        let expires = time::OffsetDateTime::now_utc().unix_timestamp() + 60;
+        let mut unlock = OperationRequest {
+            operation_id: "op-1".into(),
+            tenant: "t1".into(),
+            domain: "contoso.test".into(),
+            kind: v1::OperationKind::Unlock as i32,
+            target: Some(v1::UserRef {
+                by: Some(user_ref::By::Upn("alice@contoso.test".into())),
+            }),
+            expires_at: Some(prost_types::Timestamp {
+                seconds: expires,
+                nanos: 0,
+            }),
+            ..OperationRequest::default()
+        };
+        cp.sign(&mut unlock);
+        let r = executor.execute(unlock.clone()).await;
+        assert_eq!(r.outcome.as_ref().unwrap().reason_code, "OK");
+        assert_eq!(directory.applied.load(Ordering::SeqCst), 1);
+        results::verify(&unlock, &r, &agent_public).unwrap();
+        // Bound to the operation: not valid for another one.
+        let mut other = unlock.clone();
+        other.operation_id = "op-2".into();
+        cp.sign(&mut other);
+        assert_eq!(
+            results::verify(&other, &r, &agent_public),
+            Err(SigningError::BadSignature)
+        );
+
+        // The agent's refusal of an unsigned operation is signed over what
+        // arrived.
+        let mut unsigned = unlock.clone();
+        unsigned.operation_id = "op-3".into();
+        unsigned.signature.clear();
+        let r = executor.execute(unsigned.clone()).await;
+        assert_eq!(
+            r.outcome.as_ref().unwrap().reason_code,
+            "OPERATION_UNAUTHENTICATED"
+        );
+        results::verify(&unsigned, &r, &agent_public).unwrap();
+        let r = executor.refused(
+            unsigned.clone(),
+            Instant::now(),
+            Failure::new(ReasonCode::ClockSkew, "skewed"),
+        );
+        results::verify(&unsigned, &r, &agent_public).unwrap();
+
+        // An outcome query: the ledger answer is covered.
+        let mut query = unlock.clone();
+        query.kind = v1::OperationKind::OutcomeQuery as i32;
+        cp.sign(&mut query);
+        let mut r = executor.execute(query.clone()).await;
+        assert_eq!(r.ledger_state, v1::LedgerState::Finished as i32);
+        results::verify(&query, &r, &agent_public).unwrap();
+        r.ledger_state = v1::LedgerState::NotSeen as i32;
+        assert_eq!(
+            results::verify(&query, &r, &agent_public),
+            Err(SigningError::BadSignature)
+        );
+    }
 }

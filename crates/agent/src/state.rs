@@ -250,3 +250,41 @@ fn finish_pending_certificate(dir: &Path) -> Result<(), AgentError> {
 pub fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/writeback-agent")
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    /// A state directory written before results were signed has no
+    /// `result.key`: the first load creates one (0600), later loads keep it.
+    #[test]
+    fn a_missing_result_key_is_created_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_result_key(dir.path()).unwrap();
+        let path = dir.path().join(RESULT_KEY);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = load_result_key(dir.path()).unwrap();
+        assert_eq!(first.key_id(), again.key_id());
+        std::fs::write(&path, "not hex").unwrap();
+        assert!(load_result_key(dir.path()).is_err());
+    }
+
+    /// Older `state.toml` files (no registration flag) still load, and the
+    /// flag is written only once set.
+    #[test]
+    fn the_registration_flag_defaults_to_false() {
+        let old = "tenant = \"t1\"\ndomain = \"contoso.test\"\nagent_id = \"a1\"\n\
+                   relay_urls = []\noperation_signing_keys = []\n";
+        let mut e: Enrollment = toml::from_str(old).unwrap();
+        assert!(!e.result_signing_key_registered);
+        assert!(!toml::to_string(&e).unwrap().contains("result_signing"));
+        e.result_signing_key_registered = true;
+        let back: Enrollment = toml::from_str(&toml::to_string(&e).unwrap()).unwrap();
+        assert!(back.result_signing_key_registered);
+    }
+}

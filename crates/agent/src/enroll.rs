@@ -88,6 +88,7 @@ pub async fn enroll(
     let (csr_pem, key_pem) = generate_csr()?;
     let key_pem = Zeroizing::new(key_pem);
     let envelope_key = writeback_envelope::KeyPair::generate();
+    let (result_key, result_der) = AgentState::new_result_key()?;
     let tls = tls::pinned_client_config(&token.ca_fingerprint)?;
     transport::check_handshake(control_plane_url, tls.clone())
         .await
@@ -114,6 +115,7 @@ pub async fn enroll(
             envelope_public_key: envelope_key.public_bytes(),
             hostname: hostname(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            result_signing_public_key: result_key.public_key(),
         })
         .await
         .map_err(|s| AgentError::Enroll(failure_of(&s)))?
@@ -150,6 +152,7 @@ pub async fn enroll(
         relay_urls: response.relay_urls,
         operation_signing_keys,
         control_plane_url: control_plane_url.to_owned(),
+        result_signing_key_registered: response.result_signing_key_registered,
     };
     AgentState {
         enrollment: enrollment.clone(),
@@ -157,8 +160,10 @@ pub async fn enroll(
         key_pem,
         ca_pem: response.ca_pem,
         envelope_key,
+        result_key,
     }
     .save(state_dir)?;
+    AgentState::write_result_key(state_dir, &result_der)?;
     tracing::info!(tenant = %enrollment.tenant, domain = %enrollment.domain,
         agent_id = %enrollment.agent_id, "agent enrolled");
     Ok(enrollment)

@@ -22,6 +22,10 @@
 //! finished (with the outcome), in doubt or never seen. A policy query
 //! (`OPERATION_KIND_POLICY_QUERY`) writes nothing: it is checked the same way
 //! (minus the envelope) and answered with the policies the DC enforces.
+//! Every result leaves signed with the agent's result-signing key
+//! ([`Executor::with_result_signer`], `writeback_envelope::results`), bound
+//! to the signed operation it answers, so the control plane can tell it
+//! from one a relay forged.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -31,6 +35,7 @@ use tokio::sync::OnceCell;
 use writeback_core::operation::user_ref_key;
 use writeback_core::trace::Tracing;
 use writeback_core::{Failure, OperationKind, ReasonCode};
+use writeback_envelope::results::ResultSigner;
 use writeback_envelope::signing::{SigningError, TrustedKey};
 use writeback_envelope::{Binding, Secrets};
 use writeback_proto::v1::{
@@ -135,6 +140,9 @@ pub struct Executor {
     started_ms: i64,
     metrics: Option<crate::metrics::Metrics>,
     tracing: Tracing,
+    /// Signs every result; without one results leave unsigned (and the
+    /// control plane refuses them).
+    result_signer: Option<ResultSigner>,
 }
 
 impl Executor {
@@ -162,7 +170,23 @@ impl Executor {
             started_ms: now_ms(),
             metrics: None,
             tracing: Tracing::disabled("writeback-agent"),
+            result_signer: None,
         }
+    }
+
+    /// Signs every result with `signer` (the agent's `result.key`, whose
+    /// public half the control plane recorded).
+    pub fn with_result_signer(mut self, signer: ResultSigner) -> Executor {
+        self.result_signer = Some(signer);
+        self
+    }
+
+    /// Signs `result`, the answer to `request` as it arrived.
+    fn signed(&self, request: &OperationRequest, mut result: OperationResult) -> OperationResult {
+        if let Some(signer) = &self.result_signer {
+            signer.sign(request, &mut result);
+        }
+        result
     }
 
     /// Pins `keys` instead of the operation-signing keys pinned so far (the
@@ -244,7 +268,8 @@ impl Executor {
     }
 
     /// Runs `op` once and answers every request for its id with that result,
-    /// in a span continuing the operation's trace ([`crate::trace`]).
+    /// in a span continuing the operation's trace ([`crate::trace`]); the
+    /// result is signed.
     pub async fn execute(&self, op: OperationRequest) -> OperationResult {
         let head = OperationRequest {
             operation_id: op.operation_id.clone(),
@@ -252,7 +277,9 @@ impl Executor {
             traceparent: op.traceparent.clone(),
             ..OperationRequest::default()
         };
-        crate::trace::traced(&self.tracing, &head, self.execute_untraced(op)).await
+        let request = op.clone();
+        let result = crate::trace::traced(&self.tracing, &head, self.execute_untraced(op)).await;
+        self.signed(&request, result)
     }
 
     #[tracing::instrument(skip_all, fields(operation_id = %op.operation_id, domain = %op.domain))]
@@ -265,7 +292,7 @@ impl Executor {
         if let Err(e) = verified {
             tracing::warn!(error = %e, signing_key_id = %op.signing_key_id,
                 "operation refused: not signed by the control plane");
-            return self.refused(op, started, unauthenticated(&e));
+            return self.refusal(op, started, unauthenticated(&e));
         }
         if op.kind == v1::OperationKind::PolicyQuery as i32 {
             return self.answer_policy_query(op, started).await;
@@ -309,13 +336,20 @@ impl Executor {
         }
     }
 
-    /// Answers `op` with `failure` without remembering it.
+    /// Answers `op` with `failure` without remembering it; signed.
     pub(crate) fn refused(
         &self,
         op: OperationRequest,
         started: Instant,
         failure: Failure,
     ) -> OperationResult {
+        let request = op.clone();
+        let result = self.refusal(op, started, failure);
+        self.signed(&request, result)
+    }
+
+    /// [`Executor::refused`] before signing.
+    fn refusal(&self, op: OperationRequest, started: Instant, failure: Failure) -> OperationResult {
         let outcome = outcome_of(Err(failure));
         if let Some(m) = &self.metrics {
             let kind = OperationKind::from_wire(op.kind).map_or("", OperationKind::as_str);
@@ -487,7 +521,7 @@ impl Executor {
     /// domain and expiry like an operation.
     fn answer_outcome_query(&self, op: OperationRequest, started: Instant) -> OperationResult {
         if let Err(f) = self.check_destination(&op) {
-            return self.refused(op, started, f);
+            return self.refusal(op, started, f);
         }
         let id = op.operation_id.as_str();
         // A finished outcome first: the delivery that finished it may not
@@ -787,6 +821,7 @@ mod tests {
             relay_urls: vec![],
             operation_signing_keys: vec![],
             control_plane_url: String::new(),
+            result_signing_key_registered: false,
         };
         let executor = Executor::new(
             enrollment,
@@ -812,5 +847,95 @@ mod tests {
         assert!(matches!(reopened.get("raised"), Some(Entry::Done(_))));
         assert_eq!(reopened.get("same"), None);
         assert_eq!(reopened.in_doubt().len(), 1);
+    }
+
+    /// Every answer leaves signed with the agent's result-signing key and
+    /// bound to the operation as it arrived: an applied operation, the
+    /// refusal of an unsigned one, an outcome query's ledger answer.
+    #[tokio::test]
+    async fn every_result_is_signed_and_bound_to_its_operation() {
+        use writeback_envelope::results::{self, ResultSigner};
+        use writeback_envelope::signing::{OperationSigner, SigningError, TrustedKey};
+        let (cp, _) = OperationSigner::generate().unwrap();
+        let (agent_key, _) = ResultSigner::generate().unwrap();
+        let agent_public = TrustedKey::new(&agent_key.public_key()).unwrap();
+        let enrollment = Enrollment {
+            tenant: "t1".into(),
+            domain: "contoso.test".into(),
+            agent_id: "a1".into(),
+            relay_urls: vec![],
+            operation_signing_keys: vec![hex::encode(cp.public_key())],
+            control_plane_url: String::new(),
+            result_signing_key_registered: true,
+        };
+        let directory = Arc::new(Versions {
+            version: AtomicU32::new(1),
+            applied: AtomicU32::new(0),
+        });
+        let executor = Executor::new(
+            enrollment,
+            writeback_envelope::KeyPair::generate(),
+            directory.clone(),
+        )
+        .with_result_signer(agent_key);
+        let expires = time::OffsetDateTime::now_utc().unix_timestamp() + 60;
+        let mut unlock = OperationRequest {
+            operation_id: "op-1".into(),
+            tenant: "t1".into(),
+            domain: "contoso.test".into(),
+            kind: v1::OperationKind::Unlock as i32,
+            target: Some(v1::UserRef {
+                by: Some(user_ref::By::Upn("alice@contoso.test".into())),
+            }),
+            expires_at: Some(prost_types::Timestamp {
+                seconds: expires,
+                nanos: 0,
+            }),
+            ..OperationRequest::default()
+        };
+        cp.sign(&mut unlock);
+        let r = executor.execute(unlock.clone()).await;
+        assert_eq!(r.outcome.as_ref().unwrap().reason_code, "OK");
+        assert_eq!(directory.applied.load(Ordering::SeqCst), 1);
+        results::verify(&unlock, &r, &agent_public).unwrap();
+        // Bound to the operation: not valid for another one.
+        let mut other = unlock.clone();
+        other.operation_id = "op-2".into();
+        cp.sign(&mut other);
+        assert_eq!(
+            results::verify(&other, &r, &agent_public),
+            Err(SigningError::BadSignature)
+        );
+
+        // The agent's refusal of an unsigned operation is signed over what
+        // arrived.
+        let mut unsigned = unlock.clone();
+        unsigned.operation_id = "op-3".into();
+        unsigned.signature.clear();
+        let r = executor.execute(unsigned.clone()).await;
+        assert_eq!(
+            r.outcome.as_ref().unwrap().reason_code,
+            "OPERATION_UNAUTHENTICATED"
+        );
+        results::verify(&unsigned, &r, &agent_public).unwrap();
+        let r = executor.refused(
+            unsigned.clone(),
+            Instant::now(),
+            Failure::new(ReasonCode::ClockSkew, "skewed"),
+        );
+        results::verify(&unsigned, &r, &agent_public).unwrap();
+
+        // An outcome query: the ledger answer is covered.
+        let mut query = unlock.clone();
+        query.kind = v1::OperationKind::OutcomeQuery as i32;
+        cp.sign(&mut query);
+        let mut r = executor.execute(query.clone()).await;
+        assert_eq!(r.ledger_state, v1::LedgerState::Finished as i32);
+        results::verify(&query, &r, &agent_public).unwrap();
+        r.ledger_state = v1::LedgerState::NotSeen as i32;
+        assert_eq!(
+            results::verify(&query, &r, &agent_public),
+            Err(SigningError::BadSignature)
+        );
     }
 }

@@ -4,7 +4,9 @@
 //! certificate (the control plane takes the identity from that certificate,
 //! refuses a revoked agent with `AGENT_REVOKED`, and issues for the same
 //! identity), checks what comes back (the same CA, the same identity), pins
-//! the operation-signing keys the answer lists, and installs the pair in the
+//! the operation-signing keys the answer lists, registers its result-signing
+//! key (sent with every renewal; an agent enrolled before results were
+//! signed is registered this way), and installs the pair in the
 //! state directory ([`AgentState::install_certificate`]: the key 0600, never
 //! a half-replaced pair). The running agent checks at start and every
 //! [`CHECK_INTERVAL`] and renews when less than [`RENEW_FRACTION`] of the
@@ -39,6 +41,8 @@ pub struct Renewed {
     pub validity: Validity,
     /// The operation-signing keys now pinned (hex).
     pub operation_signing_keys: Vec<String>,
+    /// The control plane holds this agent's result-signing key.
+    pub result_signing_key_registered: bool,
 }
 
 /// The validity of the certificate in `state_dir`.
@@ -89,6 +93,7 @@ pub async fn renew(
         .renew_certificate(RenewCertificateRequest {
             csr_pem,
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            result_signing_public_key: state.result_key.public_key(),
         })
         .await
         .map_err(|s| AgentError::Renew(failure_of(&s)))?
@@ -129,6 +134,15 @@ pub async fn renew(
         enrollment.operation_signing_keys = keys;
     }
     enrollment.control_plane_url = url;
+    if !response.result_signing_key_registered {
+        tracing::warn!(
+            result_signing_key_id = state.result_key.key_id(),
+            "the control plane did not register this agent's result-signing key (it predates \
+             result signatures, or holds another key for this agent: enroll it again); it \
+             refuses this agent's results, and the agent tries again at its next check"
+        );
+    }
+    enrollment.result_signing_key_registered = response.result_signing_key_registered;
     AgentState::install_certificate(state_dir, &response.certificate_pem, &key_pem, &enrollment)?;
     tracing::info!(tenant = %enrollment.tenant, domain = %enrollment.domain,
         agent_id = %enrollment.agent_id, not_after = %validity.not_after,
@@ -136,5 +150,6 @@ pub async fn renew(
     Ok(Renewed {
         validity,
         operation_signing_keys: enrollment.operation_signing_keys,
+        result_signing_key_registered: enrollment.result_signing_key_registered,
     })
 }

@@ -3,7 +3,8 @@
 //! executor over a directory (with the background health checks) → tunnel to
 //! the relays; and the certificate's renewal ([`Renewal`], [`crate::renew`]):
 //! checked at start and hourly, renewed when less than a third of its
-//! lifetime is left, the tunnel reconnecting with the new one.
+//! lifetime is left (or while the control plane has not registered the
+//! agent's result-signing key), the tunnel reconnecting with the new one.
 
 use std::future::Future;
 use std::path::Path;
@@ -187,7 +188,9 @@ pub async fn start_with(
     let (checks, monitor) = HealthMonitor::new(Arc::clone(&applier)).start();
     let ledger = crate::ledger::Ledger::open(state_dir, crate::ledger::DEFAULT_RETENTION)
         .map_err(|e| AgentError::State(e.to_string()))?;
+    let registered = state.enrollment.result_signing_key_registered;
     let mut executor = Executor::new(state.enrollment.clone(), state.envelope_key, applier)
+        .with_result_signer(state.result_key)
         .with_checks(checks.clone())
         .with_ledger(ledger);
     let mut registry = None;
@@ -216,6 +219,7 @@ pub async fn start_with(
         state.enrollment.operation_signing_keys.clone(),
         tls_tx,
         cert_tx,
+        registered,
     ));
     let task = tokio::spawn(async move {
         // Operations a crash left in doubt are decided from the directory
@@ -248,6 +252,7 @@ async fn renewing(
     mut pinned: Vec<String>,
     tls_tx: watch::Sender<Arc<rustls::ClientConfig>>,
     cert_tx: watch::Sender<Validity>,
+    mut registered: bool,
 ) {
     let mut tick = tokio::time::interval(renewal.check_every.max(Duration::from_secs(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -273,11 +278,20 @@ async fn renewing(
         }
         let validity = *cert_tx.borrow();
         let now = time::OffsetDateTime::now_utc();
-        if !validity.is_due(now, renewal.fraction) {
+        // An agent whose result-signing key the control plane does not hold
+        // yet (enrolled before results were signed) renews now: that
+        // registers the key, and until then its results are refused.
+        if !registered {
+            // `writeback-agent renew` by hand may have registered it.
+            registered =
+                AgentState::load(&dir).is_ok_and(|s| s.enrollment.result_signing_key_registered);
+        }
+        if registered && !validity.is_due(now, renewal.fraction) {
             continue;
         }
         match crate::renew::renew(&dir, None).await {
-            Ok(_) => {
+            Ok(r) => {
+                registered = r.result_signing_key_registered;
                 if let Err(e) = take_up(&mut pinned) {
                     tracing::warn!(error = %e, "cannot read the renewed certificate");
                 }

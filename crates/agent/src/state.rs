@@ -7,12 +7,14 @@
 //! | `agent.key` | its TLS private key | 0600 |
 //! | `ca.pem` | the tenant CA (trust anchor for relays) | 0644 |
 //! | `envelope.key` | the HPKE private key, hex | 0600 |
+//! | `result.key` | the result-signing private key (Ed25519 PKCS#8, hex): every result the agent sends is signed with it ([`writeback_envelope::results`]) | 0600 |
 //! | `agent.key.next`, `agent.pem.next` | a renewed key (0600) and certificate, only while they replace the current pair ([`AgentState::install_certificate`]) | |
 //! | `ledger.jsonl` | every operation id begun and its outcome ([`crate::ledger`]); no secrets | 0644 |
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use writeback_envelope::results::ResultSigner;
 use writeback_identity::ca::write_file;
 use zeroize::Zeroizing;
 
@@ -41,6 +43,13 @@ pub struct Enrollment {
     /// renew --control-plane URL` fills it in).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub control_plane_url: String,
+    /// True once the control plane confirmed it holds this agent's
+    /// result-signing public key (at enrollment, or at a renewal for an
+    /// agent enrolled before results were signed). While false, the
+    /// running agent renews at start and at every hourly check, which
+    /// registers the key; until then the control plane refuses its results.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub result_signing_key_registered: bool,
 }
 
 impl Enrollment {
@@ -74,6 +83,8 @@ pub struct AgentState {
     pub ca_pem: String,
     /// Envelope key pair.
     pub envelope_key: writeback_envelope::KeyPair,
+    /// The result-signing key.
+    pub result_key: ResultSigner,
 }
 
 fn read(dir: &Path, name: &str) -> Result<String, AgentError> {
@@ -114,6 +125,7 @@ impl AgentState {
             key_pem: Zeroizing::new(read(dir, "agent.key")?),
             ca_pem: read(dir, "ca.pem")?,
             envelope_key,
+            result_key: load_result_key(dir)?,
         })
     }
 
@@ -127,6 +139,21 @@ impl AgentState {
         write_file(&dir.join("agent.key"), self.key_pem.as_bytes(), true)?;
         write_file(&dir.join("ca.pem"), self.ca_pem.as_bytes(), false)?;
         write_file(&dir.join("envelope.key"), secret_hex.as_bytes(), true)?;
+        Ok(())
+    }
+
+    /// A fresh result-signing key and its PKCS#8 document, to store with
+    /// [`AgentState::write_result_key`].
+    pub fn new_result_key() -> Result<(ResultSigner, Zeroizing<Vec<u8>>), AgentError> {
+        ResultSigner::generate()
+            .map_err(|_| AgentError::State("cannot generate a result-signing key".into()))
+    }
+
+    /// Writes the result-signing key's PKCS#8 document `der` as
+    /// `result.key` (hex, 0600).
+    pub fn write_result_key(dir: &Path, der: &[u8]) -> Result<(), AgentError> {
+        let text = Zeroizing::new(hex::encode(der));
+        write_file(&dir.join(RESULT_KEY), text.as_bytes(), true)?;
         Ok(())
     }
 
@@ -155,6 +182,41 @@ impl AgentState {
         dir.join("state.toml").exists()
     }
 }
+
+/// The result-signing key in `dir`. A state directory written before
+/// results were signed has none: a key is generated and written now (0600),
+/// and `result_signing_key_registered` stays false until a renewal
+/// registers it with the control plane.
+fn load_result_key(dir: &Path) -> Result<ResultSigner, AgentError> {
+    let path = dir.join(RESULT_KEY);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let text = Zeroizing::new(text);
+            let der = Zeroizing::new(
+                hex::decode(text.trim())
+                    .map_err(|_| AgentError::State("result.key is not hex".into()))?,
+            );
+            ResultSigner::from_pkcs8(&der)
+                .map_err(|_| AgentError::State("result.key is not a valid key".into()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let (key, der) = AgentState::new_result_key()?;
+            AgentState::write_result_key(dir, &der)?;
+            tracing::info!(
+                result_signing_key_id = key.key_id(),
+                "generated a result-signing key; the next renewal registers it"
+            );
+            Ok(key)
+        }
+        Err(e) => Err(AgentError::State(format!(
+            "cannot read {} ({e})",
+            path.display()
+        ))),
+    }
+}
+
+/// The result-signing key's file.
+const RESULT_KEY: &str = "result.key";
 
 /// A renewed key, before it replaces `agent.key`.
 const NEXT_KEY: &str = "agent.key.next";
@@ -187,4 +249,42 @@ fn finish_pending_certificate(dir: &Path) -> Result<(), AgentError> {
 /// Default state directory.
 pub fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/writeback-agent")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    /// A state directory written before results were signed has no
+    /// `result.key`: the first load creates one (0600), later loads keep it.
+    #[test]
+    fn a_missing_result_key_is_created_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_result_key(dir.path()).unwrap();
+        let path = dir.path().join(RESULT_KEY);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = load_result_key(dir.path()).unwrap();
+        assert_eq!(first.key_id(), again.key_id());
+        std::fs::write(&path, "not hex").unwrap();
+        assert!(load_result_key(dir.path()).is_err());
+    }
+
+    /// Older `state.toml` files (no registration flag) still load, and the
+    /// flag is written only once set.
+    #[test]
+    fn the_registration_flag_defaults_to_false() {
+        let old = "tenant = \"t1\"\ndomain = \"contoso.test\"\nagent_id = \"a1\"\n\
+                   relay_urls = []\noperation_signing_keys = []\n";
+        let mut e: Enrollment = toml::from_str(old).unwrap();
+        assert!(!e.result_signing_key_registered);
+        assert!(!toml::to_string(&e).unwrap().contains("result_signing"));
+        e.result_signing_key_registered = true;
+        let back: Enrollment = toml::from_str(&toml::to_string(&e).unwrap()).unwrap();
+        assert!(back.result_signing_key_registered);
+    }
 }

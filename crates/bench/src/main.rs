@@ -287,6 +287,7 @@ async fn start_agents(
                     relay_urls: options.relay_urls.clone(),
                     operation_signing_keys: vec![hex::encode(signer.public_key())],
                     control_plane_url: String::new(),
+                    result_signing_key_registered: false,
                 },
                 writeback_envelope::KeyPair::generate(),
                 Arc::new(Noop),

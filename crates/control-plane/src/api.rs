@@ -562,6 +562,12 @@ impl EnrollmentService for Api {
                 "the envelope public key must be 32 bytes (X25519)",
             ));
         }
+        if writeback_envelope::signing::TrustedKey::new(&r.result_signing_public_key).is_err() {
+            return Err(status(
+                ReasonCode::InvalidArgument,
+                "the result-signing public key must be 32 bytes (Ed25519); upgrade the agent",
+            ));
+        }
         if r.csr_pem.len() > MAX_CSR_BYTES {
             return Err(status(
                 ReasonCode::InvalidArgument,
@@ -602,6 +608,7 @@ impl EnrollmentService for Api {
             version: r.agent_version.chars().take(64).collect(),
             envelope_public_key: r.envelope_public_key,
             cert_fingerprint: fingerprint,
+            result_signing_key: r.result_signing_public_key,
         };
         self.cp
             .store
@@ -618,6 +625,7 @@ impl EnrollmentService for Api {
             ca_pem: self.cp.ca.cert_pem().to_owned(),
             relay_urls: self.cp.config.agent_relay_urls(),
             operation_signing_keys: self.cp.operation_signing_keys(),
+            result_signing_key_registered: true,
         }))
     }
 
@@ -701,6 +709,9 @@ impl EnrollmentService for Api {
             // Revoked between the read and the update.
             return Err(refused_revoked());
         }
+        let registration = self
+            .register_result_key(&tenant, &domain, &agent_id, &r.result_signing_public_key)
+            .await?;
         tracing::info!(tenant = %tenant, domain = %domain, agent_id = %agent_id,
             cert_fingerprint = %fingerprint, "agent certificate renewed");
         let recorded = self
@@ -717,6 +728,7 @@ impl EnrollmentService for Api {
                         "domain": domain,
                         "version": version,
                         "cert_fingerprint": fingerprint,
+                        "result_signing_key": registration.word(),
                         "operation_signing_key_ids": self
                             .cp
                             .operation_signing_keys()
@@ -738,11 +750,61 @@ impl EnrollmentService for Api {
             certificate_pem: cert,
             ca_pem: self.cp.ca.cert_pem().to_owned(),
             operation_signing_keys: self.cp.operation_signing_keys(),
+            result_signing_key_registered: registration.holds_key(),
         }))
     }
 }
 
 impl Api {
+    /// Registers the result-signing key a renewal brought (an agent
+    /// enrolled before results were signed gets it recorded now); a
+    /// different key than the recorded one is refused as a security event,
+    /// the renewal itself goes on.
+    async fn register_result_key(
+        &self,
+        tenant: &str,
+        domain: &str,
+        agent_id: &str,
+        key: &[u8],
+    ) -> Result<store::KeyRegistration, Status> {
+        if !key.is_empty() && writeback_envelope::signing::TrustedKey::new(key).is_err() {
+            return Err(status(
+                ReasonCode::InvalidArgument,
+                "the result-signing public key must be 32 bytes (Ed25519)",
+            ));
+        }
+        let registration = self
+            .cp
+            .store
+            .register_result_key(tenant, agent_id, key)
+            .await
+            .map_err(store_status)?;
+        let key_id = writeback_envelope::signing::key_id_of(key);
+        match registration {
+            store::KeyRegistration::Registered => {
+                tracing::info!(tenant, domain, agent_id, result_signing_key_id = %key_id,
+                    "agent's result-signing key registered");
+            }
+            store::KeyRegistration::Conflict => {
+                tracing::warn!(tenant, domain, agent_id, result_signing_key_id = %key_id,
+                    "a renewal brought another result-signing key than the recorded one; kept the recorded one");
+                self.cp
+                    .security
+                    .result_key_refused(tenant, domain, agent_id, &key_id, None);
+            }
+            store::KeyRegistration::Missing => {
+                tracing::warn!(
+                    tenant,
+                    domain,
+                    agent_id,
+                    "the agent renewed without a result-signing key (upgrade it): its results are refused"
+                );
+            }
+            store::KeyRegistration::Unchanged => {}
+        }
+        Ok(registration)
+    }
+
     /// Signs `csr_pem` for `id` for `agent_certificate_validity_seconds`;
     /// returns the certificate and its fingerprint.
     fn issue_agent_certificate(

@@ -19,6 +19,10 @@
 //! the version the relay must hold, so an operation never goes through a
 //! relay that could still route to a revoked agent: the dispatcher tries
 //! another relay, or fails with `REVOCATION_STALE`.
+//!
+//! No answer is taken on the relay's word: every result must be signed by
+//! the agent it names, with the key the store recorded for it, and bound to
+//! the operation sent ([`results`]); anything else counts as no answer.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,7 +42,9 @@ use writeback_proto::v1::{
 use crate::store::{Page, Store};
 
 mod delivery;
+mod results;
 pub use delivery::{Delivery, Verdict};
+pub use results::RefusedResultHook;
 
 /// (tenant, domain) → agent id → relay url.
 type PresenceMap = HashMap<(String, String), HashMap<String, String>>;
@@ -71,6 +77,8 @@ struct Inner {
     /// reconnect within seconds when a relay restarts.
     last_online: Mutex<HashMap<(String, String), std::time::Instant>>,
     next: std::sync::atomic::AtomicUsize,
+    /// Told of every result refused for its signature.
+    refused_results: std::sync::OnceLock<RefusedResultHook>,
 }
 
 /// A pass over the relays that did not bring an answer.
@@ -110,7 +118,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Dispatcher {
     /// A dispatcher over `relay_urls`, issuing client certificates from
     /// `ca` and signing every operation with `signer`, with no store:
-    /// relays are told that no agent is revoked.
+    /// relays are told that no agent is revoked, and results are not
+    /// authenticated (no agent keys): for relay-level tests only.
     pub fn new(ca: Arc<Ca>, signer: Arc<OperationSigner>, relay_urls: Vec<String>) -> Dispatcher {
         Dispatcher::build(ca, signer, relay_urls, None)
     }
@@ -142,6 +151,7 @@ impl Dispatcher {
                 presence: Mutex::new(HashMap::new()),
                 last_online: Mutex::new(HashMap::new()),
                 next: std::sync::atomic::AtomicUsize::new(0),
+                refused_results: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -486,7 +496,12 @@ impl Dispatcher {
             });
             request.set_timeout(timeout + Duration::from_secs(2));
             match link.client.clone().dispatch(request).await {
-                Ok(r) => return Ok(r.into_inner()),
+                Ok(r) => {
+                    let answer = r.into_inner();
+                    self.authenticate_result(op, &answer, pin.map(|(_, agent)| agent), url)
+                        .await?;
+                    return Ok(answer);
+                }
                 Err(s) => {
                     let f = failure_of(&s);
                     tracing::info!(relay = %url, reason = %f.reason, "relay did not route the operation");

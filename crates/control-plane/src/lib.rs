@@ -15,6 +15,10 @@
 //! through relay crashes and broken tunnels ([`dispatcher`]'s delivery:
 //! retries within the deadline, and the agents' ledgers asked before any
 //! resend); an outcome still unknown is resolved later by [`reconcile`].
+//! No result is recorded on a relay's word: each must be signed by the agent
+//! it names with the result-signing key recorded at its enrollment (or the
+//! renewal that registered it); a refused one counts as no answer and lands
+//! in the security trail.
 
 #![forbid(unsafe_code)]
 
@@ -140,7 +144,7 @@ impl ControlPlane {
         let health = health_cache::TtlCache::new(std::time::Duration::from_secs(
             config.status_health_ttl_seconds,
         ));
-        Ok(Arc::new(ControlPlane {
+        let cp = Arc::new(ControlPlane {
             security,
             store,
             ca,
@@ -153,6 +157,21 @@ impl ControlPlane {
             oidc,
             tracing,
             health,
-        }))
+        });
+        cp.report_refused_results();
+        Ok(cp)
+    }
+
+    /// Sends every result the dispatcher refuses for its signature to the
+    /// security trail (`result_refused`) and the `results_refused` metric.
+    /// [`ControlPlane::open`] calls it; a control plane assembled by hand
+    /// (tests) must too.
+    pub fn report_refused_results(&self) {
+        let (security, metrics) = (self.security.clone(), self.metrics.clone());
+        self.dispatcher
+            .on_refused_result(Arc::new(move |op, claimed, relay, detail, message| {
+                metrics.result_refused(detail);
+                security.result_refused(op, claimed, relay, detail, message);
+            }));
     }
 }

@@ -1,10 +1,10 @@
 //! The control plane's Prometheus metrics (served on `metrics_listen` when set,
 //! see [`writeback_core::metrics`]): every password operation by kind, domain,
 //! origin (client app) and reason code, the control plane's total time and the
-//! agent's time per operation, throttle refusals, authentication failures, and
-//! how long the store takes to answer an operation's reads and to write its
-//! record (`record`: the pending record, with the throttle's count; `finish`:
-//! the outcome).
+//! agent's time per operation, throttle refusals, authentication failures,
+//! agents' results refused for their signature, and how long the store takes
+//! to answer an operation's reads and to write its record (`record`: the
+//! pending record, with the throttle's count; `finish`: the outcome).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +48,15 @@ pub struct Metrics {
     store_writes: Family<WriteLabels, Histogram>,
     throttled: Counter,
     auth_failures: Counter,
+    results_refused: Family<DetailLabels, Counter>,
+}
+
+/// Why a result was refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DetailLabels {
+    /// `unsigned`, `bad_signature`, `unregistered_agent`… (see
+    /// [`crate::security_audit::SecurityAudit::result_refused`]).
+    pub detail: String,
 }
 
 impl Default for Metrics {
@@ -106,7 +115,15 @@ impl Metrics {
             "Requests refused for a missing, unknown, expired or revoked bearer token.",
             auth_failures.clone(),
         );
+        let results_refused = Family::<DetailLabels, Counter>::default();
+        r.register(
+            "results_refused",
+            "Agents' results refused because they were not signed with the agent's recorded \
+             result-signing key (forged or altered in transit, or an unregistered agent), by why.",
+            results_refused.clone(),
+        );
         Metrics {
+            results_refused,
             registry: Arc::new(r),
             operations,
             duration,
@@ -149,6 +166,15 @@ impl Metrics {
     /// A reset refused with THROTTLED.
     pub fn throttled(&self) {
         self.throttled.inc();
+    }
+
+    /// A result refused for its signature (`detail` says why).
+    pub fn result_refused(&self, detail: &str) {
+        self.results_refused
+            .get_or_create(&DetailLabels {
+                detail: detail.to_owned(),
+            })
+            .inc();
     }
 
     /// A request refused for its bearer token.

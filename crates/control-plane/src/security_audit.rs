@@ -1,8 +1,10 @@
 //! The security trail's recorder: refused authentications (a missing,
 //! malformed, unknown, expired or revoked bearer token, an identity
 //! provider's token refused), password operations the control plane refused
-//! (policy, permission, strong sign-in, banned password, throttle) and
-//! refused enrollments, each stored in `security_events` with who (or whom
+//! (policy, permission, strong sign-in, banned password, throttle),
+//! refused enrollments, agents' results refused for their signature (a
+//! relay forging or altering an outcome) and result-signing keys a renewal
+//! tried to replace, each stored in `security_events` with who (or whom
 //! the credential claimed to be), the client app, the target, the reason and
 //! the client's address — never the password or the token.
 //!
@@ -47,6 +49,12 @@ pub mod kind {
     pub const OPERATION_REFUSED: &str = "operation_refused";
     /// An agent's enrollment was refused.
     pub const ENROLLMENT_REFUSED: &str = "enrollment_refused";
+    /// A result was refused: not signed with the result-signing key the
+    /// control plane holds for the agent it names.
+    pub const RESULT_REFUSED: &str = "result_refused";
+    /// A renewal brought another result-signing key than the one recorded;
+    /// the recorded one stays.
+    pub const RESULT_KEY_REFUSED: &str = "result_key_refused";
     /// The recorder's queue was full; `suppressed` says how many were lost.
     pub const EVENTS_DROPPED: &str = "events_dropped";
     pub use super::limiter::SUPPRESSED_KIND as EVENTS_SUPPRESSED;
@@ -237,6 +245,94 @@ impl SecurityAudit {
         };
         let find = token_id.map_or(Find::Nothing, |id| Find::EnrollmentToken(clean(id)));
         self.send(e, find);
+    }
+
+    /// The result `claimed` (as a relay delivered it) for operation `op`
+    /// through `relay` was refused: `detail` names why (`unsigned`,
+    /// `unknown_key`, `bad_signature`, `unregistered_agent`,
+    /// `revoked_agent`, `unknown_agent`, `wrong_agent`, `wrong_operation`,
+    /// `no_result`).
+    pub fn result_refused(
+        &self,
+        op: &writeback_proto::v1::OperationRequest,
+        claimed: Option<&writeback_proto::v1::OperationResult>,
+        relay: &str,
+        detail: &str,
+        message: &str,
+    ) {
+        let agent = claimed.map(|r| clean(&r.agent_id)).unwrap_or_default();
+        let kind = writeback_core::OperationKind::from_wire(op.kind)
+            .map_or("", writeback_core::OperationKind::as_str);
+        let query = match writeback_proto::v1::OperationKind::try_from(op.kind) {
+            Ok(writeback_proto::v1::OperationKind::OutcomeQuery) => "outcome_query",
+            Ok(writeback_proto::v1::OperationKind::PolicyQuery) => "policy_query",
+            _ => kind,
+        };
+        let e = SecurityEvent {
+            tenant: op.tenant.clone(),
+            at_ms: self.store.now_ms(),
+            kind: kind::RESULT_REFUSED.into(),
+            reason_code: ReasonCode::ResultUnauthenticated.as_str().into(),
+            detail: detail.into(),
+            principal: if agent.is_empty() {
+                String::new()
+            } else {
+                format!("agent:{agent}")
+            },
+            client_app: "agent".into(),
+            target: op
+                .target
+                .as_ref()
+                .and_then(writeback_core::operation::user_ref_key)
+                .map(|t| clean(&t))
+                .unwrap_or_default(),
+            operation: query.into(),
+            source: clean(relay),
+            message: clean(message),
+            details: serde_json::json!({
+                "operation_id": clean(&op.operation_id),
+                "domain": clean(&op.domain),
+                "claimed_reason_code": claimed
+                    .and_then(|r| r.outcome.as_ref())
+                    .map(|o| clean(&o.reason_code)),
+                "claimed_applied": claimed.and_then(|r| r.outcome.as_ref()).map(|o| o.applied),
+                "claimed_ledger_state": claimed.map(|r| r.ledger_state),
+                "signing_key_id": claimed.map(|r| clean(&r.signing_key_id)),
+            }),
+            ..SecurityEvent::default()
+        };
+        self.send(e, Find::Nothing);
+    }
+
+    /// Agent `agent_id`'s renewal brought result-signing key `offered_key_id`
+    /// while another is recorded; the recorded one stays.
+    pub fn result_key_refused(
+        &self,
+        tenant: &str,
+        domain: &str,
+        agent_id: &str,
+        offered_key_id: &str,
+        peer: Option<SocketAddr>,
+    ) {
+        let e = SecurityEvent {
+            tenant: tenant.to_owned(),
+            at_ms: self.store.now_ms(),
+            kind: kind::RESULT_KEY_REFUSED.into(),
+            reason_code: ReasonCode::ResultUnauthenticated.as_str().into(),
+            detail: "key_conflict".into(),
+            principal: format!("agent:{}", clean(agent_id)),
+            client_app: "agent".into(),
+            source: source_of(peer),
+            message: "a renewal brought another result-signing key than the one recorded; \
+                      the recorded key stays (enroll the agent again to change it)"
+                .into(),
+            details: serde_json::json!({
+                "domain": clean(domain),
+                "offered_key_id": clean(offered_key_id),
+            }),
+            ..SecurityEvent::default()
+        };
+        self.send(e, Find::Nothing);
     }
 
     /// Waits until every event handed over before this call is written (and

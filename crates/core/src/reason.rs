@@ -95,6 +95,14 @@ reason_codes! {
     /// key the agent pinned at enrollment (unsigned, signed by another key,
     /// or altered after signing); nothing was written.
     OperationUnauthenticated => "OPERATION_UNAUTHENTICATED", PermissionDenied;
+    /// The control plane refused an agent's result that was not signed
+    /// with the result-signing key it recorded for that agent (unsigned,
+    /// another agent's key, altered or moved to another operation — by a
+    /// relay, say — or from an agent that has not registered a key). Never
+    /// an operation's outcome: such a result counts as no answer (the
+    /// outcome is `TIMEOUT` until the agents' ledgers are asked again); it
+    /// is the reason of the security event recorded.
+    ResultUnauthenticated => "RESULT_UNAUTHENTICATED", PermissionDenied;
     /// A relay holds (or was sent) a list of revoked agents older than the
     /// control plane's current one; the operation was not routed through it.
     RevocationStale => "REVOCATION_STALE", FailedPrecondition;

@@ -10,10 +10,13 @@
 //! HPKE base mode authenticates no sender, so the envelope alone does not
 //! prove the control plane sent the operation; [`signing`] does: the control
 //! plane signs every operation (the envelope's digest included) with a key
-//! the agent pinned at enrollment.
+//! the agent pinned at enrollment. [`results`] covers the way back: every
+//! result an agent sends is signed with a key the control plane recorded
+//! at the agent's enrollment, so a relay cannot forge an outcome either.
 
 #![forbid(unsafe_code)]
 
+pub mod results;
 pub mod signing;
 
 use hpke::aead::ChaCha20Poly1305;

@@ -125,7 +125,13 @@ impl OperationSigner {
     /// module docs describe).
     pub fn sign(&self, op: &mut OperationRequest) {
         op.signing_key_id = self.key_id.clone();
-        op.signature = self.key.sign(&signed_bytes(op)).as_ref().to_vec();
+        op.signature = self.sign_raw(&signed_bytes(op));
+    }
+
+    /// An Ed25519 signature over `bytes` (for [`crate::results`], whose
+    /// bytes start with their own context).
+    pub(crate) fn sign_raw(&self, bytes: &[u8]) -> Vec<u8> {
+        self.key.sign(bytes).as_ref().to_vec()
     }
 }
 

@@ -215,6 +215,7 @@ async fn an_expiring_agent_certificate_is_renewed_and_the_agent_keeps_connecting
         .renew_certificate(pb::RenewCertificateRequest {
             csr_pem: csr.clone(),
             agent_version: "test".into(),
+            result_signing_public_key: Vec::new(),
         })
         .await
         .unwrap_err();

@@ -82,10 +82,12 @@ fn one_of(value: String, allowed: &[&str], what: &str) -> Result<Option<String>,
 }
 
 /// Kinds of security event a filter may name.
-const SECURITY_KINDS: [&str; 5] = [
+const SECURITY_KINDS: [&str; 7] = [
     crate::security_audit::kind::AUTHENTICATION_FAILED,
     crate::security_audit::kind::OPERATION_REFUSED,
     crate::security_audit::kind::ENROLLMENT_REFUSED,
+    crate::security_audit::kind::RESULT_REFUSED,
+    crate::security_audit::kind::RESULT_KEY_REFUSED,
     crate::security_audit::kind::EVENTS_SUPPRESSED,
     crate::security_audit::kind::EVENTS_DROPPED,
 ];

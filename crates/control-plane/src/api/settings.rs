@@ -162,6 +162,28 @@ impl Api {
                 );
             }
         }
+        // Agents enrolled before results were signed: the control plane
+        // refuses their results until a renewal registers their key.
+        let unregistered: Vec<_> = agents
+            .iter()
+            .filter(|a| a.result_signing_key.is_empty())
+            .collect();
+        let unsigned_why = "its results are refused until it registers its result-signing key: \
+                            upgrade the agent (it renews its certificate at start, which \
+                            registers the key) or run `writeback-agent renew`";
+        if !agents.is_empty() && unregistered.len() == agents.len() {
+            problems.push(format!(
+                "no agent of this domain has registered a result-signing key (they enrolled \
+                 before results were signed); each agent's {unsigned_why}"
+            ));
+        } else {
+            for a in unregistered {
+                warnings.push(format!(
+                    "agent {} on {} enrolled before results were signed; {unsigned_why}",
+                    a.agent_id, a.hostname
+                ));
+            }
+        }
         if online_count > 0 {
             let min = &self.cp.config.min_agent_version;
             let mut policy_warnings = Vec::new();

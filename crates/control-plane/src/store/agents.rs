@@ -1,4 +1,5 @@
-//! Enrolled agents: identity, envelope public key and revocation.
+//! Enrolled agents: identity, envelope public key, result-signing public
+//! key and revocation.
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -25,6 +26,8 @@ pub struct NewAgent {
     pub envelope_public_key: Vec<u8>,
     /// SHA-256 fingerprint of the certificate issued to it.
     pub cert_fingerprint: String,
+    /// Its Ed25519 result-signing public key (32 bytes).
+    pub result_signing_key: Vec<u8>,
 }
 
 /// An enrolled agent.
@@ -48,6 +51,9 @@ pub struct AgentRow {
     pub enrolled_at_ms: i64,
     /// When it was revoked, if it was.
     pub revoked_at_ms: Option<i64>,
+    /// Its result-signing public key; empty for an agent enrolled before
+    /// results were signed that has not renewed since (its results are refused).
+    pub result_signing_key: Vec<u8>,
 }
 
 impl AgentRow {
@@ -58,10 +64,14 @@ impl AgentRow {
 }
 
 const AGENT_COLUMNS: &str = "tenant_id, agent_id, domain, hostname, version, \
-     envelope_public_key, cert_fingerprint, enrolled_at_ms, revoked_at_ms";
+     envelope_public_key, cert_fingerprint, enrolled_at_ms, revoked_at_ms, result_signing_key";
 
 fn decode_key(hex_key: &str) -> Result<Vec<u8>, StoreError> {
     hex::decode(hex_key).map_err(|_| StoreError::Corrupt("envelope_public_key"))
+}
+
+fn decode_result_key(hex_key: &str) -> Result<Vec<u8>, StoreError> {
+    hex::decode(hex_key).map_err(|_| StoreError::Corrupt("result_signing_key"))
 }
 
 fn agent_from_row(row: &AnyRow) -> Result<AgentRow, StoreError> {
@@ -76,7 +86,54 @@ fn agent_from_row(row: &AnyRow) -> Result<AgentRow, StoreError> {
         cert_fingerprint: row.try_get("cert_fingerprint")?,
         enrolled_at_ms: row.try_get("enrolled_at_ms")?,
         revoked_at_ms: row.try_get("revoked_at_ms")?,
+        result_signing_key: decode_result_key(&row.try_get::<String, _>("result_signing_key")?)?,
     })
+}
+
+/// What the control plane holds to check an agent's results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResultKey {
+    /// The agent's result-signing public key.
+    Key(Vec<u8>),
+    /// The agent enrolled before results were signed and has not renewed since.
+    Unregistered,
+    /// The agent is revoked.
+    Revoked,
+    /// No such agent in the tenant.
+    Unknown,
+}
+
+/// What a renewal did with the result-signing key it brought.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRegistration {
+    /// Recorded now (the agent had none).
+    Registered,
+    /// The same key was already recorded.
+    Unchanged,
+    /// Another key is recorded; it stays.
+    Conflict,
+    /// The renewal brought none (an agent that predates result signatures).
+    Missing,
+}
+
+impl KeyRegistration {
+    /// A word for the administrative trail.
+    pub fn word(self) -> &'static str {
+        match self {
+            KeyRegistration::Registered => "registered",
+            KeyRegistration::Unchanged => "unchanged",
+            KeyRegistration::Conflict => "conflict_kept_recorded",
+            KeyRegistration::Missing => "missing",
+        }
+    }
+
+    /// True when the key the renewal brought is the one recorded now.
+    pub fn holds_key(self) -> bool {
+        matches!(
+            self,
+            KeyRegistration::Registered | KeyRegistration::Unchanged
+        )
+    }
 }
 
 impl Store {
@@ -87,11 +144,14 @@ impl Store {
         if agent.envelope_public_key.is_empty() {
             return Err(StoreError::InvalidArgument("envelope public key is empty"));
         }
+        if agent.result_signing_key.is_empty() {
+            return Err(StoreError::InvalidArgument("result-signing key is empty"));
+        }
         let domain = normalize_dns(&agent.domain);
         sqlx::query(
             "INSERT INTO agents (tenant_id, agent_id, domain, hostname, version, \
-             envelope_public_key, cert_fingerprint, enrolled_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             envelope_public_key, cert_fingerprint, enrolled_at_ms, result_signing_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&agent.tenant)
         .bind(&agent.agent_id)
@@ -101,6 +161,7 @@ impl Store {
         .bind(hex::encode(&agent.envelope_public_key))
         .bind(&agent.cert_fingerprint)
         .bind(self.now_ms())
+        .bind(hex::encode(&agent.result_signing_key))
         .execute(&self.pool)
         .await
         .map_err(|e| insert_error(e, "agent", "domain"))?;
@@ -249,6 +310,72 @@ impl Store {
             return Ok(true);
         }
         self.is_agent_revoked(tenant, agent_id).await.map(|_| false)
+    }
+
+    /// The key `agent_id`'s results must be signed with (one indexed read).
+    pub async fn agent_result_key(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+    ) -> Result<ResultKey, StoreError> {
+        let row = sqlx::query(
+            "SELECT result_signing_key, revoked_at_ms FROM agents \
+             WHERE tenant_id = $1 AND agent_id = $2",
+        )
+        .bind(tenant)
+        .bind(agent_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(ResultKey::Unknown);
+        };
+        if row.try_get::<Option<i64>, _>("revoked_at_ms")?.is_some() {
+            return Ok(ResultKey::Revoked);
+        }
+        let key = decode_result_key(&row.try_get::<String, _>("result_signing_key")?)?;
+        Ok(if key.is_empty() {
+            ResultKey::Unregistered
+        } else {
+            ResultKey::Key(key)
+        })
+    }
+
+    /// Records `key` as the agent's result-signing key if it has none
+    /// (an agent enrolled before results were signed, renewing); a
+    /// recorded key is never replaced.
+    pub async fn register_result_key(
+        &self,
+        tenant: &str,
+        agent_id: &str,
+        key: &[u8],
+    ) -> Result<KeyRegistration, StoreError> {
+        if key.is_empty() {
+            return Ok(KeyRegistration::Missing);
+        }
+        let hex_key = hex::encode(key);
+        let updated = sqlx::query(
+            "UPDATE agents SET result_signing_key = $1 \
+             WHERE tenant_id = $2 AND agent_id = $3 AND result_signing_key = ''",
+        )
+        .bind(&hex_key)
+        .bind(tenant)
+        .bind(agent_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if updated > 0 {
+            return Ok(KeyRegistration::Registered);
+        }
+        let held = self
+            .get_agent(tenant, agent_id)
+            .await?
+            .ok_or(StoreError::NotFound { what: "agent" })?
+            .result_signing_key;
+        Ok(if held == key {
+            KeyRegistration::Unchanged
+        } else {
+            KeyRegistration::Conflict
+        })
     }
 
     /// True when the agent was revoked. `NotFound { what: "agent" }` when the

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use writeback_control_plane::store::{NewAgent, Page, StoreError};
+use writeback_control_plane::store::{KeyRegistration, NewAgent, Page, ResultKey, StoreError};
 
 use crate::harness::TestDb;
 
@@ -15,6 +15,7 @@ fn agent(tenant: &str, domain: &str, id: &str) -> NewAgent {
         version: "0.1.0".to_owned(),
         envelope_public_key: id.bytes().chain([0u8, 255]).collect(),
         cert_fingerprint: format!("fp-{id}"),
+        result_signing_key: vec![7; 32],
     }
 }
 
@@ -171,7 +172,58 @@ async fn agents_page_and_filter_by_domain(db: &TestDb) {
     assert!(none.is_empty());
 }
 
+/// The result-signing key: recorded at enrollment, never replaced by a
+/// renewal's (the same key is fine, another is a conflict, none is
+/// missing), and refused for a revoked or unknown agent.
+async fn result_keys_are_recorded_once_and_end_with_revocation(db: &TestDb) {
+    let store = db.store_with_tenants().await;
+    store.add_domain("t1", "contoso.test", &[]).await.unwrap();
+    store
+        .insert_agent(&agent("t1", "contoso.test", "a1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.agent_result_key("t1", "a1").await.unwrap(),
+        ResultKey::Key(vec![7; 32])
+    );
+    for (key, want) in [
+        (vec![7; 32], KeyRegistration::Unchanged),
+        (vec![8; 32], KeyRegistration::Conflict),
+        (Vec::new(), KeyRegistration::Missing),
+    ] {
+        assert_eq!(
+            store.register_result_key("t1", "a1", &key).await.unwrap(),
+            want
+        );
+    }
+    assert_eq!(
+        store.agent_result_key("t1", "a1").await.unwrap(),
+        ResultKey::Key(vec![7; 32]),
+        "a conflict keeps the recorded key"
+    );
+    let mut keyless = agent("t1", "contoso.test", "a2");
+    keyless.result_signing_key.clear();
+    assert!(matches!(
+        store.insert_agent(&keyless).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert_eq!(
+        store.agent_result_key("t1", "a2").await.unwrap(),
+        ResultKey::Unknown
+    );
+    assert_eq!(
+        store.agent_result_key("t2", "a1").await.unwrap(),
+        ResultKey::Unknown
+    );
+    store.revoke_agent("t1", "a1").await.unwrap();
+    assert_eq!(
+        store.agent_result_key("t1", "a1").await.unwrap(),
+        ResultKey::Revoked
+    );
+}
+
 both_backends!(
     agent_keys_exclude_revoked_agents,
     agents_page_and_filter_by_domain,
+    result_keys_are_recorded_once_and_end_with_revocation,
 );

@@ -40,6 +40,7 @@ mod banned;
 mod crash;
 mod domains;
 mod enrollment;
+mod forged_results;
 mod harness;
 mod identity;
 mod notify;

@@ -3,8 +3,14 @@
 //! [`Clock`], and a [`FakeRelay`] in place of the relays: it records every
 //! operation the control plane dispatches, answers as told (refuse with
 //! `NO_AGENT_ONLINE`, answer, or hold until released), reports fake agents
-//! online and answers health probes with the reports a test sets. No Samba,
-//! no real agent: what is tested is the control plane's own behaviour.
+//! online and answers health probes with the reports a test sets. Its
+//! answers are signed, as an agent's are, with one result-signing key that
+//! [`TestCp::enroll_agent`] registers for every agent it enrolls; it answers
+//! as the last agent enrolled (or the agent a query is pinned to). It can
+//! also forward to a real relay ([`Mode::Forward`]) and forge results
+//! ([`Mode::Forge`]), playing a compromised relay. No Samba, no real agent
+//! unless a test adds them: what is tested is the control plane's own
+//! behaviour.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -23,7 +29,7 @@ use writeback_control_plane::store::{ClientApp, Clock, NewOperation, Role, Store
 use writeback_control_plane::{ControlPlane, ControlPlaneConfig, bootstrap};
 use writeback_core::{ReasonCode, failure_of, status};
 use writeback_identity::{Ca, tls, transport};
-use writeback_proto::v1::{self as pb, relay_dispatch_server};
+use writeback_proto::v1::{self as pb, relay_dispatch_client, relay_dispatch_server};
 
 use crate::harness::TestDb;
 
@@ -195,6 +201,24 @@ pub enum Mode {
     Answer(ReasonCode),
     /// Holds it until [`FakeRelay::release`], then answers `OK`.
     Hold,
+    /// Forwards everything to the real relay set with [`FakeRelay::forward_to`].
+    Forward,
+    /// Answers `OK`, applied, without forwarding: a compromised relay.
+    Forge(Forgery),
+}
+
+/// How a compromised relay forges an `OK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forgery {
+    /// No signature at all.
+    Unsigned,
+    /// Signed with a key of the relay's own.
+    OwnKey,
+    /// Signed with the fake agents' key (another agent's, for a real agent).
+    FakeAgentKey,
+    /// The last genuine result (signed by the agent it names) moved onto
+    /// this operation.
+    Replay,
 }
 
 /// A fake agent the relay reports.
@@ -216,6 +240,14 @@ struct RelayState {
     agents: Mutex<Vec<FakeAgent>>,
     presence: broadcast::Sender<pb::PresenceReport>,
     probes: std::sync::atomic::AtomicUsize,
+    /// Signs the fake agents' answers.
+    signer: writeback_envelope::results::ResultSigner,
+    /// Whom unpinned answers name.
+    answer_as: Mutex<String>,
+    /// The real relay of [`Mode::Forward`].
+    forward: Mutex<Option<relay_dispatch_client::RelayDispatchClient<Channel>>>,
+    /// The last result forwarded from the real relay.
+    last_genuine: Mutex<Option<pb::OperationResult>>,
 }
 
 /// A relay stand-in on a TLS listener with a certificate from the tenant CA.
@@ -230,6 +262,39 @@ impl FakeRelay {
     /// Health probes (`ProbeHealth` calls) received so far.
     pub fn probes(&self) -> usize {
         self.state.probes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The fake agents' result-signing public key.
+    pub fn result_key(&self) -> Vec<u8> {
+        self.state.signer.public_key()
+    }
+
+    /// The agent unpinned answers name (the last enrolled).
+    pub fn answering_as(&self) -> String {
+        self.state.answer_as.lock().unwrap().clone()
+    }
+
+    /// Answers (unpinned) as `agent_id` from now on.
+    pub fn answer_as(&self, agent_id: &str) {
+        *self.state.answer_as.lock().unwrap() = agent_id.to_owned();
+    }
+
+    /// Forwards to the relay at `url` in [`Mode::Forward`], with the
+    /// tenant's control-plane identity from `ca`.
+    pub fn forward_to(&self, ca: &Ca, url: &str) {
+        let id = writeback_identity::SpiffeId::ControlPlane {
+            tenant: TENANT.to_owned(),
+        };
+        let (chain, key) = ca.issue_service(&id, &[], &[]).unwrap();
+        let config = tls::relay_client_config(
+            tls::roots_from_pem(ca.cert_pem()).unwrap(),
+            Some((&chain, &key)),
+            TENANT,
+        )
+        .unwrap();
+        let channel = transport::channel(url, config).unwrap();
+        *self.state.forward.lock().unwrap() =
+            Some(relay_dispatch_client::RelayDispatchClient::new(channel));
     }
 
     /// Sets what happens to the next dispatched operations.
@@ -308,6 +373,12 @@ impl FakeRelay {
                 agents: Mutex::new(Vec::new()),
                 presence,
                 probes: Default::default(),
+                signer: writeback_envelope::results::ResultSigner::generate()
+                    .unwrap()
+                    .0,
+                answer_as: Mutex::new("agent-fake".into()),
+                forward: Mutex::new(None),
+                last_genuine: Mutex::new(None),
             }),
         };
         let incoming = transport::tls_incoming(listener, config);
@@ -340,22 +411,36 @@ fn presence(a: &FakeAgent, event: pb::PresenceEvent) -> pb::PresenceReport {
     }
 }
 
-fn outcome(op: &pb::OperationRequest, reason: ReasonCode) -> pb::DispatchResponse {
-    pb::DispatchResponse {
-        result: Some(pb::OperationResult {
-            operation_id: op.operation_id.clone(),
-            outcome: Some(pb::OperationOutcome {
-                reason_code: reason.as_str().into(),
-                message: format!("fake agent answered {reason}"),
-                applied: reason == ReasonCode::Ok,
-            }),
-            agent_id: "agent-fake".into(),
-            agent_duration_ms: 3,
-            policy_report: None,
-            directory_duration_ms: 2,
-            dc_url: "ldaps://dc-fake.test".into(),
-            ..Default::default()
+/// The answer of fake agent `agent` to `op`, signed with `signer`
+/// (unsigned without one).
+fn outcome(
+    op: &pb::OperationRequest,
+    reason: ReasonCode,
+    agent: &str,
+    signer: Option<&writeback_envelope::results::ResultSigner>,
+) -> pb::DispatchResponse {
+    let mut result = pb::OperationResult {
+        operation_id: op.operation_id.clone(),
+        outcome: Some(pb::OperationOutcome {
+            reason_code: reason.as_str().into(),
+            message: format!("fake agent answered {reason}"),
+            applied: reason == ReasonCode::Ok,
         }),
+        agent_id: agent.into(),
+        agent_duration_ms: 3,
+        policy_report: None,
+        directory_duration_ms: 2,
+        dc_url: "ldaps://dc-fake.test".into(),
+        ..Default::default()
+    };
+    if op.kind == pb::OperationKind::OutcomeQuery as i32 {
+        result.ledger_state = pb::LedgerState::Finished as i32;
+    }
+    if let Some(s) = signer {
+        s.sign(op, &mut result);
+    }
+    pb::DispatchResponse {
+        result: Some(result),
         relay_id: RELAY_ID.into(),
         relay_duration_ms: 4,
     }
@@ -369,16 +454,54 @@ impl relay_dispatch_server::RelayDispatch for FakeRelay {
         &self,
         req: Request<pb::DispatchRequest>,
     ) -> Result<Response<pb::DispatchResponse>, Status> {
-        let op = req.into_inner().operation.unwrap_or_default();
+        let req = req.into_inner();
+        let op = req.operation.clone().unwrap_or_default();
         let mode = *self.state.mode.lock().unwrap();
         self.state.dispatched.lock().unwrap().push(op.clone());
         self.state.count.send_modify(|c| *c += 1);
+        let agent = if req.agent_id.is_empty() {
+            self.state.answer_as.lock().unwrap().clone()
+        } else {
+            req.agent_id.clone()
+        };
+        let signer = Some(&self.state.signer);
         match mode {
             Mode::Refuse(code) => Err(status(code, "the fake relay refuses")),
-            Mode::Answer(code) => Ok(Response::new(outcome(&op, code))),
+            Mode::Answer(code) => Ok(Response::new(outcome(&op, code, &agent, signer))),
             Mode::Hold => {
                 self.state.release.acquire().await.unwrap().forget();
-                Ok(Response::new(outcome(&op, ReasonCode::Ok)))
+                Ok(Response::new(outcome(&op, ReasonCode::Ok, &agent, signer)))
+            }
+            Mode::Forward => {
+                let client = self.state.forward.lock().unwrap().clone();
+                let answer = client.expect("forward_to first").dispatch(req).await?;
+                *self.state.last_genuine.lock().unwrap() = answer.get_ref().result.clone();
+                Ok(answer)
+            }
+            Mode::Forge(forgery) => {
+                // Always in the name of the agent it answers as (a query
+                // pinned to another agent included).
+                let agent = self.state.answer_as.lock().unwrap().clone();
+                let mut answer = outcome(&op, ReasonCode::Ok, &agent, None);
+                let result = answer.result.as_mut().unwrap();
+                match forgery {
+                    Forgery::Unsigned => {}
+                    Forgery::OwnKey => {
+                        let (own, _) =
+                            writeback_envelope::results::ResultSigner::generate().unwrap();
+                        own.sign(&op, result);
+                    }
+                    Forgery::FakeAgentKey => self.state.signer.sign(&op, result),
+                    Forgery::Replay => {
+                        let genuine = self.state.last_genuine.lock().unwrap().clone();
+                        let mut replayed = genuine.expect("a genuine result first");
+                        replayed.operation_id = op.operation_id.clone();
+                        replayed.outcome = result.outcome.clone();
+                        replayed.ledger_state = result.ledger_state;
+                        *result = replayed;
+                    }
+                }
+                Ok(Response::new(answer))
             }
         }
     }
@@ -464,6 +587,8 @@ pub struct Options {
     pub security_events: writeback_control_plane::config::SecurityEventsConfig,
     /// `status_health_ttl_seconds`.
     pub status_health_ttl_seconds: u64,
+    /// `operation_timeout_seconds`.
+    pub operation_timeout_seconds: u64,
 }
 
 impl Default for Options {
@@ -474,6 +599,7 @@ impl Default for Options {
             notify: Default::default(),
             security_events: Default::default(),
             status_health_ttl_seconds: writeback_control_plane::health_cache::HEALTH_TTL.as_secs(),
+            operation_timeout_seconds: 30,
         }
     }
 }
@@ -564,7 +690,7 @@ impl TestCp {
             tls_dns_names: vec!["localhost".into()],
             tls_ip_addresses: localhost(),
             relay_urls: vec![relay_url.to_owned()],
-            operation_timeout_seconds: 30,
+            operation_timeout_seconds: options.operation_timeout_seconds,
             throttle_per_user_per_hour: options.throttle_per_user_per_hour,
             min_agent_version: options.min_agent_version.clone(),
             status_health_ttl_seconds: options.status_health_ttl_seconds,
@@ -616,6 +742,7 @@ impl TestCp {
             oidc: writeback_control_plane::oidc::Verifier::new(&Default::default()).unwrap(),
             tracing: writeback_core::trace::Tracing::disabled("writeback-control-plane"),
         });
+        cp.report_refused_results();
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .unwrap();
@@ -738,7 +865,8 @@ impl TestCp {
         let token = self.enrollment_token(domain).await;
         let (csr_pem, _key) = writeback_identity::generate_csr().unwrap();
         let key = writeback_envelope::KeyPair::generate();
-        self.anonymous()
+        let id = self
+            .anonymous()
             .enrollment()
             .enroll(pb::EnrollRequest {
                 token,
@@ -746,11 +874,14 @@ impl TestCp {
                 envelope_public_key: key.public_bytes(),
                 hostname: format!("host-of-{domain}"),
                 agent_version: version.into(),
+                result_signing_public_key: self.relay.result_key(),
             })
             .await
             .unwrap()
             .into_inner()
-            .agent_id
+            .agent_id;
+        self.relay.answer_as(&id);
+        id
     }
 
     /// Records an operation directly in the store, as a control plane that

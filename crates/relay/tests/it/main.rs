@@ -466,6 +466,7 @@ impl TestAgent {
                 relay_urls: options.relay_urls.clone(),
                 operation_signing_keys: pinned,
                 control_plane_url: String::new(),
+                result_signing_key_registered: false,
             },
             writeback_envelope::KeyPair::generate(),
             applier.clone(),

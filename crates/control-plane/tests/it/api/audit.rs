@@ -134,7 +134,10 @@ async fn operations_are_listed_newest_first_page_by_page_and_shown_by_id(db: &Te
     // The hops as the (fake) relay and agent reported them, through the store.
     assert!(out.contains("relay fake-relay"), "{out}");
     assert!(out.contains("4 ms (own 1 ms)"), "{out}");
-    assert!(out.contains("agent agent-fake"), "{out}");
+    assert!(
+        out.contains(&format!("agent {}", t.relay.answering_as())),
+        "{out}"
+    );
     assert!(out.contains("3 ms (own 1 ms)"), "{out}");
     assert!(out.contains("DC ldaps://dc-fake.test"), "{out}");
     assert!(out.contains(" 2 ms\n"), "{out}");
@@ -184,7 +187,10 @@ async fn an_accepted_operation_is_pending_before_it_is_dispatched(db: &TestDb) {
     let (r, out) = support::ctl(&t, &t.admin_token, &["operation", "show", &id]).await;
     r.unwrap();
     assert!(out.contains("outcome   succeeded OK"), "{out}");
-    assert!(out.contains("agent agent-fake"), "{out}");
+    assert!(
+        out.contains(&format!("agent {}", t.relay.answering_as())),
+        "{out}"
+    );
     // Repeating the id answers from the log without dispatching again.
     assert_eq!(
         admin

@@ -24,6 +24,11 @@ async fn the_token_is_checked_before_the_csr(db: &TestDb) {
                     envelope_public_key: writeback_envelope::KeyPair::generate().public_bytes(),
                     hostname: "dc-host".into(),
                     agent_version: "0.1.0".into(),
+                    result_signing_public_key: writeback_envelope::results::ResultSigner::generate(
+                    )
+                    .unwrap()
+                    .0
+                    .public_key(),
                 })
                 .await
         }

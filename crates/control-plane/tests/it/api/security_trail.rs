@@ -349,6 +349,11 @@ async fn enrollments_used_and_refused_are_recorded(db: &TestDb) {
                     envelope_public_key: key.public_bytes(),
                     hostname: "dc-host".into(),
                     agent_version: "0.1.0".into(),
+                    result_signing_public_key: writeback_envelope::results::ResultSigner::generate(
+                    )
+                    .unwrap()
+                    .0
+                    .public_key(),
                 })
                 .await
         }

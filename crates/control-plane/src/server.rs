@@ -18,7 +18,8 @@ use tonic_health::server::HealthReporter;
 use writeback_identity::{SpiffeId, tls, transport};
 use writeback_proto::v1::{
     agent_service_server::AgentServiceServer, audit_service_server::AuditServiceServer,
-    domain_service_server::DomainServiceServer, enrollment_service_server::EnrollmentServiceServer,
+    directory_service_server::DirectoryServiceServer, domain_service_server::DomainServiceServer,
+    enrollment_service_server::EnrollmentServiceServer,
     identity_provider_service_server::IdentityProviderServiceServer,
     password_quality_service_server::PasswordQualityServiceServer,
     password_service_server::PasswordServiceServer, settings_service_server::SettingsServiceServer,
@@ -167,6 +168,7 @@ impl ControlPlane {
             .add_service(svc!(TokenServiceServer))
             .add_service(svc!(IdentityProviderServiceServer))
             .add_service(svc!(PasswordQualityServiceServer))
+            .add_service(svc!(DirectoryServiceServer))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         housekeeping.abort();

@@ -15,6 +15,10 @@
 //! through relay crashes and broken tunnels ([`dispatcher`]'s delivery:
 //! retries within the deadline, and the agents' ledgers asked before any
 //! resend); an outcome still unknown is resolved later by [`reconcile`].
+//! Read-only questions go to the agents the same way, signed, without an
+//! envelope or an audit record: a user's password policy
+//! ([`password_policy`]) and the help desk's directory search
+//! (`DirectoryService.SearchUsers`, in [`api`]).
 
 #![forbid(unsafe_code)]
 

@@ -100,13 +100,13 @@ fn search_results(query: &str, found: &Result<pb::SearchUsersResponse, Refusal>)
                                 tbody {
                                     @for u in &found.users {
                                         @let name = if u.display_name.is_empty() { u.account_name.as_str() } else { u.display_name.as_str() };
-                                        tr data-upn=(u.upn) data-eligible=(u.eligible) {
+                                        tr data-upn=(u.upn) data-account=(u.account_name) data-eligible=(u.eligible) {
                                             th scope="row" {
                                                 @if u.upn.is_empty() { (name) } @else {
                                                     a href=(user_link(&u.upn)) { (name) }
                                                 }
                                             }
-                                            td data-label=(s::COL_UPN) { (u.upn) }
+                                            td data-label=(s::COL_UPN) { (if u.upn.is_empty() { &u.account_name } else { &u.upn }) }
                                             td data-label=(s::COL_STATE) {
                                                 (if u.enabled { s::STATE_ENABLED } else { s::STATE_DISABLED })
                                                 @if u.locked_out { ", " strong data-locked { (s::STATE_LOCKED) } }

@@ -26,24 +26,6 @@ struct World {
     admin: Client,
 }
 
-/// Sets displayName, givenName and sn of `dn`.
-async fn name(dc: &SambaDc, dn: &str, display: &str, given: &str, sn: &str) {
-    let mut ldap = dc.ldap_admin().await.unwrap();
-    ldap.modify(
-        dn,
-        vec![
-            Mod::Replace("displayName", HashSet::from([display])),
-            Mod::Replace("givenName", HashSet::from([given])),
-            Mod::Replace("sn", HashSet::from([sn])),
-        ],
-    )
-    .await
-    .unwrap()
-    .success()
-    .unwrap();
-    let _ = ldap.unbind().await;
-}
-
 async fn world() -> World {
     writeback_identity::install_crypto_provider();
     let dc = SambaDc::start("contoso.test")
@@ -60,15 +42,19 @@ async fn world() -> World {
         ("jdoe", "Jane Doe", "Jane", "Doe"),
     ] {
         let dn = dc.create_user_in(&staff, sam, PASSWORD).await.unwrap();
-        name(&dc, &dn, display, given, sn).await;
+        dc.set_names(&dn, display, given, sn).await.unwrap();
     }
     // Out of the agent's scope: CN=Users.
     let outside = dc.create_user("alien", PASSWORD).await.unwrap();
-    name(&dc, &outside, "Alison Outside", "Alison", "Outside").await;
+    dc.set_names(&outside, "Alison Outside", "Alison", "Outside")
+        .await
+        .unwrap();
     for i in 1..=BULK {
         let sam = format!("bulk{i:02}");
         let dn = dc.create_user_in(&staff, &sam, PASSWORD).await.unwrap();
-        name(&dc, &dn, &format!("Bulk User {i:02}"), "Bulk", "User").await;
+        dc.set_names(&dn, &format!("Bulk User {i:02}"), "Bulk", "User")
+            .await
+            .unwrap();
     }
     // A protected account in scope, and a disabled one.
     dc.samba_tool(&["group", "addmembers", "Domain Admins", "aladmin"])

@@ -5,12 +5,10 @@
 //! directory by LDAPS bind (or `lockoutTime`). Screenshots of each page go
 //! to `$WRITEBACK_SCREENSHOTS` when set (the README's come from there).
 
-use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ldap3::Mod;
 use writeback_portal::config::{OidcConfig, PortalConfig};
 use writeback_proto::v1 as pb;
 use writeback_testkit::browser::{Browser, Session, Viewport, sign_in_at_glewlwyd};
@@ -61,23 +59,9 @@ async fn world() -> World {
             "carol" => ("Carol", "Help"),
             _ => ("Root", "Admin"),
         };
-        let mut ldap = dc.ldap_admin().await.unwrap();
-        ldap.modify(
-            &dn,
-            vec![
-                Mod::Replace(
-                    "displayName",
-                    HashSet::from([format!("{given} {sn}").as_str()]),
-                ),
-                Mod::Replace("givenName", HashSet::from([given])),
-                Mod::Replace("sn", HashSet::from([sn])),
-            ],
-        )
-        .await
-        .unwrap()
-        .success()
-        .unwrap();
-        let _ = ldap.unbind().await;
+        dc.set_names(&dn, &format!("{given} {sn}"), given, sn)
+            .await
+            .unwrap();
         idp.add_user(
             &idp_name(user),
             IDP_PASSWORD,

@@ -44,7 +44,7 @@ const RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Every service name health reports on ("" is the server as a whole).
-const SERVICES: [&str; 8] = [
+const SERVICES: [&str; 9] = [
     "",
     "writeback.v1.SettingsService",
     "writeback.v1.DomainService",
@@ -53,6 +53,7 @@ const SERVICES: [&str; 8] = [
     "writeback.v1.PasswordService",
     "writeback.v1.AuditService",
     "writeback.v1.TokenService",
+    "writeback.v1.DirectoryService",
 ];
 
 impl ControlPlane {

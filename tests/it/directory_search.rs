@@ -1,8 +1,8 @@
 //! The help desk's "find a user" end to end: `DirectoryService.SearchUsers`
 //! through the control plane, a relay and an agent scoped to one OU, to a
 //! real Samba DC. Prefixes of display names, surnames and UPNs find users of
-//! the scope only; protected and disabled accounts are listed as not
-//! eligible with the reason; a locked-out account says so; the limit holds
+//! the scope only (an OU, then an OU and a group); protected, deny-group and
+//! disabled accounts are listed as not eligible with the reason; a locked-out account says so; the limit holds
 //! and says "more"; filter syntax in the query is only text; end users are
 //! refused; `writebackctl user search` prints the same.
 
@@ -24,6 +24,7 @@ struct World {
     dc: SambaDc,
     stack: Stack,
     admin: Client,
+    staff: String,
 }
 
 async fn world() -> World {
@@ -87,7 +88,12 @@ async fn world() -> World {
         )
         .await
         .unwrap();
-    World { dc, stack, admin }
+    World {
+        dc,
+        stack,
+        admin,
+        staff,
+    }
 }
 
 async fn search(
@@ -119,8 +125,8 @@ fn user<'a>(r: &'a pb::SearchUsersResponse, upn: &str) -> &'a pb::DirectoryUser 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_help_desk_finds_users_of_the_scope_by_the_start_of_a_name() {
-    let w = world().await;
-    let c = &w.admin;
+    let mut w = world().await;
+    let c = &w.admin.clone();
 
     // A display-name prefix: three users of the scope, sorted by name; the
     // one outside the scope is not there.
@@ -229,6 +235,52 @@ async fn the_help_desk_finds_users_of_the_scope_by_the_start_of_a_name() {
     assert_eq!(r.problems.len(), 1, "{r:?}");
     assert_eq!(r.problems[0].domain, "fabrikam.test");
     assert_eq!(r.problems[0].reason_code, "NO_AGENT_ONLINE");
+
+    // An agent scoped to a group too, with a deny group: only the group's
+    // members are found, and the deny group's member is listed as not
+    // eligible with the reason.
+    for (group, members) in [
+        ("Writeback-Scope", ["asmith", "aladmin", "jdoe"].as_slice()),
+        ("No-Writeback", ["jdoe"].as_slice()),
+    ] {
+        w.dc.samba_tool(&["group", "add", group]).await.unwrap();
+        let mut args = vec!["group", "addmembers", group];
+        let list = members.join(",");
+        args.push(&list);
+        w.dc.samba_tool(&args).await.unwrap();
+    }
+    let users = format!("CN=Users,{}", w.dc.base_dn());
+    w.stack.stop_agent(0).await;
+    let staff = w.staff.clone();
+    w.stack
+        .start_agent_configured(&w.dc, &w.dc.admin_dn(), w.dc.admin_password(), |cfg| {
+            cfg.scope_base_dns = vec![staff];
+            cfg.scope_group_dn = Some(format!("CN=Writeback-Scope,{users}"));
+            cfg.deny_group_dns = vec![format!("CN=No-Writeback,{users}")];
+        })
+        .await
+        .unwrap();
+    let r = search(c, "Ali", "contoso.test", 0).await.unwrap();
+    assert_eq!(
+        upns(&r),
+        ["asmith@contoso.test", "aladmin@contoso.test"],
+        "the group's members only: {r:?}"
+    );
+    let r = search(c, "jdo", "contoso.test", 0).await.unwrap();
+    assert_eq!(upns(&r), ["jdoe@contoso.test"], "{r:?}");
+    assert!(!r.users[0].eligible);
+    assert_eq!(r.users[0].ineligible_reason, "PROTECTED_ACCOUNT");
+    assert!(
+        r.users[0].ineligible_message.contains("deny group"),
+        "{r:?}"
+    );
+    assert!(
+        search(c, "bulk", "contoso.test", 0)
+            .await
+            .unwrap()
+            .users
+            .is_empty()
+    );
 
     // writebackctl.
     let ca_file = w.stack.dir.path().join("cp").join("ca.pem");

@@ -439,10 +439,12 @@ impl Stack {
             .map_err(|s| TestkitError::Stack(format!("enrollment token: {s}")))?
             .into_inner()
             .token;
-        let state_dir = self
-            .dir
-            .path()
-            .join(format!("agent-{}", self.agents.len() + 1));
+        // A directory of its own, also after an agent was stopped.
+        let mut n = self.agents.len() + 1;
+        while self.dir.path().join(format!("agent-{n}")).exists() {
+            n += 1;
+        }
+        let state_dir = self.dir.path().join(format!("agent-{n}"));
         let enrollment = writeback_agent::enroll::enroll(&self.cp_url, &token, &state_dir)
             .await
             .map_err(|e| TestkitError::Stack(format!("enroll: {e}")))?;

@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "writeback/v1/control_plane.proto",
         "writeback/v1/identity.proto",
         "writeback/v1/password_quality.proto",
+        "writeback/v1/directory.proto",
     ];
     // Relative to this crate, so a build of another checkout sharing the
     // target directory (CI's fresh clone) checks its own files, not ours.
@@ -30,6 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Rarely set and large: boxed, so every OperationResult stays small.
         .boxed(".writeback.v1.OperationResult.policy_report")
+        .boxed(".writeback.v1.OperationResult.search_result")
         .build_client(std::env::var_os("CARGO_FEATURE_CLIENT").is_some())
         .build_server(std::env::var_os("CARGO_FEATURE_SERVER").is_some())
         .compile_fds(fds)?;

@@ -5,6 +5,7 @@
 
 mod compose;
 mod deploy;
+mod directory_search;
 mod enrollment;
 mod metrics;
 mod oidc;

@@ -1,8 +1,8 @@
 //! Operations are authenticated end to end: a relay (or anyone who can
 //! dispatch through one) that invents, rewrites or replays an operation —
-//! an unlock included, which carries no envelope — gets
-//! `OPERATION_UNAUTHENTICATED` (or the first result, for a replay), and the
-//! Samba directory does not change. The attacks are built at the protocol
+//! an unlock included, which carries no envelope, and a directory search
+//! whose query or limit it widened — gets `OPERATION_UNAUTHENTICATED` (or
+//! the first result, for a replay), and the Samba directory does not change. The attacks are built at the protocol
 //! level, through the relay's own dispatch API with the control plane's
 //! relay-client identity: everything a compromised relay can do.
 
@@ -136,6 +136,30 @@ async fn a_relay_cannot_invent_rewrite_or_replay_an_operation() {
         "bob keeps his password"
     );
     assert!(!dc.try_bind("bob@contoso.test", NEW).await.unwrap());
+
+    // A directory search is signed too: a relay can neither invent one nor
+    // widen a genuine one (its query or its limit); the genuine one answers.
+    let search = |query: &str, limit: u32| pb::OperationRequest {
+        kind: pb::OperationKind::DirectorySearch as i32,
+        target: None,
+        search: Some(pb::DirectorySearch {
+            query: query.into(),
+            limit,
+        }),
+        ..unlock_of(&stack, "")
+    };
+    refused(&send(&stack, search("bo", 25)).await);
+    let mut genuine_search = search("bo", 1);
+    stack.cp.signer.sign(&mut genuine_search);
+    for (query, limit) in [("b", 1), ("bo", 25)] {
+        let mut widened = genuine_search.clone();
+        widened.search = Some(pb::DirectorySearch {
+            query: query.into(),
+            limit,
+        });
+        refused(&send(&stack, widened).await);
+    }
+    assert_eq!(send(&stack, genuine_search).await.reason_code, "OK");
 
     // The control plane's own unlock of alice works...
     let mut genuine = unlock_of(&stack, "alice@contoso.test");

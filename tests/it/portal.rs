@@ -53,7 +53,15 @@ async fn world() -> World {
         ("carol", vec![HELPDESK]),
         ("root", vec![ADMINS]),
     ] {
-        dc.create_user(user, START).await.unwrap();
+        let dn = dc.create_user(user, START).await.unwrap();
+        let (given, sn) = match user {
+            "alice" => ("Alice", "Liddell"),
+            "carol" => ("Carol", "Help"),
+            _ => ("Root", "Admin"),
+        };
+        dc.set_names(&dn, &format!("{given} {sn}"), given, sn)
+            .await
+            .unwrap();
         idp.add_user(
             &idp_name(user),
             IDP_PASSWORD,
@@ -393,14 +401,52 @@ async fn a_user_changes_resets_and_unlocks_in_the_browser() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_help_desk_resets_and_the_administrator_switches_writeback_off_and_on() {
     let w = world().await;
-    // The help desk finds alice, resets with "must change", sees her history.
-    let hd = w
-        .signed_in(
-            "carol",
-            "/helpdesk?user=alice@contoso.test",
-            Viewport::Desktop,
+    // The help desk finds alice by a fragment of her name (typed into the
+    // labelled search field, submitted with the keyboard), picks her from
+    // the results, resets with "must change", sees her history.
+    let hd = w.signed_in("carol", "/helpdesk", Viewport::Desktop).await;
+    hd.fill_by_label("Start of a name, account name or e-mail address", "lidd")
+        .await
+        .unwrap();
+    hd.find("#find-query")
+        .await
+        .unwrap()
+        .send_keys("\u{E007}")
+        .await
+        .unwrap();
+    hd.wait_for("table.users tbody tr", WAIT).await.unwrap();
+    assert_eq!(
+        hd.current_url().await.unwrap().as_str(),
+        format!("{}/helpdesk?q=lidd", w.url)
+    );
+    let rows = hd
+        .execute(
+            "return Array.from(document.querySelectorAll('table.users tbody tr')).map(r => [r.dataset.upn, r.dataset.eligible]);",
+            vec![],
         )
-        .await;
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        serde_json::json!([["alice@contoso.test", "true"]]),
+        "only Alice Liddell's surname starts with lidd"
+    );
+    let page = hd.source().await.unwrap();
+    assert!(page.contains("Alice Liddell"), "{page}");
+    w.screenshot(&hd, "help-desk-search").await;
+    // One character is refused in plain words.
+    hd.goto(&format!("{}/helpdesk?q=l", w.url)).await.unwrap();
+    assert_eq!(
+        attribute(&hd, "div.outcome", "data-reason").await,
+        "QUERY_TOO_SHORT"
+    );
+    hd.goto(&format!("{}/helpdesk?q=lidd", w.url))
+        .await
+        .unwrap();
+    hd.click("table.users a[href='/helpdesk?user=alice%40contoso.test']")
+        .await
+        .unwrap();
+    hd.wait_for("#hd-new", WAIT).await.unwrap();
     hd.fill("#hd-new", "Helpdesk-Set-4u!").await.unwrap();
     assert_eq!(
         submit(&hd, "form[action='/helpdesk/reset'] button").await,
@@ -426,6 +472,28 @@ async fn the_help_desk_resets_and_the_administrator_switches_writeback_off_and_o
     // global administrator's.
     assert_eq!(nav(&hd).await, ["/me", "/helpdesk", "/admin/audit"]);
     w.screenshot(&hd, "help-desk").await;
+    // The search on a phone, each user a card: the built-in Administrator
+    // is listed as one writeback may not act on, with the reason.
+    let phone = w
+        .signed_in("carol", "/helpdesk?q=adm", Viewport::Phone)
+        .await;
+    phone.wait_for("table.users", WAIT).await.unwrap();
+    assert_eq!(
+        attribute(
+            &phone,
+            "tr[data-account='Administrator'] td[data-reason]",
+            "data-reason"
+        )
+        .await,
+        "PROTECTED_ACCOUNT",
+        "{}",
+        phone.source().await.unwrap()
+    );
+    assert_eq!(
+        attribute(&phone, "tr[data-upn='root@contoso.test']", "data-eligible").await,
+        "true"
+    );
+    w.screenshot(&phone, "help-desk-search-phone").await;
 
     // The global administrator: status, then writeback off.
     let admin = w.signed_in("root", "/admin", Viewport::Desktop).await;

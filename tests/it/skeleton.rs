@@ -432,5 +432,6 @@ pub(crate) async fn sealed_op(
         traceparent: String::new(),
         signature: Vec::new(),
         signing_key_id: String::new(),
+        search: None,
     }
 }

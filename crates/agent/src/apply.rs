@@ -7,10 +7,13 @@
 use secrecy::SecretString;
 use writeback_core::{Failure, OperationKind, ReasonCode};
 use writeback_envelope::Secrets;
-use writeback_proto::v1::{DcStatus, PasswordPolicy, PolicyReport};
+use writeback_proto::v1::{
+    DcStatus, DirectorySearchResult, DirectoryUser, PasswordPolicy, PolicyReport,
+};
 
 use crate::directory::{
-    Directory, DirectoryError, PasswordPolicy as Policy, PolicyFacts, ResetOptions, Target,
+    Directory, DirectoryError, PasswordPolicy as Policy, PolicyFacts, ResetOptions, SearchAnswer,
+    Target,
 };
 use crate::executor::{Apply, ValidOperation};
 use crate::health::Checks;
@@ -67,6 +70,11 @@ impl Apply for Directory {
         Ok(policy_report(&facts))
     }
 
+    async fn search(&self, query: &str, limit: u32) -> Result<DirectorySearchResult, Failure> {
+        let found = self.search_users(query, limit).await.map_err(failure)?;
+        Ok(search_result(found))
+    }
+
     async fn health(&self) -> Vec<DcStatus> {
         self.check_reachable()
             .await
@@ -106,6 +114,41 @@ impl Apply for Directory {
             policy_warnings,
             checked_at: Some(time::OffsetDateTime::now_utc()),
         }
+    }
+}
+
+/// The wire form of a search's answer. `domain` is left empty: the directory
+/// layer does not know its DNS name; the control plane fills in the domain
+/// it asked.
+fn search_result(found: SearchAnswer) -> DirectorySearchResult {
+    DirectorySearchResult {
+        users: found
+            .users
+            .into_iter()
+            .map(|u| {
+                let (reason, message) = u
+                    .ineligible
+                    .map(|(r, m)| (r.as_str().to_owned(), m))
+                    .unwrap_or_default();
+                DirectoryUser {
+                    upn: u.upn,
+                    display_name: u.display_name,
+                    object_guid: u
+                        .guid
+                        .map(|g| g.hyphenated().to_string())
+                        .unwrap_or_default(),
+                    account_name: u.account_name,
+                    enabled: u.enabled,
+                    locked_out: u.locked_out,
+                    eligible: reason.is_empty(),
+                    ineligible_reason: reason,
+                    ineligible_message: message,
+                    domain: String::new(),
+                    mail: u.mail,
+                }
+            })
+            .collect(),
+        truncated: found.truncated,
     }
 }
 

@@ -21,7 +21,9 @@
 //! (`OPERATION_KIND_OUTCOME_QUERY`) is answered from memory and the ledger:
 //! finished (with the outcome), in doubt or never seen. A policy query
 //! (`OPERATION_KIND_POLICY_QUERY`) writes nothing: it is checked the same way
-//! (minus the envelope) and answered with the policies the DC enforces.
+//! (minus the envelope) and answered with the policies the DC enforces; so
+//! is a directory search (`OPERATION_KIND_DIRECTORY_SEARCH`, the help desk's
+//! "find a user"), answered with the users of the agent's scope that match.
 //! Every result leaves signed with the agent's result-signing key
 //! ([`Executor::with_result_signer`], `writeback_envelope::results`), bound
 //! to the signed operation it answers, so the control plane can tell it
@@ -39,8 +41,8 @@ use writeback_envelope::results::ResultSigner;
 use writeback_envelope::signing::{SigningError, TrustedKey};
 use writeback_envelope::{Binding, Secrets};
 use writeback_proto::v1::{
-    self as v1, DcStatus, OperationOutcome, OperationRequest, OperationResult, PolicyReport,
-    user_ref,
+    self as v1, DcStatus, DirectorySearchResult, OperationOutcome, OperationRequest,
+    OperationResult, PolicyReport, user_ref,
 };
 
 use crate::directory::Target;
@@ -92,6 +94,14 @@ pub trait Apply: Send + Sync + 'static {
         Err(Failure::new(
             ReasonCode::Unavailable,
             "this agent cannot read password policies",
+        ))
+    }
+    /// Users of the agent's scope whose names start with `query`, at most
+    /// `limit` (an `OPERATION_KIND_DIRECTORY_SEARCH`). The default finds nothing.
+    async fn search(&self, _query: &str, _limit: u32) -> Result<DirectorySearchResult, Failure> {
+        Err(Failure::new(
+            ReasonCode::Unavailable,
+            "this agent cannot search the directory",
         ))
     }
 }
@@ -300,6 +310,9 @@ impl Executor {
         if op.kind == v1::OperationKind::OutcomeQuery as i32 {
             return self.answer_outcome_query(op, started);
         }
+        if op.kind == v1::OperationKind::DirectorySearch as i32 {
+            return self.answer_search(op, started).await;
+        }
         let id = op.operation_id.clone();
         let outcome = if id.is_empty() {
             outcome_of(Err(Failure::new(
@@ -398,6 +411,42 @@ impl Executor {
             agent_id: self.enrollment.agent_id.clone(),
             agent_duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             policy_report,
+            ..OperationResult::default()
+        }
+    }
+
+    /// A directory search: read-only like a policy query (neither remembered
+    /// nor deduplicated), checked for tenant, domain and expiry.
+    async fn answer_search(&self, op: OperationRequest, started: Instant) -> OperationResult {
+        let answer = async {
+            self.check_destination(&op)?;
+            let search = op.search.as_ref().ok_or_else(|| {
+                Failure::new(ReasonCode::InvalidArgument, "the search carries no query")
+            })?;
+            self.applier.search(&search.query, search.limit).await
+        }
+        .await;
+        let (outcome, search_result) = match answer {
+            Ok(found) => (
+                OperationOutcome {
+                    reason_code: ReasonCode::Ok.as_str().to_owned(),
+                    message: format!("{} users found", found.users.len()),
+                    applied: false,
+                },
+                Some(Box::new(found)),
+            ),
+            Err(f) => (outcome_of(Err(f)), None),
+        };
+        tracing::info!(reason = %outcome.reason_code, "directory search answered");
+        if let Some(m) = &self.metrics {
+            m.operation("directory_search", &outcome.reason_code, started.elapsed());
+        }
+        OperationResult {
+            operation_id: op.operation_id,
+            outcome: Some(outcome),
+            agent_id: self.enrollment.agent_id.clone(),
+            agent_duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            search_result,
             ..OperationResult::default()
         }
     }

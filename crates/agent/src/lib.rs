@@ -8,7 +8,8 @@
 //! directory, the [`executor`] (checks, envelope opening, exactly-once per
 //! operation id, kept across restarts by the durable [`ledger`]) and the [`tunnel`] to the relays; [`directory`] speaks LDAP
 //! over a pool of warm, bound sessions (including self-relative security
-//! descriptors). [`permissions`] checks and
+//! descriptors) and answers the help desk's directory searches within the
+//! configured scope (`directory::search`). [`permissions`] checks and
 //! grants the service account's rights on the domain (`permissions check|grant`),
 //! [`policy`] reads the password policy and says which pitfalls apply
 //! (`policy`), and [`health`] re-runs both in the background for the health

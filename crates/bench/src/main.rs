@@ -355,6 +355,7 @@ fn operation(domain: String) -> pb::OperationRequest {
         traceparent: String::new(),
         signature: Vec::new(),
         signing_key_id: String::new(),
+        search: None,
     }
 }
 

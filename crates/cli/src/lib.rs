@@ -1,7 +1,8 @@
 //! `writebackctl`, the command-line client of the control plane: the
 //! tutorial's portal and PowerShell steps as commands, plus the identity
-//! providers a tenant trusts (`idp`) and the audit trails (`audit`:
-//! operations, administrative changes, security events). It talks gRPC over
+//! providers a tenant trusts (`idp`), the audit trails (`audit`:
+//! operations, administrative changes, security events) and the help desk's
+//! "find a user" (`user search`). It talks gRPC over
 //! TLS (trusting the tenant CA) with a bearer token read from a file, and
 //! reads passwords only from standard input or an interactive prompt —
 //! never from the command line, where other users could see them. A
@@ -15,6 +16,7 @@ mod audit;
 mod idp;
 mod quality;
 mod timeline;
+mod user;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -89,6 +91,9 @@ pub enum Command {
     /// Account unlock.
     #[command(subcommand)]
     Account(AccountCmd),
+    /// Find on-premises users (the help desk's "find a user").
+    #[command(subcommand)]
+    User(user::UserCmd),
     /// Operation status.
     #[command(subcommand)]
     Operation(OperationCmd),
@@ -537,6 +542,7 @@ pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Resu
         Command::Agent(cmd) => {
             agent::run(cmd, channel, bearer, out, cli_stdout_is_terminal).await?
         }
+        Command::User(cmd) => user::run(cmd, channel, bearer, out).await?,
         Command::Password(PasswordCmd::Reset {
             user,
             must_change,

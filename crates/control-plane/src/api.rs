@@ -2,7 +2,8 @@
 //! settings and status (`api/settings.rs`), domains, agents, enrollment and
 //! agents' certificate renewal (here, authenticated by the agent's own
 //! certificate rather than a bearer token), password operations (`api/passwords.rs`), password quality
-//! (`api/password_quality.rs`), the audit logs (`api/audit.rs`: operations,
+//! (`api/password_quality.rs`), the help desk's directory search
+//! (`api/directory.rs`), the audit logs (`api/audit.rs`: operations,
 //! the administrative trail, the security trail), API tokens
 //! (`api/tokens.rs`) and the identity providers a tenant trusts
 //! (`api/identity.rs`). Each handler authenticates the bearer token, checks
@@ -35,6 +36,7 @@ use crate::policy::{self, TargetKind};
 use crate::store::{self, Caller, Page, StoreError};
 
 mod audit;
+mod directory;
 mod identity;
 mod lifecycle;
 mod password_quality;
@@ -192,6 +194,28 @@ impl Api {
             }
         }
         caller
+    }
+
+    /// `name` normalized (trimmed, lowercase), when it is a registered
+    /// domain of `tenant`; else `DOMAIN_NOT_FOUND`.
+    async fn registered_domain(&self, tenant: &str, name: &str) -> Result<String, Status> {
+        let domain = name.trim().to_ascii_lowercase();
+        if self
+            .cp
+            .store
+            .domain_exists(tenant, &domain)
+            .await
+            .map_err(store_status)?
+        {
+            Ok(domain)
+        } else {
+            Err(status(
+                ReasonCode::DomainNotFound,
+                format!(
+                    "domain {domain:?} is not registered; add it with `writebackctl domain add`"
+                ),
+            ))
+        }
     }
 
     /// Records an administrative change, right after it was made (not in
@@ -367,21 +391,7 @@ impl AgentService for Api {
         let caller = self.authenticate(&req).await?;
         require_global_admin(&caller)?;
         let r = req.into_inner();
-        let domain = r.domain.trim().to_ascii_lowercase();
-        if !self
-            .cp
-            .store
-            .domain_exists(&caller.tenant, &domain)
-            .await
-            .map_err(store_status)?
-        {
-            return Err(status(
-                ReasonCode::DomainNotFound,
-                format!(
-                    "domain {domain:?} is not registered; add it with `writebackctl domain add`"
-                ),
-            ));
-        }
+        let domain = self.registered_domain(&caller.tenant, &r.domain).await?;
         let ttl = if r.ttl_seconds == 0 {
             self.cp.config.enrollment_token_ttl_seconds
         } else {

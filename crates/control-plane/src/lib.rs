@@ -19,6 +19,10 @@
 //! it names with the result-signing key recorded at its enrollment (or the
 //! renewal that registered it); a refused one counts as no answer and lands
 //! in the security trail.
+//! Read-only questions go to the agents the same way, signed, without an
+//! envelope or an audit record: a user's password policy
+//! ([`password_policy`]) and the help desk's directory search
+//! (`DirectoryService.SearchUsers`, in [`api`]).
 
 #![forbid(unsafe_code)]
 

@@ -93,6 +93,7 @@ async fn query(
         traceparent: String::new(),
         signature: Vec::new(),
         signing_key_id: String::new(),
+        search: None,
     };
     let answer = dispatcher.dispatch(op, timeout).await?;
     let result = answer.result.unwrap_or_default();

@@ -19,7 +19,8 @@ use tonic_health::server::HealthReporter;
 use writeback_identity::{SpiffeId, tls, transport};
 use writeback_proto::v1::{
     agent_service_server::AgentServiceServer, audit_service_server::AuditServiceServer,
-    domain_service_server::DomainServiceServer, enrollment_service_server::EnrollmentServiceServer,
+    directory_service_server::DirectoryServiceServer, domain_service_server::DomainServiceServer,
+    enrollment_service_server::EnrollmentServiceServer,
     identity_provider_service_server::IdentityProviderServiceServer,
     password_quality_service_server::PasswordQualityServiceServer,
     password_service_server::PasswordServiceServer, settings_service_server::SettingsServiceServer,
@@ -43,11 +44,10 @@ const RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
 /// How often the sweep and the database health check run.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Every service name health reports on ("" is the server as a whole).
 /// The services this server serves, by their gRPC names: what health
 /// reports on and reflection advertises (the relay's and the tunnel's
 /// services share the proto package but are not served here).
-const SERVICES: [&str; 9] = [
+const SERVICES: [&str; 10] = [
     <SettingsServiceServer<Api> as NamedService>::NAME,
     <DomainServiceServer<Api> as NamedService>::NAME,
     <AgentServiceServer<Api> as NamedService>::NAME,
@@ -57,6 +57,7 @@ const SERVICES: [&str; 9] = [
     <TokenServiceServer<Api> as NamedService>::NAME,
     <IdentityProviderServiceServer<Api> as NamedService>::NAME,
     <PasswordQualityServiceServer<Api> as NamedService>::NAME,
+    <DirectoryServiceServer<Api> as NamedService>::NAME,
 ];
 
 /// A reflection service advertising [`SERVICES`] and gRPC health, with
@@ -181,6 +182,7 @@ impl ControlPlane {
             .add_service(svc!(TokenServiceServer))
             .add_service(svc!(IdentityProviderServiceServer))
             .add_service(svc!(PasswordQualityServiceServer))
+            .add_service(svc!(DirectoryServiceServer))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         housekeeping.abort();

@@ -64,6 +64,9 @@ reason_codes! {
     AlreadyExists => "ALREADY_EXISTS", AlreadyExists;
     /// No registered domain owns the user's UPN suffix.
     DomainNotFound => "DOMAIN_NOT_FOUND", NotFound;
+    /// A directory search's query is shorter than the minimum (2 characters):
+    /// it would match too much of the directory to be of use.
+    QueryTooShort => "QUERY_TOO_SHORT", InvalidArgument;
     /// Password writeback is switched off for the tenant.
     WritebackDisabled => "WRITEBACK_DISABLED", FailedPrecondition;
     /// The seed's policy does not write this operation back.

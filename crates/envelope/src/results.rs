@@ -36,6 +36,8 @@
 //! ledger_state (i32 BE) ledger_since_ms (i64 BE)
 //! policy_report: 0x00                        (absent)
 //!              | 0x01 SHA-256(prost encoding of the PolicyReport)
+//! search_result: 0x00                        (absent)
+//!              | 0x01 SHA-256(prost encoding of the DirectorySearchResult)
 //! ```
 //!
 //! The request digest is SHA-256 over [`crate::signing::signed_bytes`] of
@@ -45,10 +47,11 @@
 //! plane does not reproduce, so even the agent's honest refusal of it is
 //! not recorded (the outcome stays unknown and is asked about again).
 //!
-//! The policy report enters as the digest of its prost encoding: prost
+//! The policy report and the directory search's answer enter as the digest
+//! of their prost encoding: prost
 //! writes known fields in tag order and omits defaults, and both ends
 //! decode and encode with the same generated code. A field added to
-//! `PolicyReport` is therefore covered without touching this module, but
+//! `PolicyReport` (or `DirectorySearchResult`) is therefore covered without touching this module, but
 //! an end that does not know it drops it on decoding and the signature
 //! fails: a newer agent's report is refused, never misread, until the
 //! control plane is upgraded too. Any other field added to
@@ -151,11 +154,16 @@ pub fn result_bytes(request: &OperationRequest, result: &OperationResult) -> Vec
     lp(&mut b, result.dc_url.as_bytes());
     b.extend_from_slice(&result.ledger_state.to_be_bytes());
     b.extend_from_slice(&result.ledger_since_ms.to_be_bytes());
-    match &result.policy_report {
-        None => b.push(0),
-        Some(p) => {
-            b.push(1);
-            b.extend_from_slice(&sha256(&p.encode_to_vec()));
+    for part in [
+        result.policy_report.as_ref().map(|p| p.encode_to_vec()),
+        result.search_result.as_ref().map(|s| s.encode_to_vec()),
+    ] {
+        match part {
+            None => b.push(0),
+            Some(encoded) => {
+                b.push(1);
+                b.extend_from_slice(&sha256(&encoded));
+            }
         }
     }
     b
@@ -257,6 +265,10 @@ mod tests {
                 Box::new(|r| r.policy_report.as_mut().unwrap().account_name = "bob".into()),
             ),
             ("no policy", Box::new(|r| r.policy_report = None)),
+            (
+                "search",
+                Box::new(|r| r.search_result = Some(Box::default())),
+            ),
             ("signature", Box::new(|r| r.signature[0] ^= 1)),
         ];
         for (what, change) in changes {
@@ -355,7 +367,7 @@ mod tests {
         want.extend_from_slice(&[0; 16]);
         lp(&mut want, b"d");
         want.extend_from_slice(&[0; 12]);
-        want.push(0);
+        want.extend_from_slice(&[0, 0]);
         assert_eq!(result_bytes(&op, &r), want);
         assert_eq!(CONTEXT.len(), 30);
     }

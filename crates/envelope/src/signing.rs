@@ -28,7 +28,14 @@
 //!           | 0x01 SHA-256(version (u32 BE) count (u64 BE)
 //!                          then per copy, in order:
 //!                          lp(agent_id) lp(encapsulated_key) lp(ciphertext))
+//! search:     (nothing)                      (absent)
+//!           | 0x01 lp(query) limit (u32 BE)
 //! ```
+//!
+//! `search` (the directory search's question) adds nothing when absent, so
+//! the bytes of every other kind are what they were before it existed and
+//! agents of either version verify them alike; everything before it has a
+//! fixed shape, so its presence is never ambiguous.
 //!
 //! `traceparent` is deliberately not covered (it is tracing context, changed
 //! in transit by design); neither is `signature` itself. Every other field
@@ -218,6 +225,11 @@ pub fn signed_bytes(op: &OperationRequest) -> Vec<u8> {
             b.extend_from_slice(&envelope_digest(e));
         }
     }
+    if let Some(search) = &op.search {
+        b.push(1);
+        lp(&mut b, search.query.as_bytes());
+        b.extend_from_slice(&search.limit.to_be_bytes());
+    }
     b
 }
 
@@ -285,6 +297,26 @@ mod tests {
             traceparent: String::new(),
             signature: Vec::new(),
             signing_key_id: String::new(),
+            search: None,
+        }
+    }
+
+    type Change = (&'static str, Box<dyn Fn(&mut OperationRequest)>);
+
+    /// Each change to the signed `good` makes it fail verification.
+    fn assert_each_breaks_the_signature(
+        good: &OperationRequest,
+        trusted: &[TrustedKey],
+        changes: Vec<Change>,
+    ) {
+        for (what, change) in changes {
+            let mut op = good.clone();
+            change(&mut op);
+            assert_eq!(
+                verify(&op, trusted),
+                Err(SigningError::BadSignature),
+                "{what}"
+            );
         }
     }
 
@@ -308,7 +340,6 @@ mod tests {
     fn every_covered_field_is_covered() {
         let (signer, good) = signed();
         let trusted = [signer.trusted_key()];
-        type Change = (&'static str, Box<dyn Fn(&mut OperationRequest)>);
         let changes: Vec<Change> = vec![
             ("id", Box::new(|o| o.operation_id.push('x'))),
             ("tenant", Box::new(|o| o.tenant = "t2".into())),
@@ -358,16 +389,44 @@ mod tests {
                 }),
             ),
             ("signature", Box::new(|o| o.signature[0] ^= 1)),
+            (
+                "search added",
+                Box::new(|o| {
+                    o.search = Some(writeback_proto::v1::DirectorySearch {
+                        query: "al".into(),
+                        limit: 25,
+                    })
+                }),
+            ),
         ];
-        for (what, change) in changes {
-            let mut op = good.clone();
-            change(&mut op);
-            assert_eq!(
-                verify(&op, &trusted),
-                Err(SigningError::BadSignature),
-                "{what}"
-            );
-        }
+        assert_each_breaks_the_signature(&good, &trusted, changes);
+    }
+
+    /// A directory search's query and limit are signed: a relay cannot
+    /// widen a search or turn it into another.
+    #[test]
+    fn a_search_is_covered() {
+        let (signer, _) = OperationSigner::generate().unwrap();
+        let trusted = [signer.trusted_key()];
+        let mut good = op();
+        good.kind = OperationKind::DirectorySearch as i32;
+        good.target = None;
+        good.envelope = None;
+        good.search = Some(writeback_proto::v1::DirectorySearch {
+            query: "ali".into(),
+            limit: 10,
+        });
+        signer.sign(&mut good);
+        verify(&good, &trusted).unwrap();
+        let changes: Vec<Change> = vec![
+            (
+                "query",
+                Box::new(|o| o.search.as_mut().unwrap().query = "a".into()),
+            ),
+            ("limit", Box::new(|o| o.search.as_mut().unwrap().limit = 25)),
+            ("no search", Box::new(|o| o.search = None)),
+        ];
+        assert_each_breaks_the_signature(&good, &trusted, changes);
     }
 
     #[test]

@@ -118,6 +118,29 @@ impl ControlPlane {
         r.map(|r| r.into_inner().role()).map_err(Refusal::from)
     }
 
+    /// `SearchUsers` as `token`'s holder (every domain of the tenant).
+    pub async fn search_users(
+        &self,
+        token: &SecretString,
+        query: &str,
+    ) -> Result<pb::SearchUsersResponse, Refusal> {
+        let r = self
+            .directory()
+            .search_users(self.request(
+                token,
+                pb::SearchUsersRequest {
+                    query: query.to_owned(),
+                    ..Default::default()
+                },
+            ))
+            .await;
+        r.map(tonic::Response::into_inner).map_err(Refusal::from)
+    }
+
+    service!(
+        directory,
+        pb::directory_service_client::DirectoryServiceClient<Channel>
+    );
     service!(
         passwords,
         pb::password_service_client::PasswordServiceClient<Channel>

@@ -1,7 +1,7 @@
 //! The writeback web portals, one service: **self-service** (change, reset
 //! after a strong sign-in, unlock — with the account's password rules shown
-//! and checked as the user types), the **help desk** (find a user, reset,
-//! unlock, their history), the **audit log** (the three trails with the
+//! and checked as the user types), the **help desk** (find a user by the
+//! start of a name, reset, unlock, their history), the **audit log** (the three trails with the
 //! control plane's filters) and the global administrator's **on-premises
 //! integration** page (the three toggles, each domain's set-up status,
 //! agents, enrollment tokens). The navigation offers each person the pages

@@ -45,8 +45,24 @@ pub const LIVE_CHECK_LABEL: &str = "Checks as you type";
 
 /// Help desk.
 pub const FIND_USER: &str = "Find a user";
-pub const USER_UPN: &str = "User (user@domain)";
-pub const SUBMIT_FIND: &str = "Show";
+pub const SEARCH_LABEL: &str = "Start of a name, account name or e-mail address";
+pub const SEARCH_HINT: &str = "At least 2 characters, for example \"ali\" or \"smi\".";
+pub const SUBMIT_FIND: &str = "Search";
+pub const RESULTS_CAPTION: &str = "Users whose name starts with";
+pub const NO_USER_FOUND: &str =
+    "No user in the directory matches. Check the spelling, or try the start of another name.";
+pub const MORE_RESULTS: &str = "More users match than are shown here: type more of the name.";
+pub const DOMAIN_NOT_SEARCHED: &str = "Not searched:";
+pub const COL_NAME: &str = "Name";
+pub const COL_UPN: &str = "User name";
+pub const COL_STATE: &str = "Account";
+pub const COL_WRITEBACK: &str = "Password writeback";
+pub const STATE_ENABLED: &str = "enabled";
+pub const STATE_DISABLED: &str = "disabled";
+pub const STATE_LOCKED: &str = "locked out";
+pub const ELIGIBLE: &str = "can be reset and unlocked here";
+pub const NOT_ELIGIBLE: &str = "not here:";
+pub const OPEN_USER: &str = "Open";
 pub const MUST_CHANGE: &str = "User must change the password at next sign-in";
 pub const ALSO_UNLOCK: &str = "Also unlock the account";
 pub const HD_RESET_TITLE: &str = "Reset the password of";
@@ -142,6 +158,7 @@ pub fn explain(reason: &str, message: &str) -> String {
             "Correct it and try again.",
         ),
         "USER_NOT_FOUND" => ("No such user in the directory.", "Check the name."),
+        "QUERY_TOO_SHORT" => ("Type at least 2 characters of the name to search for.", ""),
         "PROTECTED_ACCOUNT" => (
             "This account is protected and cannot be changed here.",
             "Ask a domain administrator.",

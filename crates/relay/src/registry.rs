@@ -839,9 +839,11 @@ impl Registry {
     }
 }
 
-/// Whether `op` only reads (a policy or outcome query).
+/// Whether `op` only reads (a policy or outcome query, a directory search).
 fn is_query(op: &OperationRequest) -> bool {
-    op.kind == OperationKind::PolicyQuery as i32 || op.kind == OperationKind::OutcomeQuery as i32
+    op.kind == OperationKind::PolicyQuery as i32
+        || op.kind == OperationKind::OutcomeQuery as i32
+        || op.kind == OperationKind::DirectorySearch as i32
 }
 
 /// The waiter key of a request: its operation id, with an outcome query

@@ -377,6 +377,31 @@ impl SambaDc {
         Ok(dn)
     }
 
+    /// Set `displayName`, `givenName` and `sn` of the user `dn`.
+    pub async fn set_names(
+        &self,
+        dn: &str,
+        display_name: &str,
+        given_name: &str,
+        surname: &str,
+    ) -> Result<(), TestkitError> {
+        let mut ldap = self.ldap_admin().await?;
+        let res = ldap
+            .modify(
+                dn,
+                vec![
+                    ldap3::Mod::Replace("displayName", HashSet::from([display_name])),
+                    ldap3::Mod::Replace("givenName", HashSet::from([given_name])),
+                    ldap3::Mod::Replace("sn", HashSet::from([surname])),
+                ],
+            )
+            .await
+            .map_err(TestkitError::ldap("modify"))?;
+        check_rc("modify", res)?;
+        let _ = ldap.unbind().await;
+        Ok(())
+    }
+
     /// Create `OU=<name>` under the domain root. Returns the DN.
     pub async fn create_ou(&self, name: &str) -> Result<String, TestkitError> {
         let dn = format!("OU={name},{}", self.base_dn());

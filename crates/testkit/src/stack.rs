@@ -159,6 +159,10 @@ impl Client {
     pub fn agents(&self) -> pb::agent_service_client::AgentServiceClient<Channel> {
         pb::agent_service_client::AgentServiceClient::new(self.channel.clone())
     }
+    /// DirectoryService client.
+    pub fn directory(&self) -> pb::directory_service_client::DirectoryServiceClient<Channel> {
+        pb::directory_service_client::DirectoryServiceClient::new(self.channel.clone())
+    }
     /// AuditService client.
     pub fn audit(&self) -> pb::audit_service_client::AuditServiceClient<Channel> {
         pb::audit_service_client::AuditServiceClient::new(self.channel.clone())
@@ -411,6 +415,19 @@ impl Stack {
         bind_dn: &str,
         bind_password: &str,
     ) -> Result<String, TestkitError> {
+        self.start_agent_configured(dc, bind_dn, bind_password, |_| {})
+            .await
+    }
+
+    /// [`Stack::start_agent`], with `configure` changing the agent's
+    /// directory configuration first (its scope OUs or group, deny groups).
+    pub async fn start_agent_configured(
+        &mut self,
+        dc: &SambaDc,
+        bind_dn: &str,
+        bind_password: &str,
+        configure: impl FnOnce(&mut DirectoryConfig),
+    ) -> Result<String, TestkitError> {
         let admin = self.admin()?;
         let token = admin
             .agents()
@@ -422,20 +439,24 @@ impl Stack {
             .map_err(|s| TestkitError::Stack(format!("enrollment token: {s}")))?
             .into_inner()
             .token;
-        let state_dir = self
-            .dir
-            .path()
-            .join(format!("agent-{}", self.agents.len() + 1));
+        // A directory of its own, also after an agent was stopped.
+        let mut n = self.agents.len() + 1;
+        while self.dir.path().join(format!("agent-{n}")).exists() {
+            n += 1;
+        }
+        let state_dir = self.dir.path().join(format!("agent-{n}"));
         let enrollment = writeback_agent::enroll::enroll(&self.cp_url, &token, &state_dir)
             .await
             .map_err(|e| TestkitError::Stack(format!("enroll: {e}")))?;
-        let directory = Directory::new(DirectoryConfig::new(
+        let mut config = DirectoryConfig::new(
             vec![dc.ldaps_url()],
             dc.ca_pem(),
             bind_dn,
             bind_password.to_owned().into(),
-        ))
-        .map_err(|e| TestkitError::Stack(format!("directory: {e}")))?;
+        );
+        configure(&mut config);
+        let directory =
+            Directory::new(config).map_err(|e| TestkitError::Stack(format!("directory: {e}")))?;
         let (stop, rx) = watch::channel(false);
         // Metrics are kept (not served): tests read them from `agent_metrics`.
         let mut observability = writeback_agent::runtime::Observability::new(None);

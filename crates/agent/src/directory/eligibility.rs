@@ -124,18 +124,7 @@ impl Directory {
             return Err(self.not_in_scope(&user));
         }
         // Fail closed: what the checks below need must have been read.
-        let unreadable = if user.guid.is_none() {
-            Some("objectGUID")
-        } else if user.sid.is_none() {
-            Some("objectSid")
-        } else if !uac_read {
-            Some("userAccountControl")
-        } else if user.primary_group_id.is_none() {
-            Some("primaryGroupID")
-        } else {
-            None
-        };
-        if let Some(attr) = unreadable {
+        if let Some(attr) = unreadable(&user, uac_read) {
             warn!(dn = %user.dn, attr, "a fact the protected-account check needs is not readable; refusing");
             // The usual cause: inheritance disabled on the user, so the read rights
             // delegated above it do not reach it. Say so when it is the case.
@@ -190,6 +179,22 @@ impl Directory {
     }
 }
 
+/// The first fact the protected-account checks need that could not be read
+/// (`uac_read`: whether the entry carried `userAccountControl`).
+pub(super) fn unreadable(user: &User, uac_read: bool) -> Option<&'static str> {
+    if user.guid.is_none() {
+        Some("objectGUID")
+    } else if user.sid.is_none() {
+        Some("objectSid")
+    } else if !uac_read {
+        Some("userAccountControl")
+    } else if user.primary_group_id.is_none() {
+        Some("primaryGroupID")
+    } else {
+        None
+    }
+}
+
 /// `(&(objectCategory=person)(objectClass=user)(...))` for the target, values escaped.
 pub(crate) fn user_filter(target: &Target) -> Result<String, DirectoryError> {
     let clause = match target {
@@ -222,7 +227,7 @@ pub(crate) fn guid_dn(guid: &uuid::Uuid) -> String {
 /// account may not read it (empty), membership is checked with
 /// `LDAP_MATCHING_RULE_IN_CHAIN` against the groups found in this domain instead —
 /// only if the domain facts proved that check works, else the user is refused.
-async fn check_protected(
+pub(super) async fn check_protected(
     s: &mut Session,
     domain: &DomainInfo,
     user: &User,

@@ -15,7 +15,9 @@
 //! and the scope group, `eligibility.rs`) and the modify. The domain's facts are
 //! cached ([`domain`]); health checks and the policy report reuse the pool. The
 //! password policies a user is subject to (domain default, fine-grained policies,
-//! the effective one) are read by [`effective`].
+//! the effective one) are read by [`effective`]; the help desk's "find a user"
+//! (a prefix search within the scope, each user judged eligible or not) is
+//! [`search`].
 //!
 //! A session that fails before the write, after it was reused, is discarded and the
 //! operation runs again on a new one (nothing was written); a failure during the
@@ -78,6 +80,7 @@ mod error;
 mod explain;
 pub mod pool;
 pub(crate) mod sd;
+pub mod search;
 mod security;
 mod session;
 mod timing;
@@ -96,6 +99,7 @@ use tracing::{info, warn};
 pub use classify::{DcRefusal, classify};
 pub use effective::{FineGrainedPolicy, PolicyFacts, UserPolicy};
 pub use error::{BindRejection, DirectoryError, ProtectedBy, Right};
+pub use search::{FoundUser, SearchAnswer};
 pub(crate) use security::SecuritySnapshot;
 
 use domain::{DomainCache, DomainInfo};

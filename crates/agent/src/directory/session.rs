@@ -16,6 +16,9 @@ use super::classify::{DcRefusal, classify, rc};
 use super::error::{BindRejection, DirectoryError};
 use super::wire::RawEntry;
 
+/// LDAP result code `sizeLimitExceeded` (RFC 4511).
+const SIZE_LIMIT_EXCEEDED: u32 = 4;
+
 /// How a URL is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Transport {
@@ -277,6 +280,48 @@ impl Session {
             }
         }
         Ok(Ok(out))
+    }
+
+    /// A subtree search that stops after `size_limit` entries (the DC's
+    /// `sizeLimitExceeded`, rc 4, is not a failure here): the entries, and
+    /// whether the limit cut the answer short.
+    pub(crate) async fn search_sized(
+        &mut self,
+        base: &str,
+        filter: &str,
+        attrs: &[&str],
+        size_limit: i32,
+    ) -> Result<(Vec<RawEntry>, bool), DirectoryError> {
+        let mut ldap = self.ldap.clone();
+        let started = Instant::now();
+        let res = ldap
+            .with_search_options(ldap3::SearchOptions::new().sizelimit(size_limit))
+            .with_timeout(self.timeout)
+            .search(base, Scope::Subtree, filter, attrs.to_vec())
+            .await;
+        self.observe("search", started);
+        let ldap3::SearchResult(entries, result) =
+            res.map_err(|e| self.op_error("search", e, false))?;
+        let cut = result.rc == SIZE_LIMIT_EXCEEDED;
+        if result.rc != rc::SUCCESS && !cut {
+            return Err(unexpected("search", &self.url, result));
+        }
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if entry.is_ref() || entry.is_intermediate() {
+                continue;
+            }
+            let Some(e) = RawEntry::parse(entry.0) else {
+                self.broken = true;
+                return Err(DirectoryError::Connection {
+                    op: "search",
+                    detail: "malformed search entry".to_string(),
+                    during_write: false,
+                });
+            };
+            out.push(e);
+        }
+        Ok((out, cut))
     }
 
     /// Search with the paged-results control (`page_size` entries a page), so a

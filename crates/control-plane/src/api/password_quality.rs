@@ -86,19 +86,7 @@ impl PasswordQualityService for Api {
             }
             None => {
                 require_admin(&caller)?;
-                let domain = r.domain.trim().to_ascii_lowercase();
-                if !self
-                    .cp
-                    .store
-                    .domain_exists(&caller.tenant, &domain)
-                    .await
-                    .map_err(store_status)?
-                {
-                    return Err(status(
-                        ReasonCode::DomainNotFound,
-                        format!("no registered domain {domain:?}"),
-                    ));
-                }
+                let domain = self.registered_domain(&caller.tenant, &r.domain).await?;
                 let (report, read_at) = self
                     .quality
                     .policies

@@ -601,6 +601,7 @@ pub fn unlock(domain: &str, upn: &str, ttl: Duration) -> pb::OperationRequest {
         traceparent: String::new(),
         signature: Vec::new(),
         signing_key_id: String::new(),
+        search: None,
     }
 }
 

@@ -9,7 +9,7 @@ use writeback_proto::v1 as pb;
 use crate::harness::TestDb;
 use crate::support::{self, Options, TestCp, reason_in_details};
 
-const SERVICES: [&str; 7] = [
+const SERVICES: [&str; 8] = [
     "writeback.v1.SettingsService",
     "writeback.v1.DomainService",
     "writeback.v1.AgentService",
@@ -17,6 +17,7 @@ const SERVICES: [&str; 7] = [
     "writeback.v1.PasswordService",
     "writeback.v1.AuditService",
     "writeback.v1.TokenService",
+    "writeback.v1.DirectoryService",
 ];
 
 async fn health_answers_for_the_server_and_every_service(db: &TestDb) {

@@ -23,6 +23,8 @@ pub mod config;
 pub mod directory;
 pub mod enroll;
 pub mod executor;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod health;
 pub mod ledger;
 pub mod metrics;

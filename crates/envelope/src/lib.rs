@@ -14,6 +14,8 @@
 
 #![forbid(unsafe_code)]
 
+#[doc(hidden)]
+pub mod fuzz;
 pub mod signing;
 
 use hpke::aead::ChaCha20Poly1305;

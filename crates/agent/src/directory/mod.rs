@@ -76,6 +76,8 @@ mod effective;
 mod eligibility;
 mod error;
 mod explain;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod pool;
 pub(crate) mod sd;
 mod security;

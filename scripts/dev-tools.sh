@@ -11,7 +11,8 @@
 # clone reuses them and nothing lands in ~/.cargo/bin; a tool already there at
 # its pinned version is skipped (the script then takes well under a second).
 # The build of a tool goes to its own target directory under the root and is
-# deleted afterwards. Cold, both take about <COLD> on the 2-core CI machine.
+# deleted afterwards. Cold, both take about 4 minutes on the 2-core machine
+# (measured: cargo-fuzz 53 s, cargo-deny 196 s); present, 0.04 s.
 #
 # Kept apart from install-deps.sh on purpose: that script also runs inside a
 # clean Debian container (the fresh-machine test) where there is no Rust.

@@ -15,6 +15,8 @@
 //! through relay crashes and broken tunnels ([`dispatcher`]'s delivery:
 //! retries within the deadline, and the agents' ledgers asked before any
 //! resend); an outcome still unknown is resolved later by [`reconcile`].
+//! The checks a request passes before anything else — bearer tokens, JWT
+//! headers, request fields — are fuzzed through `api::fuzz` (`fuzz/`).
 
 #![forbid(unsafe_code)]
 

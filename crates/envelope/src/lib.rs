@@ -10,7 +10,8 @@
 //! HPKE base mode authenticates no sender, so the envelope alone does not
 //! prove the control plane sent the operation; [`signing`] does: the control
 //! plane signs every operation (the envelope's digest included) with a key
-//! the agent pinned at enrollment.
+//! the agent pinned at enrollment. `fuzz` holds the fixed keys of the
+//! `operation` fuzz target's seed corpus (`fuzz/`), used nowhere else.
 
 #![forbid(unsafe_code)]
 

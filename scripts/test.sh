@@ -9,7 +9,12 @@
 #    without it) and the Python environment of the tests' independent gRPC
 #    client (scripts/python-env.sh);
 # 2. checks formatting and lints (cargo fmt --check, clippy -D warnings);
-# 3. runs the whole workspace's tests with cargo-nextest (cargo test when
+# 3. checks Cargo.lock against deny.toml (`cargo deny check licenses bans
+#    sources`: no advisories, whose database cannot be fetched here) and runs
+#    every fuzz target for FUZZ_SECONDS (default 15) each (scripts/fuzz.sh);
+#    both tools are installed, pinned, by scripts/dev-tools.sh into
+#    ~/.cache/writeback/tools;
+# 4. runs the whole workspace's tests with cargo-nextest (cargo test when
 #    nextest is absent), including the end-to-end tests against real Samba
 #    AD domain controllers, the fresh-machine test (install-deps.sh in a
 #    clean Debian container) and the docker-compose tests, which need the
@@ -37,8 +42,16 @@ export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+TOOLS=$(scripts/dev-tools.sh)
+log "cargo deny check licenses bans sources"
+"$TOOLS/cargo-deny" deny check --hide-inclusion-graph licenses bans sources
+# Before the test suite, so its summary stays the last thing printed.
+log "fuzz targets, ${FUZZ_SECONDS:-15} s each"
+scripts/fuzz.sh
 
 if cargo nextest --version >/dev/null 2>&1; then
     log "cargo nextest run --workspace"

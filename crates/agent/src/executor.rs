@@ -666,49 +666,59 @@ impl Executor {
     }
 
     fn open(&self, op: &OperationRequest, valid: &ValidOperation) -> Result<Secrets, Failure> {
-        let envelope = op.envelope.as_ref().ok_or_else(|| {
-            Failure::new(
-                ReasonCode::EnvelopeInvalid,
-                "the operation carries no password envelope",
-            )
-        })?;
-        let target = op
-            .target
-            .as_ref()
-            .and_then(user_ref_key)
-            .unwrap_or_default();
-        let binding = Binding {
-            tenant: &op.tenant,
-            domain: &op.domain,
-            operation_id: &op.operation_id,
-            target: &target,
-            kind: valid.kind.as_str(),
-            must_change_at_next_logon: op.must_change_at_next_logon,
-            unlock: op.unlock,
-            expires_at: op.expires_at.as_ref().map_or(0, |t| t.seconds),
-        };
-        let secrets = writeback_envelope::open(
-            envelope,
+        open_envelope(
+            op,
+            valid.kind,
             &self.enrollment.agent_id,
             &self.envelope_key,
-            &binding,
         )
-        .map_err(|e| {
-            tracing::warn!(error = %e, "password envelope refused");
-            Failure::new(ReasonCode::EnvelopeInvalid, e.to_string())
-        })?;
-        if matches!(
-            valid.kind,
-            OperationKind::Change | OperationKind::ForcedChange
-        ) && secrets.old_password.is_none()
-        {
-            return Err(Failure::new(
-                ReasonCode::InvalidArgument,
-                "a password change needs the current password",
-            ));
-        }
-        Ok(secrets)
     }
+}
+
+/// Opens the password envelope of `op` (of `kind`) with this agent's key,
+/// bound to the operation's fields as they arrived: a ciphertext moved to
+/// another operation, or fields altered in transit, do not open. A change
+/// must carry the current password.
+pub(crate) fn open_envelope(
+    op: &OperationRequest,
+    kind: OperationKind,
+    agent_id: &str,
+    key: &writeback_envelope::KeyPair,
+) -> Result<Secrets, Failure> {
+    let envelope = op.envelope.as_ref().ok_or_else(|| {
+        Failure::new(
+            ReasonCode::EnvelopeInvalid,
+            "the operation carries no password envelope",
+        )
+    })?;
+    let target = op
+        .target
+        .as_ref()
+        .and_then(user_ref_key)
+        .unwrap_or_default();
+    let binding = Binding {
+        tenant: &op.tenant,
+        domain: &op.domain,
+        operation_id: &op.operation_id,
+        target: &target,
+        kind: kind.as_str(),
+        must_change_at_next_logon: op.must_change_at_next_logon,
+        unlock: op.unlock,
+        expires_at: op.expires_at.as_ref().map_or(0, |t| t.seconds),
+    };
+    let secrets = writeback_envelope::open(envelope, agent_id, key, &binding).map_err(|e| {
+        tracing::warn!(error = %e, "password envelope refused");
+        Failure::new(ReasonCode::EnvelopeInvalid, e.to_string())
+    })?;
+    if matches!(kind, OperationKind::Change | OperationKind::ForcedChange)
+        && secrets.old_password.is_none()
+    {
+        return Err(Failure::new(
+            ReasonCode::InvalidArgument,
+            "a password change needs the current password",
+        ));
+    }
+    Ok(secrets)
 }
 
 /// The failure for an operation whose signature did not verify.
@@ -757,7 +767,7 @@ fn target_from_key(key: &str) -> Option<Target> {
 }
 
 /// The user an operation names.
-fn target_of(op: &OperationRequest) -> Result<Target, Failure> {
+pub(crate) fn target_of(op: &OperationRequest) -> Result<Target, Failure> {
     match op.target.as_ref().and_then(|t| t.by.as_ref()) {
         Some(user_ref::By::Upn(upn)) if !upn.is_empty() => Ok(Target::Upn(upn.clone())),
         Some(user_ref::By::ObjectGuid(g)) => {

@@ -14,7 +14,9 @@
 //! [`policy`] reads the password policy and says which pitfalls apply
 //! (`policy`), and [`health`] re-runs both in the background for the health
 //! reports the relays probe. [`metrics`] counts operations, LDAP requests and
-//! sessions, served on `metrics_listen` when set.
+//! sessions, served on `metrics_listen` when set. Its parsers of bytes it
+//! did not make (a DC's descriptors, entries and replication metadata, the
+//! ledger file, a relayed operation) are fuzzed through `fuzz` (`fuzz/`).
 
 #![forbid(unsafe_code)]
 
@@ -24,6 +26,8 @@ pub mod config;
 pub mod directory;
 pub mod enroll;
 pub mod executor;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod health;
 pub mod ledger;
 pub mod metrics;

@@ -37,6 +37,8 @@ use crate::store::{self, Caller, Page, StoreError};
 
 mod audit;
 mod directory;
+#[doc(hidden)]
+pub mod fuzz;
 mod identity;
 mod lifecycle;
 mod password_quality;
@@ -302,27 +304,7 @@ impl DomainService for Api {
         let caller = self.authenticate(&req).await?;
         require_global_admin(&caller)?;
         let r = req.into_inner();
-        let name = r.name.trim().to_ascii_lowercase();
-        if !is_dns_name(&name) {
-            return Err(status(
-                ReasonCode::InvalidArgument,
-                "a domain name is a DNS name such as contoso.test",
-            ));
-        }
-        let mut suffixes: Vec<String> = r
-            .upn_suffixes
-            .iter()
-            .map(|s| s.trim().to_ascii_lowercase())
-            .collect();
-        if suffixes.is_empty() {
-            suffixes.push(name.clone());
-        }
-        if let Some(bad) = suffixes.iter().find(|s| !is_dns_name(s)) {
-            return Err(status(
-                ReasonCode::InvalidArgument,
-                format!("UPN suffix {bad:?} is not a DNS name"),
-            ));
-        }
+        let (name, suffixes) = domain_names(&r)?;
         let row = self
             .cp
             .store
@@ -368,6 +350,33 @@ impl DomainService for Api {
             next_page_token: next.unwrap_or_default(),
         }))
     }
+}
+
+/// The domain name and UPN suffixes of an `AddDomain`, trimmed and lowercase
+/// (the domain's own name when no suffix is given), or why they are refused.
+fn domain_names(r: &pb::AddDomainRequest) -> Result<(String, Vec<String>), Status> {
+    let name = r.name.trim().to_ascii_lowercase();
+    if !is_dns_name(&name) {
+        return Err(status(
+            ReasonCode::InvalidArgument,
+            "a domain name is a DNS name such as contoso.test",
+        ));
+    }
+    let mut suffixes: Vec<String> = r
+        .upn_suffixes
+        .iter()
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
+    if suffixes.is_empty() {
+        suffixes.push(name.clone());
+    }
+    if let Some(bad) = suffixes.iter().find(|s| !is_dns_name(s)) {
+        return Err(status(
+            ReasonCode::InvalidArgument,
+            format!("UPN suffix {bad:?} is not a DNS name"),
+        ));
+    }
+    Ok((name, suffixes))
 }
 
 fn is_dns_name(s: &str) -> bool {

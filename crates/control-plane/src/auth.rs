@@ -42,21 +42,16 @@ pub async fn authenticate<T>(cp: &ControlPlane, req: &Request<T>) -> Result<Call
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .ok_or_else(unauthenticated)?;
-    let token = header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
-        .map(str::trim)
-        .ok_or_else(unauthenticated)?;
-    if crate::oidc::looks_like_jwt(token) {
-        return cp
-            .oidc
-            .authenticate(&cp.store, token)
-            .await
-            .map_err(Status::from);
-    }
-    if !token.starts_with(PREFIX) {
-        return Err(unauthenticated());
-    }
+    let token = match bearer(header).ok_or_else(unauthenticated)? {
+        Bearer::Jwt(token) => {
+            return cp
+                .oidc
+                .authenticate(&cp.store, token)
+                .await
+                .map_err(Status::from);
+        }
+        Bearer::ApiToken(token) => token,
+    };
     let store = &cp.store;
     match store
         .authenticate(&sha256_hex(token.as_bytes()), store.now_ms())
@@ -120,40 +115,66 @@ pub fn presented<T>(req: &Request<T>) -> Presented {
             Presented::Missing
         };
     };
-    let Some(token) = header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
-        .map(str::trim)
-    else {
+    presented_header(header)
+}
+
+/// [`presented`] for the value of an `authorization` header.
+pub fn presented_header(header: &str) -> Presented {
+    let Some(token) = bearer(header) else {
         return Presented::Malformed;
     };
-    if crate::oidc::looks_like_jwt(token) {
-        let claims = crate::oidc::unverified_claims(token).unwrap_or_default();
-        let text = |name: &str| {
-            claims
-                .get(name)
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        return Presented::Jwt {
-            issuer: text("iss"),
-            client_id: crate::oidc::claims::client_id(&claims)
-                .unwrap_or_default()
-                .to_owned(),
-            principal: CLAIMED_PRINCIPAL
-                .iter()
-                .map(|c| text(c))
-                .find(|v| !v.is_empty())
-                .unwrap_or_default(),
-        };
-    }
-    if token.starts_with(PREFIX) {
-        return Presented::ApiToken {
+    match token {
+        Bearer::ApiToken(token) => Presented::ApiToken {
             hash: sha256_hex(token.as_bytes()),
-        };
+        },
+        Bearer::Jwt(token) => {
+            let claims = crate::oidc::unverified_claims(token).unwrap_or_default();
+            let text = |name: &str| {
+                claims
+                    .get(name)
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            Presented::Jwt {
+                issuer: text("iss"),
+                client_id: crate::oidc::claims::client_id(&claims)
+                    .unwrap_or_default()
+                    .to_owned(),
+                principal: CLAIMED_PRINCIPAL
+                    .iter()
+                    .map(|c| text(c))
+                    .find(|v| !v.is_empty())
+                    .unwrap_or_default(),
+            }
+        }
     }
-    Presented::Malformed
+}
+
+/// The credential in an `authorization` header, by its shape (nothing is
+/// checked yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bearer<'a> {
+    /// An identity provider's access token (three dot-separated parts).
+    Jwt(&'a str),
+    /// One of writeback's own `wbt1.` API tokens.
+    ApiToken(&'a str),
+}
+
+/// Reads `Bearer <token>` (either case of the scheme); `None` when the
+/// header is not that or the token has neither known shape.
+pub fn bearer(header: &str) -> Option<Bearer<'_>> {
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)?;
+    if crate::oidc::looks_like_jwt(token) {
+        Some(Bearer::Jwt(token))
+    } else if token.starts_with(PREFIX) {
+        Some(Bearer::ApiToken(token))
+    } else {
+        None
+    }
 }
 
 /// Refuses callers that are not administrators.

@@ -23,6 +23,8 @@
 //! envelope or an audit record: a user's password policy
 //! ([`password_policy`]) and the help desk's directory search
 //! (`DirectoryService.SearchUsers`, in [`api`]).
+//! The checks a request passes before anything else — bearer tokens, JWT
+//! headers, request fields — are fuzzed through `api::fuzz` (`fuzz/`).
 
 #![forbid(unsafe_code)]
 

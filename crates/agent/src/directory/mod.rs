@@ -78,6 +78,8 @@ mod effective;
 mod eligibility;
 mod error;
 mod explain;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod pool;
 pub(crate) mod sd;
 pub mod search;

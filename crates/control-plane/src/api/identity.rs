@@ -53,7 +53,7 @@ fn check_issuer_url(url: &str) -> Result<String, Status> {
     }
 }
 
-fn issuer_of(p: pb::Issuer) -> Result<IssuerConfig, Status> {
+pub(super) fn issuer_of(p: pb::Issuer) -> Result<IssuerConfig, Status> {
     let issuer_id = check_name(&p.issuer_id, "issuer_id")?;
     let issuer_url = check_issuer_url(&p.issuer_url)?;
     let audiences: Vec<String> = p
@@ -131,7 +131,7 @@ fn issuer_of(p: pb::Issuer) -> Result<IssuerConfig, Status> {
     })
 }
 
-fn issuer_pb(i: IssuerConfig) -> pb::Issuer {
+pub(super) fn issuer_pb(i: IssuerConfig) -> pb::Issuer {
     pb::Issuer {
         issuer_id: i.issuer_id,
         issuer_url: i.issuer_url,

@@ -163,18 +163,7 @@ impl Api {
         let resolved = match &user.by {
             Some(user_ref::By::Upn(upn)) => {
                 let upn = upn.trim().to_lowercase();
-                let Some((local, suffix)) = upn.rsplit_once('@') else {
-                    return Err(status(
-                        ReasonCode::InvalidArgument,
-                        "a UPN looks like name@suffix",
-                    ));
-                };
-                if local.is_empty() {
-                    return Err(status(
-                        ReasonCode::InvalidArgument,
-                        "a UPN looks like name@suffix",
-                    ));
-                }
+                let suffix = upn_suffix(&upn)?;
                 // Independent reads, at once.
                 let (domain, role) = tokio::join!(
                     store.domain_for_upn_suffix(&caller.tenant, suffix),
@@ -276,5 +265,17 @@ impl Api {
             seen.agent,
         );
         result
+    }
+}
+
+/// The suffix of a (trimmed, lowercase) UPN: what follows its last `@`, with
+/// something before it.
+pub(super) fn upn_suffix(upn: &str) -> Result<&str, Status> {
+    match upn.rsplit_once('@') {
+        Some((local, suffix)) if !local.is_empty() => Ok(suffix),
+        _ => Err(status(
+            ReasonCode::InvalidArgument,
+            "a UPN looks like name@suffix",
+        )),
     }
 }

@@ -95,6 +95,65 @@ pub fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
     part(payload, "payload").ok()
 }
 
+/// A JWT's header, the algorithm it names and its payload, decoded and not
+/// verified: they pick the issuer, key and algorithm it is verified with.
+fn unverified_parts(token: &str) -> Result<(Header, Algorithm, Map<String, Value>), Failure> {
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(_sig)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(unauthenticated("the bearer token is not a JWT"));
+    };
+    let header: Header = part(h, "header")?;
+    let alg = algorithm(&header.alg)?;
+    let unverified: Map<String, Value> = part(p, "payload")?;
+    Ok((header, alg, unverified))
+}
+
+/// The issuer of [`fuzz_token`] and of the unit tests: `https://idp.test`,
+/// audience `writeback`, the default algorithms.
+fn example_issuer() -> IssuerConfig {
+    IssuerConfig {
+        issuer_id: "idp".into(),
+        issuer_url: "https://idp.test".into(),
+        audiences: vec!["writeback".into()],
+        algorithms: vec![],
+        principal_claim: "upn".into(),
+        role_claim: String::new(),
+        role_mappings: vec![],
+        default_role: None,
+        clock_skew_seconds: 60,
+        strong_auth: crate::store::StrongAuthPolicy::default(),
+        updated_at_ms: 0,
+    }
+}
+
+/// The fuzz target's entry point (`fuzz/fuzz_targets/token.rs`): a
+/// bearer token through every step that reads it before its signature holds —
+/// the unverified header and payload, the client id, the security trail's
+/// description — and then `jsonwebtoken`'s verification against a fixed
+/// Ed25519 key, which must refuse it (nothing here can hold that key's
+/// private half). Not an API.
+#[doc(hidden)]
+pub fn fuzz_token(token: &str) {
+    let _ = unverified_claims(token);
+    let Ok((_, alg, claims)) = unverified_parts(token) else {
+        return;
+    };
+    let _ = claims::client_id(&claims);
+    // 32 arbitrary bytes as an Ed25519 public key (jsonwebtoken takes the
+    // raw key for EdDSA): no one holds a private key that matches them.
+    const PUBLIC: [u8; 32] = [
+        0xea, 0x4a, 0x6c, 0x63, 0xe2, 0x9c, 0x52, 0x0a, 0xbe, 0xf5, 0x50, 0x7b, 0x13, 0x2e, 0xc5,
+        0xf9, 0x95, 0x47, 0x76, 0xae, 0xbe, 0xbe, 0x7b, 0x92, 0x42, 0x1e, 0xea, 0x69, 0x14, 0x46,
+        0xd2, 0x2c,
+    ];
+    let key = jsonwebtoken::DecodingKey::from_ed_der(&PUBLIC);
+    let issuer = example_issuer();
+    assert!(
+        check_token(token, &key, &issuer, alg).is_err(),
+        "a token no one could sign was accepted"
+    );
+}
+
 /// The algorithm a token's header names, if writeback could ever accept it.
 fn algorithm(alg: &str) -> Result<Algorithm, Failure> {
     if alg.eq_ignore_ascii_case("none") {
@@ -128,13 +187,7 @@ impl Verifier {
 
     /// The caller `token` speaks for, or why it is refused.
     pub async fn authenticate(&self, store: &Store, token: &str) -> Result<Caller, Failure> {
-        let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(_sig)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(unauthenticated("the bearer token is not a JWT"));
-        };
-        let header: Header = part(h, "header")?;
-        let alg = algorithm(&header.alg)?;
-        let unverified: Map<String, Value> = part(p, "payload")?;
+        let (header, alg, unverified) = unverified_parts(token)?;
         let iss = unverified
             .get("iss")
             .and_then(Value::as_str)
@@ -373,8 +426,6 @@ mod tests {
 
     use jsonwebtoken::{DecodingKey, EncodingKey, Header as JwtHeader};
 
-    use crate::store::StrongAuthPolicy;
-
     /// A test ES256 key (unit tests only; the end-to-end tests use a real
     /// identity provider): (signing key, verifying key).
     fn test_key() -> (EncodingKey, DecodingKey) {
@@ -386,17 +437,8 @@ mod tests {
 
     fn issuer() -> IssuerConfig {
         IssuerConfig {
-            issuer_id: "idp".into(),
-            issuer_url: "https://idp.test".into(),
-            audiences: vec!["writeback".into()],
-            algorithms: vec![],
-            principal_claim: "upn".into(),
-            role_claim: String::new(),
-            role_mappings: vec![],
             default_role: Some(Role::User),
-            clock_skew_seconds: 60,
-            strong_auth: StrongAuthPolicy::default(),
-            updated_at_ms: 0,
+            ..super::example_issuer()
         }
     }
 

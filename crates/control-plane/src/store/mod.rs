@@ -450,11 +450,11 @@ impl Page {
 
 /// Page tokens are hex of `<kind>:<key>`: opaque to callers, checked on the
 /// way back in.
-fn encode_page_token(kind: char, key: &str) -> String {
+pub(crate) fn encode_page_token(kind: char, key: &str) -> String {
     hex::encode(format!("{kind}:{key}"))
 }
 
-fn decode_page_token(kind: char, token: &str) -> Result<String, StoreError> {
+pub(crate) fn decode_page_token(kind: char, token: &str) -> Result<String, StoreError> {
     let bytes = hex::decode(token).map_err(|_| StoreError::InvalidPageToken)?;
     let text = String::from_utf8(bytes).map_err(|_| StoreError::InvalidPageToken)?;
     let (k, key) = text.split_once(':').ok_or(StoreError::InvalidPageToken)?;

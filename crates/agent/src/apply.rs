@@ -10,7 +10,8 @@ use writeback_envelope::Secrets;
 use writeback_proto::v1::{DcStatus, PasswordPolicy, PolicyReport};
 
 use crate::directory::{
-    Directory, DirectoryError, PasswordPolicy as Policy, PolicyFacts, ResetOptions, Target,
+    Directory, DirectoryError, Identity, PasswordPolicy as Policy, PolicyFacts, ResetOptions,
+    Target,
 };
 use crate::executor::{Apply, ValidOperation};
 use crate::health::Checks;
@@ -58,6 +59,16 @@ impl Apply for Directory {
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the user's password version");
                 None
+            }
+        }
+    }
+
+    async fn identity(&self, target: &Target) -> Identity {
+        match self.identify(target).await {
+            Ok(i) => i.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read who the user is");
+                Identity::default()
             }
         }
     }

@@ -67,7 +67,7 @@ impl CloseReason {
 /// What a dispatcher waiting on a tunnel receives.
 #[derive(Clone)]
 enum Answer {
-    Result(OperationResult),
+    Result(Box<OperationResult>),
     Lost(CloseReason),
 }
 
@@ -134,7 +134,7 @@ impl AgentConn {
             .unwrap_or_default();
         let mut delivered = false;
         for w in waiters {
-            delivered |= w.send(Answer::Result(result.clone())).is_ok();
+            delivered |= w.send(Answer::Result(Box::new(result.clone()))).is_ok();
         }
         delivered
     }
@@ -751,7 +751,7 @@ impl Registry {
             let answer = tokio::time::timeout_at(deadline, rx).await;
             drop(_slot);
             let reason = match answer {
-                Ok(Ok(Answer::Result(result))) => return Ok(result),
+                Ok(Ok(Answer::Result(result))) => return Ok(*result),
                 Ok(Ok(Answer::Lost(reason))) => reason,
                 Ok(Err(_)) => CloseReason::Dropped,
                 Err(_) => {

@@ -363,6 +363,17 @@ impl Stack {
         self.client_with_file(&file)
     }
 
+    /// Registers `dc`'s domain, starts one agent for it (bound as the DC's
+    /// Administrator), waits until the control plane sees it online and
+    /// returns the domain's help desk ([`Stack::helpdesk`]).
+    pub async fn serve_domain(&mut self, dc: &SambaDc) -> Result<Client, TestkitError> {
+        self.add_domain(dc).await?;
+        self.start_agent(dc, &dc.admin_dn(), dc.admin_password())
+            .await?;
+        self.until_online(dc.domain(), 1).await?;
+        self.helpdesk(dc.domain()).await
+    }
+
     /// `helpdesk@{domain}`, a password administrator signed in to the portal.
     pub async fn helpdesk(&self, domain: &str) -> Result<Client, TestkitError> {
         self.client(

@@ -120,13 +120,7 @@ async fn a_dc_killed_mid_burst_gets_every_caller_a_true_answer() {
     let mut dc = burst::fault_dc("contoso.test").await;
     let mut burst = Burst::create(&dc, "dcdown", USERS, START).await;
     let mut stack = Stack::start(TENANT, 1).await.unwrap();
-    stack.add_domain(&dc).await.unwrap();
-    stack
-        .start_agent(&dc, &dc.admin_dn(), dc.admin_password())
-        .await
-        .unwrap();
-    stack.until_online(dc.domain(), 1).await.unwrap();
-    let helpdesk: Client = stack.helpdesk(dc.domain()).await.unwrap();
+    let helpdesk: Client = stack.serve_domain(&dc).await.unwrap();
     // A warm-up: connections open and the first-use costs paid.
     dc.create_user("warm", START).await.unwrap();
     let (warm, _) = helpdesk

@@ -55,7 +55,7 @@ pub enum Delivery {
 #[derive(Debug)]
 pub enum Verdict {
     /// An agent finished it; its answer.
-    Finished(DispatchResponse),
+    Finished(Box<DispatchResponse>),
     /// Every enrolled agent answered, and none ever received it.
     NotSeen,
     /// Not known: why (an agent could not be asked, or is in doubt).
@@ -95,7 +95,7 @@ impl Dispatcher {
                 {
                     Verdict::Finished(answer) => {
                         tracing::info!("an agent's ledger holds the outcome");
-                        return Delivery::Answered(answer);
+                        return Delivery::Answered(*answer);
                     }
                     Verdict::NotSeen => {
                         tracing::info!("no agent received the operation; sending it again");
@@ -221,7 +221,7 @@ impl Dispatcher {
             };
             let result = answer.result.clone().unwrap_or_default();
             match LedgerState::try_from(result.ledger_state) {
-                Ok(LedgerState::Finished) => return Verdict::Finished(answer),
+                Ok(LedgerState::Finished) => return Verdict::Finished(Box::new(answer)),
                 Ok(LedgerState::NotSeen) if result.ledger_since_ms <= created_ms => {}
                 Ok(LedgerState::NotSeen) => {
                     unknown.push(format!("agent {agent}'s ledger starts after the operation"));

@@ -219,7 +219,8 @@ async fn a_control_plane_killed_mid_burst_leaves_no_outcome_unknown() {
 /// `OPERATION_IN_PROGRESS` while the dead replica's record is pending, then
 /// (past its deadline and the sweep's grace) asks the agent's ledger and
 /// records the truth. Every caller ends `OK`, every password written once.
-/// Half the callers start on each replica; the kill lands 60 ms in.
+/// Half the callers start on each replica; the kill lands as soon as the
+/// doomed one has recorded the first reset sent to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_of_two_replicas_killed_mid_burst_on_postgres_fails_nothing() {
     writeback_identity::install_crypto_provider();
@@ -271,6 +272,7 @@ async fn one_of_two_replicas_killed_mid_burst_on_postgres_fails_nothing() {
     burst.remember(&dc).await;
     let (answers, took) = {
         let doomed = &mut replicas[0];
+        let (first, store) = (&burst, &cp.store);
         burst
             .run_with(
                 |i| {
@@ -279,7 +281,20 @@ async fn one_of_two_replicas_killed_mid_burst_on_postgres_fails_nothing() {
                     order
                 },
                 async move {
-                    tokio::time::sleep(Duration::from_millis(60)).await;
+                    // As soon as the doomed replica has recorded user 0's reset
+                    // (pending): it is in flight there.
+                    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                    let key = format!("upn:{}", first.upn(0));
+                    while store
+                        .count_operations_since(TENANT, &key, &[], 0)
+                        .await
+                        .unwrap()
+                        .0
+                        == 0
+                    {
+                        assert!(std::time::Instant::now() < deadline, "nothing recorded");
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
                     doomed.kill();
                 },
             )

@@ -12,8 +12,8 @@ use writeback_proto::v1::{
 };
 
 use crate::directory::{
-    Directory, DirectoryError, PasswordPolicy as Policy, PolicyFacts, ResetOptions, SearchAnswer,
-    Target,
+    Directory, DirectoryError, Identity, PasswordPolicy as Policy, PolicyFacts, ResetOptions,
+    SearchAnswer, Target,
 };
 use crate::executor::{Apply, ValidOperation};
 use crate::health::Checks;
@@ -61,6 +61,16 @@ impl Apply for Directory {
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the user's password version");
                 None
+            }
+        }
+    }
+
+    async fn identity(&self, target: &Target) -> Identity {
+        match self.identify(target).await {
+            Ok(i) => i.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read who the user is");
+                Identity::default()
             }
         }
     }

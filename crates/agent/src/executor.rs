@@ -45,7 +45,7 @@ use writeback_proto::v1::{
     OperationResult, PolicyReport, user_ref,
 };
 
-use crate::directory::Target;
+use crate::directory::{Identity, Target};
 use crate::health::{Checks, HealthHandle};
 use crate::ledger::{Begun, Entry, Ledger};
 use crate::state::Enrollment;
@@ -87,6 +87,14 @@ pub trait Apply: Send + Sync + 'static {
     /// it cannot be told. The default tells nothing.
     async fn password_version(&self, _target: &Target) -> Option<u32> {
         None
+    }
+    /// Who `target` is: its password version, `objectGUID` and UPN, read
+    /// before a password write. The default knows only the password version.
+    async fn identity(&self, target: &Target) -> Identity {
+        Identity {
+            password_version: self.password_version(target).await,
+            ..Identity::default()
+        }
     }
     /// The domain's password policies and, for `target`, the user's effective
     /// one (an `OPERATION_KIND_POLICY_QUERY`). The default reads nothing.
@@ -314,6 +322,8 @@ impl Executor {
             return self.answer_search(op, started).await;
         }
         let id = op.operation_id.clone();
+        // Who the target is, when this request is the one that ran it.
+        let mut who = Identity::default();
         let outcome = if id.is_empty() {
             outcome_of(Err(Failure::new(
                 ReasonCode::InvalidArgument,
@@ -325,7 +335,11 @@ impl Executor {
             let outcome = cell
                 .get_or_init(|| {
                     first = true;
-                    self.run_once(&op)
+                    async {
+                        let (outcome, identity) = self.run_once(&op).await;
+                        who = identity;
+                        outcome
+                    }
                 })
                 .await
                 .clone();
@@ -345,6 +359,8 @@ impl Executor {
             agent_id: self.enrollment.agent_id.clone(),
             agent_duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             policy_report: None,
+            target_guid: who.guid.map(|g| g.to_string()).unwrap_or_default(),
+            target_upn: who.upn.unwrap_or_default(),
             ..OperationResult::default()
         }
     }
@@ -454,53 +470,56 @@ impl Executor {
     /// Runs `op` unless the ledger knows it, recording it as begun (with
     /// the target's password version, the witness) before and finished
     /// after. Without a ledger, memory alone deduplicates.
-    async fn run_once(&self, op: &OperationRequest) -> OperationOutcome {
+    async fn run_once(&self, op: &OperationRequest) -> (OperationOutcome, Identity) {
         let Some(ledger) = &self.ledger else {
-            return outcome_of(self.run(op).await);
+            return (outcome_of(self.run(op).await), Identity::default());
         };
         match ledger.get(&op.operation_id) {
             Some(Entry::Done(outcome)) => {
                 tracing::info!("repeated operation id answered from the ledger");
-                return outcome;
+                return (outcome, Identity::default());
             }
             Some(Entry::Begun(begun)) => {
                 match self.settle(ledger, &op.operation_id, &begun).await {
-                    Settled::Applied(outcome) => return outcome,
+                    Settled::Applied(outcome) => return (outcome, Identity::default()),
                     Settled::NotApplied => {}
                     Settled::InDoubt => {
                         tracing::warn!(
                             "operation begun before a restart and never finished; not run again"
                         );
-                        return in_doubt();
+                        return (in_doubt(), Identity::default());
                     }
                 }
             }
             None => {}
         }
-        let begun = self.begun(op).await;
+        let (begun, identity) = self.begun(op).await;
         if let Err(e) = ledger.begin(&op.operation_id, begun).await {
             tracing::error!(error = %e, "cannot record the operation in the ledger; refused");
-            return outcome_of(Err(Failure::new(
+            let refused = outcome_of(Err(Failure::new(
                 ReasonCode::Internal,
                 "the agent cannot write its operation ledger; nothing was written to the directory",
             )));
+            return (refused, Identity::default());
         }
         let outcome = outcome_of(self.run(op).await);
         if let Err(e) = ledger.finish(&op.operation_id, &outcome).await {
             tracing::error!(error = %e, "cannot record the operation's outcome in the ledger");
         }
-        outcome
+        (outcome, identity)
     }
 
     /// The ledger's record of `op` about to begin: its expiry, target and
-    /// kind, and — for a password write — the target's password version.
-    async fn begun(&self, op: &OperationRequest) -> Begun {
+    /// kind, and — for a password write — the target's password version;
+    /// with who the target is (its GUID and UPN, read in the same search).
+    async fn begun(&self, op: &OperationRequest) -> (Begun, Identity) {
         let valid = self.validate(op).ok();
-        let witness = match &valid {
-            Some(v) if v.kind.carries_password() => self.applier.password_version(&v.target).await,
-            _ => None,
+        let identity = match &valid {
+            Some(v) if v.kind.carries_password() => self.applier.identity(&v.target).await,
+            _ => Identity::default(),
         };
-        Begun {
+        let witness = identity.password_version;
+        let begun = Begun {
             expires_ms: op
                 .expires_at
                 .as_ref()
@@ -512,7 +531,8 @@ impl Executor {
                 .unwrap_or_default(),
             kind: valid.map_or("", |v| v.kind.as_str()).to_owned(),
             witness,
-        }
+        };
+        (begun, identity)
     }
 
     /// Decides an operation begun before a restart from the directory: its

@@ -38,6 +38,7 @@
 //!              | 0x01 SHA-256(prost encoding of the PolicyReport)
 //! search_result: 0x00                        (absent)
 //!              | 0x01 SHA-256(prost encoding of the DirectorySearchResult)
+//! lp(target_guid) lp(target_upn)             (whom a password write found)
 //! ```
 //!
 //! The request digest is SHA-256 over [`crate::signing::signed_bytes`] of
@@ -166,6 +167,10 @@ pub fn result_bytes(request: &OperationRequest, result: &OperationResult) -> Vec
             }
         }
     }
+    // The throttle takes these as one person's names: a relay must not
+    // join two people.
+    lp(&mut b, result.target_guid.as_bytes());
+    lp(&mut b, result.target_upn.as_bytes());
     b
 }
 
@@ -265,6 +270,14 @@ mod tests {
                 Box::new(|r| r.policy_report.as_mut().unwrap().account_name = "bob".into()),
             ),
             ("no policy", Box::new(|r| r.policy_report = None)),
+            (
+                "target guid",
+                Box::new(|r| r.target_guid = "guid-of-mallory".into()),
+            ),
+            (
+                "target upn",
+                Box::new(|r| r.target_upn = "mallory@contoso.test".into()),
+            ),
             (
                 "search",
                 Box::new(|r| r.search_result = Some(Box::default())),
@@ -368,6 +381,8 @@ mod tests {
         lp(&mut want, b"d");
         want.extend_from_slice(&[0; 12]);
         want.extend_from_slice(&[0, 0]);
+        lp(&mut want, b"");
+        lp(&mut want, b"");
         assert_eq!(result_bytes(&op, &r), want);
         assert_eq!(CONTEXT.len(), 30);
     }

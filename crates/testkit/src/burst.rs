@@ -1,37 +1,167 @@
-//! A burst of password resets for the fault tests, and the invariants they
+//! A burst of password writes for the fault tests, and the invariants they
 //! check against the directory itself: users `{prefix}0…` of a DC, each
-//! reset once with its own operation id while the test kills and restarts a
-//! component; afterwards every caller's answer, every record and the
-//! directory must agree — the new password binds, and the user's
-//! `unicodePwd` version rose by exactly one (applied once, never twice).
+//! written once with its own operation id — a help-desk reset, or for the
+//! first [`Burst::with_changes`] users a change (old → new) by the user —
+//! while the test kills, restarts or partitions a component; afterwards
+//! every caller's answer, every record and the directory must agree:
+//!
+//! 1. every operation has exactly one record, final and not unknown;
+//! 2. the record agrees with the directory: `OK` ⇔ the new password binds
+//!    and the user's `unicodePwd` version rose by one; a failure ⇔ the
+//!    version did not move and the new password does not bind;
+//! 3. no password was written twice (the version never rose by more than one);
+//! 4. the caller's reason is the record's reason.
 
 // Test assertions: a failure here is the calling test's failure.
 #![allow(clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
-use writeback_control_plane::store::{OperationState, Store};
+use writeback_control_plane::store::{OperationRow, OperationState, Store};
 use writeback_core::ReasonCode;
+use writeback_proto::v1 as pb;
 
 use crate::SambaDc;
 use crate::stack::Client;
 
 /// How long a caller keeps retrying its id for a definite answer.
-const PATIENCE: Duration = Duration::from_secs(120);
+pub const PATIENCE: Duration = Duration::from_secs(120);
 
 /// The users of a burst, created on a DC, with their password versions.
 pub struct Burst {
     prefix: String,
     domain: String,
+    start: String,
     dns: Vec<String>,
+    changes: usize,
     before: Vec<u32>,
 }
 
 /// One caller's end: user index, operation id, final reason, attempts.
 pub type Answer = (usize, String, ReasonCode, u32);
 
+/// One password write a caller makes.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// A reset of `upn` to `password` (by a help desk).
+    Reset { upn: String, password: String },
+    /// A change of `upn`'s password from `old` to `new` (by the user).
+    Change {
+        upn: String,
+        old: String,
+        new: String,
+    },
+}
+
+/// Sends `write` with operation id `id` to `clients[0]`, retrying with that
+/// id until the answer is definite, as a client should when a control
+/// plane, relay or agent fails: a broken connection (no writeback error
+/// details; the next client — another control-plane replica — is tried),
+/// `OPERATION_IN_PROGRESS` and `TIMEOUT` (outcome not known yet) are
+/// retried every 500 ms for up to `patience`. Returns the final reason and
+/// the number of attempts.
+pub async fn write_until_known(
+    clients: &[Client],
+    write: &Write,
+    id: &str,
+    patience: Duration,
+) -> (ReasonCode, u32) {
+    let deadline = Instant::now() + patience;
+    let mut attempts = 0;
+    let mut at = 0;
+    loop {
+        attempts += 1;
+        let c = &clients[at % clients.len()];
+        let user = |upn: &str| {
+            Some(pb::UserRef {
+                by: Some(pb::user_ref::By::Upn(upn.to_owned())),
+            })
+        };
+        let answer = match write {
+            Write::Reset { upn, password } => c
+                .passwords()
+                .reset_password(c.request(pb::ResetPasswordRequest {
+                    user: user(upn),
+                    new_password: password.clone(),
+                    operation_id: id.to_owned(),
+                    ..Default::default()
+                }))
+                .await
+                .map(|_| ()),
+            Write::Change { upn, old, new } => c
+                .passwords()
+                .change_password(c.request(pb::ChangePasswordRequest {
+                    user: user(upn),
+                    old_password: old.clone(),
+                    new_password: new.clone(),
+                    operation_id: id.to_owned(),
+                    ..Default::default()
+                }))
+                .await
+                .map(|_| ()),
+        };
+        let reason = match answer {
+            Ok(()) => return (ReasonCode::Ok, attempts),
+            Err(s) if s.details().is_empty() => {
+                at += 1;
+                None
+            }
+            Err(s) => Some(writeback_core::failure_of(&s).reason),
+        };
+        match reason {
+            None | Some(ReasonCode::OperationInProgress | ReasonCode::Timeout)
+                if Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            None => return (ReasonCode::Unavailable, attempts),
+            Some(other) => return (other, attempts),
+        }
+    }
+}
+
+/// The record of every answer's operation, in answer order.
+pub async fn records(store: &Store, tenant: &str, answers: &[Answer]) -> Vec<OperationRow> {
+    let mut rows = Vec::new();
+    for (_, id, ..) in answers {
+        rows.push(
+            store
+                .get_operation(tenant, id)
+                .await
+                .expect("store")
+                .expect("one record"),
+        );
+    }
+    rows
+}
+
+/// A DC for `domain` for a fault test: started (panicking, never
+/// skipping, when Samba cannot start) with no minimum password age, so a
+/// burst may write a password set moments before.
+pub async fn fault_dc(domain: &str) -> SambaDc {
+    let dc = SambaDc::start(domain)
+        .await
+        .expect("samba DC (scripts/install-deps.sh)");
+    dc.set_password_settings(&["--min-pwd-age=0"])
+        .await
+        .expect("samba-tool domain passwordsettings");
+    dc
+}
+
+/// What a burst ended with, once every invariant held.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Applied once, answered and recorded `OK`.
+    pub ok: usize,
+    /// Not applied, answered and recorded with this reason: (user, reason).
+    pub failed: Vec<(usize, ReasonCode)>,
+    /// Callers that needed more than one attempt.
+    pub retried: usize,
+}
+
 impl Burst {
-    /// Creates `users` users `{prefix}N` with password `start` on `dc`.
+    /// Creates `users` users `{prefix}N` with password `start` on `dc`;
+    /// every one is reset by a help desk.
     pub async fn create(dc: &SambaDc, prefix: &str, users: usize, start: &str) -> Burst {
         let mut dns = Vec::new();
         for i in 0..users {
@@ -44,9 +174,32 @@ impl Burst {
         Burst {
             prefix: prefix.to_owned(),
             domain: dc.domain().to_owned(),
+            start: start.to_owned(),
             dns,
+            changes: 0,
             before: Vec::new(),
         }
+    }
+
+    /// The first `n` users change their own password (old → new) instead.
+    pub fn with_changes(mut self, n: usize) -> Burst {
+        self.changes = n.min(self.dns.len());
+        self
+    }
+
+    /// How many users the burst writes.
+    pub fn len(&self) -> usize {
+        self.dns.len()
+    }
+
+    /// Whether the burst has no users.
+    pub fn is_empty(&self) -> bool {
+        self.dns.is_empty()
+    }
+
+    /// Whether the `i`th user changes (rather than is reset).
+    pub fn is_change(&self, i: usize) -> bool {
+        i < self.changes
     }
 
     /// The `i`th user's UPN.
@@ -59,6 +212,22 @@ impl Burst {
         format!("{}-{i}-New-1!", self.prefix)
     }
 
+    /// The `i`th user's write.
+    pub fn write(&self, i: usize) -> Write {
+        if self.is_change(i) {
+            Write::Change {
+                upn: self.upn(i),
+                old: self.start.clone(),
+                new: self.password(i),
+            }
+        } else {
+            Write::Reset {
+                upn: self.upn(i),
+                password: self.password(i),
+            }
+        }
+    }
+
     /// Reads every user's password version (call just before the burst).
     pub async fn remember(&mut self, dc: &SambaDc) {
         self.before.clear();
@@ -68,24 +237,42 @@ impl Burst {
         }
     }
 
-    /// Resets every user, 2 ms apart, each caller retrying its id until the
-    /// answer is definite ([`Client::reset_until_known`]); `interrupt` runs
-    /// meanwhile (it kills and restarts something). Returns the answers in
-    /// user order and the time until the last one.
+    /// Whether the `i`th user's password was written since [`Burst::remember`].
+    pub async fn applied(&self, dc: &SambaDc, i: usize) -> bool {
+        dc.password_writes(&self.dns[i])
+            .await
+            .is_ok_and(|v| v > self.before[i])
+    }
+
+    /// [`Burst::run_with`], every write sent to `client`.
     pub async fn run(
         &self,
         client: &Client,
         interrupt: impl std::future::Future<Output = ()>,
     ) -> (Vec<Answer>, Duration) {
+        self.run_with(|_| vec![client.clone()], interrupt).await
+    }
+
+    /// Writes every user, 2 ms apart, each caller retrying its id until the
+    /// answer is definite ([`write_until_known`]) through the clients
+    /// `callers(i)` gives for user `i` (its own for a change, a help desk's
+    /// for a reset; several when there are replicas); `interrupt` runs
+    /// meanwhile (it kills, restarts or cuts something). Returns the
+    /// answers in user order and the time until the last one.
+    pub async fn run_with(
+        &self,
+        callers: impl Fn(usize) -> Vec<Client>,
+        interrupt: impl std::future::Future<Output = ()>,
+    ) -> (Vec<Answer>, Duration) {
         let started = Instant::now();
         let mut burst = tokio::task::JoinSet::new();
         for i in 0..self.dns.len() {
-            let c = client.clone();
-            let (upn, password) = (self.upn(i), self.password(i));
+            let clients = callers(i);
+            let write = self.write(i);
             let id = uuid::Uuid::new_v4().to_string();
             burst.spawn(async move {
                 tokio::time::sleep(Duration::from_millis(2 * i as u64)).await;
-                let (reason, attempts) = c.reset_until_known(&upn, &password, &id, PATIENCE).await;
+                let (reason, attempts) = write_until_known(&clients, &write, &id, PATIENCE).await;
                 (i, id, reason, attempts)
             });
         }
@@ -98,37 +285,94 @@ impl Burst {
         (answers, started.elapsed())
     }
 
-    /// Asserts the invariants: every caller was told `OK`, every record
-    /// says succeeded and is not unknown, every new password binds, and
-    /// every password was written exactly once.
+    /// Asserts the four invariants (see the module docs) for every answer
+    /// and says how the burst ended.
+    pub async fn check(
+        &self,
+        dc: &SambaDc,
+        store: &Store,
+        tenant: &str,
+        answers: &[Answer],
+    ) -> Tally {
+        let mut tally = Tally::default();
+        for (i, id, reason, attempts) in answers {
+            let upn = self.upn(*i);
+            if *attempts > 1 {
+                tally.retried += 1;
+            }
+            let row = store
+                .get_operation(tenant, id)
+                .await
+                .expect("store")
+                .unwrap_or_else(|| panic!("{upn}: no record of {id} ({reason})"));
+            assert_ne!(row.state, OperationState::Pending, "{upn}: {row:?}");
+            assert!(!row.outcome_unknown(), "{upn}: still unknown: {row:?}");
+            assert_eq!(
+                row.reason_code.as_deref(),
+                Some(reason.as_str()),
+                "{upn}: the caller was told {reason}, the record says {row:?}"
+            );
+            let writes = dc
+                .password_writes(&self.dns[*i])
+                .await
+                .expect("password version");
+            let binds = dc.try_bind(&upn, &self.password(*i)).await.expect("bind");
+            assert!(
+                writes <= self.before[*i] + 1,
+                "{upn}: the password was written {} times",
+                writes - self.before[*i]
+            );
+            if *reason == ReasonCode::Ok {
+                assert_eq!(row.state, OperationState::Succeeded, "{upn}: {row:?}");
+                assert!(
+                    binds,
+                    "{upn}: recorded applied, but the new password does not bind"
+                );
+                assert_eq!(writes, self.before[*i] + 1, "{upn}: applied once");
+                tally.ok += 1;
+            } else {
+                assert_eq!(row.state, OperationState::Failed, "{upn}: {row:?}");
+                assert!(
+                    !binds && writes == self.before[*i],
+                    "{upn}: recorded {reason} ({:?}), but the directory shows it applied",
+                    row.message
+                );
+                tally.failed.push((*i, *reason));
+            }
+        }
+        tally
+    }
+
+    /// Asserts that every user's new password binds and that it was
+    /// written exactly once since [`Burst::remember`], whatever ids did it.
+    pub async fn assert_each_written_once(&self, dc: &SambaDc) {
+        for (i, dn) in self.dns.iter().enumerate() {
+            let upn = self.upn(i);
+            assert!(
+                dc.try_bind(&upn, &self.password(i)).await.expect("bind"),
+                "{upn}: the new password binds"
+            );
+            assert_eq!(
+                dc.password_writes(dn).await.expect("password version"),
+                self.before[i] + 1,
+                "{upn}: written exactly once"
+            );
+        }
+    }
+
+    /// Asserts the invariants and that every caller was told `OK`.
     pub async fn assert_applied_once(
         &self,
         dc: &SambaDc,
         store: &Store,
         tenant: &str,
         answers: &[Answer],
-    ) {
-        for (i, id, reason, _) in answers {
-            let upn = self.upn(*i);
-            assert_eq!(*reason, ReasonCode::Ok, "{upn}: the caller's answer");
-            let row = store
-                .get_operation(tenant, id)
-                .await
-                .expect("store")
-                .expect("one record");
-            assert_eq!(row.state, OperationState::Succeeded, "{upn}: {row:?}");
-            assert!(!row.outcome_unknown(), "{upn}: {row:?}");
-            assert!(
-                dc.try_bind(&upn, &self.password(*i)).await.expect("bind"),
-                "{upn}: the new password binds"
-            );
-            assert_eq!(
-                dc.password_writes(&self.dns[*i])
-                    .await
-                    .expect("password version"),
-                self.before[*i] + 1,
-                "{upn}: the password was written exactly once"
-            );
-        }
+    ) -> Tally {
+        let tally = self.check(dc, store, tenant, answers).await;
+        assert!(
+            tally.failed.is_empty(),
+            "not every write succeeded: {tally:?}"
+        );
+        tally
     }
 }

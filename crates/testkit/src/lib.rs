@@ -19,7 +19,9 @@
 //! through an NSS database (real TLS, no ignored certificate errors), and signs
 //! users in through glewlwyd's own login page ([`browser::sign_in_at_glewlwyd`]).
 //! [`otlp::Collector`] receives the services' OpenTelemetry spans over OTLP/gRPC
-//! for the end-to-end trace tests.
+//! for the end-to-end trace tests. [`partition::Partition`] cuts and heals
+//! one TCP link (an agent's tunnel to its relay) for the fault tests;
+//! [`burst`] runs the fault tests' bursts and checks their invariants.
 //!
 //! Everything is polled with deadlines (no fixed sleeps), nothing listens on fixed
 //! shared ports, and several domain controllers run side by side, also from parallel
@@ -32,6 +34,7 @@ pub mod docker;
 mod error;
 pub mod oidc;
 pub mod otlp;
+pub mod partition;
 pub mod pki;
 pub mod process;
 pub mod samba;

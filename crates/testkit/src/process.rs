@@ -36,6 +36,11 @@ impl ServiceProcess {
         }
     }
 
+    /// The `host:port` it listens on.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
     /// Starts it (its log goes to the test's stderr) and waits until its
     /// port accepts connections.
     pub async fn start(&mut self) -> Result<(), TestkitError> {

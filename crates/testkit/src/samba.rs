@@ -208,6 +208,27 @@ impl SambaDc {
         Ok(dc)
     }
 
+    /// SIGKILL to samba's whole process group: no shutdown, its
+    /// connections break and only what its databases committed survives.
+    /// [`SambaDc::restart`] starts it again on the same directory.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+        }
+        self.stdin = None;
+    }
+
+    /// Starts samba again (after [`SambaDc::kill`]) on the same directory,
+    /// address and certificate; returns once an LDAPS bind succeeds.
+    pub async fn restart(&mut self) -> Result<(), TestkitError> {
+        self.kill();
+        let (child, stdin) = spawn_samba(&self.dir_path, &self.smb_conf)?;
+        self.child = Some(child);
+        self.stdin = Some(stdin);
+        self.wait_ready().await
+    }
+
     /// DNS domain name, e.g. "contoso.test".
     pub fn domain(&self) -> &str {
         &self.domain

@@ -91,11 +91,8 @@ impl Client {
     }
 
     /// Resets `upn`'s password with operation id `id`, retrying with that id
-    /// until the answer is definite, as a client should when a control
-    /// plane, relay or agent fails: a broken connection (no writeback error
-    /// details), `OPERATION_IN_PROGRESS` and `TIMEOUT` (outcome not known
-    /// yet) are retried every 500 ms for up to `patience`. Returns the final
-    /// reason and the number of attempts.
+    /// until the answer is definite ([`crate::burst::write_until_known`]).
+    /// Returns the final reason and the number of attempts.
     pub async fn reset_until_known(
         &self,
         upn: &str,
@@ -103,37 +100,11 @@ impl Client {
         id: &str,
         patience: Duration,
     ) -> (writeback_core::ReasonCode, u32) {
-        use writeback_core::ReasonCode;
-        let deadline = std::time::Instant::now() + patience;
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let answer = self
-                .passwords()
-                .reset_password(self.request(pb::ResetPasswordRequest {
-                    user: Some(pb::UserRef {
-                        by: Some(pb::user_ref::By::Upn(upn.to_owned())),
-                    }),
-                    new_password: password.into(),
-                    operation_id: id.to_owned(),
-                    ..Default::default()
-                }))
-                .await;
-            let reason = match answer {
-                Ok(_) => return (ReasonCode::Ok, attempts),
-                Err(s) if s.details().is_empty() => None,
-                Err(s) => Some(writeback_core::failure_of(&s).reason),
-            };
-            match reason {
-                None | Some(ReasonCode::OperationInProgress | ReasonCode::Timeout)
-                    if std::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                None => return (ReasonCode::Unavailable, attempts),
-                Some(other) => return (other, attempts),
-            }
-        }
+        let write = crate::burst::Write::Reset {
+            upn: upn.to_owned(),
+            password: password.to_owned(),
+        };
+        crate::burst::write_until_known(std::slice::from_ref(self), &write, id, patience).await
     }
 
     /// Wraps a gRPC request with the bearer token.
@@ -396,6 +367,42 @@ impl Stack {
         self.client_with_file(&file)
     }
 
+    /// Registers `dc`'s domain, starts one agent for it (bound as the DC's
+    /// Administrator), waits until the control plane sees it online and
+    /// returns the domain's help desk ([`Stack::helpdesk`]).
+    pub async fn serve_domain(&mut self, dc: &SambaDc) -> Result<Client, TestkitError> {
+        self.add_domain(dc).await?;
+        self.start_agent(dc, &dc.admin_dn(), dc.admin_password())
+            .await?;
+        self.until_online(dc.domain(), 1).await?;
+        self.helpdesk(dc.domain()).await
+    }
+
+    /// `helpdesk@{domain}`, a password administrator signed in to the portal.
+    pub async fn helpdesk(&self, domain: &str) -> Result<Client, TestkitError> {
+        self.client(
+            &format!("helpdesk@{domain}"),
+            Role::PasswordAdmin,
+            ClientApp::Portal,
+        )
+        .await
+    }
+
+    /// Waits (up to [`READY_TIMEOUT`]) until the control plane sees `n`
+    /// agents of `domain` online.
+    pub async fn until_online(&self, domain: &str, n: usize) -> Result<(), TestkitError> {
+        let deadline = std::time::Instant::now() + READY_TIMEOUT;
+        while self.cp.dispatcher.online_agents(&self.tenant, domain).len() < n {
+            if std::time::Instant::now() >= deadline {
+                return Err(TestkitError::Stack(format!(
+                    "the control plane never saw {n} agents of {domain} online"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
     /// Registers the DC's domain with the control plane and turns writeback on.
     pub async fn add_domain(&self, dc: &SambaDc) -> Result<(), TestkitError> {
         self.register_domain(dc.domain()).await
@@ -415,7 +422,7 @@ impl Stack {
         bind_dn: &str,
         bind_password: &str,
     ) -> Result<String, TestkitError> {
-        self.start_agent_configured(dc, bind_dn, bind_password, |_| {})
+        self.start_agent_full(dc, bind_dn, bind_password, None, |_| {})
             .await
     }
 
@@ -426,6 +433,32 @@ impl Stack {
         dc: &SambaDc,
         bind_dn: &str,
         bind_password: &str,
+        configure: impl FnOnce(&mut DirectoryConfig),
+    ) -> Result<String, TestkitError> {
+        self.start_agent_full(dc, bind_dn, bind_password, None, configure)
+            .await
+    }
+
+    /// [`Stack::start_agent`], the agent dialling `relay_urls` (in that
+    /// order) instead of the relays its enrollment names — a relay of its
+    /// own choice, or a proxy in front of one that a test can cut.
+    pub async fn start_agent_via(
+        &mut self,
+        dc: &SambaDc,
+        bind_dn: &str,
+        bind_password: &str,
+        relay_urls: Option<Vec<String>>,
+    ) -> Result<String, TestkitError> {
+        self.start_agent_full(dc, bind_dn, bind_password, relay_urls, |_| {})
+            .await
+    }
+
+    async fn start_agent_full(
+        &mut self,
+        dc: &SambaDc,
+        bind_dn: &str,
+        bind_password: &str,
+        relay_urls: Option<Vec<String>>,
         configure: impl FnOnce(&mut DirectoryConfig),
     ) -> Result<String, TestkitError> {
         let admin = self.admin()?;
@@ -448,6 +481,14 @@ impl Stack {
         let enrollment = writeback_agent::enroll::enroll(&self.cp_url, &token, &state_dir)
             .await
             .map_err(|e| TestkitError::Stack(format!("enroll: {e}")))?;
+        if let Some(urls) = relay_urls {
+            let state_error =
+                |e: writeback_agent::AgentError| TestkitError::Stack(format!("agent state: {e}"));
+            let mut state =
+                writeback_agent::state::AgentState::load(&state_dir).map_err(state_error)?;
+            state.enrollment.relay_urls = urls;
+            state.save(&state_dir).map_err(state_error)?;
+        }
         let mut config = DirectoryConfig::new(
             vec![dc.ldaps_url()],
             dc.ca_pem(),

@@ -167,6 +167,19 @@ impl DirectoryConfig {
     }
 }
 
+/// Who a target user is, read before a password write: the witness of
+/// [`crate::ledger`] and the identifiers the control plane's throttle
+/// links (a UPN and a GUID that name one person).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The `unicodePwd` version ([`Directory::password_version`]).
+    pub password_version: Option<u32>,
+    /// `objectGUID`.
+    pub guid: Option<uuid::Uuid>,
+    /// `userPrincipalName`, as the directory holds it.
+    pub upn: Option<String>,
+}
+
 /// The user an operation is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
@@ -379,18 +392,39 @@ impl Directory {
     /// stopped in the middle of an operation, whether its write reached the
     /// directory (see `crate::ledger`). `None` when the user or the metadata
     /// cannot be read.
-    #[tracing::instrument(skip_all, fields(dc))]
     pub async fn password_version(&self, target: &Target) -> Result<Option<u32>, DirectoryError> {
+        Ok(self
+            .identify(target)
+            .await?
+            .and_then(|i| i.password_version))
+    }
+
+    /// Who `target` is, in one search: its password version (see
+    /// [`Directory::password_version`]), `objectGUID` and
+    /// `userPrincipalName`. `None` when no single user matches.
+    #[tracing::instrument(skip_all, fields(dc))]
+    pub async fn identify(&self, target: &Target) -> Result<Option<Identity>, DirectoryError> {
         with_session!(self, |s| {
             let root_dn = self.domain(s).await?.root_dn.clone();
             let filter = eligibility::user_filter(target)?;
             let found = s
-                .search_ok(&root_dn, Scope::Subtree, &filter, &["replPropertyMetaData"])
+                .search_ok(
+                    &root_dn,
+                    Scope::Subtree,
+                    &filter,
+                    &["replPropertyMetaData", "objectGUID", "userPrincipalName"],
+                )
                 .await?;
             Ok(match found.as_slice() {
-                [user] => user
-                    .first("replPropertyMetaData")
-                    .and_then(wire::unicode_pwd_version),
+                [user] => Some(Identity {
+                    password_version: user
+                        .first("replPropertyMetaData")
+                        .and_then(wire::unicode_pwd_version),
+                    guid: user
+                        .first("objectGUID")
+                        .and_then(|b| uuid::Uuid::from_slice_le(b).ok()),
+                    upn: user.text("userPrincipalName").map(str::to_owned),
+                }),
                 _ => None,
             })
         })

@@ -17,7 +17,12 @@
 //!   dropped without `Lease::release` (a cancelled operation) closes its
 //!   connection;
 //! - a DC that could not be connected to is skipped for [`BACKOFF_FIRST`], doubling
-//!   to [`BACKOFF_MAX`]; a successful connection or health probe clears it;
+//!   to [`BACKOFF_MAX`]; a successful connection or health probe clears it. The
+//!   dials of one outage count once (a failure while the DC is already in backoff
+//!   — a concurrent dial that failed first — does not double it), so a burst of
+//!   operations during a two-second restart does not shut the DC out for a
+//!   minute; and when every DC is in backoff, the one whose backoff ends first
+//!   is tried anyway rather than answering "unreachable" without trying;
 //! - a rejected bind closes a gate: no new bind with the same password for
 //!   [`BIND_RETRY_WRONG_PASSWORD`] (doubling to [`BIND_RETRY_MAX`]) after a wrong
 //!   password — each attempt counts towards the account's lockout — or
@@ -343,11 +348,24 @@ impl Pool {
             .position(|d| d.retry_at.is_none_or(|t| t <= now))
     }
 
-    /// A new bound session: the first DC that works, skipping those in backoff.
+    /// The DC whose backoff ends first.
+    fn due_first(&self) -> Option<usize> {
+        let state = lock(&self.state);
+        state
+            .dcs
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, d)| d.retry_at)
+            .map(|(i, _)| i)
+    }
+
+    /// A new bound session: the first DC that works, skipping those in backoff
+    /// (all of them in backoff: the one due first).
     async fn open(&self) -> Result<Session, DirectoryError> {
         let password = self.gate()?;
         let mut attempts = Vec::new();
         let mut first_tls: Option<(String, String)> = None;
+        let mut dialed = false;
         for (i, dc) in self.urls.iter().enumerate() {
             if let Some((waiting, tls, detail)) = self.backing_off(i) {
                 attempts.push(format!(
@@ -359,6 +377,7 @@ impl Pool {
                 }
                 continue;
             }
+            dialed = true;
             match self.dial(i, &password).await {
                 Ok(s) => {
                     if i > 0 {
@@ -373,6 +392,20 @@ impl Pool {
                 }
                 Err(ConnectFailure::Unreachable(detail)) => {
                     attempts.push(format!("{}: {detail}", dc.url));
+                }
+            }
+        }
+        // Every DC in backoff: try the one due first rather than answer
+        // "unreachable" without asking any (the only DC may be back already).
+        if !dialed && let Some(i) = self.due_first() {
+            match self.dial(i, &password).await {
+                Ok(s) => return Ok(s),
+                Err(ConnectFailure::Bind(e)) => return Err(e),
+                Err(ConnectFailure::Tls(detail)) => {
+                    first_tls.get_or_insert((self.url(i).to_owned(), detail));
+                }
+                Err(ConnectFailure::Unreachable(detail)) => {
+                    attempts.push(format!("{}: {detail}", self.url(i)));
                 }
             }
         }
@@ -435,8 +468,13 @@ impl Pool {
                 };
                 warn!(url = %dc.url, tls, %detail, "cannot connect to the domain controller");
                 if let Some(h) = state.dcs.get_mut(i) {
-                    h.failures = h.failures.saturating_add(1);
-                    h.retry_at = Some(Instant::now() + backoff(h.failures));
+                    // A dial begun before a concurrent one failed saw the same
+                    // outage: one failure per backoff period escalates it.
+                    let now = Instant::now();
+                    if h.retry_at.is_none_or(|t| t <= now) {
+                        h.failures = h.failures.saturating_add(1);
+                        h.retry_at = Some(now + backoff(h.failures));
+                    }
                     h.last = Some((tls, detail));
                 }
                 Err(f)

@@ -1,4 +1,5 @@
-//! The agent killed (SIGKILL) with resets in flight: the `writeback-agent`
+//! The agent killed (SIGKILL) with resets in flight — and, in the second test,
+//! the Samba DC it writes to killed and restarted: the `writeback-agent`
 //! binary as a child process (its state directory, with the durable ledger,
 //! survives), an in-process control plane and relay, a real Samba AD DC.
 //! Each caller retries with its operation id until the answer is definite;
@@ -12,9 +13,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use writeback_control_plane::store::{ClientApp, Role};
+use writeback_core::ReasonCode;
 use writeback_proto::v1 as pb;
-use writeback_testkit::burst::Burst;
+use writeback_testkit::burst::{self, Burst};
 use writeback_testkit::stack::{Client, Stack};
 use writeback_testkit::{SambaDc, ServiceProcess};
 
@@ -70,25 +71,11 @@ async fn enrolled_agent(stack: &Stack, dc: &SambaDc, dir: &Path, metrics: &str) 
     )
 }
 
-/// Waits until the control plane sees an agent of `domain` online.
-async fn until_online(stack: &Stack, domain: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while stack.cp.dispatcher.online_agents(TENANT, domain).is_empty() {
-        assert!(Instant::now() < deadline, "the agent never came online");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_agent_killed_mid_burst_applies_everything_exactly_once() {
     crate::init_tracing();
     writeback_identity::install_crypto_provider();
-    let dc = SambaDc::start("contoso.test")
-        .await
-        .expect("samba DC (scripts/install-deps.sh)");
-    dc.set_password_settings(&["--min-pwd-age=0"])
-        .await
-        .unwrap();
+    let dc = burst::fault_dc("contoso.test").await;
     let mut burst = Burst::create(&dc, "kill", USERS, START).await;
     let stack = Stack::start(TENANT, 1).await.unwrap();
     stack.add_domain(&dc).await.unwrap();
@@ -100,15 +87,8 @@ async fn an_agent_killed_mid_burst_applies_everything_exactly_once() {
         .to_string();
     let mut agent = enrolled_agent(&stack, &dc, dir.path(), &metrics).await;
     agent.start().await.unwrap();
-    until_online(&stack, dc.domain()).await;
-    let helpdesk: Client = stack
-        .client(
-            "helpdesk@contoso.test",
-            Role::PasswordAdmin,
-            ClientApp::Portal,
-        )
-        .await
-        .unwrap();
+    stack.until_online(dc.domain(), 1).await.unwrap();
+    let helpdesk: Client = stack.helpdesk(dc.domain()).await.unwrap();
     burst.remember(&dc).await;
     let (answers, took) = burst
         .run(&helpdesk, async {
@@ -123,4 +103,85 @@ async fn an_agent_killed_mid_burst_applies_everything_exactly_once() {
         .await;
     let retried = answers.iter().filter(|(.., n)| *n > 1).count();
     eprintln!("agent crash: {USERS} resets, {retried} retried, all OK in {took:?}");
+}
+
+/// The DC killed (SIGKILL, its whole process group) mid-burst and started
+/// again 2 s later: every caller gets a true answer — `OK` for a reset the
+/// DC applied (recorded succeeded, the new password binds), a clear reason
+/// for one that could not reach it (recorded failed, nothing written) —
+/// and once it is back nothing was applied twice and the ones that failed
+/// succeed when asked again. The schedule is fixed: resets start 2 ms
+/// apart, the kill lands as soon as the first one is in the directory
+/// (the agent is busy with the next ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dc_killed_mid_burst_gets_every_caller_a_true_answer() {
+    crate::init_tracing();
+    writeback_identity::install_crypto_provider();
+    let mut dc = burst::fault_dc("contoso.test").await;
+    let mut burst = Burst::create(&dc, "dcdown", USERS, START).await;
+    let mut stack = Stack::start(TENANT, 1).await.unwrap();
+    let helpdesk: Client = stack.serve_domain(&dc).await.unwrap();
+    // A warm-up: connections open and the first-use costs paid.
+    dc.create_user("warm", START).await.unwrap();
+    let (warm, _) = helpdesk
+        .reset_until_known(
+            "warm@contoso.test",
+            "Warm-Up-Pass-1!",
+            &uuid::Uuid::new_v4().to_string(),
+            burst::PATIENCE,
+        )
+        .await;
+    assert_eq!(warm, ReasonCode::Ok);
+    burst.remember(&dc).await;
+    let (answers, took) = {
+        let dc = &mut dc;
+        let first = &burst;
+        burst
+            .run(&helpdesk, async move {
+                // The kill lands as soon as the first reset is in the directory.
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !first.applied(dc, 0).await {
+                    assert!(Instant::now() < deadline, "the first reset never landed");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                dc.kill();
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                dc.restart().await.unwrap();
+            })
+            .await
+    };
+    let tally = burst.check(&dc, &stack.cp.store, TENANT, &answers).await;
+    eprintln!(
+        "DC crash: {USERS} resets, {} OK, failed {:?}, in {took:?}",
+        tally.ok, tally.failed
+    );
+    assert!(!tally.failed.is_empty(), "the kill interrupted nothing");
+    assert!(tally.ok > 0, "the DC applied nothing before the kill");
+    for (_, reason) in &tally.failed {
+        assert!(
+            matches!(
+                reason,
+                ReasonCode::DcUnreachable | ReasonCode::DirectoryError
+            ),
+            "a reason that says the DC could not be reached: {reason}"
+        );
+    }
+    // Back: the ones that failed run now (a new id each), once.
+    for (i, _) in &tally.failed {
+        let (reason, _) = helpdesk
+            .reset_until_known(
+                &burst.upn(*i),
+                &burst.password(*i),
+                &uuid::Uuid::new_v4().to_string(),
+                burst::PATIENCE,
+            )
+            .await;
+        assert_eq!(
+            reason,
+            ReasonCode::Ok,
+            "{} after the restart",
+            burst.upn(*i)
+        );
+    }
+    burst.assert_each_written_once(&dc).await;
 }

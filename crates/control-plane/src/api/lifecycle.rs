@@ -561,6 +561,13 @@ impl Api {
                 .is_some_and(|o| o.reason_code == ReasonCode::Timeout.as_str()),
             Delivery::Refused(_) => false,
         };
+        let found = match &delivery {
+            Delivery::Answered(d) => d
+                .result
+                .as_ref()
+                .map(|r| (r.target_guid.clone(), r.target_upn.clone())),
+            _ => None,
+        };
         let (fin, message) = finish_of(delivery, store.now_ms());
         if let Some(ms) = fin.agent_duration_ms.filter(|ms| *ms > 0) {
             seen.agent = Some(Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
@@ -599,7 +606,28 @@ impl Api {
             Err(e) => tracing::error!(error = %e, "cannot record the operation's outcome"),
         }
         tracing::info!(reason = %reason, "operation outcome recorded");
+        if let Some((guid, upn)) = found {
+            self.link_person(&caller.tenant, &guid, &upn).await;
+        }
         answer(&rec.operation_id, reason.as_str(), message)
+    }
+
+    /// Records that the user the agent found — `guid`, and `upn` — is one
+    /// person for the throttle (nothing when the agent found no one).
+    async fn link_person(&self, tenant: &str, guid: &str, upn: &str) {
+        let key = |by| {
+            normalize_user(pb::UserRef { by: Some(by) })
+                .ok()
+                .and_then(|u| user_ref_key(&u))
+        };
+        let Some(person) = key(user_ref::By::ObjectGuid(guid.to_owned())) else {
+            return;
+        };
+        let mut aliases = vec![person.clone()];
+        aliases.extend(key(user_ref::By::Upn(upn.to_owned())));
+        if let Err(e) = self.cp.store.link_person(tenant, &person, &aliases).await {
+            tracing::warn!(error = %e, "cannot record whom the target names");
+        }
     }
 }
 

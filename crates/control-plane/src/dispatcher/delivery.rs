@@ -43,7 +43,7 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub enum Delivery {
     /// An agent answered (with any reason).
-    Answered(DispatchResponse),
+    Answered(Box<DispatchResponse>),
     /// It reached no agent: the failure is the outcome.
     Refused(Failure),
     /// It may have reached an agent, and no answer came before the
@@ -95,7 +95,7 @@ impl Dispatcher {
                 {
                     Verdict::Finished(answer) => {
                         tracing::info!("an agent's ledger holds the outcome");
-                        return Delivery::Answered(*answer);
+                        return Delivery::Answered(answer);
                     }
                     Verdict::NotSeen => {
                         tracing::info!("no agent received the operation; sending it again");
@@ -108,7 +108,7 @@ impl Dispatcher {
                 }
             } else {
                 match self.dispatch_signed(&op, deadline - now, None).await {
-                    Ok(answer) => return Delivery::Answered(answer),
+                    Ok(answer) => return Delivery::Answered(Box::new(answer)),
                     Err(Missed {
                         failure,
                         maybe_delivered: true,

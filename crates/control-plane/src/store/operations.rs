@@ -256,25 +256,31 @@ fn insert_query(
     .bind((!op.rule.is_empty()).then_some(op.rule.as_str()))
 }
 
-/// `COUNT(*) AS n, MIN(created_at_ms) AS oldest` of the target's operations
-/// of `kinds` (every kind when empty) since `since_ms`.
-fn count_query(tenant: &str, target: &str, kinds: &[&str], since_ms: i64) -> (String, Vec<Arg>) {
-    let mut sql = String::from(
-        "SELECT COUNT(*) AS n, MIN(created_at_ms) AS oldest FROM operations \
-         WHERE tenant_id = $1 AND target = $2 AND created_at_ms >= $3",
-    );
-    let mut args = vec![
-        Arg::Text(tenant.to_owned()),
-        Arg::Text(target.to_owned()),
-        Arg::Int(since_ms),
-    ];
-    if !kinds.is_empty() {
-        let mut placeholders = Vec::with_capacity(kinds.len());
-        for kind in kinds {
-            args.push(Arg::Text((*kind).to_owned()));
+/// `COUNT(*) AS n, MIN(created_at_ms) AS oldest` of the operations on any
+/// of `targets` of `kinds` (every kind when empty) since `since_ms`.
+fn count_query(
+    tenant: &str,
+    targets: &[String],
+    kinds: &[&str],
+    since_ms: i64,
+) -> (String, Vec<Arg>) {
+    fn list(values: impl Iterator<Item = String>, args: &mut Vec<Arg>) -> String {
+        let mut placeholders = Vec::new();
+        for v in values {
+            args.push(Arg::Text(v));
             placeholders.push(format!("${}", args.len()));
         }
-        sql.push_str(&format!(" AND kind IN ({})", placeholders.join(", ")));
+        placeholders.join(", ")
+    }
+    let mut args = vec![Arg::Text(tenant.to_owned()), Arg::Int(since_ms)];
+    let targets = list(targets.iter().cloned(), &mut args);
+    let mut sql = format!(
+        "SELECT COUNT(*) AS n, MIN(created_at_ms) AS oldest FROM operations \
+         WHERE tenant_id = $1 AND created_at_ms >= $2 AND target IN ({targets})"
+    );
+    if !kinds.is_empty() {
+        let kinds = list(kinds.iter().map(|k| (*k).to_owned()), &mut args);
+        sql.push_str(&format!(" AND kind IN ({kinds})"));
     }
     (sql, args)
 }
@@ -308,10 +314,13 @@ impl Store {
     /// has `window.max` operations of `window.kinds` since
     /// `window.since_ms`: then nothing is recorded and the answer is the
     /// oldest of them (`created_at_ms`; the window frees up an hour after
-    /// it, say). Counting and recording are one transaction, serialized per
-    /// target (SQLite: the write lock; PostgreSQL: an advisory lock on the
-    /// tenant and target), so concurrent requests — on one control plane or
-    /// on replicas — cannot both take the last free place.
+    /// it, say). The target counts as the person it names: its operations
+    /// under every alias [`Store::link_person`] recorded (a UPN and a GUID)
+    /// are counted together. Counting and recording are one transaction,
+    /// serialized per person (SQLite: the write lock; PostgreSQL: an
+    /// advisory lock on the tenant and the person, or the target while no
+    /// agent has said whom it names), so concurrent requests — on one
+    /// control plane or on replicas — cannot both take the last free place.
     pub async fn insert_operation_within(
         &self,
         op: &NewOperation,
@@ -319,13 +328,39 @@ impl Store {
     ) -> Result<Option<i64>, StoreError> {
         non_empty(&op.id, "operation id is empty")?;
         let mut tx = self.begin_write().await?;
+        // The person the target names, when an agent has said (see
+        // `Store::link_person`): every alias of it counts, and requests for
+        // it under any alias wait for one another.
+        let person: Option<String> = sqlx::query_scalar(
+            "SELECT person FROM person_aliases WHERE tenant_id = $1 AND alias = $2",
+        )
+        .bind(&op.tenant)
+        .bind(&op.target)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let bucket = person.as_deref().unwrap_or(&op.target);
         if self.is_postgres() {
             sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                .bind(format!("operations\n{}\n{}", op.tenant, op.target))
+                .bind(format!("operations\n{}\n{bucket}", op.tenant))
                 .execute(&mut *tx)
                 .await?;
         }
-        let (sql, args) = count_query(&op.tenant, &op.target, window.kinds, window.since_ms);
+        let mut targets = match &person {
+            Some(p) => {
+                sqlx::query_scalar(
+                    "SELECT alias FROM person_aliases WHERE tenant_id = $1 AND person = $2",
+                )
+                .bind(&op.tenant)
+                .bind(p)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+            None => Vec::new(),
+        };
+        if !targets.contains(&op.target) {
+            targets.push(op.target.clone());
+        }
+        let (sql, args) = count_query(&op.tenant, &targets, window.kinds, window.since_ms);
         let row = query_with(&sql, args).fetch_one(&mut *tx).await?;
         let (count, oldest): (i64, Option<i64>) = (row.try_get("n")?, row.try_get("oldest")?);
         if count >= i64::from(window.max) {
@@ -337,6 +372,34 @@ impl Store {
             .map_err(|e| insert_error(e, "operation", "tenant"))?;
         tx.commit().await?;
         Ok(None)
+    }
+
+    /// Records that the throttle keys `aliases` (`upn:…`, `guid:…`) name the
+    /// person `person` (its `guid:…` key), as an agent reported after
+    /// finding the user; a later report moves an alias (a UPN given to
+    /// someone else). The throttle then counts the person's operations
+    /// under every alias ([`Store::insert_operation_within`]).
+    pub async fn link_person(
+        &self,
+        tenant: &str,
+        person: &str,
+        aliases: &[String],
+    ) -> Result<(), StoreError> {
+        let now = self.now_ms();
+        for alias in aliases {
+            sqlx::query(
+                "INSERT INTO person_aliases (tenant_id, alias, person, updated_at_ms) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, alias) \
+                 DO UPDATE SET person = excluded.person, updated_at_ms = excluded.updated_at_ms",
+            )
+            .bind(tenant)
+            .bind(alias)
+            .bind(person)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
     }
 
     /// Moves a pending operation to its final state. Only `pending → final`
@@ -493,7 +556,7 @@ impl Store {
         kinds: &[&str],
         since_ms: i64,
     ) -> Result<(i64, Option<i64>), StoreError> {
-        let (sql, args) = count_query(tenant, target, kinds, since_ms);
+        let (sql, args) = count_query(tenant, &[target.to_owned()], kinds, since_ms);
         let row = query_with(&sql, args).fetch_one(&self.pool).await?;
         Ok((row.try_get("n")?, row.try_get("oldest")?))
     }

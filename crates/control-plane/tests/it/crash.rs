@@ -15,7 +15,7 @@ use writeback_control_plane::store::{ClientApp, Role};
 use writeback_control_plane::{ControlPlane, ControlPlaneConfig, bootstrap};
 use writeback_core::ReasonCode;
 use writeback_proto::v1 as pb;
-use writeback_testkit::burst::Burst;
+use writeback_testkit::burst::{self, Burst};
 use writeback_testkit::stack::{Client, start_relay};
 use writeback_testkit::{SambaDc, ServiceProcess};
 
@@ -30,31 +30,59 @@ fn free_addr() -> std::net::SocketAddr {
     l.local_addr().unwrap()
 }
 
-/// Writes the config, initializes the tenant and returns the control plane
-/// opened in-process (for its CA and store; the child serves the API).
-async fn prepare(dir: &Path, relay_url: &str) -> (ServiceProcess, Arc<ControlPlane>, String) {
-    let addr = free_addr();
+/// Writes the configs of `replicas` control planes (one data directory,
+/// `database_url` or SQLite in it, each its own listener), initializes the
+/// tenant and returns the replicas (child processes, not started), the
+/// control plane opened in-process (for its CA and store; the children
+/// serve the API) and the administrator's token.
+async fn prepare(
+    dir: &Path,
+    relay_url: &str,
+    database_url: Option<&str>,
+    replicas: usize,
+    timeout_seconds: u64,
+) -> (Vec<ServiceProcess>, Arc<ControlPlane>, String) {
     let data_dir = dir.join("cp");
-    let config = ControlPlaneConfig {
-        data_dir: data_dir.clone(),
-        listen: addr,
-        tls_dns_names: vec!["localhost".into()],
-        tls_ip_addresses: vec![[127, 0, 0, 1].into()],
-        relay_urls: vec![relay_url.to_owned()],
-        operation_timeout_seconds: 20,
-        ..ControlPlaneConfig::default()
-    };
-    let config_file = dir.join("cp.toml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "data_dir = \"{}\"\nlisten = \"{addr}\"\nrelay_urls = [\"{relay_url}\"]\n\
-             tls_dns_names = [\"localhost\"]\ntls_ip_addresses = [\"127.0.0.1\"]\n\
-             operation_timeout_seconds = 20\n",
-            data_dir.display()
-        ),
-    )
-    .unwrap();
+    let mut children = Vec::new();
+    let mut first = None;
+    for n in 0..replicas {
+        let addr = free_addr();
+        let config = ControlPlaneConfig {
+            data_dir: data_dir.clone(),
+            database_url: database_url.unwrap_or_default().to_owned(),
+            listen: addr,
+            tls_dns_names: vec!["localhost".into()],
+            tls_ip_addresses: vec![[127, 0, 0, 1].into()],
+            relay_urls: vec![relay_url.to_owned()],
+            operation_timeout_seconds: timeout_seconds,
+            ..ControlPlaneConfig::default()
+        };
+        let config_file = dir.join(format!("cp-{n}.toml"));
+        let database = database_url
+            .map(|u| format!("database_url = \"{u}\"\n"))
+            .unwrap_or_default();
+        std::fs::write(
+            &config_file,
+            format!(
+                "data_dir = \"{}\"\n{database}listen = \"{addr}\"\nrelay_urls = [\"{relay_url}\"]\n\
+                 tls_dns_names = [\"localhost\"]\ntls_ip_addresses = [\"127.0.0.1\"]\n\
+                 operation_timeout_seconds = {timeout_seconds}\n",
+                data_dir.display()
+            ),
+        )
+        .unwrap();
+        children.push(ServiceProcess::new(
+            env!("CARGO_BIN_EXE_writeback-control-plane"),
+            [
+                "--config".into(),
+                config_file.into_os_string(),
+                "serve".into(),
+            ],
+            &addr.to_string(),
+        ));
+        first.get_or_insert(config);
+    }
+    let config = first.expect("at least one replica");
     let token_file = dir.join("admin.token");
     bootstrap::init(
         &config,
@@ -67,16 +95,27 @@ async fn prepare(dir: &Path, relay_url: &str) -> (ServiceProcess, Arc<ControlPla
     .unwrap();
     let cp = ControlPlane::open(config).await.unwrap();
     let token = std::fs::read_to_string(&token_file).unwrap();
-    let child = ServiceProcess::new(
-        env!("CARGO_BIN_EXE_writeback-control-plane"),
-        [
-            "--config".into(),
-            config_file.into_os_string(),
-            "serve".into(),
-        ],
-        &addr.to_string(),
-    );
-    (child, cp, token.trim().to_owned())
+    (children, cp, token.trim().to_owned())
+}
+
+/// A token of `helpdesk@contoso.test`, a password administrator.
+async fn helpdesk_token(cp: &ControlPlane, dir: &Path) -> String {
+    let token_file = dir.join("helpdesk.token");
+    bootstrap::issue_token(
+        &cp.store,
+        TENANT,
+        "helpdesk@contoso.test",
+        Role::PasswordAdmin,
+        ClientApp::Portal,
+        None,
+        &token_file,
+    )
+    .await
+    .unwrap();
+    std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
 /// Enrolls an agent for `dc` through the child's API and starts it.
@@ -123,17 +162,13 @@ async fn start_agent(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_control_plane_killed_mid_burst_leaves_no_outcome_unknown() {
     writeback_identity::install_crypto_provider();
-    let dc = SambaDc::start("contoso.test")
-        .await
-        .expect("samba DC (scripts/install-deps.sh)");
-    dc.set_password_settings(&["--min-pwd-age=0"])
-        .await
-        .unwrap();
+    let dc = burst::fault_dc("contoso.test").await;
     let mut burst = Burst::create(&dc, "crash", USERS, START).await;
     let dir = tempfile::tempdir().unwrap();
     let relay_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let relay_url = format!("https://{}", relay_listener.local_addr().unwrap());
-    let (mut child, cp, admin_token) = prepare(dir.path(), &relay_url).await;
+    let (mut children, cp, admin_token) = prepare(dir.path(), &relay_url, None, 1, 20).await;
+    let mut child = children.remove(0);
     let relay = start_relay(
         &cp.ca,
         TENANT,
@@ -148,20 +183,8 @@ async fn a_control_plane_killed_mid_burst_leaves_no_outcome_unknown() {
     let admin = Client::connect(&cp_url, cp.ca.cert_pem(), &admin_token).unwrap();
     admin.register_domain(dc.domain()).await.unwrap();
     let (_stop_agent, _agent) = start_agent(&cp_url, &admin, &dc, &dir.path().join("agent")).await;
-    let token_file = dir.path().join("helpdesk.token");
-    bootstrap::issue_token(
-        &cp.store,
-        TENANT,
-        "helpdesk@contoso.test",
-        Role::PasswordAdmin,
-        ClientApp::Portal,
-        None,
-        &token_file,
-    )
-    .await
-    .unwrap();
-    let token = std::fs::read_to_string(&token_file).unwrap();
-    let helpdesk = Client::connect(&cp_url, cp.ca.cert_pem(), token.trim()).unwrap();
+    let token = helpdesk_token(&cp, dir.path()).await;
+    let helpdesk = Client::connect(&cp_url, cp.ca.cert_pem(), &token).unwrap();
     // The control plane knows the agent is online once a warm-up goes through.
     let (warm, _) = helpdesk
         .reset_until_known(
@@ -187,5 +210,105 @@ async fn a_control_plane_killed_mid_burst_leaves_no_outcome_unknown() {
     let retried = answers.iter().filter(|(.., n)| *n > 1).count();
     assert!(retried > 0, "the kill interrupted no request");
     eprintln!("control-plane crash: {USERS} resets, {retried} retried, all OK in {took:?}");
+    relay.stop().await;
+}
+
+/// One of two control-plane replicas sharing a real PostgreSQL database is
+/// killed mid-burst and stays down: its callers retry with the same
+/// operation id against the other replica, which answers
+/// `OPERATION_IN_PROGRESS` while the dead replica's record is pending, then
+/// (past its deadline and the sweep's grace) asks the agent's ledger and
+/// records the truth. Every caller ends `OK`, every password written once.
+/// Half the callers start on each replica; the kill lands as soon as the
+/// doomed one has recorded the first reset sent to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_of_two_replicas_killed_mid_burst_on_postgres_fails_nothing() {
+    writeback_identity::install_crypto_provider();
+    let db = crate::harness::TestDb::postgres().await;
+    let dc = burst::fault_dc("contoso.test").await;
+    dc.create_user("warm", START).await.unwrap();
+    let mut burst = Burst::create(&dc, "replica", USERS, START).await;
+    let dir = tempfile::tempdir().unwrap();
+    let relay_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_url = format!("https://{}", relay_listener.local_addr().unwrap());
+    let (mut replicas, cp, admin_token) =
+        prepare(dir.path(), &relay_url, Some(db.url()), 2, 10).await;
+    let relay = start_relay(
+        &cp.ca,
+        TENANT,
+        "relay-1",
+        relay_listener,
+        Duration::from_secs(5),
+        Default::default(),
+    )
+    .unwrap();
+    for r in &mut replicas {
+        r.start().await.unwrap();
+    }
+    let urls: Vec<String> = replicas
+        .iter()
+        .map(|r| format!("https://{}", r.addr()))
+        .collect();
+    let admin = Client::connect(&urls[1], cp.ca.cert_pem(), &admin_token).unwrap();
+    admin.register_domain(dc.domain()).await.unwrap();
+    let (_stop_agent, _agent) = start_agent(&urls[1], &admin, &dc, &dir.path().join("agent")).await;
+    let token = helpdesk_token(&cp, dir.path()).await;
+    let helpdesks: Vec<Client> = urls
+        .iter()
+        .map(|u| Client::connect(u, cp.ca.cert_pem(), &token).unwrap())
+        .collect();
+    // Each replica knows the agent is online once a warm-up goes through it.
+    for (n, h) in helpdesks.iter().enumerate() {
+        let (warm, _) = h
+            .reset_until_known(
+                "warm@contoso.test",
+                &format!("Warm-Up-Pass-{n}!"),
+                &uuid::Uuid::new_v4().to_string(),
+                PATIENCE,
+            )
+            .await;
+        assert_eq!(warm, ReasonCode::Ok);
+    }
+    burst.remember(&dc).await;
+    let (answers, took) = {
+        let doomed = &mut replicas[0];
+        let (first, store) = (&burst, &cp.store);
+        burst
+            .run_with(
+                |i| {
+                    let mut order = helpdesks.clone();
+                    order.rotate_left(i % 2);
+                    order
+                },
+                async move {
+                    // As soon as the doomed replica has recorded user 0's reset
+                    // (pending): it is in flight there.
+                    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                    let key = format!("upn:{}", first.upn(0));
+                    while store
+                        .count_operations_since(TENANT, &key, &[], 0)
+                        .await
+                        .unwrap()
+                        .0
+                        == 0
+                    {
+                        assert!(std::time::Instant::now() < deadline, "nothing recorded");
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    doomed.kill();
+                },
+            )
+            .await
+    };
+    let tally = burst
+        .assert_applied_once(&dc, &cp.store, TENANT, &answers)
+        .await;
+    let longest = answers.iter().map(|(.., n)| *n).max().unwrap_or(0);
+    eprintln!(
+        "one of two replicas killed (PostgreSQL): {USERS} resets, {} OK, {} retried \
+         (at most {longest} attempts), all in {took:?}",
+        tally.ok, tally.retried
+    );
+    assert!(tally.retried > 0, "the kill interrupted no request");
     relay.stop().await;
 }

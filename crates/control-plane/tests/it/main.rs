@@ -47,4 +47,5 @@ mod notify;
 mod operations;
 mod support;
 mod tenants;
+mod throttle;
 mod tokens;

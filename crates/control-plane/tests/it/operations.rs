@@ -13,7 +13,13 @@ use crate::harness::TestDb;
 const NOW: i64 = 1_700_000_000_000;
 const MINUTE: i64 = 60_000;
 
-fn op(tenant: &str, id: &str, kind: &str, target: &str, created_at_ms: i64) -> NewOperation {
+pub(crate) fn op(
+    tenant: &str,
+    id: &str,
+    kind: &str,
+    target: &str,
+    created_at_ms: i64,
+) -> NewOperation {
     NewOperation {
         id: id.to_owned(),
         tenant: tenant.to_owned(),

@@ -12,6 +12,7 @@ mod control_plane;
 mod faults;
 mod lifecycle;
 mod limits;
+mod partition;
 mod routing;
 mod signing;
 

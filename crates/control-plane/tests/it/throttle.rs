@@ -1,0 +1,125 @@
+//! The throttle counts a person, not a spelling: a user addressed by UPN,
+//! by objectGUID, or by a case variant of the UPN (non-ASCII letters
+//! included) is one bucket. The control plane learns that a UPN and a GUID
+//! name one person from the agent's answers (the user it found) and counts
+//! the operations on every alias together, in the same transaction that
+//! records the new one.
+
+use writeback_control_plane::store::Window;
+use writeback_core::ReasonCode;
+use writeback_proto::v1 as pb;
+use writeback_testkit::burst;
+use writeback_testkit::stack::Stack;
+
+use crate::harness::TestDb;
+use crate::operations::op;
+
+const NOW: i64 = 1_700_000_000_000;
+const GUID: &str = "guid:0b0c4a1e-9d1f-4c59-8a2e-6c1f1e0b7a11";
+const UPN: &str = "upn:jürgen@contoso.test";
+
+/// Twelve concurrent resets alternating between a person's UPN and GUID
+/// against a limit of 3: exactly 3 are recorded, whatever the
+/// interleaving; an unlinked spelling is a bucket of its own until linked.
+async fn aliases_of_one_person_share_one_bucket(db: &TestDb) {
+    let store = db.store_with_tenants().await;
+    let window = Window {
+        max: 3,
+        kinds: &["reset"],
+        since_ms: NOW - 3_600_000,
+    };
+    store
+        .link_person("t1", GUID, &[GUID.to_owned(), UPN.to_owned()])
+        .await
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..12 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let target = if i % 2 == 0 { UPN } else { GUID };
+            let op = op("t1", &format!("c{i}"), "reset", target, NOW + i);
+            store.insert_operation_within(&op, &window).await.unwrap()
+        });
+    }
+    let mut admitted = 0;
+    while let Some(done) = tasks.join_next().await {
+        if done.unwrap().is_none() {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 3, "one bucket for the UPN and the GUID");
+    // Another tenant's link does not join this tenant's buckets.
+    let other = op("t2", "o", "reset", UPN, NOW);
+    assert_eq!(
+        store
+            .insert_operation_within(&other, &window)
+            .await
+            .unwrap(),
+        None
+    );
+    // A new alias (the UPN renamed) joins the bucket once linked.
+    let renamed = "upn:juergen@contoso.test";
+    store
+        .link_person("t1", GUID, &[GUID.to_owned(), renamed.to_owned()])
+        .await
+        .unwrap();
+    let again = op("t1", "r", "reset", renamed, NOW + 20);
+    assert!(
+        store
+            .insert_operation_within(&again, &window)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// End to end against a real DC: resets of one user by UPN, by objectGUID
+/// and by an upper-case variant of its non-ASCII UPN, alternating; the
+/// sixth in the hour is `THROTTLED` whichever spelling it uses.
+async fn alternating_upn_and_guid_cannot_exceed_the_limit(db: &TestDb) {
+    let dc = burst::fault_dc("contoso.test").await;
+    let dn = dc.create_user("jürgen", "Start-Pass-1!").await.unwrap();
+    let entry = dc.read_entry(&dn, &["objectGUID"]).await.unwrap();
+    let guid = uuid::Uuid::from_slice_le(&entry.bin_attrs["objectGUID"][0]).unwrap();
+    let mut stack = Stack::start_with("t1", 1, Some(db.url().to_owned()))
+        .await
+        .unwrap();
+    let helpdesk = stack.serve_domain(&dc).await.unwrap();
+    let spellings = [
+        pb::user_ref::By::Upn("jürgen@contoso.test".into()),
+        pb::user_ref::By::ObjectGuid(guid.to_string()),
+        pb::user_ref::By::Upn("JÜRGEN@Contoso.Test".into()),
+    ];
+    let mut reasons = Vec::new();
+    for n in 0..6 {
+        let by = spellings[n % spellings.len()].clone();
+        let guid_ref = matches!(by, pb::user_ref::By::ObjectGuid(_));
+        let answer = helpdesk
+            .passwords()
+            .reset_password(helpdesk.request(pb::ResetPasswordRequest {
+                user: Some(pb::UserRef { by: Some(by) }),
+                new_password: format!("Throttle-Pass-{n}!"),
+                domain: if guid_ref {
+                    dc.domain().to_owned()
+                } else {
+                    String::new()
+                },
+                ..Default::default()
+            }))
+            .await;
+        reasons.push(match answer {
+            Ok(_) => ReasonCode::Ok,
+            Err(s) => writeback_core::failure_of(&s).reason,
+        });
+    }
+    assert_eq!(
+        reasons,
+        [[ReasonCode::Ok; 5].as_slice(), &[ReasonCode::Throttled]].concat(),
+        "five resets of one person in the hour, however it is named"
+    );
+}
+
+both_backends!(
+    aliases_of_one_person_share_one_bucket,
+    alternating_upn_and_guid_cannot_exceed_the_limit,
+);

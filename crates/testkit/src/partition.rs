@@ -1,0 +1,130 @@
+//! A network partition between two real processes that talk TCP: a proxy
+//! on 127.0.0.1 that forwards bytes both ways until [`Partition::cut`],
+//! then forwards nothing — in either direction, on existing connections or
+//! new ones — until [`Partition::heal`], when everything held back flows
+//! again, in order. Nothing is dropped or reset by the proxy itself: like a
+//! cut cable, the ends learn of the partition only from their own timeouts
+//! (a relay's heartbeat limit, an HTTP/2 keep-alive), and bytes sent into
+//! it arrive late once it heals, as TCP's retransmissions would deliver
+//! them. A process closing its end is passed on, also only once healed.
+//!
+//! Written here (no crate does it) because the partition must hold bytes,
+//! not refuse connections, and cut exactly one link: the tests run agents
+//! in their own process, where a network namespace cannot put one agent on
+//! the far side, and a firewall rule on the loopback would cut every test
+//! running beside it.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use crate::TestkitError;
+
+/// A proxy to one upstream address that a test can cut and heal.
+pub struct Partition {
+    addr: SocketAddr,
+    cut: watch::Sender<bool>,
+    tasks: Arc<Mutex<Vec<AbortHandle>>>,
+}
+
+impl Partition {
+    /// Listens on 127.0.0.1 (port chosen by the OS) and forwards every
+    /// connection to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> Result<Partition, TestkitError> {
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let addr = listener.local_addr()?;
+        let (cut, _) = watch::channel(false);
+        let tasks = Arc::new(Mutex::new(Vec::new()));
+        let (cut_rx, spawned) = (cut.subscribe(), Arc::clone(&tasks));
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (cut, spawned2) = (cut_rx.clone(), Arc::clone(&spawned));
+                let task = tokio::spawn(async move {
+                    // A connection made during the partition reaches nobody
+                    // until it heals.
+                    open(&cut).await;
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    let up = tokio::spawn(pump(cr, sw, cut.clone()));
+                    let down = tokio::spawn(pump(sr, cw, cut));
+                    track(&spawned2, up.abort_handle());
+                    track(&spawned2, down.abort_handle());
+                });
+                track(&spawned, task.abort_handle());
+            }
+        });
+        track(&tasks, accept.abort_handle());
+        Ok(Partition { addr, cut, tasks })
+    }
+
+    /// Where to connect instead of the upstream.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `https://` and [`Partition::addr`].
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// Stops every byte, both ways, on every connection.
+    pub fn cut(&self) {
+        let _ = self.cut.send(true);
+    }
+
+    /// Lets the bytes flow again, those held back first.
+    pub fn heal(&self) {
+        let _ = self.cut.send(false);
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            task.abort();
+        }
+    }
+}
+
+fn track(tasks: &Mutex<Vec<AbortHandle>>, task: AbortHandle) {
+    tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
+}
+
+/// Returns once the link is not cut.
+async fn open(cut: &watch::Receiver<bool>) {
+    let mut cut = cut.clone();
+    let _ = cut.wait_for(|c| !*c).await;
+}
+
+/// Copies `from` to `to`, holding each chunk while the link is cut (what
+/// is not read meanwhile waits in the kernel's buffers).
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    cut: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        open(&cut).await;
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                open(&cut).await;
+                let _ = to.shutdown().await;
+                return;
+            }
+            Ok(n) => n,
+        };
+        open(&cut).await;
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}

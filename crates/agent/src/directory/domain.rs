@@ -164,7 +164,7 @@ async fn load_domain(
     let groups = s
         .search_ok(&root_dn, Scope::Subtree, &filter, &["objectSid"])
         .await?;
-    let protected_groups = groups
+    let mut protected_groups = groups
         .into_iter()
         .filter_map(|g| {
             let sid = g.first("objectSid").and_then(Sid::from_bytes)?;
@@ -172,6 +172,16 @@ async fn load_domain(
             Some((g.dn, name))
         })
         .collect::<Vec<_>>();
+    // A fixed order whatever order the DC answered in, the domain's groups
+    // before the built-in ones they are nested in: a member of Domain Admins
+    // is also one of Administrators, and a refusal names the group the user
+    // was put in.
+    let rank = |name: &str| {
+        let domain = PROTECTED_DOMAIN_RIDS.iter().position(|(_, n)| *n == name);
+        let builtin = PROTECTED_BUILTIN.iter().position(|(_, n)| *n == name);
+        domain.map_or_else(|| (1, builtin.unwrap_or(usize::MAX)), |i| (0, i))
+    };
+    protected_groups.sort_by_key(|(_, name)| rank(name));
     let scope_bases = canonical_bases(s, scope_bases).await?;
     let deny_groups = resolve_deny_groups(s, deny_groups).await?;
     // Fail closed: without its own SID the agent cannot tell itself apart.

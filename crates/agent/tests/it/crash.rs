@@ -112,7 +112,9 @@ async fn an_agent_killed_mid_burst_applies_everything_exactly_once() {
 /// and once it is back nothing was applied twice and the ones that failed
 /// succeed when asked again. The schedule is fixed: resets start 2 ms
 /// apart, the kill lands as soon as the first one is in the directory
-/// (the agent is busy with the next ones).
+/// (the agent is busy with the next ones, unless a fast machine finished
+/// them all), and one more reset is asked while the DC is down, so the
+/// failure path is taken on every run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dc_killed_mid_burst_gets_every_caller_a_true_answer() {
     crate::init_tracing();
@@ -123,6 +125,7 @@ async fn a_dc_killed_mid_burst_gets_every_caller_a_true_answer() {
     let helpdesk: Client = stack.serve_domain(&dc).await.unwrap();
     // A warm-up: connections open and the first-use costs paid.
     dc.create_user("warm", START).await.unwrap();
+    dc.create_user("late", START).await.unwrap();
     let (warm, _) = helpdesk
         .reset_until_known(
             "warm@contoso.test",
@@ -133,9 +136,11 @@ async fn a_dc_killed_mid_burst_gets_every_caller_a_true_answer() {
         .await;
     assert_eq!(warm, ReasonCode::Ok);
     burst.remember(&dc).await;
+    let late = std::sync::Mutex::new(None);
     let (answers, took) = {
         let dc = &mut dc;
         let first = &burst;
+        let (late, helpdesk2) = (&late, &helpdesk);
         burst
             .run(&helpdesk, async move {
                 // The kill lands as soon as the first reset is in the directory.
@@ -145,7 +150,17 @@ async fn a_dc_killed_mid_burst_gets_every_caller_a_true_answer() {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 dc.kill();
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                let asked = Instant::now();
+                let (reason, _) = helpdesk2
+                    .reset_until_known(
+                        "late@contoso.test",
+                        "Late-Passw0rd-1!",
+                        &uuid::Uuid::new_v4().to_string(),
+                        burst::PATIENCE,
+                    )
+                    .await;
+                *late.lock().unwrap() = Some(reason);
+                tokio::time::sleep(Duration::from_secs(2).saturating_sub(asked.elapsed())).await;
                 dc.restart().await.unwrap();
             })
             .await
@@ -155,13 +170,31 @@ async fn a_dc_killed_mid_burst_gets_every_caller_a_true_answer() {
         "DC crash: {USERS} resets, {} OK, failed {:?}, in {took:?}",
         tally.ok, tally.failed
     );
-    assert!(!tally.failed.is_empty(), "the kill interrupted nothing");
+    // The reset asked while the DC was down failed with a true reason and
+    // wrote nothing.
+    let late = late
+        .into_inner()
+        .unwrap()
+        .expect("the late reset was asked");
+    assert!(
+        matches!(
+            late,
+            ReasonCode::DcUnreachable | ReasonCode::DirectoryError | ReasonCode::TlsFailure
+        ),
+        "a reset while the DC is down: {late}"
+    );
+    assert!(
+        dc.try_bind("late@contoso.test", START).await.unwrap(),
+        "the late reset wrote nothing"
+    );
     assert!(tally.ok > 0, "the DC applied nothing before the kill");
     for (_, reason) in &tally.failed {
         assert!(
+            // TLS_FAILURE: a DC coming back accepts connections before its
+            // TLS is ready.
             matches!(
                 reason,
-                ReasonCode::DcUnreachable | ReasonCode::DirectoryError
+                ReasonCode::DcUnreachable | ReasonCode::DirectoryError | ReasonCode::TlsFailure
             ),
             "a reason that says the DC could not be reached: {reason}"
         );

@@ -16,8 +16,12 @@
 //! state directory), every operation is recorded as begun before it touches
 //! the directory and as finished with its outcome, durably, so a restarted
 //! agent answers a repeated id from the ledger instead of applying it again;
-//! an operation begun but never finished (the agent stopped in between) is
-//! in doubt and never run again. An outcome query
+//! an operation begun but never finished (the agent stopped in between, or
+//! its DC died mid-write and none answers since) is in doubt and never run
+//! blindly again: it is settled from the user's password version (raised:
+//! applied; unchanged: not) at start-up, right after a lost write, on its
+//! next delivery, or when an outcome query asks about it while it is not
+//! running; an in-doubt answer is not remembered. An outcome query
 //! (`OPERATION_KIND_OUTCOME_QUERY`) is answered from memory and the ledger:
 //! finished (with the outcome), in doubt or never seen. A policy query
 //! (`OPERATION_KIND_POLICY_QUERY`) writes nothing: it is checked the same way
@@ -285,6 +289,14 @@ impl Executor {
         c
     }
 
+    /// Drops `cell` as the memory of `id` (if it still is).
+    fn forget_cell(&self, id: &str, cell: &Cell) {
+        let mut m = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        if m.cells.get(id).is_some_and(|c| Arc::ptr_eq(c, cell)) {
+            m.cells.remove(id);
+        }
+    }
+
     /// Runs `op` once and answers every request for its id with that result,
     /// in a span continuing the operation's trace ([`crate::trace`]); the
     /// result is signed.
@@ -316,7 +328,7 @@ impl Executor {
             return self.answer_policy_query(op, started).await;
         }
         if op.kind == v1::OperationKind::OutcomeQuery as i32 {
-            return self.answer_outcome_query(op, started);
+            return self.answer_outcome_query(op, started).await;
         }
         if op.kind == v1::OperationKind::DirectorySearch as i32 {
             return self.answer_search(op, started).await;
@@ -345,6 +357,15 @@ impl Executor {
                 .clone();
             if !first {
                 tracing::info!("repeated operation id answered with the first result");
+            }
+            // An outcome still in doubt is not remembered: the next
+            // delivery or outcome query asks the ledger, which decides it
+            // from the directory once the DC answers.
+            if matches!(
+                self.ledger.as_ref().and_then(|l| l.get(&id)),
+                Some(Entry::Begun(_))
+            ) {
+                self.forget_cell(&id, &cell);
             }
             outcome
         };
@@ -494,7 +515,7 @@ impl Executor {
             None => {}
         }
         let (begun, identity) = self.begun(op).await;
-        if let Err(e) = ledger.begin(&op.operation_id, begun).await {
+        if let Err(e) = ledger.begin(&op.operation_id, begun.clone()).await {
             tracing::error!(error = %e, "cannot record the operation in the ledger; refused");
             let refused = outcome_of(Err(Failure::new(
                 ReasonCode::Internal,
@@ -502,11 +523,38 @@ impl Executor {
             )));
             return (refused, Identity::default());
         }
-        let outcome = outcome_of(self.run(op).await);
+        let mut outcome = outcome_of(self.run(op).await);
+        // A password write has a witness; an unlock's failure stands (run
+        // again, it does no harm).
+        if begun.witness.is_some() && may_have_landed(&outcome) {
+            match self.witnessed(&begun).await {
+                Witnessed::Raised => outcome = applied_after_loss(),
+                Witnessed::Unchanged => {}
+                Witnessed::Unknown => {
+                    // Kept begun: a later outcome query (or a restart)
+                    // decides it from the witness once the DC answers.
+                    tracing::warn!("the write's outcome is unknown until the DC answers again");
+                    return (in_doubt_after_loss(), identity);
+                }
+            }
+        }
         if let Err(e) = ledger.finish(&op.operation_id, &outcome).await {
             tracing::error!(error = %e, "cannot record the operation's outcome in the ledger");
         }
         (outcome, identity)
+    }
+
+    /// Whether a password write's target shows a new password since
+    /// `begun` (its password version raised), read from the directory now.
+    async fn witnessed(&self, begun: &Begun) -> Witnessed {
+        let (Some(before), Some(target)) = (begun.witness, target_from_key(&begun.target)) else {
+            return Witnessed::Unknown;
+        };
+        match self.applier.password_version(&target).await {
+            Some(now) if now > before => Witnessed::Raised,
+            Some(_) => Witnessed::Unchanged,
+            None => Witnessed::Unknown,
+        }
     }
 
     /// The ledger's record of `op` about to begin: its expiry, target and
@@ -574,6 +622,29 @@ impl Executor {
         }
     }
 
+    /// An outcome query's view of operation `id`: an operation begun and
+    /// not running here (a write whose connection was lost, or one begun
+    /// before a restart) is settled from the directory first, so the
+    /// answer is the truth as soon as the DC answers again.
+    async fn settled_entry(&self, id: &str) -> Option<Entry> {
+        let ledger = self.ledger.as_ref()?;
+        let entry = ledger.get(id);
+        if let Some(Entry::Begun(begun)) = &entry {
+            let running = self
+                .memory
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .arrived
+                .contains_key(id);
+            if !running {
+                let settled = self.settle(ledger, id, begun).await;
+                tracing::info!(operation_id = %id, settled = settled.word(), "in-doubt operation settled for an outcome query");
+                return ledger.get(id);
+            }
+        }
+        entry
+    }
+
     /// Settles every operation the ledger holds in doubt (at start-up,
     /// before the tunnel opens, so outcome queries get the truth).
     pub async fn settle_ledger(&self) {
@@ -588,7 +659,11 @@ impl Executor {
     /// doubt (arrived and unanswered, or begun before a restart) or never
     /// seen since the ledger's `since`. Read-only; checked for tenant,
     /// domain and expiry like an operation.
-    fn answer_outcome_query(&self, op: OperationRequest, started: Instant) -> OperationResult {
+    async fn answer_outcome_query(
+        &self,
+        op: OperationRequest,
+        started: Instant,
+    ) -> OperationResult {
         if let Err(f) = self.check_destination(&op) {
             return self.refusal(op, started, f);
         }
@@ -606,7 +681,7 @@ impl Executor {
         let known = match remembered {
             Some(Some(outcome)) => Some(Entry::Done(outcome)),
             Some(None) => Some(Entry::Begun(Begun::default())),
-            None => self.ledger.as_ref().and_then(|l| l.get(id)),
+            None => self.settled_entry(id).await,
         };
         let (state, outcome) = match known {
             Some(Entry::Done(o)) => (v1::LedgerState::Finished, o),
@@ -805,6 +880,44 @@ pub(crate) fn target_of(op: &OperationRequest) -> Result<Target, Failure> {
 fn now_ms() -> i64 {
     let now = time::OffsetDateTime::now_utc();
     i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// What the directory shows of a password write now.
+enum Witnessed {
+    Raised,
+    Unchanged,
+    Unknown,
+}
+
+/// A failure after which the write may still have reached the DC: the
+/// connection lost or the DC silent while it was being written.
+fn may_have_landed(outcome: &OperationOutcome) -> bool {
+    [ReasonCode::DirectoryError, ReasonCode::Timeout]
+        .iter()
+        .any(|r| outcome.reason_code == r.as_str())
+}
+
+/// A write found applied after its answer was lost.
+fn applied_after_loss() -> OperationOutcome {
+    OperationOutcome {
+        reason_code: ReasonCode::Ok.as_str().to_owned(),
+        message: "the change was written to the directory (confirmed after the connection to \
+                  the domain controller was lost)"
+            .to_owned(),
+        applied: true,
+    }
+}
+
+/// A write whose connection was lost and whose DC cannot be asked yet.
+fn in_doubt_after_loss() -> OperationOutcome {
+    OperationOutcome {
+        reason_code: ReasonCode::Timeout.as_str().to_owned(),
+        message: "the connection to the domain controller was lost while the change was being \
+                  written and it cannot be asked yet; the outcome is decided when it answers \
+                  again (retry with the same operation id)"
+            .to_owned(),
+        applied: false,
+    }
 }
 
 /// The answer for an operation begun and never finished.

@@ -594,13 +594,12 @@ impl Executor {
                 Err(_) => Settled::InDoubt,
             };
         }
-        let (Some(before), Some(target)) = (begun.witness, target_from_key(&begun.target)) else {
-            return Settled::InDoubt;
+        let raised = match self.witnessed(begun).await {
+            Witnessed::Raised => true,
+            Witnessed::Unchanged => false,
+            Witnessed::Unknown => return Settled::InDoubt,
         };
-        let Some(now) = self.applier.password_version(&target).await else {
-            return Settled::InDoubt;
-        };
-        if now > before {
+        if raised {
             let outcome = OperationOutcome {
                 reason_code: ReasonCode::Ok.as_str().to_owned(),
                 message: "the change was written to the directory (found applied after the \

@@ -75,6 +75,13 @@ impl Apply for Directory {
         }
     }
 
+    async fn lookup(&self, target: &Target) -> Result<Identity, Failure> {
+        match self.identify(target).await.map_err(failure)? {
+            Some(who) if who.guid.is_some() => Ok(who),
+            _ => Err(failure(DirectoryError::UserNotFound)),
+        }
+    }
+
     async fn policy(&self, target: Option<&Target>) -> Result<PolicyReport, Failure> {
         let facts = self.policy_facts(target).await.map_err(failure)?;
         Ok(policy_report(&facts))

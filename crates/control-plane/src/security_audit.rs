@@ -266,6 +266,8 @@ impl SecurityAudit {
         let query = match writeback_proto::v1::OperationKind::try_from(op.kind) {
             Ok(writeback_proto::v1::OperationKind::OutcomeQuery) => "outcome_query",
             Ok(writeback_proto::v1::OperationKind::PolicyQuery) => "policy_query",
+            Ok(writeback_proto::v1::OperationKind::DirectorySearch) => "directory_search",
+            Ok(writeback_proto::v1::OperationKind::UserLookup) => "user_lookup",
             _ => kind,
         };
         let e = SecurityEvent {

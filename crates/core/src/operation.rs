@@ -43,12 +43,13 @@ impl OperationKind {
     /// From the wire enum; `None` for UNSPECIFIED or unknown values.
     pub fn from_wire(value: i32) -> Option<OperationKind> {
         match v1::OperationKind::try_from(value).ok()? {
-            // Policy and outcome queries and directory searches are not operations (the agent
-            // answers them before treating anything as one).
+            // Policy and outcome queries, directory searches and user lookups are not operations
+            // (the agent answers them before treating anything as one).
             v1::OperationKind::Unspecified
             | v1::OperationKind::PolicyQuery
             | v1::OperationKind::OutcomeQuery
-            | v1::OperationKind::DirectorySearch => None,
+            | v1::OperationKind::DirectorySearch
+            | v1::OperationKind::UserLookup => None,
             v1::OperationKind::Reset => Some(OperationKind::Reset),
             v1::OperationKind::Change => Some(OperationKind::Change),
             v1::OperationKind::ForcedChange => Some(OperationKind::ForcedChange),

@@ -839,11 +839,17 @@ impl Registry {
     }
 }
 
-/// Whether `op` only reads (a policy or outcome query, a directory search).
+/// Whether `op` only reads (a policy or outcome query, a directory search,
+/// a user lookup).
 fn is_query(op: &OperationRequest) -> bool {
-    op.kind == OperationKind::PolicyQuery as i32
-        || op.kind == OperationKind::OutcomeQuery as i32
-        || op.kind == OperationKind::DirectorySearch as i32
+    [
+        OperationKind::PolicyQuery,
+        OperationKind::OutcomeQuery,
+        OperationKind::DirectorySearch,
+        OperationKind::UserLookup,
+    ]
+    .iter()
+    .any(|k| op.kind == *k as i32)
 }
 
 /// The waiter key of a request: its operation id, with an outcome query

@@ -374,6 +374,18 @@ impl Store {
         Ok(None)
     }
 
+    /// The person (`guid:…` key) an agent said the throttle key `alias`
+    /// names; `None` while no agent has ([`Store::link_person`]).
+    pub async fn person_of(&self, tenant: &str, alias: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT person FROM person_aliases WHERE tenant_id = $1 AND alias = $2",
+        )
+        .bind(tenant)
+        .bind(alias)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// Records that the throttle keys `aliases` (`upn:…`, `guid:…`) name the
     /// person `person` (its `guid:…` key), as an agent reported after
     /// finding the user; a later report moves an alias (a UPN given to

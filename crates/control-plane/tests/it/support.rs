@@ -456,6 +456,19 @@ impl relay_dispatch_server::RelayDispatch for FakeRelay {
     ) -> Result<Response<pb::DispatchResponse>, Status> {
         let req = req.into_inner();
         let op = req.operation.clone().unwrap_or_default();
+        if op.kind == pb::OperationKind::UserLookup as i32 {
+            // The throttle's "whom does this spelling name?" before a reset:
+            // no fake agent knows anyone, so every spelling stays its own
+            // bucket, and the tests count, hold and forge operations only.
+            let agent = self.state.answer_as.lock().unwrap().clone();
+            let signer = Some(&self.state.signer);
+            return Ok(Response::new(outcome(
+                &op,
+                ReasonCode::UserNotFound,
+                &agent,
+                signer,
+            )));
+        }
         let mode = *self.state.mode.lock().unwrap();
         self.state.dispatched.lock().unwrap().push(op.clone());
         self.state.count.send_modify(|c| *c += 1);

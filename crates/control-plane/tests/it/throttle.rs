@@ -1,9 +1,10 @@
 //! The throttle counts a person, not a spelling: a user addressed by UPN,
 //! by objectGUID, or by a case variant of the UPN (non-ASCII letters
 //! included) is one bucket. The control plane learns that a UPN and a GUID
-//! name one person from the agent's answers (the user it found) and counts
-//! the operations on every alias together, in the same transaction that
-//! records the new one.
+//! name one person from the agent's answers (the user it found, and, for a
+//! spelling no agent has named yet, a lookup before the first reset) and
+//! counts the operations on every alias together, in the same transaction
+//! that records the new one.
 
 use writeback_control_plane::store::Window;
 use writeback_core::ReasonCode;
@@ -119,7 +120,75 @@ async fn alternating_upn_and_guid_cannot_exceed_the_limit(db: &TestDb) {
     );
 }
 
+/// End to end against a real DC: ten concurrent resets of a person no
+/// agent has named yet, by UPN, by objectGUID and by an upper-case variant
+/// of the UPN, all sent before any answer. The control plane asks an agent
+/// whom each new spelling names before it counts, so exactly the limit (5)
+/// are applied — the password written five times, not eight — and the rest
+/// are `THROTTLED`.
+async fn a_never_seen_person_is_one_bucket_from_the_first_reset(db: &TestDb) {
+    let dc = burst::fault_dc("contoso.test").await;
+    let dn = dc.create_user("zoë", "Start-Pass-1!").await.unwrap();
+    let entry = dc.read_entry(&dn, &["objectGUID"]).await.unwrap();
+    let guid = uuid::Uuid::from_slice_le(&entry.bin_attrs["objectGUID"][0]).unwrap();
+    let before = dc.password_writes(&dn).await.unwrap();
+    let mut stack = Stack::start_with("t1", 1, Some(db.url().to_owned()))
+        .await
+        .unwrap();
+    let helpdesk = stack.serve_domain(&dc).await.unwrap();
+    let spellings = [
+        pb::user_ref::By::ObjectGuid(guid.to_string()),
+        pb::user_ref::By::Upn("zoë@contoso.test".into()),
+        pb::user_ref::By::Upn("ZOË@Contoso.Test".into()),
+    ];
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..10 {
+        let by = spellings[n % spellings.len()].clone();
+        let helpdesk = helpdesk.clone();
+        // A GUID names no domain; a UPN's suffix does.
+        let domain = match by {
+            pb::user_ref::By::ObjectGuid(_) => dc.domain().to_owned(),
+            _ => String::new(),
+        };
+        tasks.spawn(async move {
+            let answer = helpdesk
+                .passwords()
+                .reset_password(helpdesk.request(pb::ResetPasswordRequest {
+                    user: Some(pb::UserRef { by: Some(by) }),
+                    new_password: format!("Never-Seen-{n}!"),
+                    domain,
+                    ..Default::default()
+                }))
+                .await;
+            match answer {
+                Ok(_) => ReasonCode::Ok,
+                Err(s) => writeback_core::failure_of(&s).reason,
+            }
+        });
+    }
+    let mut reasons = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        reasons.push(done.unwrap());
+    }
+    let ok = reasons.iter().filter(|r| **r == ReasonCode::Ok).count();
+    let throttled = reasons
+        .iter()
+        .filter(|r| **r == ReasonCode::Throttled)
+        .count();
+    assert_eq!(
+        (ok, throttled),
+        (5, 5),
+        "one bucket from the first reset: {reasons:?}"
+    );
+    assert_eq!(
+        dc.password_writes(&dn).await.unwrap() - before,
+        5,
+        "the directory saw exactly the admitted resets"
+    );
+}
+
 both_backends!(
     aliases_of_one_person_share_one_bucket,
     alternating_upn_and_guid_cannot_exceed_the_limit,
+    a_never_seen_person_is_one_bucket_from_the_first_reset,
 );

@@ -27,7 +27,9 @@
 //! (`OPERATION_KIND_POLICY_QUERY`) writes nothing: it is checked the same way
 //! (minus the envelope) and answered with the policies the DC enforces; so
 //! is a directory search (`OPERATION_KIND_DIRECTORY_SEARCH`, the help desk's
-//! "find a user"), answered with the users of the agent's scope that match.
+//! "find a user"), answered with the users of the agent's scope that match,
+//! and a user lookup (`OPERATION_KIND_USER_LOOKUP`), answered with the
+//! `objectGUID` and UPN of the user a target names (the [`queries`] module).
 //! Every result leaves signed with the agent's result-signing key
 //! ([`Executor::with_result_signer`], `writeback_envelope::results`), bound
 //! to the signed operation it answers, so the control plane can tell it
@@ -53,6 +55,8 @@ use crate::directory::{Identity, Target};
 use crate::health::{Checks, HealthHandle};
 use crate::ledger::{Begun, Entry, Ledger};
 use crate::state::Enrollment;
+
+mod queries;
 
 /// How many finished operations are remembered for deduplication.
 const REMEMBERED: usize = 100_000;
@@ -106,6 +110,15 @@ pub trait Apply: Send + Sync + 'static {
         Err(Failure::new(
             ReasonCode::Unavailable,
             "this agent cannot read password policies",
+        ))
+    }
+    /// The one user `target` names: its `objectGUID` and UPN (an
+    /// `OPERATION_KIND_USER_LOOKUP`); `USER_NOT_FOUND` when none or several
+    /// match. The default finds no one.
+    async fn lookup(&self, _target: &Target) -> Result<Identity, Failure> {
+        Err(Failure::new(
+            ReasonCode::Unavailable,
+            "this agent cannot look users up",
         ))
     }
     /// Users of the agent's scope whose names start with `query`, at most
@@ -333,6 +346,9 @@ impl Executor {
         if op.kind == v1::OperationKind::DirectorySearch as i32 {
             return self.answer_search(op, started).await;
         }
+        if op.kind == v1::OperationKind::UserLookup as i32 {
+            return self.answer_lookup(op, started).await;
+        }
         let id = op.operation_id.clone();
         // Who the target is, when this request is the one that ran it.
         let mut who = Identity::default();
@@ -378,7 +394,7 @@ impl Executor {
             operation_id: id,
             outcome: Some(outcome),
             agent_id: self.enrollment.agent_id.clone(),
-            agent_duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            agent_duration_ms: elapsed_ms(started),
             policy_report: None,
             target_guid: who.guid.map(|g| g.to_string()).unwrap_or_default(),
             target_upn: who.upn.unwrap_or_default(),
@@ -409,81 +425,8 @@ impl Executor {
             operation_id: op.operation_id,
             outcome: Some(outcome),
             agent_id: self.enrollment.agent_id.clone(),
-            agent_duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            agent_duration_ms: elapsed_ms(started),
             policy_report: None,
-            ..OperationResult::default()
-        }
-    }
-
-    /// A policy query: read-only, so it is neither remembered nor deduplicated;
-    /// it is checked like an operation (tenant, domain, expiry, target).
-    async fn answer_policy_query(&self, op: OperationRequest, started: Instant) -> OperationResult {
-        let report = async {
-            self.check_destination(&op)?;
-            let target = match op.target.as_ref().and_then(|t| t.by.as_ref()) {
-                None => None,
-                Some(_) => Some(target_of(&op)?),
-            };
-            self.applier.policy(target.as_ref()).await
-        }
-        .await;
-        let (outcome, policy_report) = match report {
-            Ok(report) => (
-                OperationOutcome {
-                    reason_code: ReasonCode::Ok.as_str().to_owned(),
-                    message: "the password policy was read".to_owned(),
-                    applied: false,
-                },
-                Some(Box::new(report)),
-            ),
-            Err(f) => (outcome_of(Err(f)), None),
-        };
-        tracing::info!(reason = %outcome.reason_code, "policy query answered");
-        if let Some(m) = &self.metrics {
-            m.operation("policy_query", &outcome.reason_code, started.elapsed());
-        }
-        OperationResult {
-            operation_id: op.operation_id,
-            outcome: Some(outcome),
-            agent_id: self.enrollment.agent_id.clone(),
-            agent_duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            policy_report,
-            ..OperationResult::default()
-        }
-    }
-
-    /// A directory search: read-only like a policy query (neither remembered
-    /// nor deduplicated), checked for tenant, domain and expiry.
-    async fn answer_search(&self, op: OperationRequest, started: Instant) -> OperationResult {
-        let answer = async {
-            self.check_destination(&op)?;
-            let search = op.search.as_ref().ok_or_else(|| {
-                Failure::new(ReasonCode::InvalidArgument, "the search carries no query")
-            })?;
-            self.applier.search(&search.query, search.limit).await
-        }
-        .await;
-        let (outcome, search_result) = match answer {
-            Ok(found) => (
-                OperationOutcome {
-                    reason_code: ReasonCode::Ok.as_str().to_owned(),
-                    message: format!("{} users found", found.users.len()),
-                    applied: false,
-                },
-                Some(Box::new(found)),
-            ),
-            Err(f) => (outcome_of(Err(f)), None),
-        };
-        tracing::info!(reason = %outcome.reason_code, "directory search answered");
-        if let Some(m) = &self.metrics {
-            m.operation("directory_search", &outcome.reason_code, started.elapsed());
-        }
-        OperationResult {
-            operation_id: op.operation_id,
-            outcome: Some(outcome),
-            agent_id: self.enrollment.agent_id.clone(),
-            agent_duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            search_result,
             ..OperationResult::default()
         }
     }
@@ -704,7 +647,7 @@ impl Executor {
             operation_id: op.operation_id,
             outcome: Some(outcome),
             agent_id: self.enrollment.agent_id.clone(),
-            agent_duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            agent_duration_ms: elapsed_ms(started),
             ledger_state: state as i32,
             ledger_since_ms: since,
             ..OperationResult::default()
@@ -876,6 +819,11 @@ pub(crate) fn target_of(op: &OperationRequest) -> Result<Target, Failure> {
     }
 }
 
+/// Milliseconds since `started`, for `OperationResult.agent_duration_ms`.
+fn elapsed_ms(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 fn now_ms() -> i64 {
     let now = time::OffsetDateTime::now_utc();
     i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
@@ -946,187 +894,4 @@ fn outcome_of(r: Result<(), Failure>) -> OperationOutcome {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    use super::*;
-    use crate::ledger::{DEFAULT_RETENTION, Ledger};
-
-    /// A directory whose password versions the test sets; applies nothing.
-    struct Versions {
-        version: AtomicU32,
-        applied: AtomicU32,
-    }
-
-    #[tonic::async_trait]
-    impl Apply for Versions {
-        async fn apply(&self, _: &ValidOperation, _: Option<&Secrets>) -> Result<(), Failure> {
-            self.applied.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        }
-        async fn health(&self) -> Vec<DcStatus> {
-            Vec::new()
-        }
-        async fn password_version(&self, _: &Target) -> Option<u32> {
-            Some(self.version.load(Ordering::SeqCst))
-        }
-    }
-
-    fn begun(kind: &str, witness: Option<u32>) -> Begun {
-        Begun {
-            expires_ms: 0,
-            target: "upn:alice@contoso.test".into(),
-            kind: kind.into(),
-            witness,
-        }
-    }
-
-    /// Operations a crash left begun are decided from the directory at
-    /// start-up: a raised password version is "applied" (finished, answered
-    /// OK from then on), an unchanged one is forgotten (a redelivery runs
-    /// it), an unlock is run again, and no witness keeps it in doubt.
-    #[tokio::test]
-    async fn in_doubt_operations_are_settled_from_the_password_version() {
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(dir.path(), DEFAULT_RETENTION).unwrap();
-        ledger
-            .begin("raised", begun("reset", Some(4)))
-            .await
-            .unwrap();
-        ledger
-            .begin("same", begun("change", Some(5)))
-            .await
-            .unwrap();
-        ledger.begin("unlock", begun("unlock", None)).await.unwrap();
-        ledger.begin("blind", begun("reset", None)).await.unwrap();
-        let directory = Arc::new(Versions {
-            version: AtomicU32::new(5),
-            applied: AtomicU32::new(0),
-        });
-        let enrollment = Enrollment {
-            tenant: "t1".into(),
-            domain: "contoso.test".into(),
-            agent_id: "a1".into(),
-            relay_urls: vec![],
-            operation_signing_keys: vec![],
-            control_plane_url: String::new(),
-            result_signing_key_registered: false,
-        };
-        let executor = Executor::new(
-            enrollment,
-            writeback_envelope::KeyPair::generate(),
-            directory.clone(),
-        )
-        .with_ledger(ledger.clone());
-        executor.settle_ledger().await;
-        match ledger.get("raised") {
-            Some(Entry::Done(o)) => {
-                assert!(o.applied);
-                assert_eq!(o.reason_code, "OK");
-            }
-            other => panic!("raised: {other:?}"),
-        }
-        assert_eq!(ledger.get("same"), None, "not applied: forgotten");
-        assert_eq!(ledger.get("unlock"), None, "an unlock runs again");
-        assert!(matches!(ledger.get("blind"), Some(Entry::Begun(_))));
-        assert_eq!(directory.applied.load(Ordering::SeqCst), 0);
-        // The decisions are durable.
-        drop(executor);
-        let reopened = Ledger::open(dir.path(), DEFAULT_RETENTION).unwrap();
-        assert!(matches!(reopened.get("raised"), Some(Entry::Done(_))));
-        assert_eq!(reopened.get("same"), None);
-        assert_eq!(reopened.in_doubt().len(), 1);
-    }
-
-    /// Every answer leaves signed with the agent's result-signing key and
-    /// bound to the operation as it arrived: an applied operation, the
-    /// refusal of an unsigned one, an outcome query's ledger answer.
-    #[tokio::test]
-    async fn every_result_is_signed_and_bound_to_its_operation() {
-        use writeback_envelope::results::{self, ResultSigner};
-        use writeback_envelope::signing::{OperationSigner, SigningError, TrustedKey};
-        let (cp, _) = OperationSigner::generate().unwrap();
-        let (agent_key, _) = ResultSigner::generate().unwrap();
-        let agent_public = TrustedKey::new(&agent_key.public_key()).unwrap();
-        let enrollment = Enrollment {
-            tenant: "t1".into(),
-            domain: "contoso.test".into(),
-            agent_id: "a1".into(),
-            relay_urls: vec![],
-            operation_signing_keys: vec![hex::encode(cp.public_key())],
-            control_plane_url: String::new(),
-            result_signing_key_registered: true,
-        };
-        let directory = Arc::new(Versions {
-            version: AtomicU32::new(1),
-            applied: AtomicU32::new(0),
-        });
-        let executor = Executor::new(
-            enrollment,
-            writeback_envelope::KeyPair::generate(),
-            directory.clone(),
-        )
-        .with_result_signer(agent_key);
-        let expires = time::OffsetDateTime::now_utc().unix_timestamp() + 60;
-        let mut unlock = OperationRequest {
-            operation_id: "op-1".into(),
-            tenant: "t1".into(),
-            domain: "contoso.test".into(),
-            kind: v1::OperationKind::Unlock as i32,
-            target: Some(v1::UserRef {
-                by: Some(user_ref::By::Upn("alice@contoso.test".into())),
-            }),
-            expires_at: Some(prost_types::Timestamp {
-                seconds: expires,
-                nanos: 0,
-            }),
-            ..OperationRequest::default()
-        };
-        cp.sign(&mut unlock);
-        let r = executor.execute(unlock.clone()).await;
-        assert_eq!(r.outcome.as_ref().unwrap().reason_code, "OK");
-        assert_eq!(directory.applied.load(Ordering::SeqCst), 1);
-        results::verify(&unlock, &r, &agent_public).unwrap();
-        // Bound to the operation: not valid for another one.
-        let mut other = unlock.clone();
-        other.operation_id = "op-2".into();
-        cp.sign(&mut other);
-        assert_eq!(
-            results::verify(&other, &r, &agent_public),
-            Err(SigningError::BadSignature)
-        );
-
-        // The agent's refusal of an unsigned operation is signed over what
-        // arrived.
-        let mut unsigned = unlock.clone();
-        unsigned.operation_id = "op-3".into();
-        unsigned.signature.clear();
-        let r = executor.execute(unsigned.clone()).await;
-        assert_eq!(
-            r.outcome.as_ref().unwrap().reason_code,
-            "OPERATION_UNAUTHENTICATED"
-        );
-        results::verify(&unsigned, &r, &agent_public).unwrap();
-        let r = executor.refused(
-            unsigned.clone(),
-            Instant::now(),
-            Failure::new(ReasonCode::ClockSkew, "skewed"),
-        );
-        results::verify(&unsigned, &r, &agent_public).unwrap();
-
-        // An outcome query: the ledger answer is covered.
-        let mut query = unlock.clone();
-        query.kind = v1::OperationKind::OutcomeQuery as i32;
-        cp.sign(&mut query);
-        let mut r = executor.execute(query.clone()).await;
-        assert_eq!(r.ledger_state, v1::LedgerState::Finished as i32);
-        results::verify(&query, &r, &agent_public).unwrap();
-        r.ledger_state = v1::LedgerState::NotSeen as i32;
-        assert_eq!(
-            results::verify(&query, &r, &agent_public),
-            Err(SigningError::BadSignature)
-        );
-    }
-}
+mod tests;

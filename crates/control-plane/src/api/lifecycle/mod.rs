@@ -6,7 +6,7 @@
 //! | resolve | [`Api::resolve`] | [`Resolved`]: the normalized user, its domain, who it is to the caller, the id's record | `INVALID_ARGUMENT`, `DOMAIN_NOT_FOUND` |
 //! | authorize | [`Api::authorize`] | the policy rule that allows it | `UNSUPPORTED_OPERATION`, `WRITEBACK_DISABLED`, `STRONG_AUTHENTICATION_REQUIRED`, `PASSWORD_BANNED` — no record, a security event |
 //! | board | `flights.board` | one request per operation id at a time | `OPERATION_IN_PROGRESS` |
-//! | record | [`Api::record`] | [`Admission`]: a [`Recorded`] operation (new, or reopened after `NOT_APPLIED`), or the answer of the id's earlier record | `THROTTLED` (counted and recorded in one transaction), `ALREADY_EXISTS` |
+//! | record | [`Api::record`] | [`Admission`]: a [`Recorded`] operation (new, or reopened after `NOT_APPLIED`), or the answer of the id's earlier record | `THROTTLED` (per person: the [`throttle`] asks an agent whom a never-seen spelling names, then counts and records in one transaction), `ALREADY_EXISTS` |
 //! | seal | [`Api::seal`] | the `OperationRequest`, its password sealed to the domain's agents | `NO_AGENT_ONLINE` (none enrolled), a toggle switched off meanwhile |
 //! | deliver | [`crate::dispatcher::Dispatcher::deliver`] | [`Delivery`]: answered, refused (never reached an agent) or unknown | — |
 //! | finish | [`Api::finish`] | the record's final state, or `TIMEOUT` marked for [`crate::reconcile`]; the answer | — |
@@ -18,6 +18,8 @@ use crate::dispatcher::Delivery;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TraceContextExt as _;
 use writeback_core::trace;
+
+mod throttle;
 
 /// The target resolved and the id's earlier record read.
 pub(super) struct Resolved {
@@ -359,50 +361,6 @@ impl Api {
             .map_err(store_status)
     }
 
-    /// Records `record` as pending; a reset is first counted against the
-    /// tenant's limit of resets per user per hour, in the same transaction
-    /// (so concurrent requests cannot both pass the last free slot).
-    async fn throttled_insert(
-        &self,
-        caller: &Caller,
-        ask: &Ask,
-        r: &Resolved,
-        record: &store::NewOperation,
-    ) -> Result<(), Status> {
-        let store = &self.cp.store;
-        let limit = self.cp.config.throttle_per_user_per_hour;
-        if ask.kind != OperationKind::Reset || limit == 0 {
-            return store.insert_operation(record).await.map_err(store_status);
-        }
-        const HOUR_MS: i64 = 3_600_000;
-        let window = store::Window {
-            max: limit,
-            kinds: &["reset"],
-            since_ms: record.created_at_ms - HOUR_MS,
-        };
-        let oldest = match store
-            .insert_operation_within(record, &window)
-            .await
-            .map_err(store_status)?
-        {
-            None => return Ok(()),
-            Some(oldest) => oldest,
-        };
-        let throttled = throttled(limit, oldest + HOUR_MS, record.created_at_ms);
-        tracing::info!(principal = %caller.principal, target = %r.target_key, limit, "reset throttled");
-        self.cp.metrics.throttled();
-        self.cp.security.operation_refused(
-            caller,
-            ask.kind.as_str(),
-            &r.target_key,
-            ReasonCode::Throttled,
-            "throttle",
-            &throttled.message,
-            ask.source,
-        );
-        Err(throttled.into())
-    }
-
     /// The seal and deliver stages, in the operation's `writeback.dispatch`
     /// span.
     async fn seal_and_deliver(
@@ -607,27 +565,9 @@ impl Api {
         }
         tracing::info!(reason = %reason, "operation outcome recorded");
         if let Some((guid, upn)) = found {
-            self.link_person(&caller.tenant, &guid, &upn).await;
+            self.link_person(&caller.tenant, &guid, &upn, None).await;
         }
         answer(&rec.operation_id, reason.as_str(), message)
-    }
-
-    /// Records that the user the agent found — `guid`, and `upn` — is one
-    /// person for the throttle (nothing when the agent found no one).
-    async fn link_person(&self, tenant: &str, guid: &str, upn: &str) {
-        let key = |by| {
-            normalize_user(pb::UserRef { by: Some(by) })
-                .ok()
-                .and_then(|u| user_ref_key(&u))
-        };
-        let Some(person) = key(user_ref::By::ObjectGuid(guid.to_owned())) else {
-            return;
-        };
-        let mut aliases = vec![person.clone()];
-        aliases.extend(key(user_ref::By::Upn(upn.to_owned())));
-        if let Err(e) = self.cp.store.link_person(tenant, &person, &aliases).await {
-            tracing::warn!(error = %e, "cannot record whom the target names");
-        }
     }
 }
 
@@ -699,29 +639,6 @@ fn finish_of(delivery: Delivery, now_ms: i64) -> (store::Finish, String) {
         hops,
     };
     (fin, message)
-}
-
-/// `THROTTLED`, saying when the next reset is allowed (`next_ms`): in the
-/// message, as `retry-after` seconds in the metadata and as a
-/// `google.rpc.RetryInfo`.
-fn throttled(limit: u32, next_ms: i64, now: i64) -> Failure {
-    let next_s = next_ms.div_euclid(1000) + i64::from(next_ms.rem_euclid(1000) > 0);
-    let when = time::OffsetDateTime::from_unix_timestamp(next_s)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default();
-    let wait_s = (next_s * 1000 - now).max(0).div_euclid(1000);
-    Failure::new(
-        ReasonCode::Throttled,
-        format!(
-            "at most {limit} password resets per user per hour; the next reset of this user \
-             is allowed at {when}"
-        ),
-    )
-    .with_retry_after(Duration::from_secs(u64::try_from(wait_s).unwrap_or(0)))
 }
 
 /// The answer to the caller: the outcome when it is `OK`, else the failure.

@@ -118,10 +118,12 @@ async fn each_service_counts_real_operations() {
     assert_eq!(value(&cp, "writeback_throttled_total"), 0.0);
     assert!(value(&cp, "writeback_process_resident_memory_bytes") > 0.0);
 
+    // Each reset of a spelling no agent had named was preceded by the
+    // throttle's user lookup: four dispatches, each delivered and answered.
     let relay = scrape(stack.relays[0].relay.metrics().registry.clone()).await;
     assert_eq!(
         value(&relay, "writeback_relay_dispatches_total{reason=\"OK\"}"),
-        2.0
+        4.0
     );
     assert_eq!(value(&relay, "writeback_relay_tunnels_open"), 1.0);
     assert_eq!(
@@ -133,7 +135,7 @@ async fn each_service_counts_real_operations() {
     );
     assert_eq!(
         value(&relay, "writeback_relay_dispatch_duration_seconds_count"),
-        2.0
+        4.0
     );
 
     let agent = scrape(stack.agent_metrics(0).expect("the agent's registry")).await;
@@ -141,6 +143,12 @@ async fn each_service_counts_real_operations() {
     assert_eq!(value(&agent, &format!("{ops},reason=\"OK\"}}")), 1.0);
     assert_eq!(
         value(&agent, &format!("{ops},reason=\"USER_NOT_FOUND\"}}")),
+        1.0
+    );
+    let lookups = "writeback_agent_operations_total{kind=\"user_lookup\"";
+    assert_eq!(value(&agent, &format!("{lookups},reason=\"OK\"}}")), 1.0);
+    assert_eq!(
+        value(&agent, &format!("{lookups},reason=\"USER_NOT_FOUND\"}}")),
         1.0
     );
     assert_eq!(

@@ -1,14 +1,20 @@
-//! A burst of password writes for the fault tests, and the invariants they
+//! A burst of operations for the fault tests, and the invariants they
 //! check against the directory itself: users `{prefix}0…` of a DC, each
-//! written once with its own operation id — a help-desk reset, or for the
-//! first [`Burst::with_changes`] users a change (old → new) by the user —
-//! while the test kills, restarts or partitions a component; afterwards
-//! every caller's answer, every record and the directory must agree:
+//! the target of one operation with its own operation id — a help-desk
+//! reset; for the first [`Burst::with_changes`] users a change (old → new)
+//! by the user; with [`Burst::with_every_kind`], resets, changes, forced
+//! changes of an expired password and help-desk unlocks of a locked-out
+//! account in turn — while the test kills, restarts or partitions a
+//! component; afterwards every caller's answer, every record and the
+//! directory must agree:
 //!
 //! 1. every operation has exactly one record, final and not unknown;
-//! 2. the record agrees with the directory: `OK` ⇔ the new password binds
-//!    and the user's `unicodePwd` version rose by one; a failure ⇔ the
-//!    version did not move and the new password does not bind;
+//! 2. the record agrees with the directory: for a password write, `OK` ⇔
+//!    the new password binds and the user's `unicodePwd` version rose by
+//!    one (and, for a forced change, `pwdLastSet` is no longer 0); a
+//!    failure ⇔ the version did not move and the new password does not
+//!    bind; for an unlock, `OK` ⇔ `lockoutTime` is 0, a failure ⇔ the
+//!    account is still locked, and the password is never written;
 //! 3. no password was written twice (the version never rose by more than one);
 //! 4. the caller's reason is the record's reason.
 
@@ -17,6 +23,7 @@
 
 use std::time::{Duration, Instant};
 
+use ldap3::Mod;
 use writeback_control_plane::store::{OperationRow, OperationState, Store};
 use writeback_core::ReasonCode;
 use writeback_proto::v1 as pb;
@@ -33,8 +40,28 @@ pub struct Burst {
     domain: String,
     start: String,
     dns: Vec<String>,
-    changes: usize,
+    kinds: Vec<Kind>,
     before: Vec<u32>,
+}
+
+/// What a burst does to one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A help desk resets the password.
+    Reset,
+    /// The user changes the password (old → new).
+    Change,
+    /// The user changes an expired password (`pwdLastSet` = 0 beforehand).
+    ForcedChange,
+    /// A help desk unlocks the locked-out account.
+    Unlock,
+}
+
+impl Kind {
+    /// Whether the user asks for it (else a help desk does).
+    pub fn is_self_service(self) -> bool {
+        matches!(self, Kind::Change | Kind::ForcedChange)
+    }
 }
 
 /// One caller's end: user index, operation id, final reason, attempts.
@@ -45,12 +72,16 @@ pub type Answer = (usize, String, ReasonCode, u32);
 pub enum Write {
     /// A reset of `upn` to `password` (by a help desk).
     Reset { upn: String, password: String },
-    /// A change of `upn`'s password from `old` to `new` (by the user).
+    /// A change of `upn`'s password from `old` to `new` (by the user);
+    /// `forced` for the change of an expired password.
     Change {
         upn: String,
         old: String,
         new: String,
+        forced: bool,
     },
+    /// An unlock of `upn`'s account (by a help desk).
+    Unlock { upn: String },
 }
 
 /// Sends `write` with operation id `id` to `clients[0]`, retrying with that
@@ -88,12 +119,27 @@ pub async fn write_until_known(
                 }))
                 .await
                 .map(|_| ()),
-            Write::Change { upn, old, new } => c
+            Write::Change {
+                upn,
+                old,
+                new,
+                forced,
+            } => c
                 .passwords()
                 .change_password(c.request(pb::ChangePasswordRequest {
                     user: user(upn),
                     old_password: old.clone(),
                     new_password: new.clone(),
+                    operation_id: id.to_owned(),
+                    forced: *forced,
+                    ..Default::default()
+                }))
+                .await
+                .map(|_| ()),
+            Write::Unlock { upn } => c
+                .passwords()
+                .unlock_account(c.request(pb::UnlockAccountRequest {
+                    user: user(upn),
                     operation_id: id.to_owned(),
                     ..Default::default()
                 }))
@@ -148,6 +194,17 @@ pub async fn fault_dc(domain: &str) -> SambaDc {
     dc
 }
 
+/// A [`fault_dc`] for a burst of every kind ([`Burst::with_every_kind`]):
+/// its accounts also lock after 3 wrong passwords, so there are locked-out
+/// accounts to unlock.
+pub async fn every_kind_dc(domain: &str) -> SambaDc {
+    let dc = fault_dc(domain).await;
+    dc.set_password_settings(&["--account-lockout-threshold=3"])
+        .await
+        .expect("samba-tool domain passwordsettings");
+    dc
+}
+
 /// What a burst ended with, once every invariant held.
 #[derive(Debug, Default)]
 pub struct Tally {
@@ -175,16 +232,72 @@ impl Burst {
             prefix: prefix.to_owned(),
             domain: dc.domain().to_owned(),
             start: start.to_owned(),
+            kinds: vec![Kind::Reset; dns.len()],
             dns,
-            changes: 0,
             before: Vec::new(),
         }
     }
 
     /// The first `n` users change their own password (old → new) instead.
     pub fn with_changes(mut self, n: usize) -> Burst {
-        self.changes = n.min(self.dns.len());
+        for kind in self.kinds.iter_mut().take(n) {
+            *kind = Kind::Change;
+        }
         self
+    }
+
+    /// User `i` gets a reset, a change, a forced change or an unlock, in
+    /// turn (`i` mod 4). Call [`Burst::prepare`] before the burst: it
+    /// expires and locks out the users those need.
+    pub fn with_every_kind(mut self) -> Burst {
+        const TURN: [Kind; 4] = [Kind::Reset, Kind::Change, Kind::ForcedChange, Kind::Unlock];
+        for (i, kind) in self.kinds.iter_mut().enumerate() {
+            *kind = TURN[i % TURN.len()];
+        }
+        self
+    }
+
+    /// Puts the users in the state their operation needs: a forced change's
+    /// password expired (`pwdLastSet` = 0), an unlock's account locked out
+    /// by wrong passwords (the DC needs an account-lockout threshold of at
+    /// most 3). Panics, saying why, when the DC does not comply.
+    pub async fn prepare(&self, dc: &SambaDc) {
+        for (i, dn) in self.dns.iter().enumerate() {
+            match self.kinds[i] {
+                Kind::ForcedChange => {
+                    let mut ldap = dc.ldap_admin().await.expect("LDAP");
+                    ldap.modify(dn, vec![Mod::Replace("pwdLastSet", ["0"].into())])
+                        .await
+                        .and_then(|r| r.success())
+                        .expect("expire the password");
+                    let _ = ldap.unbind().await;
+                }
+                Kind::Unlock => {
+                    for _ in 0..3 {
+                        assert!(
+                            !dc.try_bind(dn, "Wrong-Pass-0!").await.expect("bind"),
+                            "a wrong password binds"
+                        );
+                    }
+                    assert!(
+                        self.locked_out(dc, i).await,
+                        "{}: not locked out after 3 wrong passwords (set the DC's \
+                         --account-lockout-threshold=3)",
+                        self.upn(i)
+                    );
+                }
+                Kind::Reset | Kind::Change => {}
+            }
+        }
+    }
+
+    /// Whether user `i`'s account is locked out (`lockoutTime` > 0).
+    async fn locked_out(&self, dc: &SambaDc, i: usize) -> bool {
+        let entry = dc
+            .read_entry(&self.dns[i], &["lockoutTime", "pwdLastSet"])
+            .await
+            .expect("read the user");
+        attr(&entry, "lockoutTime") > 0
     }
 
     /// How many users the burst writes.
@@ -197,9 +310,15 @@ impl Burst {
         self.dns.is_empty()
     }
 
-    /// Whether the `i`th user changes (rather than is reset).
-    pub fn is_change(&self, i: usize) -> bool {
-        i < self.changes
+    /// What the burst does to the `i`th user.
+    pub fn kind(&self, i: usize) -> Kind {
+        self.kinds[i]
+    }
+
+    /// Whether the `i`th user asks for its operation (rather than a help
+    /// desk).
+    pub fn is_self_service(&self, i: usize) -> bool {
+        self.kinds[i].is_self_service()
     }
 
     /// The `i`th user's UPN.
@@ -214,17 +333,19 @@ impl Burst {
 
     /// The `i`th user's write.
     pub fn write(&self, i: usize) -> Write {
-        if self.is_change(i) {
-            Write::Change {
-                upn: self.upn(i),
+        let upn = self.upn(i);
+        match self.kinds[i] {
+            Kind::Reset => Write::Reset {
+                upn,
+                password: self.password(i),
+            },
+            Kind::Change | Kind::ForcedChange => Write::Change {
+                upn,
                 old: self.start.clone(),
                 new: self.password(i),
-            }
-        } else {
-            Write::Reset {
-                upn: self.upn(i),
-                password: self.password(i),
-            }
+                forced: self.kinds[i] == Kind::ForcedChange,
+            },
+            Kind::Unlock => Write::Unlock { upn },
         }
     }
 
@@ -316,47 +437,97 @@ impl Burst {
                 .password_writes(&self.dns[*i])
                 .await
                 .expect("password version");
-            let binds = dc.try_bind(&upn, &self.password(*i)).await.expect("bind");
             assert!(
                 writes <= self.before[*i] + 1,
                 "{upn}: the password was written {} times",
                 writes - self.before[*i]
             );
-            if *reason == ReasonCode::Ok {
-                assert_eq!(row.state, OperationState::Succeeded, "{upn}: {row:?}");
-                assert!(
-                    binds,
-                    "{upn}: recorded applied, but the new password does not bind"
-                );
-                assert_eq!(writes, self.before[*i] + 1, "{upn}: applied once");
+            let ok = *reason == ReasonCode::Ok;
+            let expected = if ok {
+                OperationState::Succeeded
+            } else {
+                OperationState::Failed
+            };
+            assert_eq!(row.state, expected, "{upn}: {row:?}");
+            let applied = match self.kinds[*i] {
+                Kind::Unlock => self.unlocked(dc, *i, writes).await,
+                _ => self.password_written(dc, *i, writes).await,
+            };
+            assert_eq!(
+                applied,
+                ok,
+                "{upn}: recorded {reason} ({:?}), but the directory shows it {}applied",
+                row.message,
+                if applied { "" } else { "not " }
+            );
+            if ok {
                 tally.ok += 1;
             } else {
-                assert_eq!(row.state, OperationState::Failed, "{upn}: {row:?}");
-                assert!(
-                    !binds && writes == self.before[*i],
-                    "{upn}: recorded {reason} ({:?}), but the directory shows it applied",
-                    row.message
-                );
                 tally.failed.push((*i, *reason));
             }
         }
         tally
     }
 
-    /// Asserts that every user's new password binds and that it was
-    /// written exactly once since [`Burst::remember`], whatever ids did it.
+    /// Whether user `i`'s password write shows in the directory (`writes`,
+    /// its password version now): the new password binds and the version
+    /// rose by one (and a forced change left the password unexpired); panics
+    /// when the directory shows half of that.
+    async fn password_written(&self, dc: &SambaDc, i: usize, writes: u32) -> bool {
+        let upn = self.upn(i);
+        let binds = dc.try_bind(&upn, &self.password(i)).await.expect("bind");
+        let raised = writes == self.before[i] + 1;
+        assert_eq!(
+            binds, raised,
+            "{upn}: the new password binds: {binds}, the version rose: {raised}"
+        );
+        if binds && self.kinds[i] == Kind::ForcedChange {
+            let entry = dc
+                .read_entry(&self.dns[i], &["pwdLastSet"])
+                .await
+                .expect("read the user");
+            assert!(attr(&entry, "pwdLastSet") > 0, "{upn}: still expired");
+        }
+        binds
+    }
+
+    /// Whether user `i`'s unlock shows in the directory: `lockoutTime` is 0
+    /// and the unchanged password binds. An unlock never writes the
+    /// password (`writes` is its version now).
+    async fn unlocked(&self, dc: &SambaDc, i: usize, writes: u32) -> bool {
+        let upn = self.upn(i);
+        assert_eq!(
+            writes, self.before[i],
+            "{upn}: an unlock wrote the password"
+        );
+        if self.locked_out(dc, i).await {
+            return false;
+        }
+        assert!(
+            dc.try_bind(&upn, &self.start).await.expect("bind"),
+            "{upn}: unlocked, but the unchanged password does not bind"
+        );
+        true
+    }
+
+    /// Asserts that every user's operation shows in the directory exactly
+    /// once since [`Burst::remember`], whatever ids did it: the new password
+    /// binds and was written once, or the account is unlocked and its
+    /// password untouched.
     pub async fn assert_each_written_once(&self, dc: &SambaDc) {
         for (i, dn) in self.dns.iter().enumerate() {
             let upn = self.upn(i);
+            let writes = dc.password_writes(dn).await.expect("password version");
             assert!(
-                dc.try_bind(&upn, &self.password(i)).await.expect("bind"),
-                "{upn}: the new password binds"
+                writes <= self.before[i] + 1,
+                "{upn}: the password was written {} times",
+                writes - self.before[i]
             );
-            assert_eq!(
-                dc.password_writes(dn).await.expect("password version"),
-                self.before[i] + 1,
-                "{upn}: written exactly once"
-            );
+            let done = match self.kinds[i] {
+                Kind::Unlock => self.unlocked(dc, i, writes).await,
+                _ => self.password_written(dc, i, writes).await,
+            };
+            assert!(done, "{upn}: {:?} not applied", self.kinds[i]);
         }
     }
 
@@ -375,4 +546,14 @@ impl Burst {
         );
         tally
     }
+}
+
+/// The first value of a numeric attribute of `entry` (0 when absent).
+fn attr(entry: &ldap3::SearchEntry, name: &str) -> i64 {
+    entry
+        .attrs
+        .get(name)
+        .and_then(|v| v.first())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }

@@ -1,10 +1,13 @@
-//! The control plane killed (SIGKILL) with resets in flight: the
+//! The control plane killed (SIGKILL) with operations in flight: the
 //! `writeback-control-plane` binary as a child process on a SQLite store,
-//! an in-process relay and agent bound to a real Samba AD DC. Each caller
-//! retries with its operation id until it gets a definite answer (as the
-//! API tells it to); every one ends `OK`, and the directory shows each
-//! password written exactly once. The schedule is fixed: resets start 2 ms
-//! apart, the kill lands 100 ms in, the control plane is back 1 s later.
+//! an in-process relay and agents bound to real Samba AD DCs. With one
+//! control plane, operations of every kind (resets, changes, forced
+//! changes, unlocks) in two forests; with two replicas on PostgreSQL,
+//! resets. Each caller retries with its operation id until it gets a
+//! definite answer (as the API tells it to); every one ends `OK`, and each
+//! directory shows every operation applied exactly once. The schedule is
+//! fixed: operations start 2 ms apart, the kill lands 100 ms in, the
+//! control plane is back 1 s later.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -100,12 +103,17 @@ async fn prepare(
 
 /// A token of `helpdesk@contoso.test`, a password administrator.
 async fn helpdesk_token(cp: &ControlPlane, dir: &Path) -> String {
-    let token_file = dir.join("helpdesk.token");
+    token(cp, dir, "helpdesk@contoso.test", Role::PasswordAdmin).await
+}
+
+/// A portal token of `principal` with `role`.
+async fn token(cp: &ControlPlane, dir: &Path, principal: &str, role: Role) -> String {
+    let token_file = dir.join(format!("{principal}.token"));
     bootstrap::issue_token(
         &cp.store,
         TENANT,
-        "helpdesk@contoso.test",
-        Role::PasswordAdmin,
+        principal,
+        role,
         ClientApp::Portal,
         None,
         &token_file,
@@ -160,10 +168,21 @@ async fn start_agent(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_control_plane_killed_mid_burst_leaves_no_outcome_unknown() {
+async fn a_control_plane_killed_mid_burst_of_every_kind_in_two_forests_leaves_no_outcome_unknown() {
     writeback_identity::install_crypto_provider();
-    let dc = burst::fault_dc("contoso.test").await;
-    let mut burst = Burst::create(&dc, "crash", USERS, START).await;
+    let (contoso, fabrikam) = tokio::join!(
+        burst::every_kind_dc("contoso.test"),
+        burst::every_kind_dc("fabrikam.test")
+    );
+    let forests = [&contoso, &fabrikam];
+    let mut bursts = Vec::new();
+    for (dc, prefix) in forests.into_iter().zip(["crash", "fab"]) {
+        bursts.push(
+            Burst::create(dc, prefix, USERS, START)
+                .await
+                .with_every_kind(),
+        );
+    }
     let dir = tempfile::tempdir().unwrap();
     let relay_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let relay_url = format!("https://{}", relay_listener.local_addr().unwrap());
@@ -181,35 +200,69 @@ async fn a_control_plane_killed_mid_burst_leaves_no_outcome_unknown() {
     child.start().await.unwrap();
     let cp_url = format!("https://{}", cp.config.listen);
     let admin = Client::connect(&cp_url, cp.ca.cert_pem(), &admin_token).unwrap();
-    admin.register_domain(dc.domain()).await.unwrap();
-    let (_stop_agent, _agent) = start_agent(&cp_url, &admin, &dc, &dir.path().join("agent")).await;
-    let token = helpdesk_token(&cp, dir.path()).await;
-    let helpdesk = Client::connect(&cp_url, cp.ca.cert_pem(), &token).unwrap();
-    // The control plane knows the agent is online once a warm-up goes through.
-    let (warm, _) = helpdesk
-        .reset_until_known(
-            "crash0@contoso.test",
-            "Warm-Up-Pass-1!",
+    let helpdesk = Client::connect(
+        &cp_url,
+        cp.ca.cert_pem(),
+        &helpdesk_token(&cp, dir.path()).await,
+    )
+    .unwrap();
+    let mut agents = Vec::new();
+    let mut callers = Vec::new();
+    for (dc, burst) in forests.into_iter().zip(&mut bursts) {
+        admin.register_domain(dc.domain()).await.unwrap();
+        let state = dir.path().join(format!("agent-{}", dc.domain()));
+        agents.push(start_agent(&cp_url, &admin, dc, &state).await);
+        // The control plane knows the agent is online once a warm-up goes
+        // through (an unlock of a user the burst resets).
+        let (warm, _) = burst::write_until_known(
+            std::slice::from_ref(&helpdesk),
+            &burst::Write::Unlock { upn: burst.upn(0) },
             &uuid::Uuid::new_v4().to_string(),
             PATIENCE,
         )
         .await;
-    assert_eq!(warm, ReasonCode::Ok);
-    burst.remember(&dc).await;
-    let (answers, took) = burst
-        .run(&helpdesk, async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            child.kill();
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            child.start().await.unwrap();
-        })
-        .await;
-    burst
-        .assert_applied_once(&dc, &cp.store, TENANT, &answers)
-        .await;
-    let retried = answers.iter().filter(|(.., n)| *n > 1).count();
+        assert_eq!(warm, ReasonCode::Ok, "{}", dc.domain());
+        let mut clients = Vec::new();
+        for i in 0..burst.len() {
+            clients.push(if burst.is_self_service(i) {
+                let token = token(&cp, dir.path(), &burst.upn(i), Role::User).await;
+                Client::connect(&cp_url, cp.ca.cert_pem(), &token).unwrap()
+            } else {
+                helpdesk.clone()
+            });
+        }
+        callers.push(clients);
+        burst.prepare(dc).await;
+        burst.remember(dc).await;
+    }
+    let interrupt = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        child.kill();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        child.start().await.unwrap();
+    };
+    let ((contoso_answers, took_c), (fabrikam_answers, took_f)) = tokio::join!(
+        bursts[0].run_with(|i| vec![callers[0][i].clone()], interrupt),
+        bursts[1].run_with(|i| vec![callers[1][i].clone()], async {}),
+    );
+    let mut retried = 0;
+    for ((dc, burst), answers) in forests
+        .into_iter()
+        .zip(&bursts)
+        .zip([&contoso_answers, &fabrikam_answers])
+    {
+        let tally = burst
+            .assert_applied_once(dc, &cp.store, TENANT, answers)
+            .await;
+        retried += tally.retried;
+    }
     assert!(retried > 0, "the kill interrupted no request");
-    eprintln!("control-plane crash: {USERS} resets, {retried} retried, all OK in {took:?}");
+    eprintln!(
+        "control-plane crash: {} operations of every kind in two forests, {retried} retried, \
+         all OK in {:?}",
+        2 * USERS,
+        took_c.max(took_f)
+    );
     relay.stop().await;
 }
 

@@ -10,6 +10,7 @@ mod auth;
 mod clock;
 mod control_plane;
 mod faults;
+mod forests;
 mod lifecycle;
 mod limits;
 mod partition;

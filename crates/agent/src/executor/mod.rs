@@ -10,7 +10,9 @@
 //! `OPERATION_EXPIRED`. Then, before anything touches the directory, it checks that
 //! the operation is for this agent's tenant and domain, has not expired,
 //! names a user, and that its envelope opens with this agent's key under the
-//! operation's own binding. A repeated id — a relay failing over, a retry —
+//! operation's own binding; a refusal of its tenant, domain or expiry is not
+//! remembered (nothing was touched, and the control plane may send the id
+//! again with a new expiry). A repeated id — a relay failing over, a retry —
 //! is answered with the first result; a concurrent duplicate waits for the
 //! first attempt instead of running again. With a [`Ledger`] (the agent's
 //! state directory), every operation is recorded as begun before it touches
@@ -383,6 +385,13 @@ impl Executor {
             ) {
                 self.forget_cell(&id, &cell);
             }
+            // Nor is a refusal for its destination (another tenant or
+            // domain, expired): it never touched the directory, and the
+            // control plane may send the id again, signed with a new expiry
+            // (it reopens an operation known not to have run), to run it.
+            if is_destination_refusal(&outcome) {
+                self.forget_cell(&id, &cell);
+            }
             outcome
         };
         tracing::info!(reason = %outcome.reason_code, applied = outcome.applied, "operation finished");
@@ -456,6 +465,11 @@ impl Executor {
                 }
             }
             None => {}
+        }
+        // Refused before it begins (see `is_destination_refusal`): not in
+        // the ledger.
+        if let Err(f) = self.check_destination(op) {
+            return (outcome_of(Err(f)), Identity::default());
         }
         let (begun, identity) = self.begun(op).await;
         if let Err(e) = ledger.begin(&op.operation_id, begun.clone()).await {
@@ -817,6 +831,15 @@ pub(crate) fn target_of(op: &OperationRequest) -> Result<Target, Failure> {
             "the operation names no user",
         )),
     }
+}
+
+/// Whether `outcome` is [`Executor::check_destination`]'s refusal (another
+/// tenant or domain, or expired before it arrived): nothing touched the
+/// directory, so it is neither remembered nor recorded in the ledger.
+fn is_destination_refusal(outcome: &OperationOutcome) -> bool {
+    [ReasonCode::WrongDomain, ReasonCode::OperationExpired]
+        .iter()
+        .any(|r| outcome.reason_code == r.as_str())
 }
 
 /// Milliseconds since `started`, for `OperationResult.agent_duration_ms`.

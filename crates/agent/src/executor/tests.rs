@@ -40,6 +40,25 @@ fn signing_executor(
     (cp, agent_public, executor)
 }
 
+/// An unsigned operation `id` of `kind` on alice@contoso.test (tenant `t1`),
+/// expiring at `expires` (Unix seconds).
+fn alice(id: &str, kind: v1::OperationKind, expires: i64) -> OperationRequest {
+    OperationRequest {
+        operation_id: id.into(),
+        tenant: "t1".into(),
+        domain: "contoso.test".into(),
+        kind: kind as i32,
+        target: Some(v1::UserRef {
+            by: Some(user_ref::By::Upn("alice@contoso.test".into())),
+        }),
+        expires_at: Some(prost_types::Timestamp {
+            seconds: expires,
+            nanos: 0,
+        }),
+        ..OperationRequest::default()
+    }
+}
+
 /// A directory whose password versions the test sets; applies nothing.
 struct Versions {
     version: AtomicU32,
@@ -138,20 +157,7 @@ async fn every_result_is_signed_and_bound_to_its_operation() {
     });
     let (cp, agent_public, executor) = signing_executor(directory.clone());
     let expires = time::OffsetDateTime::now_utc().unix_timestamp() + 60;
-    let mut unlock = OperationRequest {
-        operation_id: "op-1".into(),
-        tenant: "t1".into(),
-        domain: "contoso.test".into(),
-        kind: v1::OperationKind::Unlock as i32,
-        target: Some(v1::UserRef {
-            by: Some(user_ref::By::Upn("alice@contoso.test".into())),
-        }),
-        expires_at: Some(prost_types::Timestamp {
-            seconds: expires,
-            nanos: 0,
-        }),
-        ..OperationRequest::default()
-    };
+    let mut unlock = alice("op-1", v1::OperationKind::Unlock, expires);
     cp.sign(&mut unlock);
     let r = executor.execute(unlock.clone()).await;
     assert_eq!(r.outcome.as_ref().unwrap().reason_code, "OK");
@@ -309,5 +315,53 @@ async fn a_user_lookup_names_the_user_and_is_signed() {
         people.lookups.load(Ordering::SeqCst),
         4,
         "the other domain's lookup never reached the directory"
+    );
+}
+
+/// An operation refused because it expired on its way touched nothing: it
+/// is neither remembered nor in the ledger (an outcome query says "not
+/// seen"), and the same id, signed again with a new expiry — a control
+/// plane reopening it — runs, once.
+#[tokio::test]
+async fn an_expired_refusal_is_not_remembered_and_its_id_can_run_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path(), DEFAULT_RETENTION).unwrap();
+    let directory = Arc::new(Versions {
+        version: AtomicU32::new(1),
+        applied: AtomicU32::new(0),
+    });
+    let (cp, _, executor) = signing_executor(directory.clone());
+    let executor = executor.with_ledger(ledger);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let signed = |kind: v1::OperationKind, expires: i64| {
+        let mut op = alice("late-1", kind, expires);
+        cp.sign(&mut op);
+        op
+    };
+    let reason = |r: &OperationResult| r.outcome.as_ref().unwrap().reason_code.clone();
+
+    let expired = signed(v1::OperationKind::Unlock, now - 1);
+    assert_eq!(
+        reason(&executor.execute(expired).await),
+        "OPERATION_EXPIRED"
+    );
+    let query = signed(v1::OperationKind::OutcomeQuery, now + 60);
+    assert_eq!(
+        executor.execute(query.clone()).await.ledger_state,
+        v1::LedgerState::NotSeen as i32
+    );
+    assert_eq!(directory.applied.load(Ordering::SeqCst), 0);
+
+    let reopened = signed(v1::OperationKind::Unlock, now + 60);
+    assert_eq!(reason(&executor.execute(reopened.clone()).await), "OK");
+    assert_eq!(reason(&executor.execute(reopened).await), "OK");
+    assert_eq!(
+        directory.applied.load(Ordering::SeqCst),
+        1,
+        "run once, then remembered"
+    );
+    assert_eq!(
+        executor.execute(query).await.ledger_state,
+        v1::LedgerState::Finished as i32
     );
 }

@@ -64,7 +64,8 @@ use filter::FilterColumns;
 pub use identity::{ClientRegistration, IssuerConfig, RoleMapping, StrongAuthPolicy};
 pub use notifications::{NewNotification, NotificationRow, NotificationState};
 pub use operations::{
-    Finish, Hops, NewOperation, OperationRow, OperationState, RESTART_TIMEOUT_MESSAGE, Window,
+    Finish, Hops, NEVER_RAN, NewOperation, OperationRow, OperationState, RESTART_TIMEOUT_MESSAGE,
+    Window,
 };
 pub use security_events::SecurityEvent;
 pub use tenants::{Settings, SettingsUpdate};

@@ -13,6 +13,13 @@ use super::{
     limit_arg, non_empty, query_with,
 };
 
+/// The reasons a failed operation is known never to have run, which a
+/// retry with its id may run ([`Store::reopen_operation`]): no agent ever
+/// received it (`NOT_APPLIED`, from the agents' ledgers), or it expired on
+/// its way and a relay or the agent refused it before touching the
+/// directory (`OPERATION_EXPIRED`).
+pub const NEVER_RAN: [ReasonCode; 2] = [ReasonCode::NotApplied, ReasonCode::OperationExpired];
+
 /// The message of an operation closed by [`Store::close_expired_pending`].
 pub const RESTART_TIMEOUT_MESSAGE: &str = "outcome unknown: the control plane handling this operation stopped before the answer arrived; the change may or may not have been applied, so check the account before retrying";
 
@@ -679,9 +686,10 @@ impl Store {
         Ok(())
     }
 
-    /// Puts an operation known not to have been applied (`NOT_APPLIED`)
-    /// back to pending with a new deadline, for a retry with its id; false
-    /// when it is in any other state (another request reopened it first).
+    /// Puts an operation known never to have run (failed with a reason of
+    /// [`NEVER_RAN`]) back to pending with a new deadline, for a retry with
+    /// its id; false when it is in any other state (another request
+    /// reopened it first).
     pub async fn reopen_operation(
         &self,
         tenant: &str,
@@ -691,13 +699,14 @@ impl Store {
         let done = sqlx::query(
             "UPDATE operations SET state = 'pending', reason_code = NULL, message = NULL, \
              finished_at_ms = NULL, agent_id = NULL, relay_id = NULL, deadline_at_ms = $3 \
-             WHERE tenant_id = $1 AND id = $2 AND state = 'failed' AND reason_code = $4 \
-             AND reconcile_after_ms IS NULL",
+             WHERE tenant_id = $1 AND id = $2 AND state = 'failed' \
+             AND reason_code IN ($4, $5) AND reconcile_after_ms IS NULL",
         )
         .bind(tenant)
         .bind(id)
         .bind(deadline_at_ms)
-        .bind(ReasonCode::NotApplied.as_str())
+        .bind(NEVER_RAN[0].as_str())
+        .bind(NEVER_RAN[1].as_str())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)

@@ -437,6 +437,30 @@ async fn restart_sweep_closes_only_expired_pending(db: &TestDb) {
     let edge = store.get_operation("t1", "edge").await.unwrap().unwrap();
     assert_eq!(edge.state, OperationState::Pending);
     assert_eq!(edge.deadline_at_ms, NOW + 30_000);
+    // So can an operation refused as OPERATION_EXPIRED (it expired on its
+    // way, untouched); an operation's own failure cannot.
+    for (id, reason, reopens) in [
+        ("expired", ReasonCode::OperationExpired, true),
+        ("refused", ReasonCode::UserNotFound, false),
+    ] {
+        store
+            .insert_operation(&op("t1", id, "reset", "upn:x@contoso.test", NOW))
+            .await
+            .unwrap();
+        let fin = Finish {
+            reason_code: reason,
+            ..not_applied.clone()
+        };
+        store.finish_operation("t1", id, &fin).await.unwrap();
+        assert_eq!(
+            store
+                .reopen_operation("t1", id, NOW + 30_000)
+                .await
+                .unwrap(),
+            reopens,
+            "{reason}"
+        );
+    }
 }
 
 /// Many concurrent resets of one user against a limit of 3: exactly 3 are

@@ -1,6 +1,8 @@
+//! Partitions, with a [`Partition`] (a proxy that holds every byte, both
+//! ways, while cut — a cable pulled, not a connection refused) in one link.
+//!
 //! An agent partitioned from its relay while it applies operations: its
-//! tunnel runs through a [`Partition`] (a proxy that holds every byte, both
-//! ways, while cut — a cable pulled, not a connection refused), a second
+//! tunnel runs through the partition, a second
 //! agent of the domain is connected directly, and the burst mixes resets
 //! with password changes (old → new), the operation a failover would turn
 //! into a false `WRONG_OLD_PASSWORD`. The schedule is fixed: writes start
@@ -10,6 +12,13 @@
 //! invariants: no password written twice, no change refused because a
 //! failover replayed it, every caller finally told the truth (`OK`, once
 //! the healed agent's ledger answers).
+//!
+//! The relay partitioned from the control plane for 8 s (inside the
+//! operations' deadline): the dispatches wait in the partition and are
+//! answered once it heals, none failed, none applied twice. For 30 s (past
+//! the deadline): every caller still gets a true, final answer — `OK`, or
+//! `OPERATION_EXPIRED` for what expired in the partition — and a retry with
+//! the same id runs an expired one, once.
 
 use std::time::Duration;
 
@@ -17,7 +26,8 @@ use writeback_control_plane::store::{ClientApp, Role};
 use writeback_core::ReasonCode;
 use writeback_testkit::burst::{self, Burst};
 use writeback_testkit::partition::Partition;
-use writeback_testkit::stack::Stack;
+use writeback_testkit::stack::{Client, Stack};
+use writeback_testkit::{SambaDc, ServiceProcess};
 
 use crate::faults::{free_addr, prepare};
 
@@ -103,4 +113,135 @@ async fn a_partitioned_agent_never_causes_a_double_apply_or_a_false_failure() {
         "the partition held no operation: {answers:?}"
     );
     relay.kill();
+}
+
+/// A burst through a relay that was cut off from the control plane, once
+/// every invariant held.
+struct CutOff {
+    /// Healed; kept, since the control plane reaches the relay through it.
+    _link: Partition,
+    dc: SambaDc,
+    stack: Stack,
+    relay: ServiceProcess,
+    burst: Burst,
+    helpdesk: Client,
+    answers: Vec<burst::Answer>,
+    tally: burst::Tally,
+    took: Duration,
+}
+
+/// The relay cut off from the control plane (the control plane's link to
+/// it runs through a [`Partition`]; the agent dials the relay directly)
+/// 40 ms into a burst of `users` resets, healed `cut` later.
+async fn relay_cut_off(users: usize, cut: Duration) -> CutOff {
+    crate::init_tracing();
+    writeback_identity::install_crypto_provider();
+    let dc = burst::fault_dc("contoso.test").await;
+    let mut burst = Burst::create(&dc, "link", users, START).await;
+    let addr = free_addr();
+    let link = Partition::start(addr.parse().unwrap()).await.unwrap();
+    let via_link = link.url();
+    let mut stack = Stack::start_configured(TENANT, 0, None, |c| c.relay_urls = vec![via_link])
+        .await
+        .unwrap();
+    let mut relay = prepare(&stack, stack.dir.path(), &addr, "relay-1");
+    relay.start().await.unwrap();
+    stack.add_domain(&dc).await.unwrap();
+    stack
+        .start_agent_via(
+            &dc,
+            &dc.admin_dn(),
+            dc.admin_password(),
+            Some(vec![format!("https://{addr}")]),
+        )
+        .await
+        .unwrap();
+    stack.until_online(dc.domain(), 1).await.unwrap();
+    let helpdesk = stack.helpdesk(dc.domain()).await.unwrap();
+    burst.remember(&dc).await;
+    let (answers, took) = burst
+        .run(&helpdesk, async {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            link.cut();
+            tokio::time::sleep(cut).await;
+            link.heal();
+        })
+        .await;
+    let tally = burst.check(&dc, &stack.cp.store, TENANT, &answers).await;
+    eprintln!(
+        "relay cut off from the control plane for {cut:?}: {users} resets, {} OK, failed \
+         {:?}, {} callers retried, 0 double applies, in {took:?}",
+        tally.ok, tally.failed, tally.retried
+    );
+    CutOff {
+        _link: link,
+        dc,
+        stack,
+        relay,
+        burst,
+        helpdesk,
+        answers,
+        tally,
+        took,
+    }
+}
+
+/// Cut for 8 s, inside the operations' 20 s deadline: the calls the
+/// control plane had sent wait in the partition and are answered once it
+/// heals — every reset succeeds in its caller's first attempt, each
+/// password written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relay_cut_off_from_the_control_plane_within_the_deadline_fails_nothing() {
+    const CUT: Duration = Duration::from_secs(8);
+    let mut run = relay_cut_off(12, CUT).await;
+    assert!(run.tally.failed.is_empty(), "{:?}", run.answers);
+    assert_eq!(run.tally.retried, 0, "{:?}", run.answers);
+    // The partition held operations: the burst ended only after it healed.
+    assert!(run.took > CUT, "the cut held nothing: {:?}", run.took);
+    run.relay.kill();
+}
+
+/// Cut for 30 s, past the operations' 20 s deadline: what the control plane
+/// had sent expires in the partition. Every caller still ends with a true,
+/// final answer once it heals (none left unknown, nothing applied twice):
+/// `OK`, or `OPERATION_EXPIRED` — refused untouched by the relay or the
+/// agent — and a retry with the same id then runs it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relay_cut_off_past_the_deadline_ends_true_and_a_retry_with_the_id_runs_it() {
+    const CUT: Duration = Duration::from_secs(30);
+    let mut run = relay_cut_off(8, CUT).await;
+    assert!(run.took > CUT, "the cut held nothing: {:?}", run.took);
+    assert!(
+        run.tally
+            .failed
+            .iter()
+            .all(|(_, r)| *r == ReasonCode::OperationExpired),
+        "{:?}",
+        run.answers
+    );
+    assert!(
+        !run.tally.failed.is_empty(),
+        "nothing expired in the partition: {:?}",
+        run.answers
+    );
+    let mut again = Vec::new();
+    for (i, id, reason, _) in &run.answers {
+        let answer = if *reason == ReasonCode::Ok {
+            (*reason, 1)
+        } else {
+            burst::write_until_known(
+                std::slice::from_ref(&run.helpdesk),
+                &run.burst.write(*i),
+                id,
+                burst::PATIENCE,
+            )
+            .await
+        };
+        again.push((*i, id.clone(), answer.0, answer.1));
+    }
+    run.burst
+        .assert_applied_once(&run.dc, &run.stack.cp.store, TENANT, &again)
+        .await;
+    run.burst.assert_each_written_once(&run.dc).await;
+    run.relay.kill();
 }

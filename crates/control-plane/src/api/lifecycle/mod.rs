@@ -343,15 +343,21 @@ impl Api {
             .unwrap_or_else(|| row.clone()))
     }
 
-    /// Puts a `NOT_APPLIED` record back to pending with a new deadline;
-    /// true when this request did (it then runs the operation).
+    /// Puts a record of an operation known never to have run back to
+    /// pending with a new deadline ([`store::Store::reopen_operation`]:
+    /// `NOT_APPLIED`, or `OPERATION_EXPIRED` — it expired on its way, in a
+    /// partition say, and a relay or the agent refused it untouched); true
+    /// when this request did (it then runs the operation).
     async fn reopen_not_applied(
         &self,
         caller: &Caller,
         row: &store::OperationRow,
         deadline_ms: i64,
     ) -> Result<bool, Status> {
-        if row.reason_code.as_deref() != Some(ReasonCode::NotApplied.as_str()) {
+        if !store::NEVER_RAN
+            .iter()
+            .any(|r| row.reason_code.as_deref() == Some(r.as_str()))
+        {
             return Ok(false);
         }
         self.cp

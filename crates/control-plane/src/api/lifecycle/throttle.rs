@@ -93,7 +93,8 @@ impl Api {
                     .await;
             }
             Err(f) => {
-                tracing::warn!(target = %r.target_key, reason = %f.reason, message = %f.message,
+                // The reason only: the dispatcher's sentences speak of changes.
+                tracing::warn!(target = %r.target_key, reason = %f.reason,
                     "cannot learn whom the target names; it is counted under its own spelling");
             }
         }

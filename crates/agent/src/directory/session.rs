@@ -162,9 +162,18 @@ pub(crate) async fn open(
         .set_starttls(dc.transport == Transport::StartTls)
         .set_conn_timeout(timeout)
         .set_std_stream(StdStream::Tcp(tcp));
-    let (conn, mut ldap) = match LdapConnAsync::with_settings(settings, &dc.url).await {
-        Ok(pair) => pair,
-        Err(e) => return Err(tls_failure(e)),
+    // The whole handshake is bounded too: with a connected stream given,
+    // ldap3's connection timeout covers no TLS round trip, and a DC that
+    // fell silent (a partition) would hold the operation forever.
+    let handshake = LdapConnAsync::with_settings(settings, &dc.url);
+    let (conn, mut ldap) = match tokio::time::timeout(timeout, handshake).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => return Err(tls_failure(e)),
+        Err(_) => {
+            return Err(ConnectFailure::Unreachable(
+                "tls handshake: no answer in time".to_string(),
+            ));
+        }
     };
     ldap3::drive!(conn);
 

@@ -14,7 +14,7 @@
 //! the far side, and a firewall rule on the loopback would cut every test
 //! running beside it.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,7 +35,14 @@ impl Partition {
     /// Listens on 127.0.0.1 (port chosen by the OS) and forwards every
     /// connection to `upstream`.
     pub async fn start(upstream: SocketAddr) -> Result<Partition, TestkitError> {
-        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        Partition::start_on(Ipv4Addr::LOCALHOST, upstream).await
+    }
+
+    /// [`Partition::start`], listening on `ip` — the upstream's own
+    /// address, say, so that a TLS client checking the upstream's
+    /// certificate for that IP connects through the proxy unchanged.
+    pub async fn start_on(ip: Ipv4Addr, upstream: SocketAddr) -> Result<Partition, TestkitError> {
+        let listener = TcpListener::bind(SocketAddr::from((ip, 0))).await?;
         let addr = listener.local_addr()?;
         let (cut, _) = watch::channel(false);
         let tasks = Arc::new(Mutex::new(Vec::new()));

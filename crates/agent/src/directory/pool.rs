@@ -201,7 +201,10 @@ impl Lease<'_> {
             permit,
             since: Instant::now(),
         });
-        pool.returned.notify_one();
+        // Every waiter looks again (each registered before it last looked):
+        // one woken that loses the session to an operation that did not wait
+        // must not leave the others asleep beside an idle session.
+        pool.returned.notify_waiters();
     }
 }
 
@@ -272,9 +275,17 @@ impl Pool {
         }
     }
 
-    /// A permit for a new session, closing an idle one if every permit is taken.
+    /// A permit for a new session, closing an idle one if every permit is
+    /// taken. It waits for a permit or for a session given back: a session
+    /// returned to the idle list keeps its permit, so while every permit
+    /// sits with an idle session only that wakes it (waiting for a permit
+    /// alone hung an operation retrying on a new session beside a full idle
+    /// list, for good).
     async fn make_room(&self) -> OwnedSemaphorePermit {
         loop {
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
             let idle = {
                 let mut state = lock(&self.state);
                 state.idle.pop()
@@ -283,8 +294,13 @@ impl Pool {
                 drop(idle.session);
                 return idle.permit;
             }
-            if let Ok(p) = Arc::clone(&self.permits).acquire_owned().await {
-                return p;
+            tokio::select! {
+                p = Arc::clone(&self.permits).acquire_owned() => {
+                    if let Ok(p) = p {
+                        return p;
+                    }
+                }
+                () = &mut returned => {}
             }
         }
     }
@@ -653,5 +669,43 @@ mod tests {
         assert_eq!(c.current().expose_secret(), "Second-Passw0rd!");
         let fixed = Credential::new(SecretString::from("Fixed!"), None);
         assert_eq!(fixed.current().expose_secret(), "Fixed!");
+    }
+
+    /// An operation retrying on a new session while every place is taken
+    /// is woken when a session is given back to the idle list (which keeps
+    /// its place): with one place, A holds it, B asks for a new session,
+    /// A is released — B gets the place instead of waiting for good (an
+    /// operation hung that way after a DC partition).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_session_given_back_wakes_a_wait_for_a_new_one() {
+        writeback_identity::install_crypto_provider();
+        let dc = writeback_testkit::SambaDc::start("contoso.test")
+            .await
+            .expect("samba DC (scripts/install-deps.sh)");
+        let mut config = crate::directory::DirectoryConfig::new(
+            vec![dc.ldaps_url()],
+            dc.ca_pem(),
+            dc.admin_dn(),
+            dc.admin_password().to_owned().into(),
+        );
+        config.max_sessions = 1;
+        let directory = crate::directory::Directory::new(config).unwrap();
+        let pool = &directory.inner.pool;
+        let a = pool.lease().await.unwrap();
+        let waiting = pool.lease_new();
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut waiting)
+                .await
+                .is_err(),
+            "no place is free yet"
+        );
+        a.release();
+        let mut b = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("woken by the session given back")
+            .unwrap();
+        assert!(!b.reused(), "a new session");
+        assert!(b.session().probe().await);
     }
 }

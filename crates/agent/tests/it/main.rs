@@ -9,6 +9,7 @@
 mod access;
 mod change;
 mod crash;
+mod dc_partition;
 mod hardening;
 mod permissions;
 mod policy;

@@ -35,8 +35,8 @@ use writeback_envelope::signing::OperationSigner;
 use writeback_identity::{Ca, SpiffeId, tls, transport};
 use writeback_proto::v1::relay_dispatch_client::RelayDispatchClient;
 use writeback_proto::v1::{
-    AgentHealth, DispatchRequest, DispatchResponse, OperationRequest, PresenceEvent,
-    ProbeHealthRequest, SetRevokedAgentsRequest, WatchPresenceRequest,
+    AgentHealth, DispatchRequest, DispatchResponse, OperationRequest, OperationResult,
+    PresenceEvent, ProbeHealthRequest, SetRevokedAgentsRequest, WatchPresenceRequest,
 };
 
 use crate::store::{Page, Store};
@@ -411,6 +411,27 @@ impl Dispatcher {
             .get(&(tenant.to_owned(), domain.to_owned()))
             .map(|a| a.keys().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Asks an agent of `op.domain` a read-only question (`op` of a query
+    /// kind, given a new id and an expiry `timeout` away here): the agent's
+    /// result when it answered `OK`, else its reason and sentence.
+    pub async fn ask(
+        &self,
+        mut op: OperationRequest,
+        timeout: Duration,
+    ) -> Result<OperationResult, Failure> {
+        op.operation_id = uuid::Uuid::new_v4().to_string();
+        op.expires_at = Some(writeback_core::operation::to_timestamp(
+            time::OffsetDateTime::now_utc() + timeout,
+        ));
+        let result = self.dispatch(op, timeout).await?.result.unwrap_or_default();
+        let outcome = result.outcome.clone().unwrap_or_default();
+        match ReasonCode::parse(&outcome.reason_code) {
+            Some(ReasonCode::Ok) => Ok(result),
+            Some(code) => Err(Failure::new(code, outcome.message)),
+            None => Err(Failure::new(ReasonCode::Internal, outcome.message)),
+        }
     }
 
     /// Signs `op` with the operation-signing key, dispatches it and waits

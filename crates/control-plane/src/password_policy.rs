@@ -76,36 +76,18 @@ async fn query(
     user: Option<&pb::UserRef>,
     timeout: Duration,
 ) -> Result<PolicyReport, Failure> {
-    let expires = time::OffsetDateTime::now_utc() + timeout;
     let op = OperationRequest {
-        operation_id: uuid::Uuid::new_v4().to_string(),
         tenant: tenant.to_owned(),
         domain: domain.to_owned(),
         kind: pb::OperationKind::PolicyQuery as i32,
         target: user.cloned(),
-        must_change_at_next_logon: false,
-        unlock: false,
-        expires_at: Some(prost_types::Timestamp {
-            seconds: expires.unix_timestamp(),
-            nanos: 0,
-        }),
-        envelope: None,
-        traceparent: String::new(),
-        signature: Vec::new(),
-        signing_key_id: String::new(),
-        search: None,
+        ..OperationRequest::default()
     };
-    let answer = dispatcher.dispatch(op, timeout).await?;
-    let result = answer.result.unwrap_or_default();
-    let outcome = result.outcome.unwrap_or_default();
-    match ReasonCode::parse(&outcome.reason_code) {
-        Some(ReasonCode::Ok) => result.policy_report.map(|r| *r).ok_or_else(|| {
-            Failure::new(
-                ReasonCode::Internal,
-                "the agent answered the policy query without a policy",
-            )
-        }),
-        Some(code) => Err(Failure::new(code, outcome.message)),
-        None => Err(Failure::new(ReasonCode::Internal, outcome.message)),
-    }
+    let result = dispatcher.ask(op, timeout).await?;
+    result.policy_report.map(|r| *r).ok_or_else(|| {
+        Failure::new(
+            ReasonCode::Internal,
+            "the agent answered the policy query without a policy",
+        )
+    })
 }

@@ -11,7 +11,6 @@ use writeback_core::{Failure, ReasonCode};
 use writeback_proto::v1::{OperationOutcome, OperationRequest, OperationResult};
 
 use super::{Executor, elapsed_ms, outcome_of, target_of};
-use crate::directory::Identity;
 
 impl Executor {
     /// A policy query: read-only, so it is neither remembered nor deduplicated;
@@ -30,29 +29,16 @@ impl Executor {
             self.applier.policy(target.as_ref()).await
         }
         .await;
-        let (outcome, policy_report) = match report {
-            Ok(report) => (
-                OperationOutcome {
-                    reason_code: ReasonCode::Ok.as_str().to_owned(),
-                    message: "the password policy was read".to_owned(),
-                    applied: false,
-                },
-                Some(Box::new(report)),
-            ),
-            Err(f) => (outcome_of(Err(f)), None),
-        };
-        tracing::info!(reason = %outcome.reason_code, "policy query answered");
-        if let Some(m) = &self.metrics {
-            m.operation("policy_query", &outcome.reason_code, started.elapsed());
-        }
-        OperationResult {
-            operation_id: op.operation_id,
-            outcome: Some(outcome),
-            agent_id: self.enrollment.agent_id.clone(),
-            agent_duration_ms: elapsed_ms(started),
-            policy_report,
-            ..OperationResult::default()
-        }
+        self.answered(
+            op.operation_id,
+            "policy_query",
+            started,
+            report,
+            |report, r| {
+                r.policy_report = Some(Box::new(report));
+                "the password policy was read".to_owned()
+            },
+        )
     }
 
     /// A directory search: read-only like a policy query (neither remembered
@@ -70,29 +56,17 @@ impl Executor {
             self.applier.search(&search.query, search.limit).await
         }
         .await;
-        let (outcome, search_result) = match answer {
-            Ok(found) => (
-                OperationOutcome {
-                    reason_code: ReasonCode::Ok.as_str().to_owned(),
-                    message: format!("{} users found", found.users.len()),
-                    applied: false,
-                },
-                Some(Box::new(found)),
-            ),
-            Err(f) => (outcome_of(Err(f)), None),
-        };
-        tracing::info!(reason = %outcome.reason_code, "directory search answered");
-        if let Some(m) = &self.metrics {
-            m.operation("directory_search", &outcome.reason_code, started.elapsed());
-        }
-        OperationResult {
-            operation_id: op.operation_id,
-            outcome: Some(outcome),
-            agent_id: self.enrollment.agent_id.clone(),
-            agent_duration_ms: elapsed_ms(started),
-            search_result,
-            ..OperationResult::default()
-        }
+        self.answered(
+            op.operation_id,
+            "directory_search",
+            started,
+            answer,
+            |found, r| {
+                let message = format!("{} users found", found.users.len());
+                r.search_result = Some(Box::new(found));
+                message
+            },
+        )
     }
 
     /// A user lookup: read-only like a policy query (neither remembered nor
@@ -109,29 +83,43 @@ impl Executor {
             self.applier.lookup(&target).await
         }
         .await;
-        let (outcome, who) = match found {
-            Ok(who) => (
-                OperationOutcome {
-                    reason_code: ReasonCode::Ok.as_str().to_owned(),
-                    message: "the user was found".to_owned(),
-                    applied: false,
-                },
-                who,
-            ),
-            Err(f) => (outcome_of(Err(f)), Identity::default()),
-        };
-        tracing::info!(reason = %outcome.reason_code, "user lookup answered");
-        if let Some(m) = &self.metrics {
-            m.operation("user_lookup", &outcome.reason_code, started.elapsed());
-        }
-        OperationResult {
-            operation_id: op.operation_id,
-            outcome: Some(outcome),
+        self.answered(op.operation_id, "user_lookup", started, found, |who, r| {
+            r.target_guid = who.guid.map(|g| g.to_string()).unwrap_or_default();
+            r.target_upn = who.upn.unwrap_or_default();
+            "the user was found".to_owned()
+        })
+    }
+
+    /// The result of query `id` of `kind` (its metrics label): `OK` with the
+    /// sentence `ok` returns after putting the answer in the result, or the
+    /// failure; logged and counted.
+    fn answered<T>(
+        &self,
+        id: String,
+        kind: &'static str,
+        started: Instant,
+        answer: Result<T, Failure>,
+        ok: impl FnOnce(T, &mut OperationResult) -> String,
+    ) -> OperationResult {
+        let mut result = OperationResult {
+            operation_id: id,
             agent_id: self.enrollment.agent_id.clone(),
-            agent_duration_ms: elapsed_ms(started),
-            target_guid: who.guid.map(|g| g.to_string()).unwrap_or_default(),
-            target_upn: who.upn.unwrap_or_default(),
             ..OperationResult::default()
+        };
+        let outcome = match answer {
+            Ok(answer) => OperationOutcome {
+                reason_code: ReasonCode::Ok.as_str().to_owned(),
+                message: ok(answer, &mut result),
+                applied: false,
+            },
+            Err(f) => outcome_of(Err(f)),
+        };
+        tracing::info!(reason = %outcome.reason_code, kind, "query answered");
+        if let Some(m) = &self.metrics {
+            m.operation(kind, &outcome.reason_code, started.elapsed());
         }
+        result.outcome = Some(outcome);
+        result.agent_duration_ms = elapsed_ms(started);
+        result
     }
 }

@@ -63,41 +63,27 @@ async fn search_domain(
     limit: u32,
     timeout: Duration,
 ) -> Result<pb::DirectorySearchResult, Failure> {
-    let expires = time::OffsetDateTime::now_utc() + timeout;
     let op = OperationRequest {
-        operation_id: uuid::Uuid::new_v4().to_string(),
         tenant: tenant.to_owned(),
         domain: domain.to_owned(),
         kind: pb::OperationKind::DirectorySearch as i32,
-        expires_at: Some(prost_types::Timestamp {
-            seconds: expires.unix_timestamp(),
-            nanos: 0,
-        }),
         search: Some(DirectorySearch {
             query: query.to_owned(),
             limit,
         }),
         ..OperationRequest::default()
     };
-    let answer = dispatcher.dispatch(op, timeout).await?;
-    let result = answer.result.unwrap_or_default();
-    let outcome = result.outcome.unwrap_or_default();
-    match ReasonCode::parse(&outcome.reason_code) {
-        Some(ReasonCode::Ok) => {
-            let mut found = result.search_result.map(|r| *r).ok_or_else(|| {
-                Failure::new(
-                    ReasonCode::Internal,
-                    "the agent answered the search without a result",
-                )
-            })?;
-            for u in &mut found.users {
-                u.domain = domain.to_owned();
-            }
-            Ok(found)
-        }
-        Some(code) => Err(Failure::new(code, outcome.message)),
-        None => Err(Failure::new(ReasonCode::Internal, outcome.message)),
+    let result = dispatcher.ask(op, timeout).await?;
+    let mut found = result.search_result.map(|r| *r).ok_or_else(|| {
+        Failure::new(
+            ReasonCode::Internal,
+            "the agent answered the search without a result",
+        )
+    })?;
+    for u in &mut found.users {
+        u.domain = domain.to_owned();
     }
+    Ok(found)
 }
 
 /// Display name (else UPN), then UPN, case-insensitively.

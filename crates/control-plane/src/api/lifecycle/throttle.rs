@@ -145,33 +145,21 @@ async fn lookup(
     user: &pb::UserRef,
     timeout: Duration,
 ) -> Result<(String, String), Failure> {
-    let expires = time::OffsetDateTime::now_utc() + timeout;
     let op = pb::OperationRequest {
-        operation_id: uuid::Uuid::new_v4().to_string(),
         tenant: tenant.to_owned(),
         domain: domain.to_owned(),
         kind: pb::OperationKind::UserLookup as i32,
         target: Some(user.clone()),
-        expires_at: Some(prost_types::Timestamp {
-            seconds: expires.unix_timestamp(),
-            nanos: 0,
-        }),
         ..pb::OperationRequest::default()
     };
-    let answer = dispatcher.dispatch(op, timeout).await?;
-    let result = answer.result.unwrap_or_default();
-    let outcome = result.outcome.unwrap_or_default();
-    match ReasonCode::parse(&outcome.reason_code) {
-        Some(ReasonCode::Ok) if !result.target_guid.is_empty() => {
-            Ok((result.target_guid, result.target_upn))
-        }
-        Some(ReasonCode::Ok) => Err(Failure::new(
+    let result = dispatcher.ask(op, timeout).await?;
+    if result.target_guid.is_empty() {
+        return Err(Failure::new(
             ReasonCode::Internal,
             "the agent answered the lookup without a user",
-        )),
-        Some(code) => Err(Failure::new(code, outcome.message)),
-        None => Err(Failure::new(ReasonCode::Internal, outcome.message)),
+        ));
     }
+    Ok((result.target_guid, result.target_upn))
 }
 
 /// `THROTTLED`, saying when the next reset is allowed (`next_ms`): in the

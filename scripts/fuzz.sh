@@ -1,11 +1,32 @@
 #!/usr/bin/env bash
-# Builds and runs writeback's libFuzzer targets (fuzz/), each for a bounded time:
+# Builds and runs writeback's libFuzzer targets (fuzz/):
 #
-#   scripts/fuzz.sh                 # every target, FUZZ_SECONDS (default 15) each
-#   FUZZ_SECONDS=600 scripts/fuzz.sh sd ledger   # longer, chosen targets
+#   scripts/fuzz.sh                      # the CI gate: deterministic, every target
+#   scripts/fuzz.sh token sd             # the gate, chosen targets
+#   scripts/fuzz.sh --long               # open-ended search, FUZZ_SECONDS (300) each
+#   FUZZ_SECONDS=3600 scripts/fuzz.sh --long operation
 #
-# scripts/test.sh runs it with the default, so CI fuzzes every target on every
-# run; run it with a large FUZZ_SECONDS to fuzz for longer.
+# The gate (what scripts/test.sh and so CI run) depends only on the committed
+# code and corpus, so it passes or fails the same way on every machine:
+#   1. replay: every input committed in fuzz/corpus/<target>/ (the hand-made
+#      seeds, a minimized corpus from long runs, and every input that once
+#      found a bug, named regression-*) runs once through the target;
+#   2. a fixed-seed search: FUZZ_RUNS (default 20000) runs from that corpus,
+#      named in sorted order, with libFuzzer's -seed=FUZZ_SEED (default 1),
+#      counted in runs, not seconds, writing new inputs only to a scratch
+#      directory emptied first. libFuzzer is deterministic for the same
+#      binary, inputs in the same order, seed and run count: no clock, no
+#      directory order and no machine-local cache steers it.
+#
+# --long is the open-ended search a person runs (not CI): FUZZ_SECONDS per
+# target, a random seed, and a working corpus outside the clone
+# ($CARGO_TARGET_DIR/fuzz/corpus/<target>, kept between runs so each starts
+# where the last stopped). A crash, leak, out-of-memory or timeout stops it
+# and prints the input and a minimized copy (libFuzzer -minimize_crash); fix
+# the bug and commit the minimized input as fuzz/corpus/<target>/regression-…
+# so the gate replays it from then on. To grow the committed corpus from a
+# long run, merge its working corpus (only inputs that add coverage are kept):
+#   "$BIN/<target>" -merge=1 fuzz/corpus/<target> "$CARGO_TARGET_DIR/fuzz/corpus/<target>"
 #
 # How it builds on stable Rust: cargo-fuzz (scripts/dev-tools.sh installs it)
 # with `--sanitizer none`. cargo-fuzz asks nightly only for sanitizers
@@ -18,25 +39,27 @@
 # out-of-memory or a hang is what the targets can hit, and libFuzzer catches
 # each of those without a sanitizer. No nightly toolchain can be fetched on
 # the project's machines; RUSTC_BOOTSTRAP is not needed.
-#
-# Corpus: the seeds kept in the repository (fuzz/corpus/<target>, read only)
-# plus a working corpus outside the clone ($CARGO_TARGET_DIR/fuzz/corpus,
-# kept between runs on a machine, so each run starts where the last stopped).
-# A crash, leak, out-of-memory or timeout fails the run and prints the path of
-# the input that reproduces it ($CARGO_TARGET_DIR/fuzz/artifacts/<target>/)
-# and the command that replays it; add a reduced copy of it to
-# fuzz/corpus/<target>/ with the fix.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf 'fuzz: %s\n' "$*"; }
 
+LONG=0
+if [ "${1:-}" = "--long" ]; then
+    LONG=1
+    shift
+fi
+
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/writeback/target}
-SECONDS_EACH=${FUZZ_SECONDS:-15}
+SECONDS_EACH=${FUZZ_SECONDS:-300}
+RUNS=${FUZZ_RUNS:-20000}
+SEED=${FUZZ_SEED:-1}
 TOOLS=$(scripts/dev-tools.sh)
 export PATH="$TOOLS:$PATH"
 OUT="$CARGO_TARGET_DIR/fuzz"
 BIN="$OUT/x86_64-unknown-linux-gnu/release"
+# Limits of one input: a hang or a blow-up is a finding, in both modes.
+LIMITS=(-timeout=10 -rss_limit_mb=2048 -print_final_stats=1)
 
 if [ $# -gt 0 ]; then
     TARGETS=("$@")
@@ -58,33 +81,91 @@ else
 fi
 log "built in $((SECONDS - start)) s"
 
+stat_of() { sed -n "s/^stat::$1: *//p" "$2" | tail -1; }
+
+# The end of a failed run's log, the input that failed and how to replay it.
+report() {
+    local t=$1 runlog=$2 artifacts=$3
+    printf '\nfuzz: %s FAILED; the end of its log (%s):\n' "$t" "$runlog" >&2
+    grep -v '^#[0-9]' "$runlog" | tail -40 >&2
+    local input
+    input=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$runlog" | tail -1)
+    if [ -z "$input" ]; then
+        input=$(sed -n 's/^Running: \(.*\)$/\1/p' "$runlog" | tail -1)
+    fi
+    [ -n "$input" ] || return 0
+    printf 'fuzz: %s: the failing input: %s\nfuzz:   replay: %s %s\n' \
+        "$t" "$input" "$BIN/$t" "$input" >&2
+    if [ "$LONG" = 1 ] && [ -f "$input" ]; then
+        local small="$artifacts/minimized-$(basename "$input")"
+        "$BIN/$t" -minimize_crash=1 -runs=20000 -exact_artifact_path="$small" \
+            "$input" >"$runlog.minimize" 2>&1 || true
+        if [ -f "$small" ]; then
+            printf 'fuzz:   minimized (%s bytes): %s\nfuzz:   after the fix: cp %s fuzz/corpus/%s/regression-<what-it-found>\n' \
+                "$(stat -c %s "$small")" "$small" "$small" "$t" >&2
+        fi
+    fi
+}
+
+# The gate: replay the committed corpus, then a fixed-seed search from it.
+# The inputs are named in a list sorted by name (-seed_inputs), not read
+# from the directory: the order readdir gives differs between file systems,
+# and the order of the corpus steers the search.
+gate() {
+    local t=$1 work="$OUT/gate/$t"
+    local runlog="$OUT/logs/$t.gate.log" artifacts="$OUT/gate-artifacts/$t"
+    rm -rf "$work" "$artifacts"
+    mkdir -p "$work" "$artifacts" "$(dirname "$runlog")"
+    local inputs=()
+    mapfile -t inputs < <(find "fuzz/corpus/$t" -type f | LC_ALL=C sort)
+    if [ ${#inputs[@]} -eq 0 ] || printf '%s\n' "${inputs[@]}" | grep -q ,; then
+        log "$t: fuzz/corpus/$t must hold inputs, with no comma in their names"
+        return 1
+    fi
+    # Each input once, as a test case: a finding names the file it came from.
+    if ! "$BIN/$t" "${LIMITS[@]}" "${inputs[@]}" >"$runlog" 2>&1; then
+        report "$t" "$runlog" "$artifacts"
+        return 1
+    fi
+    (IFS=,; printf '%s' "${inputs[*]}") >"$work.list"
+    # The scratch directory is the only corpus directory: libFuzzer writes the
+    # inputs it finds there, and it is emptied before every run.
+    if ! "$BIN/$t" -seed="$SEED" -runs="$RUNS" -seed_inputs="@$work.list" "${LIMITS[@]}" \
+        -artifact_prefix="$artifacts/" "$work" >>"$runlog" 2>&1; then
+        report "$t" "$runlog" "$artifacts"
+        return 1
+    fi
+    log "$t: ok, ${#inputs[@]} committed inputs replayed, $RUNS runs from seed $SEED ($(stat_of average_exec_per_sec "$runlog")/s)"
+}
+
+# The open-ended search: a random seed for FUZZ_SECONDS, from the committed
+# corpus and the machine's working corpus.
+long() {
+    local t=$1 corpus="$OUT/corpus/$t" artifacts="$OUT/artifacts/$t"
+    local runlog="$OUT/logs/$t.log"
+    mkdir -p "$corpus" "$artifacts" "$(dirname "$runlog")"
+    if ! "$BIN/$t" -max_total_time="$SECONDS_EACH" "${LIMITS[@]}" \
+        -artifact_prefix="$artifacts/" "$corpus" "fuzz/corpus/$t" >"$runlog" 2>&1; then
+        report "$t" "$runlog" "$artifacts"
+        return 1
+    fi
+    log "$t: ok, $(stat_of number_of_executed_units "$runlog") runs in $SECONDS_EACH s ($(stat_of average_exec_per_sec "$runlog")/s), working corpus $(find "$corpus" -type f | wc -l) inputs"
+}
+
 failed=()
 for t in "${TARGETS[@]}"; do
-    corpus="$OUT/corpus/$t"
-    artifacts="$OUT/artifacts/$t"
-    runlog="$OUT/logs/$t.log"
-    mkdir -p "$corpus" "$artifacts" "$(dirname "$runlog")"
-    before=$(find "$artifacts" -type f | wc -l)
-    # The working corpus first: libFuzzer writes new inputs only there.
-    if "$BIN/$t" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 \
-        -print_final_stats=1 -artifact_prefix="$artifacts/" \
-        "$corpus" "fuzz/corpus/$t" >"$runlog" 2>&1; then
-        runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$runlog")
-        rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$runlog")
-        log "$t: ok, ${runs:-?} runs in ${SECONDS_EACH} s (${rate:-?}/s), corpus $(find "$corpus" -type f | wc -l) inputs"
+    if [ "$LONG" = 1 ]; then
+        long "$t" || failed+=("$t")
     else
-        failed+=("$t")
-        printf '\nfuzz: %s FAILED; the end of its log (%s):\n' "$t" "$runlog" >&2
-        grep -v '^#[0-9]' "$runlog" | tail -40 >&2
-        mapfile -t found < <(ls -t "$artifacts" 2>/dev/null | head -n $(( $(find "$artifacts" -type f | wc -l) - before )))
-        for f in "${found[@]}"; do
-            printf 'fuzz: %s: reproducing input %s\nfuzz:   replay: %s %s\n' \
-                "$t" "$artifacts/$f" "$BIN/$t" "$artifacts/$f" >&2
-        done
+        gate "$t" || failed+=("$t")
     fi
 done
 if [ ${#failed[@]} -gt 0 ]; then
     log "FAILED: ${failed[*]}"
     exit 1
 fi
-log "all ${#TARGETS[@]} targets ran ${SECONDS_EACH} s each without a finding ($((SECONDS - start)) s in all)"
+if [ "$LONG" = 1 ]; then
+    log "all ${#TARGETS[@]} targets searched $SECONDS_EACH s each without a finding ($((SECONDS - start)) s in all)"
+else
+    log "gate passed: ${#TARGETS[@]} targets, committed corpus replayed, $RUNS runs each from seed $SEED ($((SECONDS - start)) s in all)"
+fi

@@ -11,7 +11,9 @@
 # 2. checks formatting and lints (cargo fmt --check, clippy -D warnings);
 # 3. checks Cargo.lock against deny.toml (`cargo deny check licenses bans
 #    sources`: no advisories, whose database cannot be fetched here) and runs
-#    every fuzz target for FUZZ_SECONDS (default 15) each (scripts/fuzz.sh);
+#    the fuzz gate (scripts/fuzz.sh: every target replays its committed
+#    corpus, then a fixed-seed search counted in runs, so its outcome
+#    depends only on the committed code and corpus);
 #    both tools are installed, pinned, by scripts/dev-tools.sh into
 #    ~/.cache/writeback/tools;
 # 4. runs the whole workspace's tests with cargo-nextest (cargo test when
@@ -24,11 +26,35 @@
 # ~/.cache/writeback/target) so a fresh clone does not rebuild everything;
 # the Debian base root file system and apt's downloads for the container
 # tests are cached under ~/.cache/writeback, images in the engine.
+#
+# Each step's time is printed as it ends and again in a summary at the end
+# (the README's "Continuous integration" gives the cold and warm figures).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf 'test: %s\n' "$*"; }
 
+TIMES=()
+step_start=$SECONDS
+step_name=""
+# Ends the step under way (recording its time) and starts the one named.
+step() {
+    if [ -n "$step_name" ]; then
+        TIMES+=("$(printf '%-28s %5d s' "$step_name" $((SECONDS - step_start)))")
+        log "$step_name: $((SECONDS - step_start)) s"
+    fi
+    step_name=$1
+    step_start=$SECONDS
+}
+summary() {
+    step ""
+    log "time per step:"
+    printf 'test:   %s\n' "${TIMES[@]}"
+    log "total: $SECONDS s"
+}
+trap 'status=$?; [ -z "$step_name" ] || summary; exit $status' EXIT
+
+step "install (install-deps.sh)"
 scripts/install-deps.sh
 
 # install-deps.sh ran scripts/postgres.sh: PostgreSQL answers on 127.0.0.1:5432
@@ -40,19 +66,23 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 # each clone's path would add gigabytes of it to the shared cache.
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
+step "fmt and clippy"
 log "cargo fmt --check"
 cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "tools (dev-tools.sh)"
 TOOLS=$(scripts/dev-tools.sh)
+step "deny"
 log "cargo deny check licenses bans sources"
 "$TOOLS/cargo-deny" deny check --hide-inclusion-graph licenses bans sources
-# Before the test suite, so its summary stays the last thing printed.
-log "fuzz targets, ${FUZZ_SECONDS:-15} s each"
+step "fuzz (build and gate)"
+log "fuzz gate: committed corpus replayed, fixed-seed search"
 scripts/fuzz.sh
 
+step "tests (build and run)"
 if cargo nextest --version >/dev/null 2>&1; then
     log "cargo nextest run --workspace"
     cargo nextest run --workspace --locked --profile ci
@@ -61,3 +91,5 @@ else
     cargo test --workspace --locked
 fi
 log "all tests passed"
+summary
+step_name=""

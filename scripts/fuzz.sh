@@ -3,20 +3,24 @@
 #
 #   scripts/fuzz.sh                      # the CI gate: deterministic, every target
 #   scripts/fuzz.sh token sd             # the gate, chosen targets
+#   scripts/fuzz.sh --build              # build the targets only (test.sh runs
+#                                        # this beside the test suite)
 #   scripts/fuzz.sh --long               # open-ended search, FUZZ_SECONDS (300) each
 #   FUZZ_SECONDS=3600 scripts/fuzz.sh --long operation
 #
 # The gate (what scripts/test.sh and so CI run) depends only on the committed
 # code and corpus, so it passes or fails the same way on every machine:
-#   1. replay: every input committed in fuzz/corpus/<target>/ (the hand-made
-#      seeds, a minimized corpus from long runs, and every input that once
-#      found a bug, named regression-*) runs once through the target;
-#   2. a fixed-seed search: FUZZ_RUNS (default 20000) runs from that corpus,
+#   1. replay: every input committed for the target runs once through it:
+#      fuzz/corpus/<target>/ (the hand-made seeds, and every input that once
+#      found a bug, named regression-*) and fuzz/minimized/<target>/ (what
+#      long runs found, minimized to the inputs that each add coverage);
+#   2. a fixed-seed search: FUZZ_RUNS (default 500000) runs from that corpus,
 #      named in sorted order, with libFuzzer's -seed=FUZZ_SEED (default 1),
 #      counted in runs, not seconds, writing new inputs only to a scratch
-#      directory emptied first. libFuzzer is deterministic for the same
-#      binary, inputs in the same order, seed and run count: no clock, no
-#      directory order and no machine-local cache steers it.
+#      directory emptied first, with ASLR off, no timed corpus re-read and
+#      fixed hash seeds in the code under test (fuzz/fixed-random.c). Two
+#      runs end with the same coverage and corpus, input for input: no
+#      clock, no directory order and no machine-local cache steers it.
 #
 # --long is the open-ended search a person runs (not CI): FUZZ_SECONDS per
 # target, a random seed, and a working corpus outside the clone
@@ -25,8 +29,9 @@
 # and prints the input and a minimized copy (libFuzzer -minimize_crash); fix
 # the bug and commit the minimized input as fuzz/corpus/<target>/regression-…
 # so the gate replays it from then on. To grow the committed corpus from a
-# long run, merge its working corpus (only inputs that add coverage are kept):
-#   "$BIN/<target>" -merge=1 fuzz/corpus/<target> "$CARGO_TARGET_DIR/fuzz/corpus/<target>"
+# long run, merge its working corpus into fuzz/minimized (only inputs that
+# add coverage to what is there are kept):
+#   "$BIN/<target>" -set_cover_merge=1 fuzz/minimized/<target> "$CARGO_TARGET_DIR/fuzz/corpus/<target>"
 #
 # How it builds on stable Rust: cargo-fuzz (scripts/dev-tools.sh installs it)
 # with `--sanitizer none`. cargo-fuzz asks nightly only for sanitizers
@@ -45,14 +50,15 @@ cd "$(dirname "$0")/.."
 log() { printf 'fuzz: %s\n' "$*"; }
 
 LONG=0
-if [ "${1:-}" = "--long" ]; then
-    LONG=1
-    shift
-fi
+BUILD_ONLY=0
+case ${1:-} in
+    --long) LONG=1; shift ;;
+    --build) BUILD_ONLY=1; shift ;;
+esac
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/writeback/target}
 SECONDS_EACH=${FUZZ_SECONDS:-300}
-RUNS=${FUZZ_RUNS:-20000}
+RUNS=${FUZZ_RUNS:-500000}
 SEED=${FUZZ_SEED:-1}
 TOOLS=$(scripts/dev-tools.sh)
 export PATH="$TOOLS:$PATH"
@@ -80,6 +86,19 @@ else
     build
 fi
 log "built in $((SECONDS - start)) s"
+[ "$BUILD_ONLY" = 0 ] || exit 0
+
+# The gate's fixed randomness (fuzz/fixed-random.c says why), and a check
+# that this machine lets a process turn ASLR off for itself: without either,
+# the search would not be the same on every run, so the gate refuses to run.
+SHIM="$OUT/fixed-random.so"
+if [ "$LONG" = 0 ]; then
+    cc -shared -fPIC -O2 -o "$SHIM" fuzz/fixed-random.c
+    if ! setarch -R true 2>/dev/null; then
+        log "setarch -R fails here (personality(ADDR_NO_RANDOMIZE) refused): the gate's search cannot be made repeatable"
+        exit 1
+    fi
+fi
 
 stat_of() { sed -n "s/^stat::$1: *//p" "$2" | tail -1; }
 
@@ -117,7 +136,7 @@ gate() {
     rm -rf "$work" "$artifacts"
     mkdir -p "$work" "$artifacts" "$(dirname "$runlog")"
     local inputs=()
-    mapfile -t inputs < <(find "fuzz/corpus/$t" -type f | LC_ALL=C sort)
+    mapfile -t inputs < <(find "fuzz/corpus/$t" "fuzz/minimized/$t" -type f 2>/dev/null | LC_ALL=C sort)
     if [ ${#inputs[@]} -eq 0 ] || printf '%s\n' "${inputs[@]}" | grep -q ,; then
         log "$t: fuzz/corpus/$t must hold inputs, with no comma in their names"
         return 1
@@ -129,13 +148,21 @@ gate() {
     fi
     (IFS=,; printf '%s' "${inputs[*]}") >"$work.list"
     # The scratch directory is the only corpus directory: libFuzzer writes the
-    # inputs it finds there, and it is emptied before every run.
-    if ! "$BIN/$t" -seed="$SEED" -runs="$RUNS" -seed_inputs="@$work.list" "${LIMITS[@]}" \
+    # inputs it finds there, and it is emptied before every run. What else
+    # would steer the search differently in each process is held still: the
+    # addresses of code (ASLR, which libFuzzer's table of compared values is
+    # keyed by), the periodic re-read of the corpus directory (a timer,
+    # -reload=0) and the hash seeds of the code under test (fixed-random.so).
+    if ! LD_PRELOAD="$SHIM" setarch -R "$BIN/$t" -seed="$SEED" -runs="$RUNS" -reload=0 \
+        -seed_inputs="@$work.list" "${LIMITS[@]}" \
         -artifact_prefix="$artifacts/" "$work" >>"$runlog" 2>&1; then
         report "$t" "$runlog" "$artifacts"
         return 1
     fi
-    log "$t: ok, ${#inputs[@]} committed inputs replayed, $RUNS runs from seed $SEED ($(stat_of average_exec_per_sec "$runlog")/s)"
+    # Where the search ended: the same on every run (compare two logs).
+    local ended
+    ended=$(grep -a 'DONE' "$runlog" | tail -1 | sed -n 's/.*\(cov: [0-9]* ft: [0-9]* corp: [^ ]*\).*/\1/p')
+    log "$t: ok, ${#inputs[@]} committed inputs replayed, $RUNS runs from seed $SEED, ended at $ended"
 }
 
 # The open-ended search: a random seed for FUZZ_SECONDS, from the committed
@@ -145,7 +172,7 @@ long() {
     local runlog="$OUT/logs/$t.log"
     mkdir -p "$corpus" "$artifacts" "$(dirname "$runlog")"
     if ! "$BIN/$t" -max_total_time="$SECONDS_EACH" "${LIMITS[@]}" \
-        -artifact_prefix="$artifacts/" "$corpus" "fuzz/corpus/$t" >"$runlog" 2>&1; then
+        -artifact_prefix="$artifacts/" "$corpus" "fuzz/corpus/$t" "fuzz/minimized/$t" >"$runlog" 2>&1; then
         report "$t" "$runlog" "$artifacts"
         return 1
     fi

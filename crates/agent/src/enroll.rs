@@ -2,8 +2,12 @@
 //! locally, sends a CSR and the envelope public key with the one-time token,
 //! and stores the certificate, CA, relay addresses and the control plane's
 //! operation-signing public keys (pinned: see the executor) it gets back. The
-//! token pins the control plane CA's fingerprint, so even this first
-//! contact is authenticated; no private key ever leaves the machine.
+//! token pins the control plane CA's fingerprint and the server must carry
+//! the control plane API's identity (`spiffe://writeback/control-plane/api`),
+//! so even this first contact is authenticated — a relay's certificate from
+//! the same CA, whatever host names it carries, is refused with
+//! `NOT_CONTROL_PLANE` before anything is sent; no private key ever leaves
+//! the machine.
 //!
 //! The token comes from a file or standard input only ([`read_token`]): not
 //! from the command line (visible in `ps`) nor from the environment (inherited
@@ -99,6 +103,11 @@ pub async fn enroll(
                     writeback_core::ReasonCode::CaMismatch,
                     "the control plane's certificate is not from the CA the token pins; check the URL and the token".to_owned(),
                 )
+            } else if text.contains(tls::NOT_THE_CONTROL_PLANE) {
+                (
+                    writeback_core::ReasonCode::NotControlPlane,
+                    not_control_plane(control_plane_url),
+                )
             } else {
                 (
                     writeback_core::ReasonCode::Unavailable,
@@ -167,6 +176,17 @@ pub async fn enroll(
     tracing::info!(tenant = %enrollment.tenant, domain = %enrollment.domain,
         agent_id = %enrollment.agent_id, "agent enrolled");
     Ok(enrollment)
+}
+
+/// What an agent is told when the server at `url` is not the control
+/// plane's API (a relay, say, reached through a wrong URL or a hijacked
+/// name).
+pub(crate) fn not_control_plane(url: &str) -> String {
+    format!(
+        "the server at {url} holds a certificate from the right CA that does not name the \
+         control plane's API (it may be a relay); nothing was sent to it. Check the control \
+         plane URL and that the name resolves to the control plane"
+    )
 }
 
 fn hostname() -> String {

@@ -204,11 +204,16 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
         Cmd::Renew { control_plane } => {
             match writeback_agent::renew::renew(&config.state_dir, control_plane.as_deref()).await {
-                Ok(r) => println!(
-                    "certificate renewed; valid until {} (a running agent reconnects with it \
-                     at its next check, or restart it)",
-                    r.validity.not_after
-                ),
+                Ok(r) => {
+                    println!(
+                        "certificate renewed; valid until {} (a running agent reconnects with \
+                         it at its next check, or restart it)",
+                        r.validity.not_after
+                    );
+                    if let Some(f) = r.refused_keys_failure() {
+                        return Ok(refused(f.reason, f.message));
+                    }
+                }
                 Err(writeback_agent::AgentError::Renew(f)) => {
                     return Ok(refused(f.reason, f.message));
                 }

@@ -239,6 +239,9 @@ pub async fn start_with(
     })
 }
 
+/// How soon a renewal that left its key waiting (no answer) is tried again.
+const RETRY_UNANSWERED_RENEWAL: Duration = Duration::from_secs(30);
+
 /// At start and every `renewal.check_every`: takes up what is on disk (a
 /// certificate `writeback-agent renew` installed: the tunnel gets the new
 /// TLS config; operation-signing keys a renewal pinned: the executor pins
@@ -297,6 +300,12 @@ async fn renewing(
                 }
             }
             Err(e) => {
+                // The answer to a renewal may have been lost after the
+                // control plane recorded it: the current certificate is
+                // then superseded (relays refuse it), so ask again soon.
+                if crate::renew::has_pending_key(&dir) {
+                    tick.reset_after(RETRY_UNANSWERED_RENEWAL);
+                }
                 let left = validity.remaining(now);
                 if left < crate::renew::WARN_BEFORE {
                     tracing::warn!(error = %e, not_after = %validity.not_after,

@@ -9,6 +9,7 @@
 //! | `envelope.key` | the HPKE private key, hex | 0600 |
 //! | `result.key` | the result-signing private key (Ed25519 PKCS#8, hex): every result the agent sends is signed with it ([`writeback_envelope::results`]) | 0600 |
 //! | `agent.key.next`, `agent.pem.next` | a renewed key (0600) and certificate, only while they replace the current pair ([`AgentState::install_certificate`]) | |
+//! | `agent.key.pending` | the key a renewal asked a certificate for, until that certificate is installed: a renewal whose answer was lost asks again for the same key ([`crate::renew::PENDING_KEY`]) | 0600 |
 //! | `ledger.jsonl` | every operation id begun and its outcome ([`crate::ledger`]); no secrets | 0644 |
 
 use std::path::{Path, PathBuf};

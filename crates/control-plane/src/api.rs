@@ -645,6 +645,7 @@ impl EnrollmentService for Api {
             relay_urls: self.cp.config.agent_relay_urls(),
             operation_signing_keys: self.cp.operation_signing_keys(),
             result_signing_key_registered: true,
+            signing_key_endorsements: self.cp.signing_key_endorsements(),
         }))
     }
 
@@ -687,6 +688,32 @@ impl EnrollmentService for Api {
                 ),
             )
         };
+        // Only the certificate the control plane last issued renews: an
+        // older one (a backup of `agent.key`, a copy an attacker kept) was
+        // superseded by that renewal and gets nothing.
+        let presented = peer
+            .as_ref()
+            .and_then(|p| p.cert_fingerprint.clone())
+            .unwrap_or_default();
+        let refused_superseded = || {
+            tracing::warn!(tenant = %tenant, domain = %domain, agent_id = %agent_id,
+                presented_cert_fingerprint = %presented,
+                "certificate renewal refused: the agent presented a superseded certificate");
+            let message = format!(
+                "this certificate of agent {agent_id} was superseded by a later renewal; only \
+                 the agent's current certificate renews (if this host is the agent, its state \
+                 directory was restored from an old backup: enroll it again with a fresh token)"
+            );
+            self.cp.security.renewal_refused(
+                &tenant,
+                &domain,
+                &agent_id,
+                &message,
+                &presented,
+                peer.as_ref().map(|p| p.remote_addr),
+            );
+            status(ReasonCode::CertificateSuperseded, message)
+        };
         match &agent {
             None => {
                 return Err(status(
@@ -703,6 +730,15 @@ impl EnrollmentService for Api {
                     ),
                 ));
             }
+            // The previous certificate may ask again for the answer it never
+            // got, for the same key (the store checks the key once issued).
+            Some(a)
+                if a.cert_fingerprint != presented
+                    && (a.previous_cert_fingerprint.is_empty()
+                        || a.previous_cert_fingerprint != presented) =>
+            {
+                return Err(refused_superseded());
+            }
             Some(_) => {}
         }
         if r.csr_pem.len() > MAX_CSR_BYTES {
@@ -717,16 +753,56 @@ impl EnrollmentService for Api {
             agent_id: agent_id.clone(),
         };
         let (cert, fingerprint) = self.issue_agent_certificate(&r.csr_pem, &id)?;
+        let issued = store::IssuedCertificate {
+            fingerprint: fingerprint.clone(),
+            key_fingerprint: writeback_identity::key_fingerprint_of_pem(&cert)
+                .map_err(|_| status(ReasonCode::Internal, "cannot fingerprint the certificate"))?,
+        };
         let version: String = r.agent_version.chars().take(64).collect();
+        // The superseded certificate expires within the longest lifetime an
+        // agent certificate is issued for; until then relays refuse it.
+        let longest = self
+            .cp
+            .config
+            .agent_certificate_validity()
+            .max(writeback_identity::ca::LEAF_VALIDITY);
+        let superseded_expires_at_ms = self
+            .cp
+            .store
+            .now_ms()
+            .saturating_add(i64::try_from(longest.whole_milliseconds()).unwrap_or(i64::MAX));
         let renewed = self
             .cp
             .store
-            .renew_agent_certificate(&tenant, &agent_id, &fingerprint, &version)
+            .renew_agent_certificate(
+                &tenant,
+                &agent_id,
+                &presented,
+                &issued,
+                &version,
+                superseded_expires_at_ms,
+            )
             .await
             .map_err(store_status)?;
-        if !renewed {
+        match renewed {
+            store::CertificateRenewal::Renewed => {}
+            store::CertificateRenewal::Reissued => {
+                tracing::info!(tenant = %tenant, domain = %domain, agent_id = %agent_id,
+                    "a renewal asked again with the previous certificate for the same key; \
+                     the certificate it never received is superseded");
+            }
             // Revoked between the read and the update.
-            return Err(refused_revoked());
+            store::CertificateRenewal::Revoked => return Err(refused_revoked()),
+            // Another renewal with the same certificate won the race.
+            store::CertificateRenewal::Superseded => return Err(refused_superseded()),
+        }
+        // Relays learn at once that the old certificate is superseded
+        // (refused from now on, an open tunnel on it closed); one that
+        // cannot be reached now gets it before the next operation goes
+        // through it (the renewal bumped the revocation version).
+        if let Err(f) = self.cp.dispatcher.sync_revocations(&tenant).await {
+            tracing::warn!(tenant = %tenant, reason = %f.reason,
+                "the superseded certificate could not be sent to the relays now");
         }
         let registration = self
             .register_result_key(&tenant, &domain, &agent_id, &r.result_signing_public_key)
@@ -770,6 +846,7 @@ impl EnrollmentService for Api {
             ca_pem: self.cp.ca.cert_pem().to_owned(),
             operation_signing_keys: self.cp.operation_signing_keys(),
             result_signing_key_registered: registration.holds_key(),
+            signing_key_endorsements: self.cp.signing_key_endorsements(),
         }))
     }
 }

@@ -3,7 +3,9 @@
 //! `writeback_envelope::signing`) and its first global administrator token, issue relay
 //! certificates, mint tokens, rotate the operation-signing key
 //! (`signing-key rotate` makes `op-signing.next.key`, published beside the
-//! current key; `signing-key promote` makes it the one that signs). They work on the data dir and database
+//! current key with the current key's endorsement; `signing-key promote`
+//! makes it the one that signs and keeps the retiring key's endorsement of
+//! it in `op-signing.endorsements`). They work on the data dir and database
 //! directly, so they need no running server.
 
 use std::net::IpAddr;
@@ -11,6 +13,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 use rustls_pki_types::PrivateKeyDer;
+use writeback_envelope::endorsement::Endorsement;
 use writeback_envelope::signing::OperationSigner;
 use writeback_identity::{Ca, SpiffeId, ca::write_file};
 use zeroize::Zeroizing;
@@ -110,9 +113,79 @@ pub fn rotate_signing_key(data_dir: &Path) -> Result<String, ControlPlaneError> 
     Ok(create_signing_key(&path)?.key_id().to_owned())
 }
 
+/// The endorsements of promoted keys by the keys they replaced (public,
+/// 0644; one line per promotion: the endorsed public key, the endorser's
+/// key id and the signature, hex): published with the keys so an agent
+/// that pinned an older key takes up the new one
+/// (`writeback_envelope::endorsement`).
+pub const ENDORSEMENTS_FILE: &str = "op-signing.endorsements";
+
+/// The endorsements `signing-key promote` recorded (none before the first).
+pub fn load_endorsements(data_dir: &Path) -> Result<Vec<Endorsement>, ControlPlaneError> {
+    let path = data_dir.join(ENDORSEMENTS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(ControlPlaneError::Config(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let bad = |n: usize| {
+        ControlPlaneError::Config(format!(
+            "{} line {n} is not `<public key hex> <endorser key id> <signature hex>`",
+            path.display()
+        ))
+    };
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let [key, endorser, signature] = parts.as_slice() else {
+            return Err(bad(i + 1));
+        };
+        out.push(Endorsement {
+            public_key: hex::decode(key).map_err(|_| bad(i + 1))?,
+            endorser_key_id: (*endorser).to_owned(),
+            signature: hex::decode(signature).map_err(|_| bad(i + 1))?,
+        });
+    }
+    Ok(out)
+}
+
+fn append_endorsement(data_dir: &Path, e: &Endorsement) -> Result<(), ControlPlaneError> {
+    let path = data_dir.join(ENDORSEMENTS_FILE);
+    let mut text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(ControlPlaneError::Config(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "{} {} {}\n",
+        hex::encode(&e.public_key),
+        e.endorser_key_id,
+        hex::encode(&e.signature)
+    ));
+    Ok(write_file(&path, text.as_bytes(), false)?)
+}
+
 /// `signing-key promote`: the next key becomes the one that signs; the old
 /// one is kept as `op-signing.retired-<key id>.key` (0600) and no longer
-/// published. Returns (old key id, new key id).
+/// published, and its endorsement of the new one is added to
+/// [`ENDORSEMENTS_FILE`] first. Returns (old key id, new key id).
 pub fn promote_signing_key(data_dir: &Path) -> Result<(String, String), ControlPlaneError> {
     let next = data_dir.join(NEXT_SIGNING_KEY_FILE);
     if !next.exists() {
@@ -122,8 +195,12 @@ pub fn promote_signing_key(data_dir: &Path) -> Result<(String, String), ControlP
                 .into(),
         ));
     }
-    let new_id = load_signing_key_file(&next)?.key_id().to_owned();
-    let old_id = load_signing_key(data_dir)?.key_id().to_owned();
+    let new_key = load_signing_key_file(&next)?;
+    let old_key = load_signing_key(data_dir)?;
+    let (new_id, old_id) = (new_key.key_id().to_owned(), old_key.key_id().to_owned());
+    // Before anything moves: an agent that pins only the old key takes up
+    // the new one through this signature.
+    append_endorsement(data_dir, &old_key.endorse(&new_key.public_key()))?;
     let io = |e: std::io::Error| ControlPlaneError::Config(format!("{}: {e}", data_dir.display()));
     std::fs::rename(
         data_dir.join(SIGNING_KEY_FILE),
@@ -288,5 +365,18 @@ mod signing_key_tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600, "{f}");
         }
+        // The retired key's endorsement of the new one is kept, and it
+        // verifies with the retired key: an agent that pins only that key
+        // takes up the new one.
+        let chain = load_endorsements(dir.path()).unwrap();
+        assert_eq!(chain.len(), 1);
+        assert_eq!(chain[0].public_key, next.clone());
+        let a = writeback_envelope::endorsement::accept(&[first.trusted_key()], &[next], &chain);
+        assert_eq!(a.keys[0].key_id, next_id);
+        assert!(a.refused.is_empty());
+        // A second promotion extends the chain.
+        rotate_signing_key(dir.path()).unwrap();
+        promote_signing_key(dir.path()).unwrap();
+        assert_eq!(load_endorsements(dir.path()).unwrap().len(), 2);
     }
 }

@@ -9,9 +9,10 @@
 //! tried in turn until one does not answer NO_AGENT_ONLINE.
 //!
 //! The dispatcher also keeps every relay's list of revoked agents current:
-//! it sends the tenant's full list (from the store) with its version (the
-//! tenant's revocation counter, bumped by every revocation) whenever it
-//! (re)connects to a relay, after every revocation
+//! it sends the tenant's full list (from the store) — the revoked agents
+//! and the agent certificates a renewal superseded — with its version (the
+//! tenant's revocation counter, bumped by every revocation and renewal)
+//! whenever it (re)connects to a relay, after every revocation and renewal
 //! ([`Dispatcher::sync_revocations`]) and before any dispatch through a
 //! relay that has not acknowledged the store's current version. A relay
 //! refuses a list older than its own, so a replica that read the store
@@ -48,6 +49,16 @@ pub use results::RefusedResultHook;
 
 /// (tenant, domain) → agent id → relay url.
 type PresenceMap = HashMap<(String, String), HashMap<String, String>>;
+
+/// What relays refuse, sent to them as one versioned list
+/// (`SetRevokedAgentsRequest`).
+#[derive(Debug, Clone, Default)]
+struct Revocations {
+    /// Revoked agents' ids.
+    agent_ids: Vec<String>,
+    /// Fingerprints of agent certificates a renewal superseded.
+    superseded: Vec<String>,
+}
 
 /// One relay link of a tenant.
 struct RelayLink {
@@ -224,11 +235,29 @@ impl Dispatcher {
         })
     }
 
-    /// The tenant's revocation version and revoked agent ids, from the
-    /// store: the version is read first, so the list is at least that new.
-    async fn revocation_state(&self, tenant: &str) -> Result<(u64, Vec<String>), Failure> {
+    /// The tenant's revocation version, revoked agent ids and superseded
+    /// certificates, from the store: the version is read first, so the
+    /// lists are at least that new.
+    async fn revocation_state(&self, tenant: &str) -> Result<(u64, Revocations), Failure> {
         let version = self.revocation_version(tenant).await?;
-        Ok((version, self.revoked_agents(tenant).await?))
+        let agent_ids = self.revoked_agents(tenant).await?;
+        let superseded = match &self.inner.store {
+            None => Vec::new(),
+            Some(store) => store.superseded_certificates(tenant).await.map_err(|e| {
+                tracing::error!(error = %e, "cannot read the superseded certificates");
+                Failure::new(
+                    ReasonCode::Internal,
+                    "the control plane cannot read its agents",
+                )
+            })?,
+        };
+        Ok((
+            version,
+            Revocations {
+                agent_ids,
+                superseded,
+            },
+        ))
     }
 
     /// The tenant's revoked agent ids, from the store.
@@ -258,8 +287,8 @@ impl Dispatcher {
         }
     }
 
-    /// Sends `ids` (the full list, of `version`) to one relay; answers the
-    /// version the relay holds afterwards. A relay holding a newer list
+    /// Sends `lists` (the full lists, of `version`) to one relay; answers
+    /// the version the relay holds afterwards. A relay holding a newer list
     /// refuses an older one with `REVOCATION_STALE` (another replica got
     /// there first).
     async fn push_revocations(
@@ -267,12 +296,13 @@ impl Dispatcher {
         tenant: &str,
         link: &RelayLink,
         version: u64,
-        ids: Vec<String>,
+        lists: Revocations,
     ) -> Result<u64, tonic::Status> {
         let request = SetRevokedAgentsRequest {
             tenant: tenant.to_owned(),
-            agent_ids: ids,
+            agent_ids: lists.agent_ids,
             version,
+            superseded_certificates: lists.superseded,
         };
         match link.client.clone().set_revoked_agents(request).await {
             Ok(r) => {
@@ -299,7 +329,7 @@ impl Dispatcher {
     /// versioned) to every relay; each closes the tunnels of revoked agents
     /// and refuses them from then on. A relay that cannot be reached now
     /// gets the list before the next operation goes through it. Call after
-    /// every revocation.
+    /// every revocation and every certificate renewal.
     pub async fn sync_revocations(&self, tenant: &str) -> Result<(), Failure> {
         let links = self.links(tenant)?;
         let (version, ids) = self.revocation_state(tenant).await?;

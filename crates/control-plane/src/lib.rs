@@ -85,6 +85,9 @@ pub struct ControlPlane {
     /// The next operation-signing key's public half (`signing-key rotate`),
     /// published to agents beside the current one but not used to sign.
     pub next_signing_key: Option<Vec<u8>>,
+    /// Each promoted key's endorsement by the key it replaced
+    /// (`op-signing.endorsements`), published with the keys.
+    pub endorsement_chain: Vec<writeback_envelope::endorsement::Endorsement>,
     /// Links to the relays.
     pub dispatcher: Dispatcher,
     /// Config.
@@ -113,6 +116,25 @@ impl ControlPlane {
         keys
     }
 
+    /// The endorsements published with [`ControlPlane::operation_signing_keys`]:
+    /// the next key signed by the current one (made now), then the chain
+    /// of promotions back. An agent pins a key it does not pin yet only
+    /// through one of these (`writeback_envelope::endorsement::accept`).
+    pub fn signing_key_endorsements(&self) -> Vec<writeback_proto::v1::SigningKeyEndorsement> {
+        let next = self
+            .next_signing_key
+            .as_deref()
+            .map(|k| self.signer.endorse(k));
+        next.iter()
+            .chain(self.endorsement_chain.iter().rev())
+            .map(|e| writeback_proto::v1::SigningKeyEndorsement {
+                public_key: e.public_key.clone(),
+                endorser_key_id: e.endorser_key_id.clone(),
+                signature: e.signature.clone(),
+            })
+            .collect()
+    }
+
     /// Opens the database and the CA named by `config`.
     pub async fn open(config: ControlPlaneConfig) -> Result<Arc<ControlPlane>, ControlPlaneError> {
         let ca = Arc::new(Ca::load(&config.data_dir).map_err(|e| {
@@ -127,6 +149,7 @@ impl ControlPlane {
             .map_err(|e| ControlPlaneError::Config(format!("notify: {e}")))?;
         let signer = Arc::new(bootstrap::load_signing_key(&config.data_dir)?);
         let next_signing_key = bootstrap::load_next_signing_key(&config.data_dir)?;
+        let endorsement_chain = bootstrap::load_endorsements(&config.data_dir)?;
         config
             .security_events
             .validate()
@@ -156,6 +179,7 @@ impl ControlPlane {
             ca,
             signer,
             next_signing_key,
+            endorsement_chain,
             dispatcher,
             config,
             metrics: metrics::Metrics::new(),

@@ -55,6 +55,9 @@ pub mod kind {
     /// A renewal brought another result-signing key than the one recorded;
     /// the recorded one stays.
     pub const RESULT_KEY_REFUSED: &str = "result_key_refused";
+    /// A certificate renewal was refused: the agent presented a
+    /// certificate a renewal had superseded (an old copy of its key).
+    pub const RENEWAL_REFUSED: &str = "renewal_refused";
     /// The recorder's queue was full; `suppressed` says how many were lost.
     pub const EVENTS_DROPPED: &str = "events_dropped";
     pub use super::limiter::SUPPRESSED_KIND as EVENTS_SUPPRESSED;
@@ -331,6 +334,36 @@ impl SecurityAudit {
             details: serde_json::json!({
                 "domain": clean(domain),
                 "offered_key_id": clean(offered_key_id),
+            }),
+            ..SecurityEvent::default()
+        };
+        self.send(e, Find::Nothing);
+    }
+
+    /// Agent `agent_id` asked to renew with a certificate a renewal had
+    /// superseded (`presented`, a fingerprint): refused with
+    /// `CERTIFICATE_SUPERSEDED`.
+    pub fn renewal_refused(
+        &self,
+        tenant: &str,
+        domain: &str,
+        agent_id: &str,
+        message: &str,
+        presented: &str,
+        peer: Option<SocketAddr>,
+    ) {
+        let e = SecurityEvent {
+            tenant: tenant.to_owned(),
+            at_ms: self.store.now_ms(),
+            kind: kind::RENEWAL_REFUSED.into(),
+            reason_code: ReasonCode::CertificateSuperseded.as_str().into(),
+            principal: format!("agent:{}", clean(agent_id)),
+            client_app: "agent".into(),
+            source: source_of(peer),
+            message: clean(message),
+            details: serde_json::json!({
+                "domain": clean(domain),
+                "presented_cert_fingerprint": clean(presented),
             }),
             ..SecurityEvent::default()
         };

@@ -1,5 +1,6 @@
-//! Assembles and serves the control plane: TLS for clients (its certificate
-//! issued in memory, and again halfway through its life), every
+//! Assembles and serves the control plane: TLS for clients (its certificate,
+//! naming the control plane's API, issued in memory, and again halfway
+//! through its life), every
 //! client-facing service, gRPC health and reflection (so `grpcurl` works),
 //! the sweep that closes operations left pending by a control plane that
 //! stopped (at start-up, then periodically, so a replica that died is
@@ -100,14 +101,17 @@ impl ControlPlane {
             );
         }
         // Issued in memory and again halfway through its life, so a control
-        // plane that runs for years never presents an expired one.
+        // plane that runs for years never presents an expired one. It names
+        // the control plane's API (`spiffe://writeback/control-plane/api`):
+        // agents enrolling or renewing refuse any other server, a relay
+        // given the same host names included.
         let (ca, dns, ips) = (
             self.ca.clone(),
             self.config.tls_dns_names.clone(),
             self.config.tls_ip_addresses.clone(),
         );
         let api_cert = tls::ReissuingCert::new(
-            Arc::new(move || ca.issue_server(&dns, &ips)),
+            Arc::new(move || ca.issue_control_plane_api(&dns, &ips)),
             half_a_leaf_life(),
         )?;
         // Callers authenticate with bearer tokens; an agent renewing its

@@ -119,6 +119,18 @@ reason_codes! {
     CaMismatch => "CA_MISMATCH", Unauthenticated;
     /// The agent was revoked.
     AgentRevoked => "AGENT_REVOKED", PermissionDenied;
+    /// The agent presented a certificate the control plane has since
+    /// replaced (a renewal issued a newer one): an old copy of the agent's
+    /// key. Relays refuse its tunnels and the control plane renews only the
+    /// current certificate.
+    CertificateSuperseded => "CERTIFICATE_SUPERSEDED", PermissionDenied;
+    /// The server an agent took for the control plane (to enroll or renew)
+    /// presented a certificate from the right CA that does not name the
+    /// control plane's API (a relay's, say); nothing was sent to it.
+    NotControlPlane => "NOT_CONTROL_PLANE", Unauthenticated;
+    /// A renewal offered an operation-signing key that no key the agent
+    /// pins has endorsed; the agent did not pin it.
+    SigningKeyUnendorsed => "SIGNING_KEY_UNENDORSED", PermissionDenied;
     /// The agent's clock differs from the relay's by more than the agent
     /// tolerates, so it cannot trust an operation's expiry; it refuses.
     ClockSkew => "CLOCK_SKEW", FailedPrecondition;

@@ -13,11 +13,14 @@
 //! the agent pinned at enrollment. [`results`] covers the way back: every
 //! result an agent sends is signed with a key the control plane recorded
 //! at the agent's enrollment, so a relay cannot forge an outcome either.
+//! [`endorsement`]: a new operation-signing key is pinned only when a key
+//! the agent already pins signed it.
 //! `fuzz` holds the fixed keys of the `operation` fuzz target's seed corpus
 //! (`fuzz/`), used nowhere else.
 
 #![forbid(unsafe_code)]
 
+pub mod endorsement;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod results;

@@ -1,6 +1,7 @@
 //! The tenant CA: issues agent certificates from CSRs (with the identity the
 //! CA decides, not the one the CSR asks for) and server/client certificates
-//! for relays and the control plane.
+//! for relays and the control plane (its API's own identity,
+//! [`Ca::issue_control_plane_api`], and its relay-client identity per tenant).
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -148,8 +149,23 @@ impl Ca {
         self.issue_leaf(Some(id), dns, ips, true)
     }
 
+    /// Issues the control plane's API certificate: server authentication
+    /// only, the identity [`SpiffeId::ControlPlaneApi`] and the given names.
+    /// An agent enrolling or renewing checks that identity, so a relay's
+    /// certificate (which may carry the same host names) cannot answer in
+    /// the control plane's place; and with no client-authentication usage
+    /// it cannot dial a relay either. Returns (chain PEM with the CA
+    /// appended, key PEM).
+    pub fn issue_control_plane_api(
+        &self,
+        dns: &[String],
+        ips: &[IpAddr],
+    ) -> Result<(String, String), Error> {
+        self.issue_leaf(Some(&SpiffeId::ControlPlaneApi), dns, ips, false)
+    }
+
     /// Issues a server-only certificate (no workload identity, server
-    /// authentication only), e.g. for the control plane's client-facing API.
+    /// authentication only), e.g. for a test's web server.
     /// Returns (chain PEM with the CA appended, key PEM).
     pub fn issue_server(&self, dns: &[String], ips: &[IpAddr]) -> Result<(String, String), Error> {
         self.issue_leaf(None, dns, ips, false)
@@ -221,10 +237,32 @@ fn leaf_params(
 /// Generates a TLS key and a CSR for it. Returns (csr PEM, key PEM).
 pub fn generate_csr() -> Result<(String, String), Error> {
     let key = KeyPair::generate()?;
+    Ok((csr_for(&key)?, key.serialize_pem()))
+}
+
+/// A CSR for the existing key `key_pem` (an agent asking again for a
+/// certificate for the key whose renewal answer it never got).
+pub fn csr_for_key(key_pem: &str) -> Result<String, Error> {
+    csr_for(&KeyPair::from_pem(key_pem)?)
+}
+
+fn csr_for(key: &KeyPair) -> Result<String, Error> {
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    let csr = params.serialize_request(&key)?;
-    Ok((csr.pem()?, key.serialize_pem()))
+    Ok(params.serialize_request(key)?.pem()?)
+}
+
+/// SHA-256 (lowercase hex) of the SubjectPublicKeyInfo of the first
+/// certificate in `pem`: which key a certificate is for.
+pub fn key_fingerprint_of_pem(pem: &str) -> Result<String, Error> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let der = crate::tls::certs_from_pem(pem)?
+        .into_iter()
+        .next()
+        .ok_or(Error::EmptyPem("certificate"))?;
+    let (_, x509) = X509Certificate::from_der(der.as_ref())
+        .map_err(|e| Error::Pki(format!("cannot parse the certificate: {e}")))?;
+    Ok(hex::encode(Sha256::digest(x509.public_key().raw)))
 }
 
 /// When the first certificate in `pem` starts and stops being valid.
@@ -394,6 +432,29 @@ mod tests {
         assert_eq!(mode, 0o600);
         let leftovers = std::fs::read_dir(p.parent().unwrap()).unwrap().count();
         assert_eq!(leftovers, 1, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn a_csr_for_an_existing_key_gets_a_certificate_for_that_key() {
+        let ca = Ca::generate("t1").unwrap();
+        let id = SpiffeId::agent("t1", "contoso.test", "a1").unwrap();
+        let (csr, key) = generate_csr().unwrap();
+        let first = ca.sign_agent_csr(&csr, &id).unwrap();
+        let again = ca.sign_agent_csr(&csr_for_key(&key).unwrap(), &id).unwrap();
+        let other = ca.sign_agent_csr(&generate_csr().unwrap().0, &id).unwrap();
+        assert_ne!(
+            fingerprint_of_pem(&first).unwrap(),
+            fingerprint_of_pem(&again).unwrap()
+        );
+        assert_eq!(
+            key_fingerprint_of_pem(&first).unwrap(),
+            key_fingerprint_of_pem(&again).unwrap()
+        );
+        assert_ne!(
+            key_fingerprint_of_pem(&first).unwrap(),
+            key_fingerprint_of_pem(&other).unwrap()
+        );
+        assert!(csr_for_key("not a key").is_err());
     }
 
     #[test]

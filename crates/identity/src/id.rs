@@ -7,6 +7,11 @@ use crate::Error;
 
 const PREFIX: &str = "spiffe://writeback/tenant/";
 
+/// The control plane's API: one identity for the whole installation (the
+/// API serves every tenant), distinct from each tenant's
+/// `…/tenant/<t>/control-plane` (the dispatcher's relay-client identity).
+const CONTROL_PLANE_API: &str = "spiffe://writeback/control-plane/api";
+
 /// What a certificate says its holder is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SpiffeId {
@@ -26,20 +31,28 @@ pub enum SpiffeId {
         /// Relay id.
         relay_id: String,
     },
-    /// The tenant's control plane.
+    /// The tenant's control plane as a client of its relays (the
+    /// dispatcher).
     ControlPlane {
         /// Tenant id.
         tenant: String,
     },
+    /// The control plane's client-facing API (enrollment, renewal, every
+    /// service people and programs call): what an agent checks before it
+    /// sends a CSR or takes an operation-signing key. A server-only
+    /// certificate: it cannot dial a relay, and no relay admits it.
+    ControlPlaneApi,
 }
 
 impl SpiffeId {
-    /// The tenant the identity belongs to.
-    pub fn tenant(&self) -> &str {
+    /// The tenant the identity belongs to (none for the control plane's
+    /// API, which serves every tenant).
+    pub fn tenant(&self) -> Option<&str> {
         match self {
             SpiffeId::Agent { tenant, .. }
             | SpiffeId::Relay { tenant, .. }
-            | SpiffeId::ControlPlane { tenant } => tenant,
+            | SpiffeId::ControlPlane { tenant } => Some(tenant),
+            SpiffeId::ControlPlaneApi => None,
         }
     }
 
@@ -63,6 +76,7 @@ impl SpiffeId {
             } => vec![tenant, domain, agent_id],
             SpiffeId::Relay { tenant, relay_id } => vec![tenant, relay_id],
             SpiffeId::ControlPlane { tenant } => vec![tenant],
+            SpiffeId::ControlPlaneApi => vec![],
         };
         for s in segments {
             if !valid_segment(s) {
@@ -94,6 +108,7 @@ impl fmt::Display for SpiffeId {
             } => write!(f, "{PREFIX}{tenant}/domain/{domain}/agent/{agent_id}"),
             SpiffeId::Relay { tenant, relay_id } => write!(f, "{PREFIX}{tenant}/relay/{relay_id}"),
             SpiffeId::ControlPlane { tenant } => write!(f, "{PREFIX}{tenant}/control-plane"),
+            SpiffeId::ControlPlaneApi => f.write_str(CONTROL_PLANE_API),
         }
     }
 }
@@ -103,6 +118,9 @@ impl FromStr for SpiffeId {
 
     fn from_str(s: &str) -> Result<SpiffeId, Error> {
         let bad = |why| Error::InvalidId(s.to_owned(), why);
+        if s == CONTROL_PLANE_API {
+            return Ok(SpiffeId::ControlPlaneApi);
+        }
         let rest = s
             .strip_prefix(PREFIX)
             .ok_or_else(|| bad("not a writeback identity"))?;
@@ -140,8 +158,12 @@ mod tests {
         ] {
             let id: SpiffeId = s.parse().unwrap();
             assert_eq!(id.to_string(), s);
-            assert_eq!(id.tenant(), "t1");
+            assert_eq!(id.tenant(), Some("t1"));
         }
+        let api: SpiffeId = "spiffe://writeback/control-plane/api".parse().unwrap();
+        assert_eq!(api, SpiffeId::ControlPlaneApi);
+        assert_eq!(api.to_string(), "spiffe://writeback/control-plane/api");
+        assert_eq!(api.tenant(), None);
     }
 
     #[test]
@@ -152,6 +174,9 @@ mod tests {
             "spiffe://writeback/tenant/T1/control-plane",
             "spiffe://writeback/tenant//control-plane",
             "spiffe://writeback/tenant/t1/domain/x/agent/a%2f",
+            "spiffe://writeback/control-plane",
+            "spiffe://writeback/control-plane/api/",
+            "spiffe://writeback/tenant/t1/control-plane/api",
         ] {
             assert!(s.parse::<SpiffeId>().is_err(), "{s}");
         }

@@ -11,7 +11,12 @@
 //! enrollment tokens that pin the CA for an agent's first contact.
 //! [`Validity`] reads a certificate's lifetime and says when it is due for
 //! renewal; [`tls::server_config_optional_client`] is the control plane's
-//! API, where an agent may present its certificate to renew it.
+//! API, where an agent may present its certificate to renew it (each
+//! request's [`PeerInfo`] carries the certificate's fingerprint, so the
+//! control plane renews only the current one). The API's own certificate
+//! names [`SpiffeId::ControlPlaneApi`]; an agent checks it on enrollment and
+//! renewal ([`tls::pinned_client_config`],
+//! [`tls::control_plane_client_config`]).
 //! [`ca::write_file`] is the one place key and token files are written
 //! (atomically, 0600 for secrets).
 
@@ -23,7 +28,7 @@ pub mod tls;
 pub mod token;
 pub mod transport;
 
-pub use ca::{Ca, Validity, fingerprint_of_pem, generate_csr};
+pub use ca::{Ca, Validity, csr_for_key, fingerprint_of_pem, generate_csr, key_fingerprint_of_pem};
 pub use id::SpiffeId;
 pub use token::EnrollmentToken;
 pub use transport::PeerInfo;

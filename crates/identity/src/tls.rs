@@ -15,14 +15,18 @@
 //!   CA (hostname included) and optionally presents its own certificate.
 //! - [`relay_client_config`]: the same, and the server must also carry the
 //!   identity of a relay of the given tenant (what the control plane and
-//!   agents use to dial relays); [`authorizing_client_config`] for any
+//!   agents use to dial relays); [`control_plane_client_config`]: the
+//!   server must carry the control plane API's identity (what an agent
+//!   renewing its certificate uses); [`authorizing_client_config`] for any
 //!   other server policy.
 //! - [`web_client_config`]: a client for the public web (identity
 //!   providers): the system's roots plus an optional CA file.
 //! - [`pinned_client_config`]: first contact at enrollment, before the
 //!   client has the CA: the server chain must contain a CA certificate whose
-//!   SHA-256 equals the fingerprint pinned in the enrollment token, and the
-//!   leaf must verify against it.
+//!   SHA-256 equals the fingerprint pinned in the enrollment token, the
+//!   leaf must verify against it and carry the control plane API's identity
+//!   ([`SpiffeId::ControlPlaneApi`]): a relay's certificate from the same CA
+//!   with the control plane's host names does not pass.
 
 use std::sync::Arc;
 
@@ -39,6 +43,17 @@ use crate::{Error, SpiffeId};
 
 /// Decides whether an authenticated peer identity may connect.
 pub type Policy = Arc<dyn Fn(&SpiffeId) -> bool + Send + Sync>;
+
+/// The start of the handshake error when a server that should be the
+/// control plane's API presents another identity (a relay's, say): what
+/// an agent looks for to report `NOT_CONTROL_PLANE`.
+pub const NOT_THE_CONTROL_PLANE: &str = "the server is not the writeback control plane";
+
+/// The SHA-256 (lowercase hex) of a certificate's DER: the fingerprint the
+/// control plane records for an agent's certificate.
+pub fn fingerprint_of(cert: &CertificateDer<'_>) -> String {
+    hex::encode(Sha256::digest(cert.as_ref()))
+}
 
 /// Every certificate in `pem`.
 pub fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
@@ -361,11 +376,37 @@ fn finish_server_config(
 }
 
 /// Wraps webpki's server verifier (chain and host name) and authorizes the
-/// server's SAN identity too.
+/// server's SAN identity too; `refusal` starts the error when it does not.
 struct AuthorizingServerVerifier {
     inner: Arc<WebPkiServerVerifier>,
     policy: Policy,
+    refusal: &'static str,
 }
+
+/// Authorizes a verified server certificate's identity, or says why not.
+fn authorize_server(
+    end_entity: &CertificateDer<'_>,
+    policy: &Policy,
+    refusal: &str,
+) -> Result<ServerCertVerified, rustls::Error> {
+    let Some(id) = spiffe_id_of(end_entity) else {
+        tracing::warn!("refused server certificate: it carries no writeback identity");
+        return Err(rustls::Error::General(format!(
+            "{refusal} (its certificate carries no writeback identity)"
+        )));
+    };
+    if policy(&id) {
+        Ok(ServerCertVerified::assertion())
+    } else {
+        tracing::warn!(peer = %id, "refused server certificate: identity not expected here");
+        Err(rustls::Error::General(format!(
+            "{refusal} (its certificate names {id})"
+        )))
+    }
+}
+
+const NOT_A_RELAY: &str = "the server is not a relay of this tenant";
+const NOT_EXPECTED: &str = "the server's identity is not the one expected";
 
 impl std::fmt::Debug for AuthorizingServerVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -389,18 +430,7 @@ impl ServerCertVerifier for AuthorizingServerVerifier {
             ocsp_response,
             now,
         )?;
-        let id = spiffe_id_of(end_entity).ok_or_else(|| {
-            tracing::warn!("refused server certificate: it carries no writeback identity");
-            rustls::Error::General("server certificate carries no writeback identity".into())
-        })?;
-        if (self.policy)(&id) {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            tracing::warn!(peer = %id, "refused server certificate: identity not expected here");
-            Err(rustls::Error::General(format!(
-                "server identity {id} is not the one expected"
-            )))
-        }
+        authorize_server(end_entity, &self.policy, self.refusal)
     }
 
     fn verify_tls12_signature(
@@ -440,7 +470,21 @@ pub fn relay_client_config(
     let policy: Policy = Arc::new(
         move |id: &SpiffeId| matches!(id, SpiffeId::Relay { tenant: t, .. } if *t == tenant),
     );
-    authorizing_client_config(roots, identity, policy)
+    verifying_client_config(roots, identity, policy, NOT_A_RELAY)
+}
+
+/// A client config for the control plane's API as an agent calls it to
+/// renew its certificate: the server must chain to `roots`, match the
+/// URL's host name *and* carry [`SpiffeId::ControlPlaneApi`]. A relay (its
+/// certificate may name the control plane's hosts), an agent or the
+/// control plane's relay-client identity fail the handshake with
+/// [`NOT_THE_CONTROL_PLANE`]. Presents `identity` when given.
+pub fn control_plane_client_config(
+    roots: Arc<RootCertStore>,
+    identity: Option<(&str, &str)>,
+) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let policy: Policy = Arc::new(|id: &SpiffeId| matches!(id, SpiffeId::ControlPlaneApi));
+    verifying_client_config(roots, identity, policy, NOT_THE_CONTROL_PLANE)
 }
 
 /// [`relay_client_config`] presenting the certificate `cert` holds at each
@@ -461,7 +505,11 @@ pub fn relay_client_config_reissuing(
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AuthorizingServerVerifier { inner, policy }))
+        .with_custom_certificate_verifier(Arc::new(AuthorizingServerVerifier {
+            inner,
+            policy,
+            refusal: NOT_A_RELAY,
+        }))
         .with_client_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
@@ -474,13 +522,26 @@ pub fn authorizing_client_config(
     identity: Option<(&str, &str)>,
     policy: Policy,
 ) -> Result<Arc<rustls::ClientConfig>, Error> {
+    verifying_client_config(roots, identity, policy, NOT_EXPECTED)
+}
+
+fn verifying_client_config(
+    roots: Arc<RootCertStore>,
+    identity: Option<(&str, &str)>,
+    policy: Policy,
+    refusal: &'static str,
+) -> Result<Arc<rustls::ClientConfig>, Error> {
     let inner = WebPkiServerVerifier::builder_with_provider(roots, provider())
         .build()
         .map_err(|e| Error::Pki(e.to_string()))?;
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AuthorizingServerVerifier { inner, policy }));
+        .with_custom_certificate_verifier(Arc::new(AuthorizingServerVerifier {
+            inner,
+            policy,
+            refusal,
+        }));
     let mut config = match identity {
         Some((chain, key)) => {
             builder.with_client_auth_cert(certs_from_pem(chain)?, key_from_pem(key)?)?
@@ -584,7 +645,11 @@ impl ServerCertVerifier for PinnedCaVerifier {
             server_name,
             ocsp_response,
             now,
-        )
+        )?;
+        // The CA alone is not enough: a relay holds a certificate from it
+        // too, possibly for the control plane's host names.
+        let policy: Policy = Arc::new(|id: &SpiffeId| matches!(id, SpiffeId::ControlPlaneApi));
+        authorize_server(end_entity, &policy, NOT_THE_CONTROL_PLANE)
     }
 
     fn verify_tls12_signature(
@@ -623,7 +688,8 @@ impl ServerCertVerifier for PinnedCaVerifier {
 }
 
 /// A client config for first contact, trusting only a server whose chain
-/// includes the CA with SHA-256 `fingerprint` (lowercase hex).
+/// includes the CA with SHA-256 `fingerprint` (lowercase hex) and whose
+/// certificate names the control plane's API ([`SpiffeId::ControlPlaneApi`]).
 pub fn pinned_client_config(fingerprint: &str) -> Result<Arc<rustls::ClientConfig>, Error> {
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?

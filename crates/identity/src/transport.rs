@@ -60,6 +60,10 @@ impl Default for HandshakeLimits {
 pub struct PeerInfo {
     /// Identity from the verified client certificate, if one was presented.
     pub identity: Option<SpiffeId>,
+    /// SHA-256 (lowercase hex) of that certificate's DER, if one was
+    /// presented ([`crate::tls::fingerprint_of`]): which of an agent's
+    /// certificates this is (a renewed one, or one it superseded).
+    pub cert_fingerprint: Option<String>,
     /// Remote socket address.
     pub remote_addr: SocketAddr,
 }
@@ -166,14 +170,14 @@ pub fn tls_incoming_with(
                 drop(slot);
                 match handshake {
                     Ok(Ok(inner)) => {
-                        let identity = inner
+                        let leaf = inner
                             .get_ref()
                             .1
                             .peer_certificates()
-                            .and_then(|c| c.first())
-                            .and_then(crate::tls::spiffe_id_of);
+                            .and_then(|c| c.first());
                         let peer = PeerInfo {
-                            identity,
+                            identity: leaf.and_then(crate::tls::spiffe_id_of),
+                            cert_fingerprint: leaf.map(crate::tls::fingerprint_of),
                             remote_addr,
                         };
                         let _ = tx.send(Ok(TlsConn { inner, peer })).await;
@@ -330,6 +334,48 @@ mod tests {
         let started = Instant::now();
         check_handshake(&url, client).await.unwrap();
         assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    /// The control plane's API certificate passes both ways an agent dials
+    /// it (enrollment, pinned by CA fingerprint; renewal, with the CA); a
+    /// relay's certificate from the same CA with the same host name fails
+    /// both with [`crate::tls::NOT_THE_CONTROL_PLANE`], and so does one
+    /// with no identity (what the API presented before it had one).
+    #[tokio::test]
+    async fn only_the_control_plane_api_passes_for_the_control_plane() {
+        crate::install_crypto_provider();
+        let ca = crate::Ca::generate("t").unwrap();
+        let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let relay = SpiffeId::Relay {
+            tenant: "t".into(),
+            relay_id: "r1".into(),
+        };
+        let servers = [
+            ("api", ca.issue_control_plane_api(&[], &[ip]).unwrap()),
+            ("relay", ca.issue_service(&relay, &[], &[ip]).unwrap()),
+            ("no identity", ca.issue_server(&[], &[ip]).unwrap()),
+        ];
+        let renewing = crate::tls::control_plane_client_config(
+            crate::tls::roots_from_pem(ca.cert_pem()).unwrap(),
+            None,
+        )
+        .unwrap();
+        let enrolling = crate::tls::pinned_client_config(&ca.fingerprint()).unwrap();
+        for (what, (chain, key)) in servers {
+            let server = crate::tls::server_config(&chain, &key, None).unwrap();
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("https://{}", listener.local_addr().unwrap());
+            let _incoming = tls_incoming(listener, server);
+            for client in [renewing.clone(), enrolling.clone()] {
+                let r = check_handshake(&url, client).await;
+                if what == "api" {
+                    assert!(r.is_ok(), "{what}: {r:?}");
+                } else {
+                    let e = r.unwrap_err().to_string();
+                    assert!(e.contains(crate::tls::NOT_THE_CONTROL_PLANE), "{what}: {e}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The control-plane-facing `RelayDispatch` service: dispatch with
 //! deadline and failover, health fan-out, presence reports (which end when
-//! the relay shuts down) and the tenant's revoked agents, versioned: an
+//! the relay shuts down) and the tenant's revoked agents and superseded
+//! agent certificates, versioned: an
 //! older list is refused, and an operation whose dispatch asks for a newer
 //! revocation version than the relay holds is not routed
 //! (`REVOCATION_STALE`). Only the tenant's control plane certificate may
@@ -233,12 +234,14 @@ impl RelayDispatch for DispatchService {
         let req = req.into_inner();
         self.check_tenant(&req.tenant)?;
         let count = req.agent_ids.len();
+        let superseded = req.superseded_certificates.len();
         let closed = self
             .registry
             .set_revoked(
                 &req.tenant,
                 req.version,
                 req.agent_ids.into_iter().collect(),
+                req.superseded_certificates.into_iter().collect(),
             )
             .map_err(|held| {
                 tracing::warn!(tenant = %req.tenant, held, offered = req.version,
@@ -252,8 +255,8 @@ impl RelayDispatch for DispatchService {
                     ),
                 )
             })?;
-        tracing::info!(tenant = %req.tenant, version = req.version, revoked = count, closed,
-            "revoked agents updated");
+        tracing::info!(tenant = %req.tenant, version = req.version, revoked = count, superseded,
+            closed, "revoked agents and superseded certificates updated");
         Ok(Response::new(SetRevokedAgentsResponse {
             tunnels_closed: u32::try_from(closed).unwrap_or(u32::MAX),
             version: self.registry.revocation_version(&req.tenant),

@@ -178,7 +178,7 @@ impl Relay {
             SpiffeId::Agent { tenant: t, .. } | SpiffeId::ControlPlane { tenant: t } => {
                 *t == tenant
             }
-            SpiffeId::Relay { .. } => false,
+            SpiffeId::Relay { .. } | SpiffeId::ControlPlaneApi => false,
         });
         let cert = tls::ReloadableCert::new(
             &self.options.tls.chain_pem,

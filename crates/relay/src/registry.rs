@@ -18,8 +18,9 @@
 //! A dispatch may name one agent (`DispatchRequest.agent_id`): outcome
 //! queries ask each agent in turn that way.
 //!
-//! The registry also holds the tenant's revoked agents (their tunnels are
-//! refused and closed) with the list's version, which never goes backwards,
+//! The registry also holds the tenant's revoked agents and the agent
+//! certificates a renewal superseded (their tunnels are refused and
+//! closed) with the list's version, which never goes backwards,
 //! stamps every result with the agent id of the tunnel's certificate, limits how many tunnels one identity may be opening
 //! at once, and drains in-flight operations when the relay shuts down.
 
@@ -48,6 +49,10 @@ pub enum CloseReason {
     /// The control plane revoked the agent: its operations end with
     /// `TIMEOUT` (outcome unknown).
     Revoked,
+    /// The tunnel's certificate was superseded by a renewal (the agent has
+    /// a newer one; this may be an old copy of its key): its operations end
+    /// with `TIMEOUT` (outcome unknown), never resent to another tunnel.
+    Superseded,
     /// The relay shut down and the drain period ended: the outcome of its
     /// operations is unknown, so they fail with `TIMEOUT`.
     Shutdown,
@@ -59,10 +64,17 @@ impl CloseReason {
             CloseReason::Dropped => "tunnel dropped",
             CloseReason::Replaced => "replaced by a newer tunnel of the same agent",
             CloseReason::Revoked => "the agent was revoked",
+            CloseReason::Superseded => "the tunnel's certificate was superseded by a renewal",
             CloseReason::Shutdown => "relay shutting down",
         }
     }
 }
+
+/// How long a tunnel on a certificate that a renewal superseded stays open
+/// (new ones are refused at once): time for the agent that renewed to
+/// reconnect on its new certificate, replacing it without losing what is
+/// in flight.
+pub const SUPERSEDED_GRACE: Duration = Duration::from_secs(30);
 
 /// What a dispatcher waiting on a tunnel receives.
 #[derive(Clone)]
@@ -79,6 +91,8 @@ pub struct AgentConn {
     pub conn_id: u64,
     /// Version from the agent's Hello.
     pub version: String,
+    /// SHA-256 (hex) of the certificate the tunnel was opened with.
+    pub cert_fingerprint: String,
     tx: mpsc::Sender<RelayMessage>,
     outstanding: AtomicUsize,
     /// Dispatchers waiting for each operation id: more than one when the same
@@ -207,6 +221,8 @@ struct State {
     domains: HashMap<String, HashMap<String, DomainAgents>>,
     /// tenant → revoked agent ids.
     revoked: HashMap<String, HashSet<String>>,
+    /// tenant → fingerprints of agent certificates a renewal superseded.
+    superseded: HashMap<String, HashSet<String>>,
     /// tenant → the version of that list (0: none received yet).
     revocation_version: HashMap<String, u64>,
     /// identity → tunnels being opened or open (a reconnect-storm guard).
@@ -219,6 +235,12 @@ impl State {
         self.revoked
             .get(&id.tenant)
             .is_some_and(|r| r.contains(&id.agent_id))
+    }
+
+    fn is_superseded(&self, tenant: &str, cert_fingerprint: &str) -> bool {
+        self.superseded
+            .get(tenant)
+            .is_some_and(|s| s.contains(cert_fingerprint))
     }
 
     fn domain_mut(&mut self, tenant: &str, domain: &str) -> Option<&mut DomainAgents> {
@@ -349,6 +371,14 @@ fn revoked_failure() -> Failure {
     )
 }
 
+fn superseded_failure() -> Failure {
+    Failure::new(
+        ReasonCode::CertificateSuperseded,
+        "this certificate was superseded by a renewal: the agent holds a newer one. An agent \
+         running from an old copy of its state directory must be enrolled again",
+    )
+}
+
 impl Registry {
     /// An empty registry for relay `relay_id` with per-agent queues of
     /// `queue_depth` and default limits otherwise.
@@ -398,17 +428,25 @@ impl Registry {
         self.inner.late_answers.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Admits the start of a tunnel for `identity` (before its Hello):
-    /// refused when the agent is revoked, the relay is shutting down, or the
-    /// identity already has [`Limits::max_tunnels_per_agent`] tunnels
-    /// opening or open.
-    pub fn admit(&self, identity: &AgentIdentity) -> Result<OpenGuard, Failure> {
+    /// Admits the start of a tunnel for `identity` presenting the
+    /// certificate `cert_fingerprint` (before its Hello): refused when the
+    /// agent is revoked, the certificate superseded, the relay is shutting
+    /// down, or the identity already has [`Limits::max_tunnels_per_agent`]
+    /// tunnels opening or open.
+    pub fn admit(
+        &self,
+        identity: &AgentIdentity,
+        cert_fingerprint: &str,
+    ) -> Result<OpenGuard, Failure> {
         let mut state = lock(&self.inner.state);
         if state.shutting_down {
             return Err(shutting_down());
         }
         if state.is_revoked(identity) {
             return Err(revoked_failure());
+        }
+        if state.is_superseded(&identity.tenant, cert_fingerprint) {
+            return Err(superseded_failure());
         }
         let n = state.opening.entry(identity.clone()).or_insert(0);
         if *n >= self.inner.limits.max_tunnels_per_agent {
@@ -434,19 +472,22 @@ impl Registry {
             .unwrap_or(0)
     }
 
-    /// Registers a tunnel, replacing any tunnel with the same identity.
-    /// Returns the connection and the receiver of messages to send down it;
-    /// refused when the relay is shutting down or the agent is revoked.
+    /// Registers a tunnel opened with the certificate `cert_fingerprint`,
+    /// replacing any tunnel with the same identity. Returns the connection
+    /// and the receiver of messages to send down it; refused when the relay
+    /// is shutting down, the agent is revoked or the certificate superseded.
     pub fn register(
         &self,
         identity: AgentIdentity,
         version: String,
+        cert_fingerprint: String,
     ) -> Result<(Arc<AgentConn>, mpsc::Receiver<RelayMessage>), Failure> {
         let (tx, rx) = mpsc::channel(self.inner.limits.queue_depth);
         let conn = Arc::new(AgentConn {
             identity: identity.clone(),
             conn_id: self.inner.next_conn.fetch_add(1, Ordering::Relaxed),
             version,
+            cert_fingerprint,
             tx,
             outstanding: AtomicUsize::new(0),
             pending: Mutex::new(HashMap::new()),
@@ -461,6 +502,9 @@ impl Registry {
             }
             if state.is_revoked(&identity) {
                 return Err(revoked_failure());
+            }
+            if state.is_superseded(&identity.tenant, &conn.cert_fingerprint) {
+                return Err(superseded_failure());
             }
             let entry = state
                 .domains
@@ -504,18 +548,21 @@ impl Registry {
             .unwrap_or(0)
     }
 
-    /// Replaces the set of revoked agents of `tenant` with the list of
-    /// `version` and closes their open tunnels; returns how many were closed.
-    /// A list older than the one held is refused (`Err` with the version
-    /// held): versions never go backwards, so a stale list cannot readmit
-    /// a revoked agent. The same version again is accepted.
+    /// Replaces the set of revoked agents of `tenant` and the fingerprints
+    /// of its superseded agent certificates with the lists of `version`,
+    /// and closes the tunnels they name; returns how many were closed. A
+    /// list older than the one held is refused (`Err` with the version
+    /// held): versions never go backwards, so a stale list cannot readmit a
+    /// revoked agent or a superseded certificate. The same version again is
+    /// accepted.
     pub fn set_revoked(
         &self,
         tenant: &str,
         version: u64,
         agent_ids: HashSet<String>,
+        superseded: HashSet<String>,
     ) -> Result<usize, u64> {
-        let closing: Vec<Arc<AgentConn>> = {
+        let closing: Vec<(Arc<AgentConn>, CloseReason)> = {
             let mut state = lock(&self.inner.state);
             let held = state.revocation_version.get(tenant).copied().unwrap_or(0);
             if version < held {
@@ -528,18 +575,56 @@ impl Registry {
                 .into_iter()
                 .flat_map(|d| d.values())
                 .flat_map(|d| d.agents.iter())
-                .filter(|a| agent_ids.contains(&a.identity.agent_id))
-                .cloned()
+                .filter_map(|a| {
+                    if agent_ids.contains(&a.identity.agent_id) {
+                        Some((a.clone(), CloseReason::Revoked))
+                    } else if superseded.contains(&a.cert_fingerprint) {
+                        Some((a.clone(), CloseReason::Superseded))
+                    } else {
+                        None
+                    }
+                })
                 .collect();
             state.revoked.insert(tenant.to_owned(), agent_ids);
+            state.superseded.insert(tenant.to_owned(), superseded);
             closing
         };
-        for c in &closing {
-            tracing::warn!(tenant = %c.identity.tenant, domain = %c.identity.domain,
-                agent_id = %c.identity.agent_id, "agent revoked; closing its tunnel");
-            self.unregister(c, CloseReason::Revoked);
+        for (c, reason) in closing.iter().cloned() {
+            if reason == CloseReason::Superseded {
+                self.close_superseded(c);
+            } else {
+                tracing::warn!(tenant = %c.identity.tenant, domain = %c.identity.domain,
+                    agent_id = %c.identity.agent_id, "agent revoked; closing its tunnel");
+                self.unregister(&c, reason);
+            }
         }
         Ok(closing.len())
+    }
+
+    /// Closes a tunnel whose certificate was superseded once
+    /// [`SUPERSEDED_GRACE`] has passed. The real agent, which renewed, opens
+    /// a tunnel on its new certificate within that time and it replaces
+    /// this one the usual way (its operations in flight are resent to it);
+    /// a tunnel still open then is someone else's copy of the old key.
+    fn close_superseded(&self, conn: Arc<AgentConn>) {
+        let registry = self.clone();
+        let close = move || {
+            if !conn.is_closed() {
+                tracing::warn!(tenant = %conn.identity.tenant, domain = %conn.identity.domain,
+                    agent_id = %conn.identity.agent_id,
+                    "closing a tunnel on a superseded certificate");
+                registry.unregister(&conn, CloseReason::Superseded);
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    tokio::time::sleep(SUPERSEDED_GRACE).await;
+                    close();
+                });
+            }
+            Err(_) => close(),
+        }
     }
 
     /// Shuts down gracefully: refuses new tunnels and new operations, tells
@@ -779,7 +864,10 @@ impl Registry {
             // plane asks the agents' ledgers before it sends the operation
             // again. Queries write nothing: they may go anywhere.
             match self.current(&conn.identity) {
-                Some(c) if c.conn_id != conn.conn_id && reason != CloseReason::Revoked => {
+                Some(c)
+                    if c.conn_id != conn.conn_id
+                        && !matches!(reason, CloseReason::Revoked | CloseReason::Superseded) =>
+                {
                     tracing::info!(agent_id = %conn.identity.agent_id, reason = reason.words(),
                         "agent reconnected before answering; resending to its new tunnel");
                     next = Some(c);
@@ -940,14 +1028,14 @@ mod tests {
     #[tokio::test]
     async fn a_replaced_tunnel_hands_its_operation_to_the_same_agent() {
         let r = Registry::new("relay-1".into(), 8);
-        let (_old, mut old_rx) = r.register(id("a1"), "v".into()).unwrap();
+        let (_old, mut old_rx) = r.register(id("a1"), "v".into(), String::new()).unwrap();
         let call = tokio::spawn({
             let r = r.clone();
             async move { r.dispatch(op("op-1"), Duration::from_secs(5), None).await }
         });
         assert_eq!(next_request(&mut old_rx).await.operation_id, "op-1");
-        let (_other, _other_rx) = r.register(id("b1"), "v".into()).unwrap();
-        let (new, mut new_rx) = r.register(id("a1"), "v".into()).unwrap();
+        let (_other, _other_rx) = r.register(id("b1"), "v".into(), String::new()).unwrap();
+        let (new, mut new_rx) = r.register(id("a1"), "v".into(), String::new()).unwrap();
         assert_eq!(next_request(&mut new_rx).await.operation_id, "op-1");
         assert!(new.complete(ok("op-1", "a1")));
         assert_eq!(call.await.unwrap().unwrap().agent_id, "a1");
@@ -957,7 +1045,7 @@ mod tests {
     #[tokio::test]
     async fn a_result_carries_the_tunnels_agent_id_not_the_claimed_one() {
         let r = Registry::new("relay-1".into(), 8);
-        let (a1, mut rx) = r.register(id("a1"), "v".into()).unwrap();
+        let (a1, mut rx) = r.register(id("a1"), "v".into(), String::new()).unwrap();
         let call = tokio::spawn({
             let r = r.clone();
             async move { r.dispatch(op("op-1"), Duration::from_secs(5), None).await }
@@ -972,38 +1060,102 @@ mod tests {
         let r = Registry::new("relay-1".into(), 8);
         assert_eq!(r.revocation_version("t1"), 0);
         assert_eq!(
-            r.set_revoked("t1", 2, HashSet::from(["a1".to_owned()])),
+            r.set_revoked("t1", 2, HashSet::from(["a1".to_owned()]), HashSet::new()),
             Ok(0)
         );
         // An older list without a1 (a replica that read the store before
         // the revocation) is refused; a1 stays out.
-        assert_eq!(r.set_revoked("t1", 1, HashSet::new()), Err(2));
+        assert_eq!(
+            r.set_revoked("t1", 1, HashSet::new(), HashSet::new()),
+            Err(2)
+        );
         assert_eq!(r.revocation_version("t1"), 2);
         assert_eq!(
-            r.register(id("a1"), "v".into()).err().unwrap().reason,
+            r.register(id("a1"), "v".into(), String::new())
+                .err()
+                .unwrap()
+                .reason,
             ReasonCode::AgentRevoked
         );
         // The same version again is fine; a newer one replaces it.
         assert_eq!(
-            r.set_revoked("t1", 2, HashSet::from(["a1".to_owned()])),
+            r.set_revoked("t1", 2, HashSet::from(["a1".to_owned()]), HashSet::new()),
             Ok(0)
         );
-        assert_eq!(r.set_revoked("t1", 3, HashSet::new()), Ok(0));
-        assert!(r.register(id("a1"), "v".into()).is_ok());
+        assert_eq!(
+            r.set_revoked("t1", 3, HashSet::new(), HashSet::new()),
+            Ok(0)
+        );
+        assert!(r.register(id("a1"), "v".into(), String::new()).is_ok());
         // Versions are per tenant.
         assert_eq!(r.revocation_version("t2"), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_superseded_certificate_is_closed_and_refused_and_its_successor_admitted() {
+        let r = Registry::new("relay-1".into(), 8);
+        let (old, _old_rx) = r.register(id("a1"), "v".into(), "old".into()).unwrap();
+        let (other, _other_rx) = r.register(id("b1"), "v".into(), "b".into()).unwrap();
+        let (copy, _copy_rx) = r.register(id("c1"), "v".into(), "c-old".into()).unwrap();
+        let superseded = HashSet::from(["old".to_owned(), "c-old".to_owned()]);
+        assert_eq!(
+            r.set_revoked("t1", 4, HashSet::new(), superseded.clone()),
+            Ok(2)
+        );
+        // The agent that renewed reconnects on its new certificate within
+        // the grace: its tunnel replaces the old one.
+        tokio::time::sleep(SUPERSEDED_GRACE / 2).await;
+        assert!(!old.is_closed() && !copy.is_closed());
+        let (renewed, _renewed_rx) = r.register(id("a1"), "v".into(), "new".into()).unwrap();
+        assert!(old.is_closed());
+        // A tunnel still on a superseded certificate after it is closed.
+        tokio::time::sleep(SUPERSEDED_GRACE).await;
+        tokio::task::yield_now().await;
+        assert!(copy.is_closed() && !renewed.is_closed() && !other.is_closed());
+        assert_eq!(r.agents("t1", "contoso.test").len(), 2);
+        for refused in [
+            r.admit(&id("a1"), "old").err().unwrap(),
+            r.register(id("a1"), "v".into(), "old".into())
+                .err()
+                .unwrap(),
+        ] {
+            assert_eq!(refused.reason, ReasonCode::CertificateSuperseded);
+            assert!(
+                refused.message.contains("enrolled again"),
+                "{}",
+                refused.message
+            );
+        }
+        // The renewed certificate gets in again; an older list cannot
+        // readmit the superseded one.
+        assert!(r.admit(&id("a1"), "new").is_ok());
+        assert!(r.register(id("a1"), "v".into(), "new".into()).is_ok());
+        assert_eq!(
+            r.set_revoked("t1", 3, HashSet::new(), HashSet::new()),
+            Err(4)
+        );
+        assert_eq!(
+            r.admit(&id("a1"), "old").err().unwrap().reason,
+            ReasonCode::CertificateSuperseded
+        );
+        // Another tenant's certificates are another list.
+        let other_tenant = AgentIdentity {
+            tenant: "t2".into(),
+            ..id("a1")
+        };
+        assert!(r.admit(&other_tenant, "old").is_ok());
     }
 
     #[tokio::test]
     async fn a_dropped_tunnel_never_fails_over_and_a_slow_one_times_out() {
         let r = Registry::new("relay-1".into(), 8);
-        let (a1, mut a1_rx) = r.register(id("a1"), "v".into()).unwrap();
+        let (a1, mut a1_rx) = r.register(id("a1"), "v".into(), String::new()).unwrap();
         let call = tokio::spawn({
             let r = r.clone();
             async move { r.dispatch(op("op-1"), Duration::from_secs(5), None).await }
         });
         next_request(&mut a1_rx).await;
-        let (b1, mut b1_rx) = r.register(id("b1"), "v".into()).unwrap();
+        let (b1, mut b1_rx) = r.register(id("b1"), "v".into(), String::new()).unwrap();
         r.unregister(&a1, CloseReason::Dropped);
         // a1 may have applied it: the outcome is unknown, and b1 never gets it.
         let err = call.await.unwrap().unwrap_err();
@@ -1045,16 +1197,16 @@ mod tests {
                 shutdown_grace: Duration::from_millis(10),
             },
         );
-        let g1 = r.admit(&id("a1")).unwrap();
-        let _g2 = r.admit(&id("a1")).unwrap();
+        let g1 = r.admit(&id("a1"), "").unwrap();
+        let _g2 = r.admit(&id("a1"), "").unwrap();
         assert_eq!(
-            r.admit(&id("a1")).err().unwrap().reason,
+            r.admit(&id("a1"), "").err().unwrap().reason,
             ReasonCode::Overloaded
         );
         drop(g1);
-        assert!(r.admit(&id("a1")).is_ok());
+        assert!(r.admit(&id("a1"), "").is_ok());
 
-        let (_a1, _rx) = r.register(id("a1"), "v".into()).unwrap();
+        let (_a1, _rx) = r.register(id("a1"), "v".into(), String::new()).unwrap();
         let first = tokio::spawn({
             let r = r.clone();
             async move { r.dispatch(op("op-1"), Duration::from_secs(5), None).await }
@@ -1067,11 +1219,14 @@ mod tests {
         assert_eq!(full.unwrap_err().reason, ReasonCode::Overloaded);
 
         assert_eq!(
-            r.set_revoked("t1", 1, HashSet::from(["a1".to_owned()])),
+            r.set_revoked("t1", 1, HashSet::from(["a1".to_owned()]), HashSet::new()),
             Ok(1)
         );
         assert_eq!(
-            r.register(id("a1"), "v".into()).err().unwrap().reason,
+            r.register(id("a1"), "v".into(), String::new())
+                .err()
+                .unwrap()
+                .reason,
             ReasonCode::AgentRevoked
         );
         // Revoked after it was sent: it may have been applied.
@@ -1089,7 +1244,7 @@ mod tests {
             ReasonCode::Unavailable
         );
         assert_eq!(
-            r.admit(&id("b1")).err().unwrap().reason,
+            r.admit(&id("b1"), "").err().unwrap().reason,
             ReasonCode::Unavailable
         );
     }

@@ -1,6 +1,8 @@
 //! The agent-facing `AgentTunnel` service. A tunnel is admitted only when
 //! the client certificate names an agent of this relay's tenant (checked in
-//! the handshake), the agent is not revoked, the identity has fewer than
+//! the handshake), the agent is not revoked, the certificate is not one a
+//! renewal superseded (the control plane sends their fingerprints with the
+//! revoked agents), the identity has fewer than
 //! the allowed tunnels opening at once, and its Hello repeats that identity
 //! and speaks our protocol version. The relay answers with a Welcome, then
 //! forwards requests and probes down the stream and results and health
@@ -76,11 +78,19 @@ impl AgentTunnel for TunnelService {
         req: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<RelayStream>, Status> {
         let identity = agent_identity_of(&req)?;
-        let guard = self.registry.admit(&identity).map_err(|f| {
-            tracing::info!(tenant = %identity.tenant, domain = %identity.domain,
+        let cert_fingerprint = req
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.cert_fingerprint.clone())
+            .unwrap_or_default();
+        let guard = self
+            .registry
+            .admit(&identity, &cert_fingerprint)
+            .map_err(|f| {
+                tracing::info!(tenant = %identity.tenant, domain = %identity.domain,
                 agent_id = %identity.agent_id, reason = %f.reason, "tunnel refused");
-            Status::from(f)
-        })?;
+                Status::from(f)
+            })?;
         let mut inbound = req.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(AgentMessage {
@@ -109,9 +119,9 @@ impl AgentTunnel for TunnelService {
                 "the Hello's identity does not match the agent's certificate",
             ));
         }
-        let (conn, rx) = self
-            .registry
-            .register(identity.clone(), hello.agent_version)?;
+        let (conn, rx) =
+            self.registry
+                .register(identity.clone(), hello.agent_version, cert_fingerprint)?;
         tracing::info!(tenant = %identity.tenant, domain = %identity.domain,
             agent_id = %identity.agent_id, "agent tunnel open");
         let welcome = RelayMessage {

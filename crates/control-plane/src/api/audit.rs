@@ -82,12 +82,13 @@ fn one_of(value: String, allowed: &[&str], what: &str) -> Result<Option<String>,
 }
 
 /// Kinds of security event a filter may name.
-const SECURITY_KINDS: [&str; 7] = [
+const SECURITY_KINDS: [&str; 8] = [
     crate::security_audit::kind::AUTHENTICATION_FAILED,
     crate::security_audit::kind::OPERATION_REFUSED,
     crate::security_audit::kind::ENROLLMENT_REFUSED,
     crate::security_audit::kind::RESULT_REFUSED,
     crate::security_audit::kind::RESULT_KEY_REFUSED,
+    crate::security_audit::kind::RENEWAL_REFUSED,
     crate::security_audit::kind::EVENTS_SUPPRESSED,
     crate::security_audit::kind::EVENTS_DROPPED,
 ];

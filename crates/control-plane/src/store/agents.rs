@@ -1,5 +1,6 @@
 //! Enrolled agents: identity, envelope public key, result-signing public
-//! key and revocation.
+//! key, revocation, and the certificates a renewal superseded (relays
+//! refuse them).
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -54,6 +55,10 @@ pub struct AgentRow {
     /// Its result-signing public key; empty for an agent enrolled before
     /// results were signed that has not renewed since (its results are refused).
     pub result_signing_key: Vec<u8>,
+    /// The certificate its current one replaced (empty before its first
+    /// renewal): superseded, but it may ask again for the answer of the
+    /// renewal that replaced it, for the same key.
+    pub previous_cert_fingerprint: String,
 }
 
 impl AgentRow {
@@ -64,7 +69,8 @@ impl AgentRow {
 }
 
 const AGENT_COLUMNS: &str = "tenant_id, agent_id, domain, hostname, version, \
-     envelope_public_key, cert_fingerprint, enrolled_at_ms, revoked_at_ms, result_signing_key";
+     envelope_public_key, cert_fingerprint, enrolled_at_ms, revoked_at_ms, result_signing_key, \
+     previous_cert_fingerprint";
 
 fn decode_key(hex_key: &str) -> Result<Vec<u8>, StoreError> {
     hex::decode(hex_key).map_err(|_| StoreError::Corrupt("envelope_public_key"))
@@ -87,6 +93,7 @@ fn agent_from_row(row: &AnyRow) -> Result<AgentRow, StoreError> {
         enrolled_at_ms: row.try_get("enrolled_at_ms")?,
         revoked_at_ms: row.try_get("revoked_at_ms")?,
         result_signing_key: decode_result_key(&row.try_get::<String, _>("result_signing_key")?)?,
+        previous_cert_fingerprint: row.try_get("previous_cert_fingerprint")?,
     })
 }
 
@@ -101,6 +108,33 @@ pub enum ResultKey {
     Revoked,
     /// No such agent in the tenant.
     Unknown,
+}
+
+/// A certificate the CA just issued to an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCertificate {
+    /// SHA-256 of its DER (hex).
+    pub fingerprint: String,
+    /// SHA-256 of its SubjectPublicKeyInfo (hex): which key it is for.
+    pub key_fingerprint: String,
+}
+
+/// What [`Store::renew_agent_certificate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificateRenewal {
+    /// The new fingerprint is recorded; the presented certificate is
+    /// superseded.
+    Renewed,
+    /// The renewal presented the previous certificate and asked again for
+    /// the current one's key (its first answer was lost): recorded, and the
+    /// current certificate, never delivered, is superseded.
+    Reissued,
+    /// The agent is revoked (or was revoked in between): nothing changed.
+    Revoked,
+    /// The presented certificate is not the agent's current one (an older
+    /// one a renewal superseded, or another renewal won the race): nothing
+    /// changed.
+    Superseded,
 }
 
 /// What a renewal did with the result-signing key it brought.
@@ -284,32 +318,131 @@ impl Store {
         row.as_ref().map(agent_from_row).transpose()
     }
 
-    /// Records the fingerprint of a renewed certificate and the version the
-    /// agent reported, only while the agent is not revoked: false when it is
-    /// (or was revoked in between), `NotFound { what: "agent" }` when the
-    /// tenant has no such agent.
+    /// Records a renewed certificate (`issued`) and the version the agent
+    /// reported, only while the agent is not revoked, and only when the
+    /// renewal presented (`presented`, a fingerprint):
+    ///
+    /// - the agent's current certificate: `presented` becomes the previous
+    ///   one and is superseded;
+    /// - or its previous one, asking for the same key as the current one
+    ///   (the agent never got the answer that issued the current one, and
+    ///   asks again with the key it kept): the current one, never
+    ///   delivered, is superseded instead.
+    ///
+    /// Anything else is [`CertificateRenewal::Superseded`]. The update is a
+    /// compare-and-set, so of two renewals presenting the same certificate
+    /// one wins. In the same transaction the superseded certificate is
+    /// recorded until `superseded_expires_at_ms` (relays refuse it) and the
+    /// tenant's revocation version goes up, so the dispatcher brings every
+    /// relay up to date before it routes through it again.
+    /// `NotFound { what: "agent" }` when the tenant has no such agent.
     pub async fn renew_agent_certificate(
         &self,
         tenant: &str,
         agent_id: &str,
-        cert_fingerprint: &str,
+        presented: &str,
+        issued: &IssuedCertificate,
         version: &str,
-    ) -> Result<bool, StoreError> {
-        let updated = sqlx::query(
-            "UPDATE agents SET cert_fingerprint = $1, version = $2 \
-             WHERE tenant_id = $3 AND agent_id = $4 AND revoked_at_ms IS NULL",
+        superseded_expires_at_ms: i64,
+    ) -> Result<CertificateRenewal, StoreError> {
+        let now = self.now_ms();
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "SELECT cert_fingerprint, previous_cert_fingerprint, cert_key_sha256, revoked_at_ms \
+             FROM agents WHERE tenant_id = $1 AND agent_id = $2",
         )
-        .bind(cert_fingerprint)
+        .bind(tenant)
+        .bind(agent_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound { what: "agent" })?;
+        let current: String = row.try_get("cert_fingerprint")?;
+        let previous: String = row.try_get("previous_cert_fingerprint")?;
+        let current_key: String = row.try_get("cert_key_sha256")?;
+        if row.try_get::<Option<i64>, _>("revoked_at_ms")?.is_some() {
+            tx.rollback().await?;
+            return Ok(CertificateRenewal::Revoked);
+        }
+        let (new_previous, superseded) = if presented == current {
+            (presented, presented)
+        } else if !previous.is_empty()
+            && presented == previous
+            && !current_key.is_empty()
+            && issued.key_fingerprint == current_key
+        {
+            (previous.as_str(), current.as_str())
+        } else {
+            tx.rollback().await?;
+            return Ok(CertificateRenewal::Superseded);
+        };
+        let updated = sqlx::query(
+            "UPDATE agents SET cert_fingerprint = $1, previous_cert_fingerprint = $2, \
+             cert_key_sha256 = $3, version = $4 \
+             WHERE tenant_id = $5 AND agent_id = $6 AND revoked_at_ms IS NULL \
+             AND cert_fingerprint = $7",
+        )
+        .bind(&issued.fingerprint)
+        .bind(new_previous)
+        .bind(&issued.key_fingerprint)
         .bind(version)
         .bind(tenant)
         .bind(agent_id)
-        .execute(&self.pool)
+        .bind(&current)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
-        if updated > 0 {
-            return Ok(true);
+        if updated == 0 {
+            tx.rollback().await?;
+            return Ok(CertificateRenewal::Superseded);
         }
-        self.is_agent_revoked(tenant, agent_id).await.map(|_| false)
+        sqlx::query(
+            "DELETE FROM superseded_certificates WHERE tenant_id = $1 AND expires_at_ms <= $2",
+        )
+        .bind(tenant)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO superseded_certificates \
+             (tenant_id, cert_fingerprint, agent_id, superseded_at_ms, expires_at_ms) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(superseded)
+        .bind(agent_id)
+        .bind(now)
+        .bind(superseded_expires_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE tenants SET revocation_version = revocation_version + 1 WHERE tenant_id = $1",
+        )
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(if presented == current {
+            CertificateRenewal::Renewed
+        } else {
+            CertificateRenewal::Reissued
+        })
+    }
+
+    /// The fingerprints of the tenant's agent certificates that a renewal
+    /// superseded and that have not expired, in order: what relays refuse.
+    /// Read the revocation version first, like the revoked agents.
+    pub async fn superseded_certificates(&self, tenant: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT cert_fingerprint FROM superseded_certificates \
+             WHERE tenant_id = $1 AND expires_at_ms > $2 ORDER BY cert_fingerprint",
+        )
+        .bind(tenant)
+        .bind(self.now_ms())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("cert_fingerprint")?))
+            .collect()
     }
 
     /// The key `agent_id`'s results must be signed with (one indexed read).

@@ -56,7 +56,9 @@ use sqlx::{Any, AnyPool};
 use writeback_core::ReasonCode;
 
 pub use admin_events::{AdminEvent, NewAdminEvent};
-pub use agents::{AgentRow, KeyRegistration, NewAgent, ResultKey};
+pub use agents::{
+    AgentRow, CertificateRenewal, IssuedCertificate, KeyRegistration, NewAgent, ResultKey,
+};
 pub use auth::{Caller, ClientApp, Role, SignIn, TokenRow};
 pub use domains::DomainRow;
 pub use filter::AuditFilter;

@@ -2,7 +2,9 @@
 
 use std::collections::HashSet;
 
-use writeback_control_plane::store::{KeyRegistration, NewAgent, Page, ResultKey, StoreError};
+use writeback_control_plane::store::{
+    CertificateRenewal, IssuedCertificate, KeyRegistration, NewAgent, Page, ResultKey, StoreError,
+};
 
 use crate::harness::TestDb;
 
@@ -222,8 +224,131 @@ async fn result_keys_are_recorded_once_and_end_with_revocation(db: &TestDb) {
     );
 }
 
+fn issued(fingerprint: &str, key: &str) -> IssuedCertificate {
+    IssuedCertificate {
+        fingerprint: fingerprint.to_owned(),
+        key_fingerprint: key.to_owned(),
+    }
+}
+
+/// Issue #25 item 9 in the store: only the current certificate renews
+/// (one compare-and-set), the one it replaces is superseded and the
+/// revocation version goes up with it; the previous certificate may ask
+/// again only for the current one's key (a lost answer); superseded
+/// certificates are listed until they expire.
+async fn only_the_current_certificate_renews_and_the_old_one_is_superseded(db: &TestDb) {
+    let store = db.store_with_tenants().await;
+    store.add_domain("t1", "contoso.test", &[]).await.unwrap();
+    store
+        .insert_agent(&agent("t1", "contoso.test", "a1"))
+        .await
+        .unwrap();
+    let version = store.revocation_version("t1").await.unwrap();
+    let far = i64::MAX / 2;
+    // The enrollment certificate renews into c1 (key k1).
+    assert_eq!(
+        store
+            .renew_agent_certificate("t1", "a1", "fp-a1", &issued("c1", "k1"), "v2", far)
+            .await
+            .unwrap(),
+        CertificateRenewal::Renewed
+    );
+    let row = store.get_agent("t1", "a1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            row.cert_fingerprint.as_str(),
+            row.previous_cert_fingerprint.as_str()
+        ),
+        ("c1", "fp-a1")
+    );
+    assert_eq!(row.version, "v2");
+    assert_eq!(store.revocation_version("t1").await.unwrap(), version + 1);
+    assert_eq!(
+        store.superseded_certificates("t1").await.unwrap(),
+        vec!["fp-a1"]
+    );
+    // The enrollment certificate again, for another key: superseded, and
+    // nothing changes.
+    assert_eq!(
+        store
+            .renew_agent_certificate("t1", "a1", "fp-a1", &issued("x", "k9"), "v3", far)
+            .await
+            .unwrap(),
+        CertificateRenewal::Superseded
+    );
+    // An unknown certificate: the same.
+    assert_eq!(
+        store
+            .renew_agent_certificate("t1", "a1", "nope", &issued("x", "k1"), "v3", far)
+            .await
+            .unwrap(),
+        CertificateRenewal::Superseded
+    );
+    let row = store.get_agent("t1", "a1").await.unwrap().unwrap();
+    assert_eq!(row.cert_fingerprint, "c1");
+    assert_eq!(store.revocation_version("t1").await.unwrap(), version + 1);
+    // The enrollment certificate asking again for k1 (c1's answer was
+    // lost): c2 replaces c1, which is superseded; the previous stays.
+    assert_eq!(
+        store
+            .renew_agent_certificate("t1", "a1", "fp-a1", &issued("c2", "k1"), "v3", far)
+            .await
+            .unwrap(),
+        CertificateRenewal::Reissued
+    );
+    let row = store.get_agent("t1", "a1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            row.cert_fingerprint.as_str(),
+            row.previous_cert_fingerprint.as_str()
+        ),
+        ("c2", "fp-a1")
+    );
+    assert_eq!(
+        store.superseded_certificates("t1").await.unwrap(),
+        vec!["c1", "fp-a1"]
+    );
+    // The current one renews on; an expired superseded certificate is no
+    // longer listed (and is dropped at the next renewal).
+    let now = store.now_ms();
+    assert_eq!(
+        store
+            .renew_agent_certificate("t1", "a1", "c2", &issued("c3", "k3"), "v4", now)
+            .await
+            .unwrap(),
+        CertificateRenewal::Renewed
+    );
+    assert_eq!(
+        store.superseded_certificates("t1").await.unwrap(),
+        vec!["c1", "fp-a1"]
+    );
+    assert!(
+        store
+            .superseded_certificates("t2")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Revoked: nothing renews; unknown: not found.
+    store.revoke_agent("t1", "a1").await.unwrap();
+    assert_eq!(
+        store
+            .renew_agent_certificate("t1", "a1", "c3", &issued("c4", "k4"), "v5", far)
+            .await
+            .unwrap(),
+        CertificateRenewal::Revoked
+    );
+    assert!(matches!(
+        store
+            .renew_agent_certificate("t1", "zz", "c3", &issued("c4", "k4"), "v5", far)
+            .await,
+        Err(StoreError::NotFound { what: "agent" })
+    ));
+}
+
 both_backends!(
     agent_keys_exclude_revoked_agents,
     agents_page_and_filter_by_domain,
     result_keys_are_recorded_once_and_end_with_revocation,
+    only_the_current_certificate_renews_and_the_old_one_is_superseded,
 );

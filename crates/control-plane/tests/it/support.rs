@@ -748,6 +748,7 @@ impl TestCp {
             ca,
             signer,
             next_signing_key: None,
+            endorsement_chain: Vec::new(),
             dispatcher,
             config,
             metrics: writeback_control_plane::metrics::Metrics::new(),

@@ -208,6 +208,7 @@ async fn revoked_agents_are_dropped_and_refused() {
             tenant: TENANT.into(),
             agent_ids: vec!["a1".into()],
             version: 5,
+            superseded_certificates: vec![],
         })
         .await
         .unwrap()
@@ -244,6 +245,7 @@ async fn revoked_agents_are_dropped_and_refused() {
             tenant: "t2".into(),
             agent_ids: vec![],
             version: 9,
+            superseded_certificates: vec![],
         })
         .await
         .expect_err("refused");
@@ -256,6 +258,7 @@ async fn revoked_agents_are_dropped_and_refused() {
             tenant: TENANT.into(),
             agent_ids: vec![],
             version: 4,
+            superseded_certificates: vec![],
         })
         .await
         .expect_err("stale");
@@ -291,6 +294,7 @@ async fn revoked_agents_are_dropped_and_refused() {
             tenant: TENANT.into(),
             agent_ids: vec![],
             version: 6,
+            superseded_certificates: vec![],
         })
         .await
         .unwrap()

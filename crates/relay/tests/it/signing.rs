@@ -197,7 +197,10 @@ async fn a_control_plane_certificate_cannot_pose_as_a_relay() {
         vec![std::net::IpAddr::from([127, 0, 0, 1])],
     );
     let impostors = [
-        ("control plane API", pki.ca.issue_server(&names.0, &names.1)),
+        (
+            "control plane API",
+            pki.ca.issue_control_plane_api(&names.0, &names.1),
+        ),
         (
             "control plane identity",
             pki.ca.issue_service(

@@ -254,6 +254,7 @@ fn readme_issuer_commands() -> Vec<Vec<String>> {
     let mut joined = Vec::new();
     let mut current = String::new();
     for line in readme.lines() {
+        // Commands, not prose that names one.
         let line = line.trim();
         match line.strip_suffix('\\') {
             Some(head) => {
@@ -268,10 +269,10 @@ fn readme_issuer_commands() -> Vec<Vec<String>> {
     }
     joined
         .iter()
-        .filter_map(|l| l.find("writebackctl idp issuer add").map(|i| &l[i..]))
+        .filter(|l| l.starts_with("writebackctl idp issuer add"))
         .map(|l| {
             // Comments and the synopsis's optional parts are not arguments.
-            let l = l.split("   #").next().unwrap_or(l);
+            let l = l.split("   #").next().unwrap_or(l.as_str());
             let mut depth = 0;
             let required: String = l
                 .chars()

@@ -612,6 +612,19 @@ async fn an_issuer_without_a_strong_sign_in_method_allows_no_self_service() {
     let mfa = w.client(&w.mfa_token("alice", dc).await);
     let (code, _) = reason(reset(&mfa, user_ref("alice", dc), "Phished-Passw0rd!1").await);
     assert_eq!(code, ReasonCode::StrongAuthenticationRequired);
+    // A change proves the old password: it needs no strong sign-in.
+    phished
+        .passwords()
+        .change_password(phished.request(pb::ChangePasswordRequest {
+            user: Some(user_ref("alice", dc)),
+            old_password: START.into(),
+            new_password: "Changed-Passw0rd!2".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert!(binds(dc, "alice", "Changed-Passw0rd!2").await);
+
     for _ in 0..4 {
         let _ = dc.try_bind(&upn("alice", dc), "Wrong-Passw0rd!").await;
     }
@@ -629,19 +642,6 @@ async fn an_issuer_without_a_strong_sign_in_method_allows_no_self_service() {
     put_issuer(&admin, age_only).await.unwrap();
     let (code, _) = reason(unlock(&phished, user_ref("alice", dc)).await);
     assert_eq!(code, ReasonCode::StrongAuthenticationRequired);
-
-    // A change proves the old password: it needs no strong sign-in.
-    phished
-        .passwords()
-        .change_password(phished.request(pb::ChangePasswordRequest {
-            user: Some(user_ref("alice", dc)),
-            old_password: START.into(),
-            new_password: "Changed-Passw0rd!2".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
-    assert!(binds(dc, "alice", "Changed-Passw0rd!2").await);
 
     // The safe configuration: the scope the provider grants only after MFA.
     put_issuer(&admin, issuer(&w.idp)).await.unwrap();

@@ -246,3 +246,110 @@ fn every_service_has_a_hardened_systemd_unit() {
         assert!(!unit.contains("@resources"), "setrlimit must stay allowed");
     }
 }
+
+/// Every `writebackctl idp issuer add` the README shows, joined across its
+/// continuation lines, split into arguments.
+fn readme_issuer_commands() -> Vec<Vec<String>> {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let mut joined = Vec::new();
+    let mut current = String::new();
+    for line in readme.lines() {
+        // Commands, not prose that names one.
+        let line = line.trim();
+        match line.strip_suffix('\\') {
+            Some(head) => {
+                current.push_str(head);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(line);
+                joined.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    joined
+        .iter()
+        .filter(|l| l.starts_with("writebackctl idp issuer add"))
+        .map(|l| {
+            // Comments and the synopsis's optional parts are not arguments.
+            let l = l.split("   #").next().unwrap_or(l.as_str());
+            let mut depth = 0;
+            let required: String = l
+                .chars()
+                .filter(|c| {
+                    match c {
+                        '[' => depth += 1,
+                        ']' => depth -= 1,
+                        _ => return depth == 0,
+                    }
+                    false
+                })
+                .collect();
+            required.split_whitespace().map(str::to_owned).collect()
+        })
+        .collect()
+}
+
+/// Issue 25: the safe setting is the default in the lab and the README's
+/// examples. Every issuer they trust names a strong-sign-in method (an
+/// issuer without one allows no self-service reset or unlock), takes the
+/// principal from a claim the user cannot edit, and binds people by an
+/// immutable subject claim; each README example parses with writebackctl
+/// itself. `scripts/stack.sh` and docker compose's `setup-idp` both trust
+/// the lab's provider through `deploy/docker/setup.sh idp`.
+#[test]
+fn the_lab_and_the_readme_trust_issuers_with_a_strong_sign_in_method() {
+    use clap::Parser as _;
+    let commands = readme_issuer_commands();
+    assert!(commands.len() >= 3, "{commands:?}");
+    for args in &commands {
+        let value = |flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .and_then(|i| args.get(i + 1))
+                .cloned()
+        };
+        assert!(
+            ["--strong-amr", "--strong-acr", "--strong-scope"]
+                .iter()
+                .any(|f| value(f).is_some_and(|v| !v.starts_with('-'))),
+            "no strong-sign-in method: {args:?}"
+        );
+        let principal = value("--principal-claim").unwrap_or_default();
+        assert!(
+            principal == "upn",
+            "principal claim {principal:?}: {args:?}"
+        );
+        let subject = value("--subject-claim").unwrap_or_else(|| "sub".into());
+        assert!(
+            ["sub", "oid", "uid"].contains(&subject.as_str()),
+            "subject claim {subject:?}: {args:?}"
+        );
+        let argv = std::iter::once("writebackctl".to_owned()).chain(args[1..].iter().cloned());
+        writeback_cli::Cli::try_parse_from(argv)
+            .unwrap_or_else(|e| panic!("the README's {args:?} does not parse: {e}"));
+    }
+
+    let setup = std::fs::read_to_string(root().join("deploy/docker/setup.sh")).unwrap();
+    let add = setup
+        .split("ctl idp issuer add")
+        .nth(1)
+        .and_then(|rest| rest.split(">/dev/null").next())
+        .expect("setup.sh trusts the lab's provider");
+    assert!(
+        add.contains("--strong-scope \"$(cat \"$d/strong_scope\")\""),
+        "{add}"
+    );
+    assert!(add.contains("--principal-claim upn"), "{add}");
+    assert!(
+        !add.contains("--subject-claim") || add.contains("--subject-claim sub"),
+        "{add}"
+    );
+    let stack = std::fs::read_to_string(root().join("scripts/stack.sh")).unwrap();
+    assert!(stack.contains("deploy/docker/setup.sh idp"), "stack.sh");
+    let compose = std::fs::read_to_string(root().join("docker-compose.yml")).unwrap();
+    assert!(
+        compose.contains("command: [\"idp\"]"),
+        "compose's setup-idp"
+    );
+}

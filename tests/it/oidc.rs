@@ -53,6 +53,7 @@ fn issuer(idp: &OidcProvider) -> pb::Issuer {
         audiences: vec![AUDIENCE.into()],
         algorithms: vec!["RS256".into()],
         principal_claim: "upn".into(),
+        subject_claim: "sub".into(),
         role_claim: "groups".into(),
         role_mappings: vec![pb::RoleMapping {
             value: HELPDESK_GROUP.into(),
@@ -581,4 +582,242 @@ async fn tokens_are_refused_with_their_reason() {
     unreachable.issuer_url = "https://127.0.0.1:9/nowhere".into();
     let (code, _) = reason(put_issuer(&admin, unreachable).await);
     assert_eq!(code, ReasonCode::IssuerUnreachable);
+}
+
+/// Issue 25, item 2: an issuer configured without a strong-authentication
+/// policy made every sign-in strong, so a phished cloud password reset the
+/// on-premises password. Now no sign-in through it allows a self-service
+/// reset or unlock — password only or with MFA the issuer shows nothing of —
+/// and the refusal tells the administrator what to configure; once the
+/// issuer names the step-up scope, the MFA sign-in resets and unlocks.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_issuer_without_a_strong_sign_in_method_allows_no_self_service() {
+    let w = world(&DOMAINS[..1]).await;
+    let dc = &w.dcs[0];
+    let admin = w.stack.admin().unwrap();
+    let mut open = issuer(&w.idp);
+    open.strong_auth = None;
+    put_issuer(&admin, open).await.unwrap();
+
+    // The attacker has the phished password: a password-only sign-in.
+    let phished = w.client(&w.password_token("alice", dc).await);
+    let (code, message) =
+        reason(reset(&phished, user_ref("alice", dc), "Phished-Passw0rd!1").await);
+    assert_eq!(code, ReasonCode::StrongAuthenticationRequired, "{message}");
+    assert!(
+        message.contains("no strong-authentication policy") && message.contains("--strong-amr"),
+        "the refusal says what to configure: {message}"
+    );
+    assert!(binds(dc, "alice", START).await, "nothing was written");
+    let mfa = w.client(&w.mfa_token("alice", dc).await);
+    let (code, _) = reason(reset(&mfa, user_ref("alice", dc), "Phished-Passw0rd!1").await);
+    assert_eq!(code, ReasonCode::StrongAuthenticationRequired);
+    // A change proves the old password: it needs no strong sign-in.
+    phished
+        .passwords()
+        .change_password(phished.request(pb::ChangePasswordRequest {
+            user: Some(user_ref("alice", dc)),
+            old_password: START.into(),
+            new_password: "Changed-Passw0rd!2".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert!(binds(dc, "alice", "Changed-Passw0rd!2").await);
+
+    for _ in 0..4 {
+        let _ = dc.try_bind(&upn("alice", dc), "Wrong-Passw0rd!").await;
+    }
+    assert_ne!(lockout_time(dc, "alice").await, 0, "alice is locked out");
+    let (code, _) = reason(unlock(&phished, user_ref("alice", dc)).await);
+    assert_eq!(code, ReasonCode::StrongAuthenticationRequired);
+    assert_ne!(lockout_time(dc, "alice").await, 0, "still locked");
+
+    // A maximum age alone names no method either.
+    let mut age_only = issuer(&w.idp);
+    age_only.strong_auth = Some(pb::StrongAuthPolicy {
+        max_age_seconds: 600,
+        ..Default::default()
+    });
+    put_issuer(&admin, age_only).await.unwrap();
+    let (code, _) = reason(unlock(&phished, user_ref("alice", dc)).await);
+    assert_eq!(code, ReasonCode::StrongAuthenticationRequired);
+
+    // The safe configuration: the scope the provider grants only after MFA.
+    put_issuer(&admin, issuer(&w.idp)).await.unwrap();
+    let (code, _) = reason(reset(&phished, user_ref("alice", dc), "Phished-Passw0rd!1").await);
+    assert_eq!(code, ReasonCode::StrongAuthenticationRequired);
+    unlock(&mfa, user_ref("alice", dc)).await.unwrap();
+    assert_eq!(lockout_time(dc, "alice").await, 0);
+    reset(&mfa, user_ref("alice", dc), "Strong-Passw0rd!3")
+        .await
+        .unwrap();
+    assert!(binds(dc, "alice", "Strong-Passw0rd!3").await);
+}
+
+/// Issue 25, item 3: the principal came from any claim, verified or not. A
+/// provider's user who types a victim's UPN as their e-mail address (glewlwyd
+/// never verifies one) no longer "resets their own password" when the
+/// issuer takes the principal from `email`.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unverified_email_names_no_directory_user() {
+    let w = world(&DOMAINS[..1]).await;
+    let dc = &w.dcs[0];
+    let admin = w.stack.admin().unwrap();
+    let mut by_email = issuer(&w.idp);
+    by_email.principal_claim = "email".into();
+    put_issuer(&admin, by_email).await.unwrap();
+    // mallory's e-mail address is the one she typed: alice's UPN.
+    w.idp
+        .add_user("mallory", IDP_PASSWORD, &upn("mallory", dc), &[])
+        .await
+        .unwrap();
+    w.idp
+        .update_user("mallory", serde_json::json!({"email": upn("alice", dc)}))
+        .await
+        .unwrap();
+    let mallory = w.client(
+        &w.idp
+            .mfa_token(PORTAL.0, PORTAL.1, "mallory", IDP_PASSWORD)
+            .await
+            .unwrap(),
+    );
+    let (code, message) =
+        reason(reset(&mallory, user_ref("alice", dc), "Mallory-Passw0rd!1").await);
+    assert_eq!(code, ReasonCode::PrincipalNotMapped, "{message}");
+    assert!(message.contains("not verified"), "{message}");
+    assert!(binds(dc, "alice", START).await, "nothing was written");
+    // alice's own address is just as unverified: e-mail names no one here.
+    let alice = w.client(&w.mfa_token("alice", dc).await);
+    let (code, _) = reason(reset(&alice, user_ref("alice", dc), "Alice-Passw0rd!2").await);
+    assert_eq!(code, ReasonCode::PrincipalNotMapped);
+}
+
+/// Issue 25, item 3: a person is bound, by the issuer's immutable subject
+/// claim (`sub`), to the directory user their first operation wrote. A
+/// provider's user whose principal claim was changed to another person's
+/// UPN (a profile edit, an administrator's slip) cannot act on that
+/// person's account — neither a new user carrying a bound person's name,
+/// nor a bound person whose name now points elsewhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sign_in_is_bound_to_the_directory_user_it_first_wrote() {
+    let w = world(&DOMAINS[..1]).await;
+    let dc = &w.dcs[0];
+    dc.create_user("bob", START).await.unwrap();
+    w.idp
+        .add_user(&idp_name("bob", dc), IDP_PASSWORD, &upn("bob", dc), &[])
+        .await
+        .unwrap();
+    // alice's first self-service reset binds her to her directory user.
+    let alice = w.client(&w.mfa_token("alice", dc).await);
+    reset(&alice, user_ref("alice", dc), "Alice-Passw0rd!1")
+        .await
+        .unwrap();
+    assert!(binds(dc, "alice", "Alice-Passw0rd!1").await);
+
+    // mallory, another user of the provider, now carries alice's UPN.
+    w.idp
+        .add_user("mallory", IDP_PASSWORD, &upn("mallory", dc), &[])
+        .await
+        .unwrap();
+    w.idp
+        .update_user("mallory", serde_json::json!({"upn": upn("alice", dc)}))
+        .await
+        .unwrap();
+    let mallory = w.client(
+        &w.idp
+            .mfa_token(PORTAL.0, PORTAL.1, "mallory", IDP_PASSWORD)
+            .await
+            .unwrap(),
+    );
+    let (code, message) =
+        reason(reset(&mallory, user_ref("alice", dc), "Mallory-Passw0rd!2").await);
+    assert_eq!(code, ReasonCode::PrincipalNotMapped, "{message}");
+    assert!(message.contains("bound to another account"), "{message}");
+    let (code, _) = reason(unlock(&mallory, user_ref("alice", dc)).await);
+    assert_eq!(code, ReasonCode::PrincipalNotMapped);
+    assert!(
+        binds(dc, "alice", "Alice-Passw0rd!1").await,
+        "nothing was written"
+    );
+
+    // alice's own UPN claim now names bob: her sign-in still acts on her
+    // own directory user only.
+    w.idp
+        .update_user(
+            &idp_name("alice", dc),
+            serde_json::json!({"upn": upn("bob", dc)}),
+        )
+        .await
+        .unwrap();
+    let renamed = w.client(&w.mfa_token("alice", dc).await);
+    let (code, message) = reason(reset(&renamed, user_ref("bob", dc), "Renamed-Passw0rd!3").await);
+    assert_eq!(code, ReasonCode::PrincipalNotMapped, "{message}");
+    assert!(
+        message.contains("bound to another directory account"),
+        "{message}"
+    );
+    assert!(binds(dc, "bob", START).await, "nothing was written");
+
+    // bob himself, never bound before: his reset works and binds him.
+    let bob = w.client(&w.mfa_token("bob", dc).await);
+    reset(&bob, user_ref("bob", dc), "Bob-Passw0rd!4")
+        .await
+        .unwrap();
+    assert!(binds(dc, "bob", "Bob-Passw0rd!4").await);
+
+    // The refusals are in the security trail (written in the background).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = ctl(&w.stack, None, &["audit", "list", "--kind", "security"], "")
+            .await
+            .unwrap();
+        if out.contains("PRINCIPAL_NOT_MAPPED/identity_binding") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{out}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Issue 25, item 14: an application registration gave its role to any
+/// token without the principal claim. A user's token through the
+/// application's client (the issuer's principal claim is one not every
+/// token carries: `preferred_username` here, `upn` of an unsynced user in
+/// real life) is now refused; the application's own client-credentials
+/// token (`sub` = its client id) still acts with its role.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_application_role_needs_a_token_marked_as_the_applications_own() {
+    let w = world(&DOMAINS[..1]).await;
+    let dc = &w.dcs[0];
+    let admin = w.stack.admin().unwrap();
+    let mut sparse = issuer(&w.idp);
+    sparse.principal_claim = "preferred_username".into();
+    put_issuer(&admin, sparse).await.unwrap();
+    // alice signs in (password only) through the Graph application's client.
+    let as_app = w
+        .idp
+        .password_token(GRAPH.0, GRAPH.1, &idp_name("alice", dc), IDP_PASSWORD)
+        .await
+        .unwrap();
+    let c = w.client(&as_app);
+    let (code, message) = reason(reset(&c, user_ref("carol", dc), "Taken-Over-Passw0rd!1").await);
+    assert_eq!(code, ReasonCode::PrincipalNotMapped, "{message}");
+    assert!(message.contains("idtyp"), "{message}");
+    assert!(binds(dc, "carol", START).await, "nothing was written");
+    // The application itself.
+    let app = w.client(
+        &w.idp
+            .client_credentials_token(GRAPH.0, GRAPH.1)
+            .await
+            .unwrap(),
+    );
+    let done = reset(&app, user_ref("carol", dc), "By-App-Passw0rd!2")
+        .await
+        .unwrap();
+    assert!(binds(dc, "carol", "By-App-Passw0rd!2").await);
+    assert_eq!(
+        record(&admin, &done.operation_id).await.principal,
+        format!("app:{}", GRAPH.0)
+    );
 }

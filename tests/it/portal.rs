@@ -164,6 +164,7 @@ async fn trust_the_provider(stack: &Stack, idp: &OidcProvider) {
                 audiences: vec![AUDIENCE.into()],
                 algorithms: vec!["RS256".into()],
                 principal_claim: "upn".into(),
+                subject_claim: "sub".into(),
                 role_claim: "groups".into(),
                 role_mappings: vec![
                     pb::RoleMapping {

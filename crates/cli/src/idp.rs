@@ -50,9 +50,15 @@ pub struct IssuerArgs {
     /// Accepted `aud` value (repeat for several).
     #[arg(long = "audience", required = true)]
     pub audiences: Vec<String>,
-    /// Claim holding the user's UPN: upn, preferred_username, email…
+    /// Claim holding the user's UPN: upn, preferred_username, email… (email
+    /// names a user only when the token's email_verified is true).
     #[arg(long)]
     pub principal_claim: String,
+    /// Claim holding the person's immutable identifier, which binds them to
+    /// one directory user at their first operation: sub (the default), oid
+    /// (Entra ID) or uid (Okta).
+    #[arg(long, default_value = "sub")]
+    pub subject_claim: String,
     /// Claim holding groups or roles (a string or a list).
     #[arg(long, default_value = "")]
     pub role_claim: String,
@@ -161,6 +167,7 @@ fn print_issuer(out: &mut dyn Write, i: &pb::Issuer) -> std::io::Result<()> {
         }
     )?;
     writeln!(out, "  principal claim: {}", i.principal_claim)?;
+    writeln!(out, "  subject claim:   {}", i.subject_claim)?;
     writeln!(
         out,
         "  role claim:      {}",
@@ -190,6 +197,13 @@ fn print_issuer(out: &mut dyn Write, i: &pb::Issuer) -> std::io::Result<()> {
             s => format!("{s} s"),
         }
     )?;
+    if strong.amr_any.is_empty() && strong.acr_any.is_empty() && strong.scope_any.is_empty() {
+        writeln!(
+            out,
+            "  warning:         no strong sign-in method: self-service reset and unlock are refused \
+             for this issuer's users (set --strong-amr, --strong-acr or --strong-scope)"
+        )?;
+    }
     writeln!(out, "  updated:         {}", when(&i.updated_at))
 }
 
@@ -227,6 +241,7 @@ pub async fn run(
                 audiences: a.audiences,
                 algorithms: a.algorithms,
                 principal_claim: a.principal_claim,
+                subject_claim: a.subject_claim,
                 role_claim: a.role_claim,
                 role_mappings: a
                     .mappings

@@ -30,9 +30,10 @@
 //! | administrator | anything | another administrator | any | UNSUPPORTED_OPERATION |
 //! | end user | anything | another user | any | PERMISSION_DENIED |
 //!
-//! 4. **sign-in** ([`check_sign_in`]) — a self-service reset or unlock by a
-//!    caller signed in through an identity provider needs the issuer's
-//!    strong-authentication policy met (`STRONG_AUTHENTICATION_REQUIRED`).
+//! 4. **sign-in** ([`check_sign_in`]) — a self-service reset or unlock needs
+//!    a sign-in through an identity provider that meets the issuer's
+//!    strong-authentication policy, which must name a method
+//!    (`STRONG_AUTHENTICATION_REQUIRED`; never with a `wbt1` token).
 
 use writeback_core::{Failure, OperationKind, ReasonCode};
 
@@ -79,27 +80,38 @@ pub fn check_toggles(settings: &Settings, kind: OperationKind) -> Result<(), Fai
 }
 
 /// A self-service reset or unlock (no old password) needs a strong sign-in
-/// when the caller came through an identity provider: its issuer's
-/// amr/acr/auth_time policy (`STRONG_AUTHENTICATION_REQUIRED` otherwise).
-/// Changes prove the old password themselves; administrators' operations on
-/// others follow the seed's table; `wbt1` tokens have no sign-in to judge.
-/// Checked after [`decide`], so a refusal by the tables answers first.
+/// through an identity provider: its issuer's policy must name a method
+/// (amr/acr/scope) and the sign-in meet it (`STRONG_AUTHENTICATION_REQUIRED`
+/// otherwise). A `wbt1` API token or an application is never such a
+/// sign-in: nothing shows that a person proved a second factor. Changes
+/// prove the old password themselves; administrators' operations on others
+/// follow the seed's table. Checked after [`decide`], so a refusal by the
+/// tables answers first.
 pub fn check_sign_in(
     sign_in: &SignIn,
     target: TargetKind,
     kind: OperationKind,
 ) -> Result<(), Failure> {
-    match (target, kind, sign_in) {
-        (TargetKind::Own, OperationKind::Reset | OperationKind::Unlock, SignIn::Weak(why)) => {
-            Err(Failure::new(
-                ReasonCode::StrongAuthenticationRequired,
-                format!(
-                    "resetting or unlocking your own account without the current password needs a strong sign-in: {why}"
-                ),
-            ))
-        }
-        _ => Ok(()),
+    if target != TargetKind::Own || !matches!(kind, OperationKind::Reset | OperationKind::Unlock) {
+        return Ok(());
     }
+    let why = match sign_in {
+        SignIn::Strong => return Ok(()),
+        SignIn::Weak(why) => why.clone(),
+        SignIn::ApiToken => "a writeback API token (wbt1) is no sign-in at all: sign in through the \
+             tenant's identity provider with multi-factor authentication (the reset portal), or have \
+             an administrator reset the password"
+            .to_owned(),
+        SignIn::Application => {
+            "an application acts for no person who could have signed in".to_owned()
+        }
+    };
+    Err(Failure::new(
+        ReasonCode::StrongAuthenticationRequired,
+        format!(
+            "resetting or unlocking your own account without the current password needs a strong sign-in: {why}"
+        ),
+    ))
 }
 
 /// Whether the caller may read a user's password policy or have a password
@@ -218,9 +230,18 @@ mod tests {
                 code(check_sign_in(&weak, TargetKind::Own, kind)),
                 ReasonCode::StrongAuthenticationRequired
             );
-            for strong in [SignIn::Strong, SignIn::ApiToken, SignIn::Application] {
+            assert_eq!(
+                code(check_sign_in(&SignIn::Strong, TargetKind::Own, kind)),
+                ReasonCode::Ok
+            );
+            // No sign-in to judge is no strong sign-in.
+            for none in [SignIn::ApiToken, SignIn::Application] {
                 assert_eq!(
-                    code(check_sign_in(&strong, TargetKind::Own, kind)),
+                    code(check_sign_in(&none, TargetKind::Own, kind)),
+                    ReasonCode::StrongAuthenticationRequired
+                );
+                assert_eq!(
+                    code(check_sign_in(&none, TargetKind::OtherEndUser, kind)),
                     ReasonCode::Ok
                 );
             }
@@ -230,11 +251,16 @@ mod tests {
             );
         }
         for kind in [OperationKind::Change, OperationKind::ForcedChange] {
-            assert_eq!(
-                code(check_sign_in(&weak, TargetKind::Own, kind)),
-                ReasonCode::Ok
-            );
+            for sign_in in [weak.clone(), SignIn::ApiToken] {
+                assert_eq!(
+                    code(check_sign_in(&sign_in, TargetKind::Own, kind)),
+                    ReasonCode::Ok
+                );
+            }
         }
+        let api =
+            check_sign_in(&SignIn::ApiToken, TargetKind::Own, OperationKind::Unlock).unwrap_err();
+        assert!(api.message.contains("wbt1"), "{}", api.message);
         let refusal = check_sign_in(&weak, TargetKind::Own, OperationKind::Reset).unwrap_err();
         assert!(
             refusal.message.contains("password only"),

@@ -18,6 +18,16 @@ const DEFAULT_CLOCK_SKEW_SECONDS: u32 = 60;
 /// Largest clock skew accepted, seconds.
 const MAX_CLOCK_SKEW_SECONDS: u32 = 300;
 
+/// Claims a person or an administrator can change, so never a subject claim.
+const MUTABLE_CLAIMS: [&str; 6] = [
+    "email",
+    "upn",
+    "preferred_username",
+    "unique_name",
+    "name",
+    "username",
+];
+
 fn invalid(why: impl Into<String>) -> Status {
     status(ReasonCode::InvalidArgument, why)
 }
@@ -81,6 +91,20 @@ pub(super) fn issuer_of(p: pb::Issuer) -> Result<IssuerConfig, Status> {
             "principal_claim names the claim holding the user's UPN (upn, preferred_username, email…)",
         ));
     }
+    let subject_claim = match p.subject_claim.trim() {
+        "" => "sub".to_owned(),
+        claim => claim.to_owned(),
+    };
+    if subject_claim.eq_ignore_ascii_case(&principal_claim)
+        || MUTABLE_CLAIMS
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(&subject_claim))
+    {
+        return Err(invalid(format!(
+            "subject_claim {subject_claim:?} can change (or is the principal claim); name the provider's \
+             immutable identifier of a person: sub, oid (Entra ID) or uid (Okta)"
+        )));
+    }
     let role_mappings = p
         .role_mappings
         .iter()
@@ -117,6 +141,7 @@ pub(super) fn issuer_of(p: pb::Issuer) -> Result<IssuerConfig, Status> {
         audiences,
         algorithms: p.algorithms,
         principal_claim,
+        subject_claim,
         role_claim: p.role_claim.trim().to_owned(),
         role_mappings,
         default_role: role_of(p.default_role),
@@ -138,6 +163,7 @@ pub(super) fn issuer_pb(i: IssuerConfig) -> pb::Issuer {
         audiences: i.audiences,
         algorithms: i.algorithms,
         principal_claim: i.principal_claim,
+        subject_claim: i.subject_claim,
         role_claim: i.role_claim,
         role_mappings: i
             .role_mappings
@@ -381,6 +407,10 @@ mod tests {
     fn issuer_configurations_are_checked() {
         let i = issuer_of(valid()).unwrap();
         assert_eq!(i.clock_skew_seconds, DEFAULT_CLOCK_SKEW_SECONDS);
+        assert_eq!(i.subject_claim, "sub");
+        let mut oid = valid();
+        oid.subject_claim = " oid ".into();
+        assert_eq!(issuer_of(oid).unwrap().subject_claim, "oid");
         assert_eq!(i.default_role, None);
         let bad = |f: fn(&mut pb::Issuer)| {
             let mut p = valid();
@@ -395,6 +425,8 @@ mod tests {
         assert!(bad(|p| p.principal_claim.clear()).contains("principal_claim"));
         assert!(bad(|p| p.clock_skew_seconds = Some(301)).contains("at most"));
         assert!(bad(|p| p.issuer_id = "has space".into()).contains("issuer_id"));
+        assert!(bad(|p| p.subject_claim = "email".into()).contains("immutable"));
+        assert!(bad(|p| p.subject_claim = "UPN".into()).contains("immutable"));
         assert!(
             bad(|p| p.role_mappings = vec![pb::RoleMapping {
                 value: "g".into(),

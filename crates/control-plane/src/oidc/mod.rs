@@ -15,9 +15,14 @@
 //! 4. signature, `exp`/`nbf` (with the issuer's clock skew), `iss` and `aud`
 //!    (one of the issuer's audiences) verify, by the `jsonwebtoken` crate;
 //! 5. the claims map to a principal and role, or an application
-//!    ([`claims`]), and the sign-in is judged against the issuer's
-//!    strong-authentication policy (enforced later, by the policy, for
-//!    self-service resets and unlocks).
+//!    ([`claims`]): a user needs the issuer's subject claim (the immutable
+//!    identifier that binds them to one directory user, checked by the
+//!    operation's authorize stage), and an e-mail principal a verified
+//!    address; an application registration needs a token marked as the
+//!    application's own (`sub` = client id, or `idtyp: app`). The sign-in is
+//!    judged against the issuer's strong-authentication policy — none that
+//!    names a method makes no sign-in strong — and enforced later, by the
+//!    policy, for self-service resets and unlocks.
 //!
 //! A user's role learnt from a token is recorded (only ever raised), so an
 //! administrator who signs in becomes a protected target for other
@@ -37,7 +42,7 @@ use serde_json::{Map, Value};
 use writeback_core::{Failure, ReasonCode};
 
 use crate::config::OidcConfig;
-use crate::store::{Caller, IssuerConfig, Role, Store};
+use crate::store::{Caller, IssuerConfig, Role, Store, Subject};
 use keys::{KeyCache, KeyError};
 
 /// Algorithms an issuer accepts when its configuration names none.
@@ -117,6 +122,7 @@ fn example_issuer() -> IssuerConfig {
         audiences: vec!["writeback".into()],
         algorithms: vec![],
         principal_claim: "upn".into(),
+        subject_claim: "sub".into(),
         role_claim: String::new(),
         role_mappings: vec![],
         default_role: None,
@@ -231,6 +237,10 @@ impl Verifier {
                 .and_then(Value::as_str)
                 .map_or_else(|| format!("oidc:{}", issuer.issuer_id), str::to_owned),
             sign_in: identity.sign_in,
+            subject: identity.subject.map(|value| Subject {
+                issuer_id: issuer.issuer_id.clone(),
+                value,
+            }),
         })
     }
 

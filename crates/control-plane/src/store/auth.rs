@@ -125,6 +125,19 @@ pub struct Caller {
     pub token_id: String,
     /// How the caller signed in.
     pub sign_in: SignIn,
+    /// A user signed in through an identity provider: their immutable
+    /// identifier there, which binds them to one directory user.
+    pub subject: Option<Subject>,
+}
+
+/// A person's immutable identifier at one of the tenant's issuers (the
+/// value of its subject claim, `sub` by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    /// The tenant's issuer.
+    pub issuer_id: String,
+    /// The claim's value.
+    pub value: String,
 }
 
 /// How the caller signed in, which decides whether they may reset or unlock
@@ -132,12 +145,12 @@ pub struct Caller {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignIn {
     /// A `wbt1` API token, minted by an administrator for a script or for
-    /// break-glass use: there is no sign-in to judge.
+    /// break-glass use: there is no sign-in to judge, so never a strong one.
     ApiToken,
     /// An application acting as itself (client-credentials grant).
     Application,
     /// An identity-provider token meeting the issuer's strong-authentication
-    /// policy.
+    /// policy, which names a method (amr, acr or a step-up scope).
     Strong,
     /// An identity-provider token that does not; the sentence says why.
     Weak(String),
@@ -146,7 +159,7 @@ pub enum SignIn {
 impl SignIn {
     /// True when a self-service reset or unlock may go ahead.
     pub fn allows_self_service(&self) -> bool {
-        !matches!(self, SignIn::Weak(_))
+        matches!(self, SignIn::Strong)
     }
 
     /// `api_token`, `application`, `strong` or `weak`.
@@ -372,6 +385,7 @@ impl Store {
             client_app: parse_client_app(&client_app)?,
             token_id: row.try_get("token_id")?,
             sign_in: SignIn::ApiToken,
+            subject: None,
         }))
     }
 

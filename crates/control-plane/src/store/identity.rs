@@ -47,6 +47,23 @@ impl StrongAuthPolicy {
             && self.max_age_seconds == 0
             && self.scope_any.is_empty()
     }
+
+    /// True when the policy asks for a method of signing in (an `amr`,
+    /// `acr` or step-up scope): only such a policy can tell a second factor
+    /// from a password alone. A maximum age alone cannot.
+    pub fn names_a_method(&self) -> bool {
+        !(self.amr_any.is_empty() && self.acr_any.is_empty() && self.scope_any.is_empty())
+    }
+}
+
+/// Whom a person signed in through an issuer is bound to, and who is bound
+/// to the directory user they name ([`Store::identity_bindings`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentityBindings {
+    /// The directory user (`guid:…`) the subject is bound to.
+    pub person_of_subject: Option<String>,
+    /// The subject bound to the directory user.
+    pub subject_of_person: Option<String>,
 }
 
 /// A trusted issuer of one tenant.
@@ -62,6 +79,10 @@ pub struct IssuerConfig {
     pub algorithms: Vec<String>,
     /// Claim holding the principal name.
     pub principal_claim: String,
+    /// Claim holding the person's immutable identifier (`sub`, `oid`,
+    /// `uid`): what a person is bound to their directory user by
+    /// ([`Store::bind_identity`]).
+    pub subject_claim: String,
     /// Claim holding groups or roles; empty = none.
     pub role_claim: String,
     /// Claim values and the roles they grant.
@@ -93,7 +114,8 @@ pub struct ClientRegistration {
 }
 
 const ISSUER_COLUMNS: &str = "issuer_id, issuer_url, audiences, algorithms, principal_claim, \
-     role_claim, role_mappings, default_role, clock_skew_seconds, strong_auth, updated_at_ms";
+     role_claim, role_mappings, default_role, clock_skew_seconds, strong_auth, updated_at_ms, \
+     subject_claim";
 
 fn json<T: for<'de> Deserialize<'de>>(row: &AnyRow, column: &'static str) -> Result<T, StoreError> {
     let text: String = row.try_get(column)?;
@@ -120,6 +142,7 @@ fn issuer_from_row(row: &AnyRow) -> Result<IssuerConfig, StoreError> {
         audiences: json(row, "audiences")?,
         algorithms: json(row, "algorithms")?,
         principal_claim: row.try_get("principal_claim")?,
+        subject_claim: row.try_get("subject_claim")?,
         role_claim: row.try_get("role_claim")?,
         role_mappings: json(row, "role_mappings")?,
         default_role: optional_role(row, "default_role")?,
@@ -156,14 +179,25 @@ impl Store {
         non_empty(&issuer.issuer_url, "issuer_url is empty")?;
         let now = self.now_ms();
         let mut tx = self.begin_write().await?;
-        let old: Option<(String,)> = sqlx::query_as(
-            "SELECT issuer_url FROM oidc_issuers WHERE tenant_id = $1 AND issuer_id = $2",
+        let old: Option<(String, String)> = sqlx::query_as(
+            "SELECT issuer_url, subject_claim FROM oidc_issuers WHERE tenant_id = $1 AND issuer_id = $2",
         )
         .bind(tenant)
         .bind(&issuer.issuer_id)
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some((url,)) = old
+        if let Some((url, subject_claim)) = &old
+            && (*url != issuer.issuer_url || *subject_claim != issuer.subject_claim)
+        {
+            // The identifiers bound so far name people of another issuer,
+            // or are another claim's values: they bind no one any more.
+            sqlx::query("DELETE FROM identity_bindings WHERE tenant_id = $1 AND issuer_id = $2")
+                .bind(tenant)
+                .bind(&issuer.issuer_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some((url, _)) = old
             && url != issuer.issuer_url
         {
             let (n,): (i64,) = sqlx::query_as(
@@ -182,13 +216,14 @@ impl Store {
         // One upsert for both backends (SQLite 3.24+ and PostgreSQL).
         sqlx::query(&format!(
             "INSERT INTO oidc_issuers (tenant_id, {ISSUER_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (tenant_id, issuer_id) DO UPDATE SET issuer_url = excluded.issuer_url, \
              audiences = excluded.audiences, algorithms = excluded.algorithms, \
              principal_claim = excluded.principal_claim, role_claim = excluded.role_claim, \
              role_mappings = excluded.role_mappings, default_role = excluded.default_role, \
              clock_skew_seconds = excluded.clock_skew_seconds, \
-             strong_auth = excluded.strong_auth, updated_at_ms = excluded.updated_at_ms"
+             strong_auth = excluded.strong_auth, updated_at_ms = excluded.updated_at_ms, \
+             subject_claim = excluded.subject_claim"
         ))
         .bind(tenant)
         .bind(&issuer.issuer_id)
@@ -202,6 +237,7 @@ impl Store {
         .bind(i64::from(issuer.clock_skew_seconds))
         .bind(to_json(&issuer.strong_auth))
         .bind(now)
+        .bind(&issuer.subject_claim)
         .execute(&mut *tx)
         .await
         .map_err(|e| insert_error(e, "issuer", "tenant"))?;
@@ -250,8 +286,8 @@ impl Store {
         Ok(row.is_some())
     }
 
-    /// Removes the tenant's issuer and its client registrations, returning
-    /// the issuer as it was.
+    /// Removes the tenant's issuer, its client registrations and the
+    /// identities bound through it, returning the issuer as it was.
     pub async fn delete_issuer(
         &self,
         tenant: &str,
@@ -259,7 +295,7 @@ impl Store {
     ) -> Result<IssuerConfig, StoreError> {
         let issuer = self.get_issuer(tenant, issuer_id).await?;
         let mut tx = self.begin_write().await?;
-        for table in ["oidc_clients", "oidc_issuers"] {
+        for table in ["identity_bindings", "oidc_clients", "oidc_issuers"] {
             sqlx::query(&format!(
                 "DELETE FROM {table} WHERE tenant_id = $1 AND issuer_id = $2"
             ))
@@ -455,5 +491,61 @@ impl Store {
                 Ok(())
             }
         }
+    }
+
+    /// The bindings of `subject` (a person's immutable identifier at the
+    /// tenant's issuer `issuer_id`) and of `person` (a directory user's
+    /// `guid:…` key) through that issuer.
+    pub async fn identity_bindings(
+        &self,
+        tenant: &str,
+        issuer_id: &str,
+        subject: &str,
+        person: &str,
+    ) -> Result<IdentityBindings, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT subject, person FROM identity_bindings WHERE tenant_id = $1 \
+             AND issuer_id = $2 AND (subject = $3 OR person = $4)",
+        )
+        .bind(tenant)
+        .bind(issuer_id)
+        .bind(subject)
+        .bind(person)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut found = IdentityBindings::default();
+        for (s, p) in rows {
+            if s == subject {
+                found.person_of_subject = Some(p.clone());
+            }
+            if p == person {
+                found.subject_of_person = Some(s);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Binds `subject` at the tenant's issuer `issuer_id` to the directory
+    /// user `person` (`guid:…`), unless either is bound already (the first
+    /// binding stands); true when this call bound them.
+    pub async fn bind_identity(
+        &self,
+        tenant: &str,
+        issuer_id: &str,
+        subject: &str,
+        person: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO identity_bindings (tenant_id, issuer_id, subject, person, bound_at_ms) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(issuer_id)
+        .bind(subject)
+        .bind(person)
+        .bind(self.now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 }

@@ -59,11 +59,13 @@ pub use admin_events::{AdminEvent, NewAdminEvent};
 pub use agents::{
     AgentRow, CertificateRenewal, IssuedCertificate, KeyRegistration, NewAgent, ResultKey,
 };
-pub use auth::{Caller, ClientApp, Role, SignIn, TokenRow};
+pub use auth::{Caller, ClientApp, Role, SignIn, Subject, TokenRow};
 pub use domains::DomainRow;
 pub use filter::AuditFilter;
 use filter::FilterColumns;
-pub use identity::{ClientRegistration, IssuerConfig, RoleMapping, StrongAuthPolicy};
+pub use identity::{
+    ClientRegistration, IdentityBindings, IssuerConfig, RoleMapping, StrongAuthPolicy,
+};
 pub use notifications::{NewNotification, NotificationRow, NotificationState};
 pub use operations::{
     Finish, Hops, NEVER_RAN, NewOperation, OperationRow, OperationState, RESTART_TIMEOUT_MESSAGE,

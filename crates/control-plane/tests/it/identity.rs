@@ -16,6 +16,7 @@ fn issuer(id: &str, url: &str) -> IssuerConfig {
         audiences: vec!["writeback".into(), "api://writeback".into()],
         algorithms: vec!["RS256".into()],
         principal_claim: "upn".into(),
+        subject_claim: "sub".into(),
         role_claim: "groups".into(),
         role_mappings: vec![RoleMapping {
             value: "helpdesk".into(),
@@ -253,7 +254,108 @@ async fn concurrent_writers_wait_their_turn(db: &TestDb) {
     assert_eq!(events.len(), 16);
 }
 
+/// A person's identifier at an issuer binds to one directory user and a
+/// directory user to one identifier, per issuer; the first binding stands,
+/// and an issuer whose URL or subject claim changes, or that is removed,
+/// forgets its bindings.
+async fn identities_bind_one_to_one_per_issuer(db: &TestDb) {
+    let store = db.store_with_tenants().await;
+    let url = "https://idp.example/realms/bind";
+    store.put_issuer("t1", &issuer("kc", url)).await.unwrap();
+    assert_eq!(
+        store.get_issuer("t1", "kc").await.unwrap().subject_claim,
+        "sub"
+    );
+    assert!(
+        store
+            .bind_identity("t1", "kc", "s1", "guid:a")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .bind_identity("t1", "kc", "s1", "guid:b")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .bind_identity("t1", "kc", "s2", "guid:a")
+            .await
+            .unwrap()
+    );
+    let both = store
+        .identity_bindings("t1", "kc", "s1", "guid:a")
+        .await
+        .unwrap();
+    assert_eq!(both.person_of_subject.as_deref(), Some("guid:a"));
+    assert_eq!(both.subject_of_person.as_deref(), Some("s1"));
+    let other = store
+        .identity_bindings("t1", "kc", "s2", "guid:a")
+        .await
+        .unwrap();
+    assert_eq!(other.person_of_subject, None);
+    assert_eq!(other.subject_of_person.as_deref(), Some("s1"));
+    // Another tenant, or another issuer, binds on its own.
+    store.put_issuer("t2", &issuer("kc", url)).await.unwrap();
+    assert!(
+        store
+            .bind_identity("t2", "kc", "s1", "guid:b")
+            .await
+            .unwrap()
+    );
+    store
+        .put_issuer("t1", &issuer("okta", "https://okta.example"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .bind_identity("t1", "okta", "s1", "guid:b")
+            .await
+            .unwrap()
+    );
+    // The same configuration again keeps the bindings; another subject
+    // claim forgets them.
+    store.put_issuer("t1", &issuer("kc", url)).await.unwrap();
+    assert!(
+        store
+            .identity_bindings("t1", "kc", "s1", "guid:a")
+            .await
+            .unwrap()
+            .person_of_subject
+            .is_some()
+    );
+    let mut oid = issuer("kc", url);
+    oid.subject_claim = "oid".into();
+    store.put_issuer("t1", &oid).await.unwrap();
+    assert_eq!(
+        store
+            .identity_bindings("t1", "kc", "s1", "guid:a")
+            .await
+            .unwrap(),
+        Default::default()
+    );
+    store.delete_issuer("t1", "okta").await.unwrap();
+    assert_eq!(
+        store
+            .identity_bindings("t1", "okta", "s1", "guid:b")
+            .await
+            .unwrap(),
+        Default::default()
+    );
+    assert_eq!(
+        store
+            .identity_bindings("t2", "kc", "s1", "guid:b")
+            .await
+            .unwrap()
+            .person_of_subject
+            .as_deref(),
+        Some("guid:b")
+    );
+}
+
 both_backends!(
+    identities_bind_one_to_one_per_issuer,
     issuers_and_clients_decide_the_tenant,
     concurrent_writers_wait_their_turn,
     learnt_roles_are_only_ever_raised,

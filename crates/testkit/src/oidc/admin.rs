@@ -34,6 +34,26 @@ impl OidcProvider {
             .await
     }
 
+    /// Sets properties of the user `name` — e.g. `{"upn": …}` or `{"email": …}`
+    /// — as a user editing their profile, or one of the provider's
+    /// administrators, would: tokens issued from then on carry the new values
+    /// (the user's `sub` stays).
+    pub async fn update_user(&self, name: &str, set: Value) -> Result<(), TestkitError> {
+        let op = format!("update user {name}");
+        let mut user = self
+            .admin(&op, Method::GET, &format!("user/{name}"), None)
+            .await?;
+        let (Some(fields), Some(set)) = (user.as_object_mut(), set.as_object()) else {
+            return Err(api_error(&op, 200, &user));
+        };
+        for (k, v) in set {
+            fields.insert(k.clone(), v.clone());
+        }
+        self.admin(&op, Method::PUT, &format!("user/{name}"), Some(user))
+            .await?;
+        Ok(())
+    }
+
     /// Sets parameters of the OpenID Connect plugin and re-initialises it (it
     /// reads its parameters, keys included, only then).
     pub(super) async fn update_plugin(&self, set: Vec<(&str, Value)>) -> Result<(), TestkitError> {
@@ -180,6 +200,7 @@ impl OidcProvider {
                     "additional-parameters": [
                         {"user-parameter": "upn", "token-parameter": "upn"},
                         {"user-parameter": "groups", "token-parameter": "groups"},
+                        {"user-parameter": "email", "token-parameter": "email"},
                     ],
                 },
             })),

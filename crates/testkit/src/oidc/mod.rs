@@ -31,7 +31,9 @@
 //! `iss` ([`OidcProvider::issuer`]), `sub` (opaque and stable per user, not the
 //! name), `aud`, `client_id`, `scope`, `jti`, `iat`, `nbf`, `exp` (1 h),
 //! `type: "access_token"`, and from the user's properties `upn` (e.g.
-//! `alice@contoso.test`) and `groups` — **one comma-joined string**
+//! `alice@contoso.test`), `email` (never with an `email_verified`: glewlwyd
+//! does not verify addresses; [`OidcProvider::update_user`] changes either,
+//! as a user editing their profile would) and `groups` — **one comma-joined string**
 //! (`"writeback-password-admins,other"`), not an array. A **client-credentials**
 //! token has `sub` = `client_id` and no user claims. There is no `azp`, and access
 //! tokens carry **no `amr`, `acr` or `auth_time`** whatever the login was.

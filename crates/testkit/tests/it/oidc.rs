@@ -175,6 +175,38 @@ async fn oidc_provider_issues_password_mfa_and_client_tokens_and_rotates_keys() 
         assert_eq!(claims["upn"], "alice@contoso.test");
         verify_with_jwks(&jwks, &token);
     }
+
+    // The profile's e-mail address rides along, never verified; a profile
+    // edit changes the claims of the next token, not its sub.
+    assert_eq!(claims["email"], "alice@contoso.test");
+    assert!(claims.get("email_verified").is_none(), "{claims}");
+    provider
+        .update_user(
+            "alice",
+            serde_json::json!({"email": "someone@contoso.test", "upn": "someone@contoso.test"}),
+        )
+        .await
+        .unwrap();
+    let token = provider
+        .password_token("writeback-cli", "cli-secret-1", "alice", "Alice-Passw0rd!")
+        .await
+        .unwrap();
+    let (_, edited) = access_claims(&provider, &token);
+    assert_eq!(edited["email"], "someone@contoso.test", "{edited}");
+    assert_eq!(edited["upn"], "someone@contoso.test", "{edited}");
+    assert_eq!(edited["sub"], alice_sub);
+    assert_eq!(
+        edited["groups"],
+        format!("{ADMIN_GROUP},staff"),
+        "the rest stays"
+    );
+    provider
+        .update_user(
+            "alice",
+            serde_json::json!({"email": "alice@contoso.test", "upn": "alice@contoso.test"}),
+        )
+        .await
+        .unwrap();
     let no_mfa = provider
         .mfa_token("writeback-cli", "cli-secret-1", "alice", "wrong")
         .await

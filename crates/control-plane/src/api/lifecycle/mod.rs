@@ -4,12 +4,12 @@
 //! | stage | function | hands on | a refusal here |
 //! |---|---|---|---|
 //! | resolve | [`Api::resolve`] | [`Resolved`]: the normalized user, its domain, who it is to the caller, the id's record | `INVALID_ARGUMENT`, `DOMAIN_NOT_FOUND` |
-//! | authorize | [`Api::authorize`] | the policy rule that allows it | `UNSUPPORTED_OPERATION`, `WRITEBACK_DISABLED`, `STRONG_AUTHENTICATION_REQUIRED`, `PASSWORD_BANNED` — no record, a security event |
+//! | authorize | [`Api::authorize`] | the policy rule that allows it | `UNSUPPORTED_OPERATION`, `WRITEBACK_DISABLED`, `STRONG_AUTHENTICATION_REQUIRED`, `PASSWORD_BANNED`, `PRINCIPAL_NOT_MAPPED` (an identity-provider user's [`binding`] points at another directory user) — no record, a security event |
 //! | board | `flights.board` | one request per operation id at a time | `OPERATION_IN_PROGRESS` |
 //! | record | [`Api::record`] | [`Admission`]: a [`Recorded`] operation (new, or reopened after `NOT_APPLIED`), or the answer of the id's earlier record | `THROTTLED` (per person: the [`throttle`] asks an agent whom a never-seen spelling names, then counts and records in one transaction), `ALREADY_EXISTS` |
 //! | seal | [`Api::seal`] | the `OperationRequest`, its password sealed to the domain's agents | `NO_AGENT_ONLINE` (none enrolled), a toggle switched off meanwhile |
 //! | deliver | [`crate::dispatcher::Dispatcher::deliver`] (bound to one agent, signed) | [`Delivery`]: answered (signed by the agent), refused (never handed to a relay), unconfirmed (a relay's own refusal) or unknown | — |
-//! | finish | [`Api::finish`] | the record's final state, or `TIMEOUT` (or a relay's refusal) marked for [`crate::reconcile`]; the answer | — |
+//! | finish | [`Api::finish`] | the record's final state, or `TIMEOUT` (or a relay's refusal) marked for [`crate::reconcile`]; a first identity [`binding`] after an `OK` on the caller's own account; the answer | — |
 
 use super::*;
 
@@ -19,6 +19,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::TraceContextExt as _;
 use writeback_core::trace;
 
+mod binding;
 mod throttle;
 
 /// The target resolved and the id's earlier record read.
@@ -93,7 +94,8 @@ impl Api {
         let delivery = self
             .seal_and_deliver(&caller, &ask, &resolved, &recorded, cx)
             .await;
-        let answer = self.finish(&caller, &recorded, delivery, seen).await;
+        let bind = binding::own_subject(&caller, resolved.target_kind);
+        let answer = self.finish(&caller, &recorded, delivery, bind, seen).await;
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis(),
             "operation finished"
@@ -154,7 +156,8 @@ impl Api {
     }
 
     /// The authorize stage: the seed's policy, the strong sign-in a
-    /// self-service operation needs and the banned-password list. A refusal
+    /// self-service operation needs, the banned-password list and an
+    /// identity-provider user's binding to their directory user. A refusal
     /// never becomes an operation: no record, no dispatch, not counted by
     /// the throttle; it is answered at once and goes to the security trail.
     async fn authorize(
@@ -225,6 +228,23 @@ impl Api {
                 );
             }
             return Err(refused);
+        }
+        // Last, as it may ask an agent whom the principal names.
+        if let Err(refusal) = self.check_binding(caller, r).await {
+            if refusal.reason == ReasonCode::PrincipalNotMapped {
+                tracing::info!(principal = %caller.principal, target = %r.target_key,
+                    "operation refused: the sign-in is bound to another directory user");
+                self.cp.security.operation_refused(
+                    caller,
+                    ask.kind.as_str(),
+                    &r.target_key,
+                    refusal.reason,
+                    "identity_binding",
+                    &refusal.message,
+                    ask.source,
+                );
+            }
+            return Err(refusal.into());
         }
         Ok(rule)
     }
@@ -560,12 +580,15 @@ impl Api {
     /// The finish stage: the delivery's outcome recorded — final, or
     /// `TIMEOUT` marked for reconciliation when it is not known (an answer
     /// lost after the operation may have reached an agent, or an agent that
-    /// has it in doubt) — the user notified, and the answer.
+    /// has it in doubt) — the user notified, `bind` (an identity-provider
+    /// user acting on their own account) bound to the user written when it
+    /// was, and the answer.
     async fn finish(
         &self,
         caller: &Caller,
         rec: &Recorded,
         delivery: Delivery,
+        bind: Option<&store::Subject>,
         seen: &mut Seen,
     ) -> Result<pb::OperationResponse, Status> {
         let store = &self.cp.store;
@@ -629,6 +652,9 @@ impl Api {
         tracing::info!(reason = %reason, "operation outcome recorded");
         if let Some((guid, upn)) = found {
             self.link_person(&caller.tenant, &guid, &upn, None).await;
+            if let Some(subject) = bind.filter(|_| ok) {
+                self.bind_identity(&caller.tenant, subject, &guid).await;
+            }
         }
         answer(&rec.operation_id, reason.as_str(), message)
     }

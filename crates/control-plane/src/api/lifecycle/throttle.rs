@@ -131,14 +131,14 @@ impl Api {
 
 /// How long a lookup may take: a third of the operation's time, at most 10 s
 /// (the rest is the reset's own).
-fn lookup_timeout(operation: Duration) -> Duration {
+pub(super) fn lookup_timeout(operation: Duration) -> Duration {
     (operation / 3).clamp(Duration::from_secs(1), Duration::from_secs(10))
 }
 
 /// Asks an agent of `domain` whom `user` names: its objectGUID and UPN, as
 /// the agent signed them (the dispatcher refuses an answer whose signature
 /// does not verify).
-async fn lookup(
+pub(super) async fn lookup(
     dispatcher: &Dispatcher,
     tenant: &str,
     domain: &str,

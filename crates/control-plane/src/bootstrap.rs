@@ -28,6 +28,12 @@ pub struct Initialized {
     pub ca_fingerprint: String,
     /// True when the CA was created now (false: an existing one was kept).
     pub created_ca: bool,
+    /// True when the operation-signing key was created now.
+    pub created_signing_key: bool,
+    /// True when the tenant was created now.
+    pub created_tenant: bool,
+    /// The id of the administrator token written (not a secret).
+    pub token_id: String,
 }
 
 /// Loads the CA from the data dir, or creates it when absent.
@@ -244,12 +250,13 @@ pub async fn init(
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| ControlPlaneError::Config(format!("{}: {e}", config.data_dir.display())))?;
     let (ca, created_ca) = load_or_create_ca(&config.data_dir, tenant)?;
-    load_or_create_signing_key(&config.data_dir)?;
+    let (_, created_signing_key) = load_or_create_signing_key(&config.data_dir)?;
     let store = Store::connect(&config.database_url()).await?;
-    if !store.tenant_exists(tenant).await? {
+    let created_tenant = !store.tenant_exists(tenant).await?;
+    if created_tenant {
         store.create_tenant(tenant, tenant).await?;
     }
-    issue_token(
+    let token_id = issue_token(
         &store,
         tenant,
         admin,
@@ -262,13 +269,16 @@ pub async fn init(
     Ok(Initialized {
         ca_fingerprint: ca.fingerprint(),
         created_ca,
+        created_signing_key,
+        created_tenant,
+        token_id,
     })
 }
 
 /// Creates the principal if needed (its name lowercased; an existing
 /// principal must have `role`) and writes a new token for it to `file`
-/// (mode 0600, created without ever being readable by others). The token is
-/// never returned, logged or printed.
+/// (mode 0600, created without ever being readable by others); returns the
+/// token's id. The token is never returned, logged or printed.
 #[allow(clippy::too_many_arguments)]
 pub async fn issue_token(
     store: &Store,
@@ -278,7 +288,7 @@ pub async fn issue_token(
     client_app: ClientApp,
     expires_at_ms: Option<i64>,
     file: &Path,
-) -> Result<(), ControlPlaneError> {
+) -> Result<String, ControlPlaneError> {
     let principal =
         normalize_principal(principal).map_err(|why| ControlPlaneError::Config(why.into()))?;
     store
@@ -286,11 +296,11 @@ pub async fn issue_token(
         .await?;
     let principal = principal.as_str();
     let (token, hash) = new_api_token();
-    store
+    let token_id = store
         .create_api_token(tenant, principal, client_app, &hash, expires_at_ms)
         .await?;
     write_secret_file(file, format!("{token}\n").as_bytes())?;
-    Ok(())
+    Ok(token_id)
 }
 
 /// Writes a secret to `path` with mode 0600, even when `path` already exists
@@ -300,7 +310,8 @@ pub fn write_secret_file(path: &Path, contents: &[u8]) -> Result<(), ControlPlan
 }
 
 /// Issues a relay certificate and key from the CA into `out_dir`
-/// (`relay.pem`, `relay.key` mode 0600, `ca.pem`).
+/// (`relay.pem`, `relay.key` mode 0600, `ca.pem`); returns the
+/// certificate's SHA-256 fingerprint.
 pub fn issue_relay_cert(
     config: &ControlPlaneConfig,
     tenant: &str,
@@ -308,7 +319,7 @@ pub fn issue_relay_cert(
     dns: &[String],
     ips: &[IpAddr],
     out_dir: &Path,
-) -> Result<(), ControlPlaneError> {
+) -> Result<String, ControlPlaneError> {
     let ca = Ca::load(&config.data_dir)?;
     let id = SpiffeId::Relay {
         tenant: tenant.to_owned(),
@@ -318,7 +329,7 @@ pub fn issue_relay_cert(
     write_file(&out_dir.join("relay.pem"), chain.as_bytes(), false)?;
     write_file(&out_dir.join("relay.key"), key.as_bytes(), true)?;
     write_file(&out_dir.join("ca.pem"), ca.cert_pem().as_bytes(), false)?;
-    Ok(())
+    Ok(writeback_identity::ca::fingerprint_of_pem(&chain)?)
 }
 
 #[cfg(test)]

@@ -39,6 +39,14 @@ pub struct ControlPlaneConfig {
     /// Password resets allowed per target user per hour (every recorded
     /// reset counts, whatever its outcome); 0 turns the throttle off.
     pub throttle_per_user_per_hour: u32,
+    /// Account unlocks allowed per target user per hour, counted like
+    /// resets in a bucket of their own; unset: `throttle_per_user_per_hour`;
+    /// 0 turns this throttle off.
+    pub throttle_unlocks_per_user_per_hour: Option<u32>,
+    /// Password changes (voluntary and forced together) allowed per user per
+    /// hour, in a bucket of their own; unset: `throttle_per_user_per_hour`;
+    /// 0 turns this throttle off.
+    pub throttle_changes_per_user_per_hour: Option<u32>,
     /// Lifetime of enrollment tokens, seconds (default for requests that give none).
     pub enrollment_token_ttl_seconds: u64,
     /// Oldest agent version considered complete in `status`.
@@ -297,6 +305,8 @@ impl Default for ControlPlaneConfig {
             max_requests_per_connection: 32,
             status_health_ttl_seconds: crate::health_cache::HEALTH_TTL.as_secs(),
             throttle_per_user_per_hour: 5,
+            throttle_unlocks_per_user_per_hour: None,
+            throttle_changes_per_user_per_hour: None,
             enrollment_token_ttl_seconds: 3600,
             min_agent_version: "0.1.0".into(),
             agent_certificate_validity_seconds: 365 * 24 * 3600,

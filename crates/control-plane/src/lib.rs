@@ -20,9 +20,14 @@
 //! renewal that registered it); a refused one counts as no answer and lands
 //! in the security trail.
 //! Read-only questions go to the agents the same way, signed, without an
-//! envelope or an audit record: a user's password policy
+//! envelope or an operation record: a user's password policy
 //! ([`password_policy`]) and the help desk's directory search
-//! (`DirectoryService.SearchUsers`, in [`api`]).
+//! (`DirectoryService.SearchUsers`, in [`api`]; every search is recorded
+//! in the administrative trail). Before the policy lets an administrator
+//! act on another user, an agent says whom the target names, so the
+//! own-account and other-administrator rules judge the person, not the
+//! spelling. The offline admin commands ([`offline`]) are recorded in the
+//! administrative trail too.
 //! The checks a request passes before anything else — bearer tokens, JWT
 //! headers, request fields — are fuzzed through `api::fuzz` (`fuzz/`).
 
@@ -39,6 +44,7 @@ pub mod flight;
 pub mod health_cache;
 pub mod metrics;
 pub mod notify;
+pub mod offline;
 pub mod oidc;
 pub mod password_policy;
 pub mod policy;

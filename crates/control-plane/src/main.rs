@@ -1,12 +1,16 @@
 //! `writeback-control-plane`: `init` a tenant, `serve` the API, and offline
-//! admin commands (`token`, `relay-cert`) that work on the data dir and the
-//! database directly. Tokens are written to files (mode 0600), never printed.
+//! admin commands (`token`, `relay-cert`, `signing-key`) that work on the
+//! data dir and the database directly, each recorded in the administrative
+//! trail as the operating-system account that ran it
+//! ([`writeback_control_plane::offline`]). Tokens are written to files
+//! (mode 0600), never printed.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use writeback_control_plane::offline::{self, Operator};
 use writeback_control_plane::store::{ClientApp, Role, Store};
 use writeback_control_plane::{ControlPlane, ControlPlaneConfig, bootstrap};
 
@@ -120,9 +124,16 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let app = ClientApp::parse(&client_app)
                 .with_context(|| format!("unknown client app {client_app:?}"))?;
-            let done = bootstrap::init(&config, &tenant, &admin, app, &token_file)
-                .await
-                .context("while initializing")?;
+            let done = offline::init(
+                &config,
+                &tenant,
+                &admin,
+                app,
+                &token_file,
+                &Operator::current(),
+            )
+            .await
+            .context("while initializing")?;
             println!(
                 "tenant {tenant} ready; CA {} (fingerprint {}); administrator token written to {}",
                 if done.created_ca { "created" } else { "kept" },
@@ -159,16 +170,25 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("unknown client app {client_app:?}"))?;
             let store = Store::connect(&config.database_url()).await?;
             let expires = ttl_seconds.map(|s| store.now_ms().saturating_add(i64::from(s) * 1000));
-            bootstrap::issue_token(&store, &tenant, &principal, role, app, expires, &token_file)
-                .await
-                .context("while issuing the token")?;
+            offline::token(
+                &store,
+                &tenant,
+                &principal,
+                role,
+                app,
+                expires,
+                &token_file,
+                &Operator::current(),
+            )
+            .await
+            .context("while issuing the token")?;
             println!("token for {principal} written to {}", token_file.display());
         }
         Cmd::SigningKey { action } => {
             let dir = &config.data_dir;
             match action {
                 SigningKeyCmd::Rotate => {
-                    let id = bootstrap::rotate_signing_key(dir)?;
+                    let id = offline::rotate_signing_key(&config, &Operator::current()).await?;
                     println!(
                         "next operation-signing key {id} written to {}; copy it to every \
                          replica, restart them, and promote it once every agent pins it",
@@ -176,7 +196,8 @@ async fn main() -> anyhow::Result<()> {
                     );
                 }
                 SigningKeyCmd::Promote => {
-                    let (old, new) = bootstrap::promote_signing_key(dir)?;
+                    let (old, new) =
+                        offline::promote_signing_key(&config, &Operator::current()).await?;
                     println!(
                         "operation-signing key {new} signs from the next start; {old} is \
                          retired (kept as op-signing.retired-{old}.key); do the same on every \
@@ -203,8 +224,17 @@ async fn main() -> anyhow::Result<()> {
             ips,
             out_dir,
         } => {
-            bootstrap::issue_relay_cert(&config, &tenant, &relay_id, &dns, &ips, &out_dir)
-                .context("while issuing the relay certificate")?;
+            offline::relay_cert(
+                &config,
+                &tenant,
+                &relay_id,
+                &dns,
+                &ips,
+                &out_dir,
+                &Operator::current(),
+            )
+            .await
+            .context("while issuing the relay certificate")?;
             println!(
                 "relay certificate for {relay_id} written to {}",
                 out_dir.display()

@@ -1,11 +1,16 @@
 //! `DirectoryService`: the help desk's "find a user". A read-only search
 //! that goes to the domain's agent the way a policy query does — an
 //! `OPERATION_KIND_DIRECTORY_SEARCH`, signed, through the relays, no
-//! envelope, no audit record, no throttle — and is answered with the users
-//! of the agent's scope whose names start with the query. Password
+//! envelope, no operation record, no throttle — and is answered with the
+//! users of the agent's scope whose names start with the query. Password
 //! administrators and global administrators only. With no domain named,
 //! every domain of the tenant is searched at once; domains that fail are
-//! listed as problems, and the call fails only when none answered.
+//! listed as problems, and the call fails only when none answered. Every
+//! search is recorded in the administrative trail (`directory.search`: the
+//! query, the domains, and each user shown — UPN, objectGUID, lockout
+//! state) before its answer goes out, and a search that cannot be recorded
+//! shows nothing. The tenant's other administrators are shown as not
+//! eligible (`UNSUPPORTED_OPERATION`).
 
 use std::time::Duration;
 
@@ -15,6 +20,7 @@ use writeback_proto::v1::{
     self as pb, DirectorySearch, OperationRequest, directory_service_server::DirectoryService,
 };
 
+use super::lifecycle::same_name;
 use super::{Api, store_status, timeout_of};
 use crate::dispatcher::Dispatcher;
 use crate::store::{MAX_PAGE_SIZE, Page};
@@ -117,6 +123,97 @@ impl Api {
     }
 }
 
+impl Api {
+    /// Marks the tenant's other administrators among `users` as not
+    /// eligible: the policy refuses any operation on them
+    /// (`UNSUPPORTED_OPERATION`), whatever the agent judged.
+    async fn mark_administrators(
+        &self,
+        caller: &crate::store::Caller,
+        users: &mut [pb::DirectoryUser],
+    ) -> Result<(), Status> {
+        let admins = self
+            .cp
+            .store
+            .admin_principals(&caller.tenant)
+            .await
+            .map_err(store_status)?;
+        for u in users.iter_mut() {
+            if u.upn.is_empty() || same_name(&u.upn, &caller.principal) {
+                continue;
+            }
+            if admins.iter().any(|a| same_name(a, &u.upn)) {
+                u.eligible = false;
+                u.ineligible_reason = ReasonCode::UnsupportedOperation.as_str().to_owned();
+                u.ineligible_message = "the user is a writeback administrator; an administrator \
+                    cannot use password writeback for another administrator's password"
+                    .to_owned();
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a search in the administrative trail (`directory.search`):
+    /// who searched, for what, in which domains, and whom it showed. A
+    /// search that cannot be recorded shows nothing.
+    async fn audit_search(
+        &self,
+        caller: &crate::store::Caller,
+        query: &str,
+        domains: &[String],
+        users: &[pb::DirectoryUser],
+        truncated: bool,
+        problems: &[pb::DomainSearchProblem],
+    ) -> Result<(), Status> {
+        let object = match domains {
+            [one] => format!("domain:{one}"),
+            _ => "domains:*".to_owned(),
+        };
+        let details = serde_json::json!({
+            "query": query,
+            "domains": domains,
+            "found": users.len(),
+            "truncated": truncated,
+            "users": users
+                .iter()
+                .map(|u| serde_json::json!({
+                    "upn": u.upn,
+                    "object_guid": u.object_guid,
+                    "domain": u.domain,
+                    "locked_out": u.locked_out,
+                }))
+                .collect::<Vec<_>>(),
+            "failed_domains": problems
+                .iter()
+                .map(|p| serde_json::json!({ "domain": p.domain, "reason": p.reason_code }))
+                .collect::<Vec<_>>(),
+        });
+        self.cp
+            .store
+            .record_admin_event(
+                &caller.tenant,
+                crate::store::NewAdminEvent {
+                    principal: &caller.principal,
+                    client_app: caller.client_app.as_str(),
+                    action: "directory.search",
+                    object: &object,
+                    details,
+                },
+            )
+            .await
+            .map_err(|e| {
+                tracing::error!(tenant = %caller.tenant, by = %caller.principal, error = %e,
+                    "a directory search could not be recorded; its results are withheld");
+                status(
+                    ReasonCode::Internal,
+                    "the search could not be recorded in the administrative audit trail, so \
+                     its results are withheld; see the control plane's log and retry",
+                )
+            })?;
+        Ok(())
+    }
+}
+
 #[tonic::async_trait]
 impl DirectoryService for Api {
     async fn search_users(
@@ -185,16 +282,20 @@ impl DirectoryService for Api {
         tracing::info!(tenant = %caller.tenant, principal = %caller.principal,
             domains = domains.len(), failed = problems.len(), found = users.len(),
             query_chars = query.chars().count(), "directory searched");
-        if problems.len() == domains.len()
-            && let Some(f) = first_failure
-        {
-            return Err(f.into());
-        }
         users.sort_by_key(sort_key);
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         if users.len() > limit {
             truncated = true;
             users.truncate(limit);
+        }
+        self.mark_administrators(&caller, &mut users).await?;
+        // What the caller was shown is recorded before they see it.
+        self.audit_search(&caller, query, &domains, &users, truncated, &problems)
+            .await?;
+        if problems.len() == domains.len()
+            && let Some(f) = first_failure
+        {
+            return Err(f.into());
         }
         Ok(Response::new(pb::SearchUsersResponse {
             users,

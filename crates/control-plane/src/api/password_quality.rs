@@ -47,8 +47,15 @@ impl Api {
         user: &pb::UserRef,
         domain: &str,
     ) -> Result<(String, pb::PolicyReport, time::OffsetDateTime), Status> {
-        let (domain, target) = self.resolve_target(caller, user, domain).await?;
+        let (domain, mut target) = self.resolve_target(caller, user, domain).await?;
         policy::may_read_policy(caller.role, target)?;
+        // An administrator reading "another end user's" policy: whom the
+        // spelling names first (it may be another administrator's account).
+        if target == policy::TargetKind::OtherEndUser {
+            let key = writeback_core::operation::user_ref_key(user).unwrap_or_default();
+            target = self.identify(caller, user, &key, &domain).await?.kind;
+            policy::may_read_policy(caller.role, target)?;
+        }
         let (report, read_at) = self
             .quality
             .policies

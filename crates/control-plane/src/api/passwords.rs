@@ -151,8 +151,10 @@ impl Api {
         }
     }
 
-    /// The domain of `user` (by its UPN suffix, or `domain` for an
-    /// objectGUID) and who it is relative to the caller.
+    /// The domain of `user` (normalized; by its UPN suffix, or `domain` for
+    /// an objectGUID) and who it is relative to the caller, judged on the
+    /// spelling ([`Api::judge_spelling`]: an objectGUID is "another end
+    /// user" until [`Api::identify`] asks an agent whose it is).
     pub(super) async fn resolve_target(
         &self,
         caller: &Caller,
@@ -160,59 +162,52 @@ impl Api {
         domain: &str,
     ) -> Result<(String, TargetKind), Status> {
         let store = &self.cp.store;
-        let resolved = match &user.by {
-            Some(user_ref::By::Upn(upn)) => {
-                let upn = upn.trim().to_lowercase();
-                let suffix = upn_suffix(&upn)?;
-                // Independent reads, at once.
-                let (domain, role) = tokio::join!(
-                    store.domain_for_upn_suffix(&caller.tenant, suffix),
-                    store.principal_role(&caller.tenant, &upn),
-                );
-                let domain = domain.map_err(store_status)?.ok_or_else(|| {
-                    status(
-                        ReasonCode::DomainNotFound,
-                        format!("no registered domain has the UPN suffix {suffix:?}"),
-                    )
-                })?;
-                let kind = if upn == caller.principal.to_lowercase() {
-                    TargetKind::Own
-                } else if role
-                    .map_err(store_status)?
-                    .is_some_and(store::Role::is_admin)
-                {
-                    TargetKind::OtherAdministrator
-                } else {
-                    TargetKind::OtherEndUser
-                };
-                (domain, kind)
-            }
-            Some(user_ref::By::ObjectGuid(g)) => {
-                uuid::Uuid::parse_str(g)
-                    .map_err(|_| status(ReasonCode::InvalidArgument, "objectGUID is not a GUID"))?;
-                let domain = domain.trim().to_ascii_lowercase();
-                if !store
-                    .domain_exists(&caller.tenant, &domain)
-                    .await
-                    .map_err(store_status)?
-                {
+        let key = user_ref_key(user)
+            .ok_or_else(|| status(ReasonCode::InvalidArgument, "the request names no user"))?;
+        // Independent reads, at once.
+        let domain = async {
+            Ok::<String, Status>(match &user.by {
+                Some(user_ref::By::Upn(upn)) => {
+                    let upn = upn.trim().to_lowercase();
+                    let suffix = upn_suffix(&upn)?;
+                    store
+                        .domain_for_upn_suffix(&caller.tenant, suffix)
+                        .await
+                        .map_err(store_status)?
+                        .ok_or_else(|| {
+                            status(
+                                ReasonCode::DomainNotFound,
+                                format!("no registered domain has the UPN suffix {suffix:?}"),
+                            )
+                        })?
+                }
+                Some(user_ref::By::ObjectGuid(g)) => {
+                    uuid::Uuid::parse_str(g).map_err(|_| {
+                        status(ReasonCode::InvalidArgument, "objectGUID is not a GUID")
+                    })?;
+                    let domain = domain.trim().to_ascii_lowercase();
+                    if !store
+                        .domain_exists(&caller.tenant, &domain)
+                        .await
+                        .map_err(store_status)?
+                    {
+                        return Err(status(
+                            ReasonCode::DomainNotFound,
+                            "a user given by objectGUID needs a registered domain",
+                        ));
+                    }
+                    domain
+                }
+                None => {
                     return Err(status(
-                        ReasonCode::DomainNotFound,
-                        "a user given by objectGUID needs a registered domain",
+                        ReasonCode::InvalidArgument,
+                        "the request names no user",
                     ));
                 }
-                // A GUID cannot be matched to a principal here, so it is
-                // treated as another end user: administrators only.
-                (domain, TargetKind::OtherEndUser)
-            }
-            None => {
-                return Err(status(
-                    ReasonCode::InvalidArgument,
-                    "the request names no user",
-                ));
-            }
+            })
         };
-        Ok(resolved)
+        let (domain, kind) = tokio::join!(domain, self.judge_spelling(caller, user, &key));
+        Ok((domain?, kind?))
     }
 
     /// [`Api::decide_and_run`], counted in the metrics by kind, domain, origin

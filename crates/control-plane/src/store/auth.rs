@@ -271,6 +271,21 @@ impl Store {
         Ok(best)
     }
 
+    /// The names of the tenant's principals with an administrator role
+    /// (password or global administrator), as stored. The caller compares
+    /// them itself, without regard to case in full Unicode (`LOWER` in
+    /// SQLite folds ASCII only, so a name like `Åsa.admin@…` would not
+    /// match `åsa.admin@…` in SQL). A tenant has few administrators.
+    pub async fn admin_principals(&self, tenant: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT name FROM principals WHERE tenant_id = $1 \
+             AND role IN ('global_admin', 'password_admin')",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Creates the principal when it does not exist yet (names compared
     /// without regard to case); `RoleMismatch` when it exists with another
     /// role, so a token is never minted believing in a role the principal

@@ -395,6 +395,20 @@ impl Store {
         .await?)
     }
 
+    /// Every alias (`upn:…`, `guid:…`) of the person the agents have said
+    /// `alias` names ([`Store::link_person`]), `alias` itself included;
+    /// empty while no agent has named it.
+    pub async fn aliases_with(&self, tenant: &str, alias: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT alias FROM person_aliases WHERE tenant_id = $1 AND person = \
+             (SELECT person FROM person_aliases WHERE tenant_id = $1 AND alias = $2)",
+        )
+        .bind(tenant)
+        .bind(alias)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Records that the throttle keys `aliases` (`upn:…`, `guid:…`) name the
     /// person `person` (its `guid:…` key), as an agent reported after
     /// finding the user; a later report moves an alias (a UPN given to

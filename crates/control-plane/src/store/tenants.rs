@@ -61,6 +61,15 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// Every tenant's id, in order.
+    pub async fn tenant_ids(&self) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT tenant_id FROM tenants ORDER BY tenant_id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     /// The tenant's toggles; `NotFound { what: "tenant" }` for an unknown tenant.
     pub async fn settings(&self, tenant: &str) -> Result<Settings, StoreError> {
         let sql = format!("SELECT {SETTINGS_COLUMNS} FROM tenants WHERE tenant_id = $1");

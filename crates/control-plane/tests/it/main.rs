@@ -34,6 +34,7 @@ macro_rules! both_backends {
     };
 }
 
+mod administrators;
 mod agents;
 mod api;
 mod banned;

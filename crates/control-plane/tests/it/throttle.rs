@@ -187,8 +187,113 @@ async fn a_never_seen_person_is_one_bucket_from_the_first_reset(db: &TestDb) {
     );
 }
 
+/// End to end against a real DC (issue 25, item 13): unlocks and changes
+/// are throttled per person too, each kind in a bucket of its own. Six
+/// help-desk unlocks of one user alternating UPN and objectGUID: the sixth
+/// is `THROTTLED` and never reaches the directory; six changes of one's own
+/// password: five are written, the sixth is `THROTTLED`. Resets still have
+/// their own five.
+async fn unlocks_and_changes_are_throttled_per_person(db: &TestDb) {
+    use writeback_control_plane::store::{ClientApp, Role};
+    let dc = burst::every_kind_dc("contoso.test").await;
+    let locked = dc.create_user("ulrike", "Start-Pass-1!").await.unwrap();
+    let entry = dc.read_entry(&locked, &["objectGUID"]).await.unwrap();
+    let guid = uuid::Uuid::from_slice_le(&entry.bin_attrs["objectGUID"][0]).unwrap();
+    let changer = dc.create_user("chris", "Change-Pass-0!").await.unwrap();
+    let mut stack = Stack::start_with("t1", 1, Some(db.url().to_owned()))
+        .await
+        .unwrap();
+    let helpdesk = stack.serve_domain(&dc).await.unwrap();
+    let chris = stack
+        .client("chris@contoso.test", Role::User, ClientApp::Portal)
+        .await
+        .unwrap();
+    let reason =
+        |answer: Result<tonic::Response<pb::OperationResponse>, tonic::Status>| match answer {
+            Ok(_) => ReasonCode::Ok,
+            Err(s) => writeback_core::failure_of(&s).reason,
+        };
+
+    let mut unlocks = Vec::new();
+    for n in 0..6 {
+        // Locked out again before each unlock (three wrong passwords).
+        for _ in 0..3 {
+            assert!(!dc.try_bind(&locked, "Wrong-Pass-0!").await.unwrap());
+        }
+        let (user, domain) = if n % 2 == 0 {
+            (
+                pb::user_ref::By::Upn("ulrike@contoso.test".into()),
+                String::new(),
+            )
+        } else {
+            (
+                pb::user_ref::By::ObjectGuid(guid.to_string()),
+                dc.domain().to_owned(),
+            )
+        };
+        let answer = helpdesk
+            .passwords()
+            .unlock_account(helpdesk.request(pb::UnlockAccountRequest {
+                user: Some(pb::UserRef { by: Some(user) }),
+                domain,
+                ..Default::default()
+            }))
+            .await;
+        unlocks.push(reason(answer));
+    }
+    assert_eq!(
+        unlocks,
+        [[ReasonCode::Ok; 5].as_slice(), &[ReasonCode::Throttled]].concat(),
+        "five unlocks of one person in the hour"
+    );
+    let entry = dc.read_entry(&locked, &["lockoutTime"]).await.unwrap();
+    let lockout: i64 = entry.attrs["lockoutTime"][0].parse().unwrap();
+    assert!(
+        lockout > 0,
+        "the throttled unlock never reached the directory"
+    );
+
+    let before = dc.password_writes(&changer).await.unwrap();
+    let mut changes = Vec::new();
+    for n in 0..6 {
+        let answer = chris
+            .passwords()
+            .change_password(chris.request(pb::ChangePasswordRequest {
+                user: Some(pb::UserRef {
+                    by: Some(pb::user_ref::By::Upn("chris@contoso.test".into())),
+                }),
+                old_password: format!("Change-Pass-{n}!"),
+                new_password: format!("Change-Pass-{}!", n + 1),
+                ..Default::default()
+            }))
+            .await;
+        changes.push(reason(answer));
+    }
+    assert_eq!(
+        changes,
+        [[ReasonCode::Ok; 5].as_slice(), &[ReasonCode::Throttled]].concat(),
+        "five changes of one person in the hour"
+    );
+    assert_eq!(dc.password_writes(&changer).await.unwrap() - before, 5);
+    assert!(dc.try_bind(&changer, "Change-Pass-5!").await.unwrap());
+
+    // Resets have a bucket of their own: the unlocks did not use it up.
+    let answer = helpdesk
+        .passwords()
+        .reset_password(helpdesk.request(pb::ResetPasswordRequest {
+            user: Some(pb::UserRef {
+                by: Some(pb::user_ref::By::Upn("ulrike@contoso.test".into())),
+            }),
+            new_password: "Reset-Pass-1!".into(),
+            ..Default::default()
+        }))
+        .await;
+    assert_eq!(reason(answer), ReasonCode::Ok);
+}
+
 both_backends!(
     aliases_of_one_person_share_one_bucket,
     alternating_upn_and_guid_cannot_exceed_the_limit,
     a_never_seen_person_is_one_bucket_from_the_first_reset,
+    unlocks_and_changes_are_throttled_per_person,
 );

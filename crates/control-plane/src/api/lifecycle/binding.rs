@@ -25,7 +25,7 @@
 use writeback_core::{Failure, ReasonCode};
 use writeback_proto::v1::{self as pb, user_ref};
 
-use super::throttle::{lookup, lookup_timeout};
+use super::identify::{lookup, lookup_timeout};
 use super::{Resolved, normalize_user, user_ref_key};
 use crate::api::{Api, Caller, timeout_of};
 use crate::policy::TargetKind;

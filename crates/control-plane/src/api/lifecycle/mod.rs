@@ -3,7 +3,7 @@
 //!
 //! | stage | function | hands on | a refusal here |
 //! |---|---|---|---|
-//! | resolve | [`Api::resolve`] | [`Resolved`]: the normalized user, its domain, who it is to the caller, the id's record | `INVALID_ARGUMENT`, `DOMAIN_NOT_FOUND` |
+//! | resolve | [`Api::resolve`] | [`Resolved`]: the normalized user, its domain, who it is to the caller — the person an agent says the spelling names, before an administrator may act on "another end user" ([`identify`]) — the id's record | `INVALID_ARGUMENT`, `DOMAIN_NOT_FOUND`; for an objectGUID no agent could identify, the lookup's reason (`NO_AGENT_ONLINE`, `UNAVAILABLE`…) |
 //! | authorize | [`Api::authorize`] | the policy rule that allows it | `UNSUPPORTED_OPERATION`, `WRITEBACK_DISABLED`, `STRONG_AUTHENTICATION_REQUIRED`, `PASSWORD_BANNED`, `PRINCIPAL_NOT_MAPPED` (an identity-provider user's [`binding`] points at another directory user) — no record, a security event |
 //! | board | `flights.board` | one request per operation id at a time | `OPERATION_IN_PROGRESS` |
 //! | record | [`Api::record`] | [`Admission`]: a [`Recorded`] operation (new, or reopened after `NOT_APPLIED`), or the answer of the id's earlier record | `THROTTLED` (per person: the [`throttle`] asks an agent whom a never-seen spelling names, then counts and records in one transaction), `ALREADY_EXISTS` |
@@ -20,7 +20,10 @@ use opentelemetry::trace::TraceContextExt as _;
 use writeback_core::trace;
 
 mod binding;
+mod identify;
 mod throttle;
+
+pub(super) use identify::same_name;
 
 /// The target resolved and the id's earlier record read.
 pub(super) struct Resolved {
@@ -30,8 +33,12 @@ pub(super) struct Resolved {
     target_key: String,
     /// Its domain.
     domain: String,
-    /// Who it is relative to the caller.
+    /// Who it is relative to the caller: the person an agent said the
+    /// spelling names, whenever the policy would otherwise let the caller
+    /// act on "another end user" ([`identify`]).
     target_kind: TargetKind,
+    /// The person's UPN as the directory holds it, when an agent said.
+    person_upn: Option<String>,
     /// The caller's operation id, canonical; `None` for a new one.
     operation_id: Option<String>,
     /// The record of that id, if any.
@@ -144,14 +151,37 @@ impl Api {
         );
         self.cp.metrics.store_read(reads.elapsed());
         let (domain, target_kind) = resolved?;
+        let settings = settings.map_err(store_status)?;
+        let existing = existing.map_err(store_status)?;
+        // Whom the spelling names, before the policy lets an administrator
+        // act on "another end user": it may be their own account or another
+        // administrator's under an objectGUID or another spelling. Not for a
+        // request the policy refuses whoever the target is (it never costs
+        // an agent's time).
+        let (target_kind, person_upn) = if target_kind == TargetKind::OtherEndUser
+            && policy::decide(
+                &settings,
+                caller.role,
+                caller.client_app,
+                target_kind,
+                ask.kind,
+            )
+            .is_ok()
+        {
+            let who = self.identify(caller, &user, &target_key, &domain).await?;
+            (who.kind, who.upn)
+        } else {
+            (target_kind, None)
+        };
         Ok(Resolved {
             user,
             target_key,
             domain,
             target_kind,
+            person_upn,
             operation_id,
-            existing: existing.map_err(store_status)?,
-            settings: settings.map_err(store_status)?,
+            existing,
+            settings,
         })
     }
 
@@ -182,10 +212,14 @@ impl Api {
                 tracing::info!(principal = %caller.principal, client_app = %caller.client_app,
                 target = %r.target_key, target_kind = ?r.target_kind, reason = %refusal.reason,
                 "operation refused by policy");
+                let upn = match (&r.person_upn, &r.user.by) {
+                    (Some(upn), _) | (None, Some(user_ref::By::Upn(upn))) => Some(upn),
+                    _ => None,
+                };
                 if r.target_kind == TargetKind::OtherAdministrator
                     && ask.kind == OperationKind::Reset
                     && refusal.reason == ReasonCode::UnsupportedOperation
-                    && let Some(user_ref::By::Upn(upn)) = &r.user.by
+                    && let Some(upn) = upn
                 {
                     crate::notify::admin_reset_attempted(
                         &self.cp.store,

@@ -1,18 +1,22 @@
-//! The throttle, part of the record stage: at most
-//! `throttle_per_user_per_hour` resets of one person per hour, counted and
-//! recorded in one transaction ([`crate::store::Store::insert_operation_within`]).
+//! The throttle, part of the record stage: per person and per hour, at
+//! most `throttle_per_user_per_hour` resets, `throttle_unlocks_per_user_per_hour`
+//! unlocks and `throttle_changes_per_user_per_hour` changes (voluntary and
+//! forced together; both default to the reset limit), each kind its own
+//! bucket, counted and recorded in one transaction
+//! ([`crate::store::Store::insert_operation_within`]).
 //!
 //! A person, not a spelling: the same user addressed by UPN, by objectGUID
 //! or by a case variant of the UPN is one bucket. The control plane learns
 //! which spellings name one person from its agents — the user each password
-//! write found (`OperationResult.target_guid`/`target_upn`) — and records
-//! them as aliases ([`crate::store::Store::link_person`]). Before the first
-//! reset of a spelling no agent has named yet, it asks an agent of the
-//! domain whom that spelling names (a signed, read-only
-//! `OPERATION_KIND_USER_LOOKUP`), so even the first concurrent resets of a
-//! never-seen person, some by UPN and some by GUID, count in one bucket.
-//! When no agent can answer the lookup, the reset counts under its own
-//! spelling (and cannot be applied by an agent either until one answers).
+//! write found (`OperationResult.target_guid`/`target_upn`), and the user a
+//! lookup found ([`super::identify`]) — and records them as aliases
+//! ([`crate::store::Store::link_person`]). Before the first operation on a
+//! spelling no agent has named yet, it asks an agent of the domain whom
+//! that spelling names (a signed, read-only `OPERATION_KIND_USER_LOOKUP`),
+//! so even the first concurrent operations on a never-seen person, some by
+//! UPN and some by GUID, count in one bucket. When no agent can answer the
+//! lookup, the operation counts under its own spelling (and cannot be
+//! applied by an agent either until one answers).
 
 use std::time::Duration;
 
@@ -20,17 +24,19 @@ use writeback_core::{Failure, OperationKind, ReasonCode};
 use writeback_proto::v1::{self as pb, user_ref};
 
 use super::super::passwords::Ask;
+use super::identify::{lookup, lookup_timeout};
 use super::{Resolved, normalize_user, user_ref_key};
+use crate::ControlPlaneConfig;
 use crate::api::{Api, Caller, Status, store_status, timeout_of};
-use crate::dispatcher::Dispatcher;
 use crate::store;
 
 const HOUR_MS: i64 = 3_600_000;
 
 impl Api {
-    /// Records `record` as pending; a reset is first counted against the
-    /// tenant's limit of resets per person per hour, in the same transaction
-    /// (so concurrent requests cannot both pass the last free slot).
+    /// Records `record` as pending; it is first counted against the
+    /// tenant's limit for its kind of operation per person per hour, in the
+    /// same transaction (so concurrent requests cannot both pass the last
+    /// free slot).
     pub(super) async fn throttled_insert(
         &self,
         caller: &Caller,
@@ -39,14 +45,14 @@ impl Api {
         record: &store::NewOperation,
     ) -> Result<(), Status> {
         let store = &self.cp.store;
-        let limit = self.cp.config.throttle_per_user_per_hour;
-        if ask.kind != OperationKind::Reset || limit == 0 {
+        let bucket = Bucket::of(&self.cp.config, ask.kind);
+        if bucket.limit == 0 {
             return store.insert_operation(record).await.map_err(store_status);
         }
         self.learn_person(&caller.tenant, r).await;
         let window = store::Window {
-            max: limit,
-            kinds: &["reset"],
+            max: bucket.limit,
+            kinds: bucket.kinds,
             since_ms: record.created_at_ms - HOUR_MS,
         };
         let oldest = match store
@@ -57,8 +63,9 @@ impl Api {
             None => return Ok(()),
             Some(oldest) => oldest,
         };
-        let throttled = throttled(limit, oldest + HOUR_MS, record.created_at_ms);
-        tracing::info!(principal = %caller.principal, target = %r.target_key, limit, "reset throttled");
+        let throttled = throttled(&bucket, oldest + HOUR_MS, record.created_at_ms);
+        tracing::info!(principal = %caller.principal, target = %r.target_key,
+            limit = bucket.limit, kind = %ask.kind, "operation throttled");
         self.cp.metrics.throttled();
         self.cp.security.operation_refused(
             caller,
@@ -129,43 +136,48 @@ impl Api {
     }
 }
 
-/// How long a lookup may take: a third of the operation's time, at most 10 s
-/// (the rest is the reset's own).
-pub(super) fn lookup_timeout(operation: Duration) -> Duration {
-    (operation / 3).clamp(Duration::from_secs(1), Duration::from_secs(10))
+/// One kind's throttle: its limit, the operation kinds it counts, and how
+/// its sentence names them.
+struct Bucket {
+    limit: u32,
+    kinds: &'static [&'static str],
+    /// "password resets"…
+    plural: &'static str,
+    /// "reset"…
+    singular: &'static str,
 }
 
-/// Asks an agent of `domain` whom `user` names: its objectGUID and UPN, as
-/// the agent signed them (the dispatcher refuses an answer whose signature
-/// does not verify).
-pub(super) async fn lookup(
-    dispatcher: &Dispatcher,
-    tenant: &str,
-    domain: &str,
-    user: &pb::UserRef,
-    timeout: Duration,
-) -> Result<(String, String), Failure> {
-    let op = pb::OperationRequest {
-        tenant: tenant.to_owned(),
-        domain: domain.to_owned(),
-        kind: pb::OperationKind::UserLookup as i32,
-        target: Some(user.clone()),
-        ..pb::OperationRequest::default()
-    };
-    let result = dispatcher.ask(op, timeout).await?;
-    if result.target_guid.is_empty() {
-        return Err(Failure::new(
-            ReasonCode::Internal,
-            "the agent answered the lookup without a user",
-        ));
+impl Bucket {
+    /// The bucket operations of `kind` count in.
+    fn of(config: &ControlPlaneConfig, kind: OperationKind) -> Bucket {
+        let resets = config.throttle_per_user_per_hour;
+        match kind {
+            OperationKind::Reset => Bucket {
+                limit: resets,
+                kinds: &["reset"],
+                plural: "password resets",
+                singular: "reset",
+            },
+            OperationKind::Unlock => Bucket {
+                limit: config.throttle_unlocks_per_user_per_hour.unwrap_or(resets),
+                kinds: &["unlock"],
+                plural: "account unlocks",
+                singular: "unlock",
+            },
+            OperationKind::Change | OperationKind::ForcedChange => Bucket {
+                limit: config.throttle_changes_per_user_per_hour.unwrap_or(resets),
+                kinds: &["change", "forced_change"],
+                plural: "password changes",
+                singular: "change",
+            },
+        }
     }
-    Ok((result.target_guid, result.target_upn))
 }
 
-/// `THROTTLED`, saying when the next reset is allowed (`next_ms`): in the
-/// message, as `retry-after` seconds in the metadata and as a
-/// `google.rpc.RetryInfo`.
-fn throttled(limit: u32, next_ms: i64, now: i64) -> Failure {
+/// `THROTTLED`, saying when the next operation of the bucket's kind is
+/// allowed (`next_ms`): in the message, as `retry-after` seconds in the
+/// metadata and as a `google.rpc.RetryInfo`.
+fn throttled(bucket: &Bucket, next_ms: i64, now: i64) -> Failure {
     let next_s = next_ms.div_euclid(1000) + i64::from(next_ms.rem_euclid(1000) > 0);
     let when = time::OffsetDateTime::from_unix_timestamp(next_s)
         .ok()
@@ -178,9 +190,51 @@ fn throttled(limit: u32, next_ms: i64, now: i64) -> Failure {
     Failure::new(
         ReasonCode::Throttled,
         format!(
-            "at most {limit} password resets per user per hour; the next reset of this user \
-             is allowed at {when}"
+            "at most {} {} per user per hour; the next {} of this user is allowed at {when}",
+            bucket.limit, bucket.plural, bucket.singular
         ),
     )
     .with_retry_after(Duration::from_secs(u64::try_from(wait_s).unwrap_or(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_has_its_bucket_and_unset_limits_follow_the_resets() {
+        let mut config = ControlPlaneConfig {
+            throttle_per_user_per_hour: 4,
+            ..ControlPlaneConfig::default()
+        };
+        let limits = |c: &ControlPlaneConfig| {
+            [
+                OperationKind::Reset,
+                OperationKind::Unlock,
+                OperationKind::Change,
+                OperationKind::ForcedChange,
+            ]
+            .map(|k| Bucket::of(c, k).limit)
+        };
+        assert_eq!(limits(&config), [4, 4, 4, 4]);
+        config.throttle_unlocks_per_user_per_hour = Some(0);
+        config.throttle_changes_per_user_per_hour = Some(9);
+        assert_eq!(limits(&config), [4, 0, 9, 9]);
+        // Voluntary and forced changes share one bucket; unlocks are not resets.
+        assert_eq!(
+            Bucket::of(&config, OperationKind::ForcedChange).kinds,
+            ["change", "forced_change"]
+        );
+        assert_eq!(Bucket::of(&config, OperationKind::Unlock).kinds, ["unlock"]);
+        let f = throttled(
+            &Bucket::of(&config, OperationKind::Unlock),
+            7_200_000,
+            3_600_000,
+        );
+        assert!(
+            f.message.contains("account unlocks") && f.message.contains("next unlock"),
+            "{}",
+            f.message
+        );
+    }
 }

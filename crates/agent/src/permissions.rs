@@ -23,6 +23,12 @@
 //! override. This is a reading of the ACL, not the DC's access check: rights that
 //! come from ownership or privileges are not seen.
 //!
+//! The report also lists the accounts the agent refuses as privileged beyond
+//! AdminSDHolder's groups (see `directory/privileged.rs`): who holds a replication
+//! right on the domain, who may reset the passwords of users in scope (other
+//! agents' service accounts among them), who may change this service account, and
+//! the members of DnsAdmins, Cert Publishers and Group Policy Creator Owners.
+//!
 //! The grant, bound as an administrator, reads the same, adds one ACE per right
 //! the check finds missing that the root lacks (after the explicit ACEs, before
 //! inherited ones), writes the DACL only (SD-flags 4) and reads everything again to
@@ -41,7 +47,9 @@ use crate::directory::sd::{
     self, Ace, Acl, CONTAINER_INHERIT_ACE, INHERIT_ONLY_ACE, NO_PROPAGATE_INHERIT_ACE,
     SecurityDescriptor,
 };
-use crate::directory::{Directory, DirectoryError, Right, SecuritySnapshot, Sid};
+use crate::directory::{
+    Directory, DirectoryError, PrivilegedAccount, ProtectedBy, Right, SecuritySnapshot, Sid,
+};
 
 /// The Reset Password extended right.
 pub const RESET_PASSWORD: Uuid = Uuid::from_u128(0x00299570_246d_11d0_a768_00aa006e0529);
@@ -233,6 +241,12 @@ pub struct PermissionReport {
     pub rights: Vec<RightCheck>,
     /// In-scope users whose DACL is protected (inheritance disabled), when listed.
     pub protected_users: Option<Vec<String>>,
+    /// The accounts and groups the agent refuses as privileged beyond AdminSDHolder's
+    /// groups (replication rights, password reset over users, write access to the
+    /// service account, DnsAdmins, Cert Publishers, Group Policy Creator Owners),
+    /// for the administrator to review; they change no verdict. Listed with the
+    /// users.
+    pub privileged: Option<Vec<PrivilegedAccount>>,
 }
 
 impl PermissionReport {
@@ -285,6 +299,31 @@ impl PermissionReport {
             };
             let _ = writeln!(out, "  [{mark}] {}  (on {})", label(c.right), c.at);
         }
+        match self.privileged.as_deref() {
+            None => {}
+            Some([]) => {
+                let _ = writeln!(out);
+                let _ = writeln!(
+                    out,
+                    "privileged accounts: none beyond the protected administrative groups"
+                );
+            }
+            Some(privileged) => {
+                let _ = writeln!(out);
+                let _ = writeln!(
+                    out,
+                    "privileged accounts, never written back (beyond the protected \
+                     administrative groups):"
+                );
+                for p in privileged {
+                    let kind = if p.group { " (group)" } else { "" };
+                    let _ = writeln!(out, "  {}{kind}: {}", p.name, privilege(&p.by));
+                    for member in &p.members {
+                        let _ = writeln!(out, "    {member}");
+                    }
+                }
+            }
+        }
         if let Some(users) = &self.protected_users {
             let _ = writeln!(out);
             if users.is_empty() {
@@ -336,6 +375,23 @@ impl PermissionReport {
                 )
             }
         }
+    }
+}
+
+/// Why an account is listed as privileged, for the report.
+fn privilege(by: &ProtectedBy) -> String {
+    match by {
+        ProtectedBy::Replication => {
+            "holds a replication right on the domain (DCSync), or may grant itself one".into()
+        }
+        ProtectedBy::PasswordResetter => {
+            "may reset the passwords of the users in scope (another writeback agent, a sync \
+             service or a delegated administrator)"
+                .into()
+        }
+        ProtectedBy::ServiceAccountWriter => "may change this service account".into(),
+        ProtectedBy::Group(name) => format!("members are refused as members of {name}"),
+        other => other.to_string(),
     }
 }
 
@@ -424,12 +480,14 @@ fn report(snapshot: SecuritySnapshot) -> Result<PermissionReport, PermissionsErr
         account_sid: snapshot.account.sid.to_string(),
         rights,
         protected_users: snapshot.protected_users,
+        privileged: snapshot.privileged,
     })
 }
 
 /// Check the rights of the service account `directory` binds as; with `list_users`,
 /// also list the in-scope users whose DACL is protected (reads every in-scope user's
-/// DACL: for the command, not for periodic health).
+/// DACL: for the command, not for periodic health) and the accounts refused as
+/// privileged, with their members.
 pub async fn check(
     directory: &Directory,
     list_users: bool,

@@ -59,6 +59,8 @@ pub enum DcRefusal {
 /// LDAP result codes we act on (RFC 4511 section 4.1.9).
 pub(crate) mod rc {
     pub const SUCCESS: u32 = 0;
+    /// `referral`: the DC does not hold the base object and names another server.
+    pub const REFERRAL: u32 = 10;
     pub const CONSTRAINT_VIOLATION: u32 = 19;
     pub const NO_SUCH_OBJECT: u32 = 32;
     pub const INVALID_CREDENTIALS: u32 = 49;

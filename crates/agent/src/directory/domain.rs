@@ -1,8 +1,9 @@
 //! Facts about the domain that every operation needs and that rarely change: the
 //! naming context, the protected groups found in it, the configured scope bases
 //! and deny groups as the DC names them (a deny group that does not exist is a
-//! configuration error: nothing is written until it is fixed), and the SID of the
-//! agent's own service account. Read with the first operation's session and kept
+//! configuration error: nothing is written until it is fixed), the SID of the
+//! agent's own service account, and the accounts as powerful as administrators
+//! that no protected group names ([`super::privileged`]). Read with the first operation's session and kept
 //! for [`DOMAIN_FACTS_TTL`], then read again by the next operation, so a group or
 //! OU created later is seen without a restart.
 //!
@@ -23,6 +24,7 @@ use tracing::{info, warn};
 
 use super::DirectoryError;
 use super::classify;
+use super::privileged::Privileged;
 use super::session::{Session, unexpected};
 use super::wire::{self, Sid};
 
@@ -45,6 +47,9 @@ pub(crate) struct DomainInfo {
     /// Administrators group with the service account's rights, so that an empty
     /// answer from it means "not a member" rather than "cannot see".
     pub(crate) in_chain_verified: bool,
+    /// Accounts and groups as powerful as administrators that no protected group
+    /// names ([`super::privileged`]).
+    pub(crate) privileged: Privileged,
 }
 
 /// A group of the agent's configuration whose members are never written back.
@@ -101,7 +106,10 @@ pub(crate) const PROTECTED_BUILTIN: &[(u32, &str)] = &[
     (552, "Replicator"),
 ];
 
-/// Domain groups (by RID) whose members are protected.
+/// Domain groups (by RID) whose members are protected: AdminSDHolder's, then two
+/// it leaves out that are as good as administrators — Cert Publishers (may publish
+/// certificates to every user, and so map a logon certificate) and Group Policy
+/// Creator Owners (may create the policies domain controllers run).
 pub(crate) const PROTECTED_DOMAIN_RIDS: &[(u32, &str)] = &[
     (512, "Domain Admins"),
     (516, "Domain Controllers"),
@@ -110,7 +118,14 @@ pub(crate) const PROTECTED_DOMAIN_RIDS: &[(u32, &str)] = &[
     (521, "Read-only Domain Controllers"),
     (526, "Key Admins"),
     (527, "Enterprise Key Admins"),
+    (517, "Cert Publishers"),
+    (520, "Group Policy Creator Owners"),
 ];
+
+/// The groups of [`PROTECTED_DOMAIN_RIDS`] AdminSDHolder leaves out (reported by
+/// `permissions check` with their members).
+pub(crate) const BEYOND_ADMINSDHOLDER: &[&str] =
+    &["Cert Publishers", "Group Policy Creator Owners"];
 
 /// Accounts (by RID) that are protected themselves: Administrator, krbtgt.
 pub(crate) const PROTECTED_ACCOUNT_RIDS: &[u32] = &[500, 502];
@@ -185,7 +200,10 @@ async fn load_domain(
     let scope_bases = canonical_bases(s, scope_bases).await?;
     let deny_groups = resolve_deny_groups(s, deny_groups).await?;
     // Fail closed: without its own SID the agent cannot tell itself apart.
-    let (_, service_sid) = super::security::account_entry(s, &root_dn, service_account).await?;
+    let (service_entry, service_sid) =
+        super::security::account_entry(s, &root_dn, service_account).await?;
+    let privileged =
+        super::privileged::load(s, &root_dn, &scope_bases, &service_entry.dn, &service_sid).await?;
     let domain_sid = domain_sid.ok_or_else(|| {
         DirectoryError::Config(
             "the domain root's objectSid is not readable by the service account".to_string(),
@@ -203,8 +221,16 @@ async fn load_domain(
         protected_groups = protected_groups.len(),
         deny_groups = deny_groups.len(),
         in_chain_verified,
+        privileged = privileged.holders.len() + privileged.named_groups.len(),
         "domain facts loaded"
     );
+    if !privileged.unresolved.is_empty() {
+        let unresolved: Vec<String> = privileged.unresolved.iter().map(Sid::to_string).collect();
+        warn!(
+            ?unresolved,
+            "privileged trustees of another domain: users whose tokenGroups are unreadable will be refused"
+        );
+    }
     Ok(DomainInfo {
         root_dn,
         protected_groups,
@@ -212,6 +238,7 @@ async fn load_domain(
         service_sid,
         deny_groups,
         in_chain_verified,
+        privileged,
     })
 }
 
@@ -375,6 +402,14 @@ mod tests {
             Some("Enterprise Admins")
         );
         assert_eq!(protected_group_name(&domain.with_rid(513)), None); // Domain Users
+        assert_eq!(
+            protected_group_name(&domain.with_rid(517)),
+            Some("Cert Publishers")
+        );
+        assert_eq!(
+            protected_group_name(&domain.with_rid(520)),
+            Some("Group Policy Creator Owners")
+        );
         assert_eq!(protected_group_name(&domain), None);
     }
 }

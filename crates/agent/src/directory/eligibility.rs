@@ -26,10 +26,12 @@
 use ldap3::{Scope, ldap_escape};
 use tracing::{debug, warn};
 
+use super::classify::rc;
 use super::domain::{
     DomainInfo, PROTECTED_ACCOUNT_RIDS, PROTECTED_DOMAIN_RIDS, protected_group_name,
 };
-use super::session::Session;
+use super::privileged::LOGON_SIDS;
+use super::session::{Session, unexpected};
 use super::wire::{self, RawEntry, Sid};
 use super::{Directory, DirectoryError, ProtectedBy, Target, dn};
 
@@ -220,8 +222,11 @@ pub(crate) fn guid_dn(guid: &uuid::Uuid) -> String {
 
 /// Protected accounts are never written back: the agent's own service account,
 /// trust accounts, `adminCount=1`, the built-in
-/// Administrator and krbtgt, and members — direct, nested or by primary group — of
-/// the protected groups and of the configured deny groups. Membership is read from
+/// Administrator and krbtgt, members — direct, nested or by primary group — of
+/// the protected groups and of the configured deny groups, and the accounts the
+/// domain facts found as powerful as administrators ([`super::privileged`]:
+/// replication rights, password reset over users, write access to the service
+/// account, DnsAdmins), themselves or through a group. Membership is read from
 /// `tokenGroups` (transitive, includes the primary group and universal groups of
 /// other domains; never empty, since it holds the primary group); when the service
 /// account may not read it (empty), membership is checked with
@@ -254,25 +259,39 @@ pub(super) async fn check_protected(
     {
         return Err(protected(ProtectedBy::BuiltinAccount));
     }
-    if let Some(pg) = user.primary_group_id {
-        if let Some((_, name)) = PROTECTED_DOMAIN_RIDS.iter().find(|(r, _)| *r == pg) {
-            return Err(protected(ProtectedBy::Group(name)));
-        }
-        let primary = user
-            .sid
+    if let Some(pg) = user.primary_group_id
+        && let Some((_, name)) = PROTECTED_DOMAIN_RIDS.iter().find(|(r, _)| *r == pg)
+    {
+        return Err(protected(ProtectedBy::Group(name)));
+    }
+    let primary = user.primary_group_id.and_then(|pg| {
+        user.sid
             .as_ref()
             .and_then(Sid::domain)
-            .map(|d| d.with_rid(pg));
-        if let Some(deny) = domain
-            .deny_groups
-            .iter()
-            .find(|g| Some(&g.sid) == primary.as_ref())
-        {
-            return Err(protected(ProtectedBy::DenyGroup(deny.dn.clone())));
-        }
+            .map(|d| d.with_rid(pg))
+    });
+    if let Some(deny) = domain
+        .deny_groups
+        .iter()
+        .find(|g| Some(&g.sid) == primary.as_ref())
+    {
+        return Err(protected(ProtectedBy::DenyGroup(deny.dn.clone())));
     }
     if let Some(name) = sids.iter().find_map(protected_group_name) {
         return Err(protected(ProtectedBy::Group(name)));
+    }
+    // Privileged beyond the protected groups: the whole token — the user's own SID,
+    // its primary group and the logon SIDs as well as tokenGroups (only those when
+    // tokenGroups is unreadable; the groups are then checked in chain below).
+    let token: Vec<Sid> = sids
+        .iter()
+        .cloned()
+        .chain(user.sid.iter().cloned())
+        .chain(primary.iter().cloned())
+        .chain(LOGON_SIDS.iter().filter_map(|s| Sid::parse_str(s)))
+        .collect();
+    if let Some(by) = domain.privileged.check(&token) {
+        return Err(protected(by));
     }
     if let Some(deny) = domain.deny_groups.iter().find(|g| sids.contains(&g.sid)) {
         return Err(protected(ProtectedBy::DenyGroup(deny.dn.clone())));
@@ -284,11 +303,16 @@ pub(super) async fn check_protected(
         warn!(dn = %user.dn, "tokenGroups not readable and the in-chain check is not proven; refusing");
         return Err(protected(ProtectedBy::Unverifiable("tokenGroups")));
     }
+    if !domain.privileged.unresolved.is_empty() {
+        warn!(dn = %user.dn, "tokenGroups not readable and a privileged trustee is not in this directory; refusing");
+        return Err(protected(ProtectedBy::Unverifiable("tokenGroups")));
+    }
     debug!("tokenGroups not readable; relying on the in-chain check");
     let groups: Vec<(&str, ProtectedBy)> = domain
         .protected_groups
         .iter()
         .map(|(dn, name)| (dn.as_str(), ProtectedBy::Group(name)))
+        .chain(domain.privileged.groups())
         .chain(
             domain
                 .deny_groups
@@ -300,22 +324,37 @@ pub(super) async fn check_protected(
         return Err(protected(ProtectedBy::Unverifiable("tokenGroups")));
     }
     let any: String = groups.iter().map(|(dn, _)| in_chain_clause(dn)).collect();
-    let hits = s
-        .search_ok(&user.object_dn, Scope::Base, &format!("(|{any})"), &["1.1"])
-        .await?;
-    if hits.is_empty() {
+    if !in_chain_hit(s, user, &format!("(|{any})")).await? {
         return Ok(());
     }
     // Name the group (rare path: only for protected users).
     for (dn, by) in groups {
-        let hit = s
-            .search_ok(&user.object_dn, Scope::Base, &in_chain_clause(dn), &["1.1"])
-            .await?;
-        if !hit.is_empty() {
+        if in_chain_hit(s, user, &in_chain_clause(dn)).await? {
             return Err(protected(by));
         }
     }
     Err(protected(ProtectedBy::Group("a protected group")))
+}
+
+/// Whether `user` matches the in-chain `filter` (one base search of the user).
+/// Only an answer from the DC counts: a referral (it does not hold the user, or
+/// names another server) is neither "a member" nor "not a member" — the user is
+/// refused, never read as matching nothing.
+async fn in_chain_hit(s: &mut Session, user: &User, filter: &str) -> Result<bool, DirectoryError> {
+    match s
+        .search(&user.object_dn, Scope::Base, filter, &["1.1"], Vec::new())
+        .await?
+    {
+        Ok(hits) => Ok(!hits.is_empty()),
+        Err(res) if res.rc == rc::REFERRAL => {
+            warn!(dn = %user.dn, referral = ?res.refs, "the in-chain membership check was answered with a referral; refusing");
+            Err(DirectoryError::ProtectedAccount {
+                dn: user.dn.clone(),
+                by: ProtectedBy::Referral,
+            })
+        }
+        Err(res) => Err(unexpected("search", &s.url, res)),
+    }
 }
 
 fn in_chain_clause(group_dn: &str) -> String {

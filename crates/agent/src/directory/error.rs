@@ -98,6 +98,24 @@ pub enum ProtectedBy {
     /// An interdomain, workstation or server trust account
     /// (`userAccountControl` 0x800, 0x1000 or 0x2000).
     TrustAccount,
+    /// It holds a directory replication right on the domain root (DCSync: it can
+    /// read every password hash), or may grant itself one (full control, write
+    /// DACL, take ownership) — itself or through a group.
+    Replication,
+    /// It may reset the passwords of the users of the domain root or of a scope
+    /// base (Reset Password, all extended rights or full control inherited by
+    /// users): another writeback agent's service account, a sync service or a
+    /// delegated password administrator, whose password would hand over every
+    /// user it can reset.
+    PasswordResetter,
+    /// It may change the agent's own service account: it owns it, or holds full
+    /// control, write access, the right to change its permissions or owner, to
+    /// reset its password or to write an attribute that hands over the account
+    /// (`servicePrincipalName`, `msDS-KeyCredentialLink`, …).
+    ServiceAccountWriter,
+    /// The domain controller answered the membership check with a referral to
+    /// another server, so membership could not be verified (fail closed).
+    Referral,
 }
 
 impl fmt::Display for ProtectedBy {
@@ -110,6 +128,12 @@ impl fmt::Display for ProtectedBy {
             ProtectedBy::Unverifiable(attr) => write!(f, "{attr} not readable"),
             ProtectedBy::ServiceAccount => f.write_str("the agent's service account"),
             ProtectedBy::TrustAccount => f.write_str("trust account"),
+            ProtectedBy::Replication => f.write_str("holds a replication right on the domain"),
+            ProtectedBy::PasswordResetter => f.write_str("may reset other users' passwords"),
+            ProtectedBy::ServiceAccountWriter => {
+                f.write_str("may change the agent's service account")
+            }
+            ProtectedBy::Referral => f.write_str("membership check answered with a referral"),
         }
     }
 }
@@ -369,6 +393,14 @@ impl DirectoryError {
                  service account cannot read the user's {attr}; nothing was changed — let the \
                  service account read it"
             ),
+            DirectoryError::ProtectedAccount {
+                by: ProtectedBy::Referral,
+                ..
+            } => "the agent could not verify that the user is not a protected account: the \
+                  domain controller referred its group-membership check to another server, \
+                  and the agent never takes a referral for an answer; nothing was changed — \
+                  point the agent at domain controllers of the user's own domain"
+                .into(),
             DirectoryError::ProtectedAccount { by, .. } => {
                 let why = match by {
                     ProtectedBy::AdminCount => "it is marked as protected (adminCount)".into(),
@@ -382,6 +414,19 @@ impl DirectoryError {
                         "it is the writeback agent's own service account".into()
                     }
                     ProtectedBy::TrustAccount => "it is a trust or computer account".into(),
+                    ProtectedBy::Replication => "it may replicate the directory's secrets \
+                                                 (a replication right on the domain, as a \
+                                                 sync service holds)"
+                        .into(),
+                    ProtectedBy::PasswordResetter => "it may reset other users' passwords \
+                                                      (another writeback agent's or a sync \
+                                                      service's account, or a delegated \
+                                                      password administrator)"
+                        .into(),
+                    ProtectedBy::ServiceAccountWriter => {
+                        "it may change the writeback agent's own service account".into()
+                    }
+                    ProtectedBy::Referral => "its group memberships could not be verified".into(),
                 };
                 format!(
                     "the user is a protected administrative account ({why}); passwords of \
@@ -457,6 +502,12 @@ impl DirectoryError {
                 "inheritance is disabled on this user object, so the rights delegated to \
                  the agent's service account do not reach it; re-enable inheritance on the \
                  user (Security > Advanced)"
+                    .into()
+            }
+            DirectoryError::Directory { rc: 10, .. } => {
+                "the domain controller referred the agent to another server (LDAP result 10, \
+                 a referral) and the agent does not follow referrals; nothing was changed — \
+                 point the agent at domain controllers of the domain that holds the users"
                     .into()
             }
             DirectoryError::Directory { rc, .. } => format!(

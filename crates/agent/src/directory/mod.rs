@@ -1,6 +1,7 @@
 //! The agent's directory layer: finds the target user on a domain controller over
 //! LDAPS, refuses what must never be written back (users outside the configured scope,
-//! protected administrative accounts, disabled accounts), applies resets, changes,
+//! protected administrative accounts and accounts as powerful ([`privileged`]),
+//! disabled accounts), applies resets, changes,
 //! unlocks and un-expiries, and turns every refusal into a typed [`DirectoryError`]
 //! with a stable [`ReasonCode`](writeback_core::ReasonCode) and a message a help desk
 //! can act on.
@@ -81,6 +82,7 @@ mod explain;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod pool;
+mod privileged;
 pub(crate) mod sd;
 pub mod search;
 mod security;
@@ -101,6 +103,7 @@ use tracing::{info, warn};
 pub use classify::{DcRefusal, classify};
 pub use effective::{FineGrainedPolicy, PolicyFacts, UserPolicy};
 pub use error::{BindRejection, DirectoryError, ProtectedBy, Right};
+pub use privileged::PrivilegedAccount;
 pub use search::{FoundUser, SearchAnswer};
 pub(crate) use security::SecuritySnapshot;
 

@@ -1,7 +1,8 @@
 //! What the permission check reads from the directory, and the one write the grant
 //! makes: the service account's SIDs, the DACLs of the domain root and the scope
-//! bases, the in-scope users whose DACL is protected, and a DACL-only write of the
-//! domain root's descriptor. The analysis of what was read is in
+//! bases, the in-scope users whose DACL is protected, the accounts refused as
+//! privileged ([`super::privileged`]), and a DACL-only write of the domain root's
+//! descriptor. The analysis of what was read is in
 //! [`crate::permissions`]; this is only LDAP.
 //!
 //! # What Samba 4.17 does (measured; the integration tests pin it)
@@ -24,16 +25,14 @@ use std::collections::HashSet;
 use ldap3::{Mod, Scope, ldap_escape};
 use tracing::{debug, info};
 
+use super::domain::BEYOND_ADMINSDHOLDER;
+use super::privileged::{self, LOGON_SIDS, PrivilegedAccount};
 use super::session::{Session, unexpected};
 use super::wire::{self, RawEntry, Sid};
 use super::{Directory, DirectoryError};
 
 /// Users read per page when listing descriptors.
 const PAGE_SIZE: i32 = 500;
-
-/// Well-known SIDs in every network logon's token, which `tokenGroups` leaves out:
-/// Everyone, NETWORK, Authenticated Users, This Organization.
-const WELL_KNOWN: &[&str] = &["S-1-1-0", "S-1-5-2", "S-1-5-11", "S-1-5-15"];
 
 /// An account as the directory knows it.
 #[derive(Debug, Clone)]
@@ -62,6 +61,9 @@ pub(crate) struct SecuritySnapshot {
     pub(crate) scope_sds: Vec<(String, Vec<u8>)>,
     /// In-scope users whose DACL is protected, when asked for.
     pub(crate) protected_users: Option<Vec<String>>,
+    /// The accounts refused as privileged beyond AdminSDHolder's groups, with
+    /// `account` as the service account, when asked for (with the users).
+    pub(crate) privileged: Option<Vec<PrivilegedAccount>>,
 }
 
 impl Directory {
@@ -71,7 +73,8 @@ impl Directory {
     }
 
     /// Read what the permission check needs about `account` (a DN, a UPN or
-    /// `DOMAIN\name`), and with `list_users` every in-scope user with a protected DACL.
+    /// `DOMAIN\name`), and with `list_users` every in-scope user with a protected DACL
+    /// and the accounts refused as privileged, with their members.
     #[tracing::instrument(skip_all, fields(dc))]
     pub(crate) async fn security_snapshot(
         &self,
@@ -110,8 +113,28 @@ impl Directory {
         account: &str,
         list_users: bool,
     ) -> Result<SecuritySnapshot, DirectoryError> {
-        let root_dn = self.domain(s).await?.root_dn.clone();
+        let domain = self.domain(s).await?;
+        let root_dn = domain.root_dn.clone();
         let principal = principal(s, &root_dn, account).await?;
+        let privileged = if list_users {
+            let found = privileged::load(
+                s,
+                &root_dn,
+                &domain.scope_bases,
+                &principal.dn,
+                &principal.sid,
+            )
+            .await?;
+            let beyond: Vec<(String, &'static str)> = domain
+                .protected_groups
+                .iter()
+                .filter(|(_, name)| BEYOND_ADMINSDHOLDER.contains(name))
+                .cloned()
+                .collect();
+            Some(privileged::report(s, &root_dn, &found, &beyond).await?)
+        } else {
+            None
+        };
         let root_sd = read_dacl(s, &root_dn).await?;
         let mut scope_sds = Vec::new();
         for base in &self.inner.config.scope_base_dns {
@@ -129,6 +152,7 @@ impl Directory {
             root_sd,
             scope_sds,
             protected_users,
+            privileged,
         })
     }
 
@@ -303,7 +327,7 @@ async fn principal(
         debug!("tokenGroups not readable; reading group membership instead");
         groups = groups_by_membership(s, root_dn, &entry, &sid).await?;
     }
-    groups.extend(WELL_KNOWN.iter().filter_map(|w| Sid::parse_str(w)));
+    groups.extend(LOGON_SIDS.iter().filter_map(|w| Sid::parse_str(w)));
     Ok(Principal {
         dn: entry.dn,
         sid,

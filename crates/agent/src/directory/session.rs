@@ -250,7 +250,11 @@ fn tls_failure(e: LdapError) -> ConnectFailure {
 pub(crate) type Answer<T> = Result<T, LdapResult>;
 
 impl Session {
-    /// Search, returning entries (referrals dropped) or the non-success result.
+    /// Search, returning entries (continuation references dropped) or the
+    /// non-success result. A referral (rc 10: the DC does not hold the base and names
+    /// another server) is a non-success result like any other: the agent never
+    /// follows one, and never reads one as an empty answer — an empty answer is what
+    /// "not a member" looks like in the protected-account check.
     pub(crate) async fn search(
         &mut self,
         base: &str,
@@ -271,7 +275,7 @@ impl Session {
         self.observe("search", started);
         let res = res.map_err(|e| self.op_error("search", e, false))?;
         let ldap3::SearchResult(entries, result) = res;
-        if result.rc != rc::SUCCESS && result.rc != 10 {
+        if result.rc != rc::SUCCESS {
             return Ok(Err(result));
         }
         let mut out = Vec::with_capacity(entries.len());

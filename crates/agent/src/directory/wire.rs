@@ -49,7 +49,19 @@ pub(crate) fn sd_flags_dacl_control() -> RawControl {
     }
 }
 
-/// The same control, critical, for writing `nTSecurityDescriptor`: a DC that did not
+/// The SD-flags control asking for the owner and the DACL
+/// (`OWNER_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION` = 5): what decides who
+/// may change an object (the owner may always rewrite its DACL). Both need only
+/// `READ_CONTROL`, which every account has on itself.
+pub(crate) fn sd_flags_owner_dacl_control() -> RawControl {
+    RawControl {
+        ctype: SD_FLAGS_OID.to_string(),
+        crit: false,
+        val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x05]),
+    }
+}
+
+/// The DACL-only control, critical, for writing `nTSecurityDescriptor`: a DC that did not
 /// honour it would replace the owner, group and SACL too, so it must refuse instead.
 pub(crate) fn sd_flags_dacl_write_control() -> RawControl {
     RawControl {

@@ -237,6 +237,7 @@ fn report_with(holdings: [Holding; 4], protected: Option<Vec<String>>) -> Permis
             })
             .collect(),
         protected_users: protected,
+        privileged: None,
     }
 }
 
@@ -275,4 +276,44 @@ fn the_report_says_what_is_missing_and_what_to_do() {
     let r = report_with([G; 4], None);
     assert_eq!(r.reason(), ReasonCode::Ok);
     assert!(r.verdict().starts_with("OK:"));
+}
+
+#[test]
+fn the_report_lists_privileged_accounts_without_changing_the_verdict() {
+    let mut r = report_with([Holding::Granted; 4], None);
+    assert!(!r.render().contains("privileged accounts"));
+    r.privileged = Some(Vec::new());
+    assert!(
+        r.render()
+            .contains("privileged accounts: none beyond the protected administrative groups")
+    );
+    r.privileged = Some(vec![
+        PrivilegedAccount {
+            name: "CN=svc-sync,CN=Users,DC=contoso,DC=test".into(),
+            group: false,
+            by: ProtectedBy::Replication,
+            members: Vec::new(),
+        },
+        PrivilegedAccount {
+            name: "CN=DnsAdmins,CN=Users,DC=contoso,DC=test".into(),
+            group: true,
+            by: ProtectedBy::Group("DnsAdmins"),
+            members: vec!["CN=dina,CN=Users,DC=contoso,DC=test".into()],
+        },
+    ]);
+    let text = r.render();
+    assert!(
+        text.contains(
+            "  CN=svc-sync,CN=Users,DC=contoso,DC=test: holds a replication right on the domain"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "  CN=DnsAdmins,CN=Users,DC=contoso,DC=test (group): members are refused as members \
+             of DnsAdmins\n    CN=dina,CN=Users,DC=contoso,DC=test\n"
+        ),
+        "{text}"
+    );
+    assert_eq!(r.reason(), ReasonCode::Ok);
 }

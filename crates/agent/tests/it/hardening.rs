@@ -309,3 +309,82 @@ async fn facts_the_service_account_cannot_read_fail_closed() {
             .unwrap()
     );
 }
+
+/// A referral is never an answer (#25, item 5): with `tokenGroups` unreadable, the
+/// protected-account check falls back to the in-chain membership search; a DC that
+/// answers that search with a referral (result code 10, no entries) must not be
+/// read as "not a member". Through [`crate::referral::ReferringDc`] in front of a
+/// real DC, the agent — bound as its least-privilege service account, rights from
+/// `permissions grant` — refuses a Domain Admin and an ordinary user alike, and
+/// writes nothing; straight to the DC, the same agent refuses the Domain Admin as
+/// such and writes the ordinary user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_referral_in_the_membership_check_fails_closed() {
+    use crate::permissions::SVC_PASSWORD;
+    use crate::referral::ReferringDc;
+    use writeback_agent::permissions;
+
+    let dc = start_dc().await;
+    let base = dc.base_dn();
+    let old = "Start-Passw0rd!";
+    dc.create_user("olga", old).await.unwrap();
+    dc.create_user("pete", old).await.unwrap();
+    samba(&dc, &["group", "addmembers", "Domain Admins", "pete"]).await;
+    dc.create_user("svc-writeback", SVC_PASSWORD).await.unwrap();
+    let granted = permissions::grant(&directory(admin_config(&dc)), "svc-writeback@contoso.test")
+        .await
+        .unwrap();
+    assert!(granted.report.rights_ok(), "{}", granted.render());
+    let sid = crate::show_attr(&dc, "svc-writeback", "objectSid").await;
+    deny_read(&dc, &base, TOKEN_GROUPS, &sid, true).await;
+    let svc = crate::config_as(&dc, "svc-writeback@contoso.test", SVC_PASSWORD);
+    let reset = ResetOptions::default();
+
+    let mitm = ReferringDc::start(&dc);
+    let mut referred = svc.clone();
+    referred.urls = vec![mitm.url()];
+    referred.ca_pem = mitm.ca_pem();
+    let d = directory(referred);
+    for sam in ["pete", "olga"] {
+        let e = refused(
+            d.reset_password(&upn(&dc, sam), &pw("Chosen-Passw0rd-1"), reset)
+                .await,
+            ReasonCode::ProtectedAccount,
+        );
+        assert!(
+            matches!(
+                e,
+                DirectoryError::ProtectedAccount {
+                    by: ProtectedBy::Referral,
+                    ..
+                }
+            ),
+            "{sam}: {e:?}"
+        );
+        assert!(e.public_message().contains("referred"), "{e}");
+        let who = format!("{sam}@{}", dc.domain());
+        assert!(dc.try_bind(&who, old).await.unwrap(), "{sam} unchanged");
+    }
+    assert!(mitm.referrals() >= 2, "{}", mitm.referrals());
+
+    // Straight to the DC: the in-chain check answers, pete is a Domain Admin and
+    // olga is written.
+    let direct = directory(svc);
+    assert_eq!(
+        protected_by(
+            direct
+                .reset_password(&upn(&dc, "pete"), &pw("Chosen-Passw0rd-1"), reset)
+                .await
+        ),
+        ProtectedBy::Group("Domain Admins")
+    );
+    direct
+        .reset_password(&upn(&dc, "olga"), &pw("Olga-Passw0rd-1"), reset)
+        .await
+        .unwrap();
+    assert!(
+        dc.try_bind("olga@contoso.test", "Olga-Passw0rd-1")
+            .await
+            .unwrap()
+    );
+}

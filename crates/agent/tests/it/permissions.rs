@@ -14,7 +14,7 @@ use writeback_testkit::SambaDc;
 use crate::access::disable_inheritance;
 use crate::{admin_config, attr, config_as, directory, pw, refused, start_dc, upn};
 
-const SVC_PASSWORD: &str = "Svc-Passw0rd-1!";
+pub const SVC_PASSWORD: &str = "Svc-Passw0rd-1!";
 
 /// The domain root's full descriptor as Administrator reads it.
 async fn root_descriptor(dc: &SambaDc) -> Vec<u8> {
@@ -26,7 +26,7 @@ async fn root_descriptor(dc: &SambaDc) -> Vec<u8> {
 }
 
 /// An agent config file binding as svc-writeback, the whole domain in scope.
-fn write_config(dc: &SambaDc, dir: &Path) -> std::path::PathBuf {
+pub fn write_config(dc: &SambaDc, dir: &Path) -> std::path::PathBuf {
     std::fs::write(dir.join("dc-ca.pem"), dc.ca_pem()).unwrap();
     std::fs::write(dir.join("bind-password"), format!("{SVC_PASSWORD}\n")).unwrap();
     let config = format!(

@@ -497,7 +497,7 @@ mod tests {
         let mut good = op();
         good.agent_id = "a1".into();
         signer.sign(&mut good);
-        let issued = good.issued_at.clone().expect("sign stamps the time");
+        let issued = good.issued_at.expect("sign stamps the time");
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()

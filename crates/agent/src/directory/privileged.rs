@@ -755,7 +755,7 @@ mod tests {
             unresolved: Vec::new(),
         };
         let user = sid(&format!("{D}-2000"));
-        assert_eq!(p.check(&[user.clone()]), None);
+        assert_eq!(p.check(std::slice::from_ref(&user)), None);
         assert_eq!(
             p.check(&[user.clone(), group]),
             Some(ProtectedBy::Replication)

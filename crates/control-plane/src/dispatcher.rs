@@ -23,9 +23,7 @@
 //!
 //! No answer is taken on the relay's word: every result must be signed by
 //! the agent it names, with the key the store recorded for it, and bound to
-//! the operation sent ([`results`]); anything else counts as no answer. A
-//! relay's own refusal of an operation it was handed is not an outcome
-//! either ([`delivery`]): it may have delivered it anyway.
+//! the operation sent ([`results`]); anything else counts as no answer.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -72,15 +70,10 @@ struct RelayLink {
     revocations_synced: AtomicBool,
     /// The revocation version the relay last said it holds.
     revocations_acked: AtomicU64,
-    /// Set once its presence stream first answered (opened or failed).
-    presence_answered: AtomicBool,
 }
 
 struct TenantLinks {
     relays: Vec<Arc<RelayLink>>,
-    /// When the links were made: presence is empty until each relay's
-    /// presence stream has answered.
-    created: std::time::Instant,
 }
 
 struct Inner {
@@ -105,9 +98,6 @@ pub(crate) struct Missed {
     pub(crate) failure: Failure,
     /// An agent may have received the operation (ask before sending again).
     pub(crate) maybe_delivered: bool,
-    /// A relay was handed the signed operation and refused it with a
-    /// reason of its own: its word, not an agent's (see [`delivery`]).
-    pub(crate) relay_refused: bool,
 }
 
 /// Whether a failed dispatch call may have reached an agent: the relay's
@@ -217,13 +207,9 @@ impl Dispatcher {
                 client: RelayDispatchClient::new(channel),
                 revocations_synced: AtomicBool::new(false),
                 revocations_acked: AtomicU64::new(0),
-                presence_answered: AtomicBool::new(false),
             }));
         }
-        let links = Arc::new(TenantLinks {
-            relays,
-            created: std::time::Instant::now(),
-        });
+        let links = Arc::new(TenantLinks { relays });
         let mut tenants = lock(&self.inner.tenants);
         if let Some(l) = tenants.get(tenant) {
             return Ok(l.clone());
@@ -406,13 +392,12 @@ impl Dispatcher {
             if let Err(f) = self.ensure_revocations(&tenant, &link).await {
                 tracing::debug!(relay = %url, reason = %f.reason, "revoked agents not sent");
             }
-            let watched = client
+            match client
                 .watch_presence(WatchPresenceRequest {
                     tenant: tenant.clone(),
                 })
-                .await;
-            link.presence_answered.store(true, Ordering::Release);
-            match watched {
+                .await
+            {
                 Ok(resp) => {
                     backoff = Duration::from_millis(200);
                     let mut stream = resp.into_inner();
@@ -506,10 +491,7 @@ impl Dispatcher {
         let not_sent = |failure| Missed {
             failure,
             maybe_delivered: false,
-            relay_refused: false,
         };
-        // Set once a relay refused the operation it was handed.
-        let mut refused_by_relay = false;
         let links = self.links(&op.tenant).map_err(not_sent)?;
         if links.relays.is_empty() {
             return Err(not_sent(Failure::new(
@@ -587,13 +569,8 @@ impl Dispatcher {
                                 ),
                             ),
                             maybe_delivered: true,
-                            relay_refused: false,
                         });
                     }
-                    // The relay was handed the signed operation: whatever
-                    // it says, it may have delivered it (what that means
-                    // for the outcome is [`delivery`]'s to decide).
-                    refused_by_relay = true;
                     match f.reason {
                         // A stale relay says more than an empty one.
                         ReasonCode::NoAgentOnline if last.reason != ReasonCode::RevocationStale => {
@@ -611,22 +588,12 @@ impl Dispatcher {
                                 ),
                             );
                         }
-                        _ => {
-                            return Err(Missed {
-                                failure: f,
-                                maybe_delivered: false,
-                                relay_refused: refused_by_relay,
-                            });
-                        }
+                        _ => return Err(not_sent(f)),
                     }
                 }
             }
         }
-        Err(Missed {
-            failure: last,
-            maybe_delivered: false,
-            relay_refused: refused_by_relay,
-        })
+        Err(not_sent(last))
     }
 
     /// Probes every agent of `domain` (or of the tenant when empty) on every relay.

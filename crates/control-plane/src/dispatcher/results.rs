@@ -82,7 +82,6 @@ impl Dispatcher {
         Err(Missed {
             failure: Failure::new(ReasonCode::Timeout, why),
             maybe_delivered: true,
-            relay_refused: false,
         })
     }
 

@@ -138,7 +138,7 @@ async fn each_service_counts_real_operations() {
     );
     assert_eq!(
         value(&relay, "writeback_relay_dispatch_duration_seconds_count"),
-        4.0
+        5.0
     );
 
     let agent = scrape(stack.agent_metrics(0).expect("the agent's registry")).await;
@@ -152,7 +152,7 @@ async fn each_service_counts_real_operations() {
     assert_eq!(value(&agent, &format!("{lookups},reason=\"OK\"}}")), 1.0);
     assert_eq!(
         value(&agent, &format!("{lookups},reason=\"USER_NOT_FOUND\"}}")),
-        1.0
+        2.0
     );
     assert_eq!(
         value(

@@ -59,6 +59,12 @@ if ((!clean)); then
     log "$UPSTREAM_TAG cannot be pulled; using the locally built $LOCAL_TAG"
 fi
 
+# One maker at a time: CI prepares the image beside the build while a test
+# may ask for it too; whoever comes second waits and finds it made.
+mkdir -p "$CACHE/images"
+exec 9>"$CACHE/images/.lock"
+flock 9
+
 if have "$LOCAL_TAG" && [[ $(docker image inspect -f '{{index .Config.Labels "writeback.base.format"}}' "$LOCAL_TAG") == "$FORMAT" ]]; then
     echo "$LOCAL_TAG"
     exit 0

@@ -6,6 +6,7 @@
 #   sudo scripts/compose.sh ctl status       # writebackctl as the tenant's administrator
 #   sudo scripts/compose.sh down             # stop and remove everything, volumes included
 #   sudo scripts/compose.sh build            # binaries and images only
+#   sudo scripts/compose.sh prebuild         # the images that need no binaries (CI, beside the build)
 #   sudo scripts/compose.sh ps|logs|restart|exec …   # any other docker-compose command
 #
 # `up`:
@@ -88,6 +89,18 @@ images() {
     dc build >&2
     # Layers of earlier builds that no tag names any more.
     docker image prune -f --filter label=writeback.image=1 >/dev/null
+}
+
+# The images that need no writeback binary (the Samba DCs, PostgreSQL, the
+# egress filters) on the base image: what a cold machine spends minutes on
+# (apt in each), made beside the cargo build (scripts/test.sh) so that `up`
+# finds them in the engine's cache.
+prebuild() {
+    local base
+    base=$(scripts/base-image.sh)
+    export WRITEBACK_BASE_IMAGE=$base
+    log "building the images that need no binaries on $base"
+    dc build postgres dc-contoso egress-contoso >&2
 }
 
 random_password() {
@@ -248,7 +261,8 @@ case ${1:-} in
     up) shift && up "$@" ;;
     down) down ;;
     build) binaries && images ;;
+    prebuild) prebuild ;;
     ctl) shift && ctl "$@" ;;
-    "") die "usage: scripts/compose.sh up [--postgres]|down|build|ctl ARGS|<docker-compose command>" ;;
+    "") die "usage: scripts/compose.sh up [--postgres]|down|build|prebuild|ctl ARGS|<docker-compose command>" ;;
     *) dc "$@" ;;
 esac

@@ -13,7 +13,10 @@
 #    nextest is absent), including the end-to-end tests against real Samba
 #    AD domain controllers, the fresh-machine test (install-deps.sh in a
 #    clean Debian container) and the docker-compose tests, which need the
-#    machine's Docker engine; beside them, at the lowest priority, installs
+#    machine's Docker engine (their base image and the images that need no
+#    binaries are made beside the build: scripts/compose.sh prebuild; the
+#    longest tests start first, .config/nextest.toml); beside them, at the
+#    lowest priority, installs
 #    the pinned tools (scripts/dev-tools.sh, into ~/.cache/writeback/tools)
 #    and builds the fuzz targets;
 # 4. checks Cargo.lock against deny.toml (`cargo deny check licenses bans
@@ -53,9 +56,11 @@ summary() {
     log "total: $SECONDS s"
 }
 bg_pid=""
+images_pid=""
 on_exit() {
     local status=$?
     [ -z "$bg_pid" ] || kill -- -"$bg_pid" 2>/dev/null || true
+    [ -z "$images_pid" ] || kill -- -"$images_pid" 2>/dev/null || true
     [ -z "$step_name" ] || summary
     exit "$status"
 }
@@ -66,6 +71,15 @@ scripts/install-deps.sh
 
 # install-deps.sh ran scripts/postgres.sh: PostgreSQL answers on 127.0.0.1:5432
 # for the tests' default WRITEBACK_TEST_POSTGRES_URL.
+
+# The container tests' base image and the images that need no binaries
+# (debootstrap and apt: minutes of download and unpacking on a cold machine,
+# little CPU) are made while cargo builds; the tests wait for them. In its
+# own session, like the tools below.
+IMAGES_LOG=$(mktemp /tmp/writeback-ci-images.XXXXXX)
+setsid -w bash -c 'start=$SECONDS; scripts/compose.sh prebuild; status=$?; echo "images: $((SECONDS - start)) s"; exit $status' \
+    >"$IMAGES_LOG" 2>&1 </dev/null &
+images_pid=$!
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/writeback/target}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
@@ -94,6 +108,13 @@ setsid -w nice -n 19 ionice -c3 bash -c \
 bg_pid=$!
 
 step "tests (build and run)"
+if ! wait "$images_pid"; then
+    cat "$IMAGES_LOG" >&2
+    log "making the container images failed (log above)"
+    exit 1
+fi
+images_pid=""
+log "container images made beside the build: $(sed -n 's/^images: //p' "$IMAGES_LOG")"
 if cargo nextest --version >/dev/null 2>&1; then
     log "cargo nextest run --workspace (tools and fuzz build beside it: $BG_LOG)"
     cargo nextest run --workspace --locked --profile ci

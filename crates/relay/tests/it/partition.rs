@@ -5,10 +5,11 @@
 //! tunnel runs through the partition, a second
 //! agent of the domain is connected directly, and the burst mixes resets
 //! with password changes (old → new), the operation a failover would turn
-//! into a false `WRONG_OLD_PASSWORD`. The schedule is fixed: writes start
-//! 2 ms apart, the cut lands 40 ms in (the agent has operations and is
-//! applying them; their results are held in the partition), it heals 9 s
-//! later (after the relay dropped the silent tunnel at 6 s). The
+//! into a false `WRONG_OLD_PASSWORD`. Writes start 2 ms apart; the cut
+//! lands as soon as the relay has sent the agent its first operation (the
+//! agent is applying it, and what follows is held in the partition, as
+//! are the results), it heals 9 s later (after the relay dropped the
+//! silent tunnel at 6 s). The
 //! invariants: no password written twice, no change refused because a
 //! failover replayed it, every caller finally told the truth (`OK`, once
 //! the healed agent's ledger answers).
@@ -24,7 +25,7 @@ use std::time::Duration;
 
 use writeback_control_plane::store::{ClientApp, Role};
 use writeback_core::ReasonCode;
-use writeback_testkit::burst::{self, Burst};
+use writeback_testkit::burst::{self, Burst, PATIENCE, Write};
 use writeback_testkit::partition::Partition;
 use writeback_testkit::stack::{Client, Stack};
 use writeback_testkit::{SambaDc, ServiceProcess};
@@ -33,6 +34,9 @@ use crate::faults::{free_addr, prepare};
 
 const TENANT: &str = "t1";
 const START: &str = "Start-Pass-1!";
+/// Fewer bytes than any operation sent down a tunnel (a signed request in
+/// a TLS record), more than a heartbeat or an HTTP/2 control frame.
+const OPERATION_BYTES: usize = 256;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_partitioned_agent_never_causes_a_double_apply_or_a_false_failure() {
@@ -78,11 +82,27 @@ async fn a_partitioned_agent_never_causes_a_double_apply_or_a_false_failure() {
                 .unwrap(),
         );
     }
+    // The control plane learns whom each user's name denotes (a lookup an
+    // agent answers) with its first operation on them: an unlock each, so
+    // that the burst's changes send the agents nothing but the writes.
+    for i in 0..USERS {
+        let unlock = Write::Unlock { upn: burst.upn(i) };
+        let id = uuid::Uuid::new_v4().to_string();
+        let (reason, _) =
+            burst::write_until_known(std::slice::from_ref(&helpdesk), &unlock, &id, PATIENCE).await;
+        assert_eq!(reason, ReasonCode::Ok, "warm-up unlock of {}", burst.upn(i));
+    }
     burst.remember(&dc).await;
     let (answers, took) = burst
         .run_with(|i| vec![users.get(i).unwrap_or(&helpdesk).clone()], async {
-            tokio::time::sleep(Duration::from_millis(40)).await;
-            link.cut();
+            // Cut once the relay has sent the cut-off agent an operation
+            // (a heartbeat is far smaller; the changes come first, and
+            // only an administrator's reset is preceded by a lookup), so
+            // that whatever the timing, the partition holds a write.
+            let cut = link
+                .cut_after_downstream(OPERATION_BYTES, Duration::from_secs(10))
+                .await;
+            assert!(cut.is_some(), "no operation reached the cut-off agent");
             tokio::time::sleep(Duration::from_secs(9)).await;
             link.heal();
         })

@@ -433,5 +433,7 @@ pub(crate) async fn sealed_op(
         signature: Vec::new(),
         signing_key_id: String::new(),
         search: None,
+        agent_id: String::new(),
+        issued_at: None,
     }
 }

@@ -12,11 +12,28 @@
 //! [`ClockCheck::max_offset`] ([`DEFAULT_MAX_CLOCK_OFFSET`] unless the
 //! config says otherwise: `max_clock_offset_seconds`).
 //!
-//! The relay's clock is the reference because it is the peer the agent
-//! talks to; the control plane and the relays are expected to keep their
-//! clocks synchronised (NTP), like any TLS deployment. A relay that sends no
-//! time (an older relay) leaves the offset unknown, and nothing is refused
-//! on its account.
+//! That estimate is the relay's word, and a relay may lie or send no time
+//! (which leaves the offset unknown, and nothing is refused on its account),
+//! so it is only a first, early check. The reference the agent trusts is
+//! the control plane's own clock, signed into every operation
+//! (`OperationRequest.issued_at`, covered by the signature; a relay can
+//! delay it but not change it) and kept by [`SignedTime`]:
+//!
+//! - an operation the control plane signed more than the tolerance in the
+//!   agent's future means the agent's clock is behind — the direction in
+//!   which it would take an expired operation for a live one — and every
+//!   operation is refused with `CLOCK_SKEW` until it is not (a delay in
+//!   transit only makes an operation look older, never newer, so this
+//!   cannot be faked by a relay holding operations back);
+//! - "now", for the expiry check, is the later of the agent's clock and the
+//!   newest signed time seen plus the time elapsed since (on the monotonic
+//!   clock): once the agent has seen the control plane's time, a slow clock
+//!   cannot make it take an expired operation for a live one.
+//!
+//! So an agent applies an operation at most the tolerance after its expiry
+//! by the control plane's clock; the tolerance is capped at
+//! [`writeback_core::operation::MAX_CLOCK_SKEW`], which the control plane
+//! waits past an operation's expiry before it concludes that no agent ran it.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -25,8 +42,10 @@ use prost_types::Timestamp;
 use writeback_core::{Failure, ReasonCode};
 
 /// The offset tolerated by default: far below an operation's lifetime (30 s
-/// by default), far above what synchronised clocks differ by.
-pub const DEFAULT_MAX_CLOCK_OFFSET: Duration = Duration::from_secs(10);
+/// by default), far above what synchronised clocks differ by. Also the most
+/// an agent may be configured to tolerate
+/// ([`writeback_core::operation::MAX_CLOCK_SKEW`]).
+pub const DEFAULT_MAX_CLOCK_OFFSET: Duration = writeback_core::operation::MAX_CLOCK_SKEW;
 
 /// How the agent reads and judges its clock.
 #[derive(Debug, Clone, Copy)]
@@ -111,6 +130,84 @@ impl ClockOffset {
     }
 }
 
+/// The control plane's time as the signed operations show it (see the
+/// module docs).
+#[derive(Debug, Default)]
+pub struct SignedTime {
+    newest: Mutex<Option<(i64, std::time::Instant)>>,
+}
+
+impl SignedTime {
+    /// Takes the signed `issued` time of an operation whose signature was
+    /// verified, received when the agent's clock read `wall`: `CLOCK_SKEW`
+    /// when the control plane signed it more than `max` in the agent's
+    /// future (the agent's clock is behind). Remembered either way.
+    pub fn observe(
+        &self,
+        issued: &Timestamp,
+        wall: SystemTime,
+        max: Duration,
+    ) -> Result<(), Failure> {
+        let (Some(issued), Some(wall)) = (timestamp_millis(issued), millis(wall)) else {
+            return Err(Failure::new(
+                ReasonCode::InvalidArgument,
+                "the operation's signed time is not a valid time; nothing was changed",
+            ));
+        };
+        {
+            let mut newest = self
+                .newest
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            let later = match *newest {
+                Some((ms, at)) => issued > ms + elapsed_ms(at, now),
+                None => true,
+            };
+            if later {
+                *newest = Some((issued, now));
+            }
+        }
+        let max_ms = i64::try_from(max.as_millis()).unwrap_or(i64::MAX);
+        let behind = issued.saturating_sub(wall);
+        if behind <= max_ms {
+            return Ok(());
+        }
+        Err(Failure::new(
+            ReasonCode::ClockSkew,
+            format!(
+                "the agent's clock is at least {:.1} s behind the control plane's (by the \
+                 signed time of an operation), more than the {} s it tolerates, so it cannot \
+                 tell whether an operation has expired; nothing was changed — synchronise the \
+                 clock (NTP) of the agent's host",
+                behind as f64 / 1000.0,
+                max.as_secs()
+            ),
+        ))
+    }
+
+    /// "Now" for an expiry check, Unix milliseconds: the later of the
+    /// agent's clock (`wall`) and the newest signed time seen plus the time
+    /// elapsed since it arrived.
+    pub fn now_ms(&self, wall: SystemTime) -> i64 {
+        let wall = millis(wall).unwrap_or(0);
+        let newest = *self
+            .newest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match newest {
+            Some((ms, at)) => {
+                wall.max(ms.saturating_add(elapsed_ms(at, std::time::Instant::now())))
+            }
+            None => wall,
+        }
+    }
+}
+
+fn elapsed_ms(since: std::time::Instant, now: std::time::Instant) -> i64 {
+    i64::try_from(now.saturating_duration_since(since).as_millis()).unwrap_or(i64::MAX)
+}
+
 fn millis(t: SystemTime) -> Option<i64> {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).ok()?;
     i64::try_from(d.as_millis()).ok()
@@ -166,6 +263,32 @@ mod tests {
         // Exactly at the limit is tolerated.
         c.from_one_way(at(3_000_000), &ts(2_990_000));
         assert!(c.check(DEFAULT_MAX_CLOCK_OFFSET).is_ok());
+    }
+
+    #[test]
+    fn signed_time_catches_a_slow_clock_and_holds_now_up() {
+        let t = SignedTime::default();
+        let max = DEFAULT_MAX_CLOCK_OFFSET;
+        // The agent reads 1_000_000; the control plane signed at 1_005_000:
+        // 5 s behind, tolerated.
+        t.observe(&ts(1_005_000), at(1_000_000), max).unwrap();
+        // "Now" is the signed time, not the slow clock.
+        assert!(t.now_ms(at(1_000_000)) >= 1_005_000);
+        assert!(t.now_ms(at(1_000_000)) < 1_006_000);
+        // A faster clock wins.
+        assert_eq!(t.now_ms(at(2_000_000)), 2_000_000);
+        // 60 s behind: refused, and says which way.
+        let f = t.observe(&ts(1_060_000), at(1_000_000), max).unwrap_err();
+        assert_eq!(f.reason, ReasonCode::ClockSkew);
+        assert!(f.message.contains("60.0 s behind"), "{}", f.message);
+        assert!(
+            t.now_ms(at(0)) >= 1_060_000,
+            "the newest signed time is kept"
+        );
+        // An old operation (delayed in transit, or replayed) never moves
+        // "now" back, and is not a skew.
+        t.observe(&ts(900_000), at(1_000_000), max).unwrap();
+        assert!(t.now_ms(at(0)) >= 1_060_000);
     }
 
     #[test]

@@ -20,8 +20,10 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     /// Operations applied at once.
     pub max_in_flight: u32,
-    /// Largest offset of the agent's clock from its relay's, seconds; beyond
-    /// it every operation is refused with `CLOCK_SKEW` (see `clock`).
+    /// Largest offset of the agent's clock from the control plane's (and
+    /// its relay's), seconds; beyond it every operation is refused with
+    /// `CLOCK_SKEW` (see `clock`). At most 10 (the window the control plane
+    /// allows past an operation's expiry).
     pub max_clock_offset_seconds: u64,
     /// The domain controllers and the service account.
     pub directory: DirectorySection,

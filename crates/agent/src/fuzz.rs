@@ -37,6 +37,12 @@ pub fn operation(bytes: &[u8]) {
             verify(&altered, &trusted).is_err(),
             "a signature survived a change of the unlock flag"
         );
+        altered.unlock = op.unlock;
+        altered.agent_id.push('x');
+        assert!(
+            verify(&altered, &trusted).is_err(),
+            "a signature survived a change of the agent it is bound to"
+        );
     }
     let _ = crate::executor::target_of(&op);
     let (Some(kind), Ok(key)) = (OperationKind::from_wire(op.kind), agent_key()) else {

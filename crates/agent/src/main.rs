@@ -184,6 +184,15 @@ async fn main() -> anyhow::Result<ExitCode> {
             observability.tracing =
                 writeback_core::trace::Tracing::new("writeback-agent", &config.tracing)?;
             let tracing = observability.tracing.clone();
+            let max_offset = writeback_core::operation::MAX_CLOCK_SKEW.as_secs();
+            if config.max_clock_offset_seconds > max_offset {
+                anyhow::bail!(
+                    "max_clock_offset_seconds is {}, more than the {max_offset} s the control \
+                     plane allows for agents' clocks past an operation's expiry; set it to \
+                     {max_offset} or less and synchronise the host's clock (NTP)",
+                    config.max_clock_offset_seconds
+                );
+            }
             let clock = writeback_agent::clock::ClockCheck {
                 max_offset: std::time::Duration::from_secs(config.max_clock_offset_seconds.max(1)),
                 ..Default::default()

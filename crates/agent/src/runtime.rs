@@ -190,6 +190,7 @@ pub async fn start_with(
         .map_err(|e| AgentError::State(e.to_string()))?;
     let registered = state.enrollment.result_signing_key_registered;
     let mut executor = Executor::new(state.enrollment.clone(), state.envelope_key, applier)
+        .with_clock(clock)
         .with_result_signer(state.result_key)
         .with_checks(checks.clone())
         .with_ledger(ledger);

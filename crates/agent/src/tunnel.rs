@@ -8,7 +8,8 @@
 //! Welcome and probes keeps an estimate of the agent's clock offset
 //! ([`crate::clock`]): reported in every health report, and beyond the
 //! tolerance every operation is refused with `CLOCK_SKEW` before the executor
-//! sees it. A renewed certificate ([`run_renewing`]) makes the agent
+//! sees it — an early check on the relay's word; the executor checks the
+//! control plane's signed time itself. A renewed certificate ([`run_renewing`]) makes the agent
 //! reconnect with it the same way a GoAway does.
 
 use std::future::Future;

@@ -356,6 +356,8 @@ fn operation(domain: String) -> pb::OperationRequest {
         signature: Vec::new(),
         signing_key_id: String::new(),
         search: None,
+        agent_id: String::new(),
+        issued_at: None,
     }
 }
 

@@ -23,7 +23,9 @@
 //!
 //! No answer is taken on the relay's word: every result must be signed by
 //! the agent it names, with the key the store recorded for it, and bound to
-//! the operation sent ([`results`]); anything else counts as no answer.
+//! the operation sent ([`results`]); anything else counts as no answer. A
+//! relay's own refusal of an operation it was handed is not an outcome
+//! either ([`delivery`]): it may have delivered it anyway.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -70,10 +72,15 @@ struct RelayLink {
     revocations_synced: AtomicBool,
     /// The revocation version the relay last said it holds.
     revocations_acked: AtomicU64,
+    /// Set once its presence stream first answered (opened or failed).
+    presence_answered: AtomicBool,
 }
 
 struct TenantLinks {
     relays: Vec<Arc<RelayLink>>,
+    /// When the links were made: presence is empty until each relay's
+    /// presence stream has answered.
+    created: std::time::Instant,
 }
 
 struct Inner {
@@ -98,6 +105,9 @@ pub(crate) struct Missed {
     pub(crate) failure: Failure,
     /// An agent may have received the operation (ask before sending again).
     pub(crate) maybe_delivered: bool,
+    /// A relay was handed the signed operation and refused it with a
+    /// reason of its own: its word, not an agent's (see [`delivery`]).
+    pub(crate) relay_refused: bool,
 }
 
 /// Whether a failed dispatch call may have reached an agent: the relay's
@@ -207,9 +217,13 @@ impl Dispatcher {
                 client: RelayDispatchClient::new(channel),
                 revocations_synced: AtomicBool::new(false),
                 revocations_acked: AtomicU64::new(0),
+                presence_answered: AtomicBool::new(false),
             }));
         }
-        let links = Arc::new(TenantLinks { relays });
+        let links = Arc::new(TenantLinks {
+            relays,
+            created: std::time::Instant::now(),
+        });
         let mut tenants = lock(&self.inner.tenants);
         if let Some(l) = tenants.get(tenant) {
             return Ok(l.clone());
@@ -392,12 +406,13 @@ impl Dispatcher {
             if let Err(f) = self.ensure_revocations(&tenant, &link).await {
                 tracing::debug!(relay = %url, reason = %f.reason, "revoked agents not sent");
             }
-            match client
+            let watched = client
                 .watch_presence(WatchPresenceRequest {
                     tenant: tenant.clone(),
                 })
-                .await
-            {
+                .await;
+            link.presence_answered.store(true, Ordering::Release);
+            match watched {
                 Ok(resp) => {
                     backoff = Duration::from_millis(200);
                     let mut stream = resp.into_inner();
@@ -491,7 +506,10 @@ impl Dispatcher {
         let not_sent = |failure| Missed {
             failure,
             maybe_delivered: false,
+            relay_refused: false,
         };
+        // Set once a relay refused the operation it was handed.
+        let mut refused_by_relay = false;
         let links = self.links(&op.tenant).map_err(not_sent)?;
         if links.relays.is_empty() {
             return Err(not_sent(Failure::new(
@@ -569,8 +587,13 @@ impl Dispatcher {
                                 ),
                             ),
                             maybe_delivered: true,
+                            relay_refused: false,
                         });
                     }
+                    // The relay was handed the signed operation: whatever
+                    // it says, it may have delivered it (what that means
+                    // for the outcome is [`delivery`]'s to decide).
+                    refused_by_relay = true;
                     match f.reason {
                         // A stale relay says more than an empty one.
                         ReasonCode::NoAgentOnline if last.reason != ReasonCode::RevocationStale => {
@@ -588,12 +611,22 @@ impl Dispatcher {
                                 ),
                             );
                         }
-                        _ => return Err(not_sent(f)),
+                        _ => {
+                            return Err(Missed {
+                                failure: f,
+                                maybe_delivered: false,
+                                relay_refused: refused_by_relay,
+                            });
+                        }
                     }
                 }
             }
         }
-        Err(not_sent(last))
+        Err(Missed {
+            failure: last,
+            maybe_delivered: false,
+            relay_refused: refused_by_relay,
+        })
     }
 
     /// Probes every agent of `domain` (or of the tenant when empty) on every relay.

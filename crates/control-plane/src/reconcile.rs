@@ -2,16 +2,20 @@
 //! lost after it may have reached an agent — a relay or tunnel broke, the
 //! deadline passed while an agent worked, a control plane stopped with it in
 //! flight — is recorded as failed with `TIMEOUT` ("may or may not have been
-//! applied") and marked for reconciliation. [`reconcile_due`] (run every few
+//! applied") and marked for reconciliation; so is one a relay refused with
+//! a reason of its own after it was handed the operation (recorded with
+//! the relay's reason, which is not an outcome: the relay may have
+//! delivered it anyway), from its expiry plus the margin on. [`reconcile_due`] (run every few
 //! seconds by every control plane; replicas sharing a database race safely,
 //! since only an unknown record is ever resolved) asks the domain's agents'
 //! ledgers ([`crate::dispatcher::Dispatcher::ask_outcome`]) and records:
 //!
 //! - **the agent's outcome** when one finished the operation (success or
 //!   the directory's refusal), with the agent that did it;
-//! - **`NOT_APPLIED`** when every enrolled agent answered that it never
-//!   received the operation, and its expiry has passed (so no agent can
-//!   still apply it); a retry with the same operation id then runs it;
+//! - **`NOT_APPLIED`** when every enrolled agent answered, signed, that it
+//!   never received the operation, and its expiry plus the agents' clock
+//!   tolerance has passed ([`EXPIRY_MARGIN_MS`]: so no agent can still
+//!   apply it); a retry with the same operation id then runs it;
 //! - nothing yet otherwise (an agent is offline, or has it in doubt): it
 //!   asks again later, backing off to every [`MAX_PAUSE`], for as long as
 //!   the agents keep their ledgers ([`GIVE_UP_AFTER`]), then leaves the
@@ -32,9 +36,15 @@ pub const MAX_PAUSE: Duration = Duration::from_secs(300);
 /// After this long an unknown outcome stays `TIMEOUT` (the agents' ledgers
 /// keep 7 days).
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Margin past an operation's expiry before "never seen" is final: agents
-/// compare the expiry with their own clock.
-const EXPIRY_MARGIN_MS: i64 = 5_000;
+/// Margin past an operation's expiry before "never seen" is final, and
+/// before an expired operation runs again: agents compare the expiry with
+/// the later of their clock and the control plane's signed time, and apply
+/// nothing while their clock is more than
+/// [`writeback_core::operation::MAX_CLOCK_SKEW`] behind it, so no agent
+/// applies an operation later than that past its expiry; 2 s more for the
+/// operation's transit and the replicas' own clocks.
+pub const EXPIRY_MARGIN_MS: i64 = MAX_CLOCK_SKEW_MS + 2_000;
+const MAX_CLOCK_SKEW_MS: i64 = writeback_core::operation::MAX_CLOCK_SKEW.as_millis() as i64;
 
 /// The sentence of a `NOT_APPLIED` outcome.
 pub const NOT_APPLIED_MESSAGE: &str = "not applied: no agent of the domain received the operation before it expired, so nothing was written; retry with the same operation id to run it again";

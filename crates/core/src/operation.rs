@@ -5,6 +5,14 @@ use std::fmt;
 
 use writeback_proto::v1;
 
+/// The most an agent's clock may be off the control plane's and still apply
+/// operations (an agent's `max_clock_offset_seconds` is capped at it), so
+/// the most after its expiry, by the control plane's clock, that an agent
+/// can still apply an operation. The control plane concludes that no agent
+/// ran an operation, or runs an expired one again, only once its expiry plus
+/// this (and a margin for transit) has passed.
+pub const MAX_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What an operation does to the on-premises account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OperationKind {

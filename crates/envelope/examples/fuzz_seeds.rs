@@ -70,6 +70,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 seconds: 4_102_444_800,
                 nanos: 0,
             }),
+            // Bound to the fuzz agent and dated, as the control plane signs
+            // every write (a fixed date keeps the seeds reproducible).
+            agent_id: AGENT_ID.into(),
+            issued_at: Some(prost_types::Timestamp {
+                seconds: 1_767_225_600,
+                nanos: 0,
+            }),
             ..OperationRequest::default()
         };
         if kind != OperationKind::Unlock {

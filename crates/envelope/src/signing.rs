@@ -30,12 +30,38 @@
 //!                          lp(agent_id) lp(encapsulated_key) lp(ciphertext))
 //! search:     (nothing)                      (absent)
 //!           | 0x01 lp(query) limit (u32 BE)
+//! agent:      (nothing)                      (agent_id empty)
+//!           | 0x02 lp(agent_id)
+//! issued_at:  (nothing)                      (absent)
+//!           | 0x03 seconds (i64 BE) nanos (i32 BE)
 //! ```
 //!
 //! `search` (the directory search's question) adds nothing when absent, so
 //! the bytes of every other kind are what they were before it existed and
 //! agents of either version verify them alike; everything before it has a
-//! fixed shape, so its presence is never ambiguous.
+//! fixed shape, so its presence is never ambiguous. `agent` and `issued_at`
+//! (security round two, issue 25) follow the same rule: each optional block
+//! starts with its own tag (0x01, 0x02, 0x03, always in that order) and has a
+//! self-delimiting shape, so no two operations share signed bytes, and an
+//! operation without them signs exactly as before.
+//!
+//! `agent` binds a write to the one agent the control plane chose: another
+//! agent of the domain refuses it, so a relay cannot deliver one signed
+//! reset to two agents (each de-duplicates only its own ids). `issued_at` is
+//! the control plane's clock at signing, the agent's reference time (its
+//! clock is checked against it, and it never takes an operation for
+//! unexpired while the control plane's time it has seen says otherwise).
+//! [`OperationSigner::sign`] sets `issued_at` when it is absent.
+//!
+//! Compatibility: an agent of this version refuses an operation bound to
+//! another agent or signed too far in its future; it accepts an operation
+//! without either field (what a control plane of an earlier version signs,
+//! judged by its own clock as before), which only an earlier control plane
+//! can produce: a relay cannot strip a field the signature covers. An agent
+//! of an earlier version does not know the new fields, computes the bytes
+//! without them and refuses every operation of this control plane as
+//! altered (`OPERATION_UNAUTHENTICATED`, nothing written): upgrade the
+//! agents first, then the control plane.
 //!
 //! `traceparent` is deliberately not covered (it is tracing context, changed
 //! in transit by design); neither is `signature` itself. Every other field
@@ -128,10 +154,14 @@ impl OperationSigner {
         }
     }
 
-    /// Sets `op.signing_key_id` and `op.signature` (over the bytes the
-    /// module docs describe).
+    /// Sets `op.signing_key_id`, `op.issued_at` when it is absent (now, by
+    /// this host's clock) and `op.signature` (over the bytes the module
+    /// docs describe).
     pub fn sign(&self, op: &mut OperationRequest) {
         op.signing_key_id = self.key_id.clone();
+        if op.issued_at.is_none() {
+            op.issued_at = Some(now());
+        }
         op.signature = self.sign_raw(&signed_bytes(op));
     }
 
@@ -230,7 +260,28 @@ pub fn signed_bytes(op: &OperationRequest) -> Vec<u8> {
         lp(&mut b, search.query.as_bytes());
         b.extend_from_slice(&search.limit.to_be_bytes());
     }
+    if !op.agent_id.is_empty() {
+        b.push(2);
+        lp(&mut b, op.agent_id.as_bytes());
+    }
+    if let Some(t) = &op.issued_at {
+        b.push(3);
+        b.extend_from_slice(&t.seconds.to_be_bytes());
+        b.extend_from_slice(&t.nanos.to_be_bytes());
+    }
     b
+}
+
+/// This host's clock as a protobuf timestamp (the Unix epoch if the clock
+/// reads earlier).
+fn now() -> prost_types::Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
 }
 
 /// SHA-256 over the envelope's fields (not its protobuf encoding, so the
@@ -298,6 +349,8 @@ mod tests {
             signature: Vec::new(),
             signing_key_id: String::new(),
             search: None,
+            agent_id: String::new(),
+            issued_at: None,
         }
     }
 
@@ -389,6 +442,12 @@ mod tests {
                 }),
             ),
             ("signature", Box::new(|o| o.signature[0] ^= 1)),
+            ("agent added", Box::new(|o| o.agent_id = "a2".into())),
+            (
+                "issued earlier",
+                Box::new(|o| o.issued_at.as_mut().unwrap().seconds -= 3600),
+            ),
+            ("no issue time", Box::new(|o| o.issued_at = None)),
             (
                 "search added",
                 Box::new(|o| {
@@ -427,6 +486,41 @@ mod tests {
             ("no search", Box::new(|o| o.search = None)),
         ];
         assert_each_breaks_the_signature(&good, &trusted, changes);
+    }
+
+    /// The agent a write is bound to is signed: a relay cannot move it to
+    /// another agent or drop the binding; and `sign` stamps the time.
+    #[test]
+    fn the_bound_agent_and_the_issue_time_are_covered() {
+        let (signer, _) = OperationSigner::generate().unwrap();
+        let trusted = [signer.trusted_key()];
+        let mut good = op();
+        good.agent_id = "a1".into();
+        signer.sign(&mut good);
+        let issued = good.issued_at.expect("sign stamps the time");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!((now - 5..=now + 5).contains(&issued.seconds), "{issued:?}");
+        verify(&good, &trusted).unwrap();
+        let changes: Vec<Change> = vec![
+            ("other agent", Box::new(|o| o.agent_id = "a2".into())),
+            ("unbound", Box::new(|o| o.agent_id.clear())),
+            (
+                "issue time",
+                Box::new(|o| o.issued_at.as_mut().unwrap().nanos += 1),
+            ),
+        ];
+        assert_each_breaks_the_signature(&good, &trusted, changes);
+        // A time set before signing is kept.
+        let mut dated = op();
+        dated.issued_at = Some(prost_types::Timestamp {
+            seconds: 1_800_000_000,
+            nanos: 0,
+        });
+        signer.sign(&mut dated);
+        assert_eq!(dated.issued_at.unwrap().seconds, 1_800_000_000);
     }
 
     #[test]
@@ -498,5 +592,18 @@ mod tests {
         want.extend_from_slice(&0i32.to_be_bytes());
         want.push(0);
         assert_eq!(b, want);
+        // The agent and the issue time, each behind its own tag.
+        op.agent_id = "a1".into();
+        op.issued_at = Some(prost_types::Timestamp {
+            seconds: 1_899_999_970,
+            nanos: 5,
+        });
+        want.push(2);
+        want.extend_from_slice(&2u64.to_be_bytes());
+        want.extend_from_slice(b"a1");
+        want.push(3);
+        want.extend_from_slice(&1_899_999_970i64.to_be_bytes());
+        want.extend_from_slice(&5i32.to_be_bytes());
+        assert_eq!(signed_bytes(&op), want);
     }
 }

@@ -16,6 +16,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,7 +28,10 @@ use crate::TestkitError;
 /// A proxy to one upstream address that a test can cut and heal.
 pub struct Partition {
     addr: SocketAddr,
-    cut: watch::Sender<bool>,
+    cut: Arc<watch::Sender<bool>>,
+    /// Armed by [`Partition::cut_after_downstream`]: the size of chunk
+    /// from the upstream that cuts the link once it is through.
+    trip: Arc<Mutex<Option<usize>>>,
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
 }
 
@@ -44,12 +48,17 @@ impl Partition {
     pub async fn start_on(ip: Ipv4Addr, upstream: SocketAddr) -> Result<Partition, TestkitError> {
         let listener = TcpListener::bind(SocketAddr::from((ip, 0))).await?;
         let addr = listener.local_addr()?;
-        let (cut, _) = watch::channel(false);
+        let cut = Arc::new(watch::channel(false).0);
+        let trip = Arc::new(Mutex::new(None));
         let tasks = Arc::new(Mutex::new(Vec::new()));
-        let (cut_rx, spawned) = (cut.subscribe(), Arc::clone(&tasks));
+        let (cut_tx, trip2, spawned) = (Arc::clone(&cut), Arc::clone(&trip), Arc::clone(&tasks));
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (cut, spawned2) = (cut_rx.clone(), Arc::clone(&spawned));
+                let (cut, spawned2) = (cut_tx.subscribe(), Arc::clone(&spawned));
+                let tripwire = Tripwire {
+                    armed: Arc::clone(&trip2),
+                    cut: Arc::clone(&cut_tx),
+                };
                 let task = tokio::spawn(async move {
                     // A connection made during the partition reaches nobody
                     // until it heals.
@@ -59,8 +68,8 @@ impl Partition {
                     };
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
-                    let up = tokio::spawn(pump(cr, sw, cut.clone()));
-                    let down = tokio::spawn(pump(sr, cw, cut));
+                    let up = tokio::spawn(pump(cr, sw, cut.clone(), None));
+                    let down = tokio::spawn(pump(sr, cw, cut, Some(tripwire)));
                     track(&spawned2, up.abort_handle());
                     track(&spawned2, down.abort_handle());
                 });
@@ -68,7 +77,12 @@ impl Partition {
             }
         });
         track(&tasks, accept.abort_handle());
-        Ok(Partition { addr, cut, tasks })
+        Ok(Partition {
+            addr,
+            cut,
+            trip,
+            tasks,
+        })
     }
 
     /// Where to connect instead of the upstream.
@@ -84,6 +98,19 @@ impl Partition {
     /// Stops every byte, both ways, on every connection.
     pub fn cut(&self) {
         let _ = self.cut.send(true);
+    }
+
+    /// Cuts the link as soon as a chunk of at least `min_bytes` from the
+    /// upstream has reached the client (an operation sent down a tunnel,
+    /// not a heartbeat), and returns once it is cut — `None` if no such
+    /// chunk came within `within`. A test cuts the link with an operation
+    /// in the far end's hands, whatever the timing of what came before.
+    pub async fn cut_after_downstream(&self, min_bytes: usize, within: Duration) -> Option<()> {
+        *self.trip.lock().unwrap_or_else(|e| e.into_inner()) = Some(min_bytes);
+        let mut cut = self.cut.subscribe();
+        let tripped = tokio::time::timeout(within, cut.wait_for(|c| *c)).await;
+        *self.trip.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        tripped.ok().map(|_| ())
     }
 
     /// Lets the bytes flow again, those held back first.
@@ -105,6 +132,24 @@ fn track(tasks: &Mutex<Vec<AbortHandle>>, task: AbortHandle) {
     tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
 }
 
+/// The downstream side of [`Partition::cut_after_downstream`].
+struct Tripwire {
+    armed: Arc<Mutex<Option<usize>>>,
+    cut: Arc<watch::Sender<bool>>,
+}
+
+impl Tripwire {
+    /// Cuts the link (and disarms) when it is armed and a chunk of `n`
+    /// bytes is at least the armed size.
+    fn passed(&self, n: usize) {
+        let mut armed = self.armed.lock().unwrap_or_else(|e| e.into_inner());
+        if armed.is_some_and(|min| n >= min) {
+            *armed = None;
+            let _ = self.cut.send(true);
+        }
+    }
+}
+
 /// Returns once the link is not cut.
 async fn open(cut: &watch::Receiver<bool>) {
     let mut cut = cut.clone();
@@ -112,11 +157,13 @@ async fn open(cut: &watch::Receiver<bool>) {
 }
 
 /// Copies `from` to `to`, holding each chunk while the link is cut (what
-/// is not read meanwhile waits in the kernel's buffers).
+/// is not read meanwhile waits in the kernel's buffers); each chunk
+/// through is shown to the `tripwire`, if any.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     cut: watch::Receiver<bool>,
+    tripwire: Option<Tripwire>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -132,6 +179,9 @@ async fn pump(
         open(&cut).await;
         if to.write_all(&buf[..n]).await.is_err() {
             return;
+        }
+        if let Some(tripwire) = &tripwire {
+            tripwire.passed(n);
         }
     }
 }

@@ -32,6 +32,15 @@
 //! "find a user"), answered with the users of the agent's scope that match,
 //! and a user lookup (`OPERATION_KIND_USER_LOOKUP`), answered with the
 //! `objectGUID` and UPN of the user a target names (the [`queries`] module).
+//! Right after the signature, the operation's signed control-plane time
+//! (`issued_at`) is checked against the agent's clock and kept as the
+//! reference for every expiry check ([`crate::clock::SignedTime`]:
+//! `CLOCK_SKEW` when the agent's clock is behind beyond its tolerance), and
+//! an operation bound to another agent (`agent_id`, signed: the control
+//! plane chooses one agent per write) is refused with
+//! `OPERATION_UNAUTHENTICATED` — so a relay cannot have one signed write
+//! applied by two agents of a domain, each of which de-duplicates only its
+//! own ids. Neither refusal is remembered.
 //! Every result leaves signed with the agent's result-signing key
 //! ([`Executor::with_result_signer`], `writeback_envelope::results`), bound
 //! to the signed operation it answers, so the control plane can tell it
@@ -53,6 +62,7 @@ use writeback_proto::v1::{
     OperationResult, PolicyReport, user_ref,
 };
 
+use crate::clock::{ClockCheck, SignedTime};
 use crate::directory::{Identity, Target};
 use crate::health::{Checks, HealthHandle};
 use crate::ledger::{Begun, Entry, Ledger};
@@ -180,6 +190,10 @@ pub struct Executor {
     /// Signs every result; without one results leave unsigned (and the
     /// control plane refuses them).
     result_signer: Option<ResultSigner>,
+    /// The agent's clock and the offset it tolerates.
+    clock: ClockCheck,
+    /// The control plane's time, from the operations' signatures.
+    signed_time: SignedTime,
 }
 
 impl Executor {
@@ -208,7 +222,16 @@ impl Executor {
             metrics: None,
             tracing: Tracing::disabled("writeback-agent"),
             result_signer: None,
+            clock: ClockCheck::default(),
+            signed_time: SignedTime::default(),
         }
+    }
+
+    /// Reads time from `clock` and tolerates its offset from the control
+    /// plane's signed time (the default: the system clock, 10 s).
+    pub fn with_clock(mut self, clock: ClockCheck) -> Executor {
+        self.clock = clock;
+        self
     }
 
     /// Signs every result with `signer` (the agent's `result.key`, whose
@@ -338,6 +361,10 @@ impl Executor {
             tracing::warn!(error = %e, signing_key_id = %op.signing_key_id,
                 "operation refused: not signed by the control plane");
             return self.refusal(op, started, unauthenticated(&e));
+        }
+        if let Err(f) = self.check_signed_binding(&op) {
+            tracing::warn!(reason = %f.reason, signed_for = %op.agent_id, "operation refused");
+            return self.refusal(op, started, f);
         }
         if op.kind == v1::OperationKind::PolicyQuery as i32 {
             return self.answer_policy_query(op, started).await;
@@ -691,7 +718,32 @@ impl Executor {
         })
     }
 
-    /// This agent's tenant and domain, and not expired.
+    /// What the signature binds beyond the operation itself: the control
+    /// plane's time (not more than the tolerance in this agent's future)
+    /// and the agent it is for (this one). Both are absent only from what a
+    /// control plane older than this agent signs — a relay cannot remove
+    /// them from what this version signs — and then only the agent's own
+    /// clock and the relay's time judge it, as before.
+    fn check_signed_binding(&self, op: &OperationRequest) -> Result<(), Failure> {
+        if let Some(issued) = &op.issued_at {
+            self.signed_time
+                .observe(issued, (self.clock.now)(), self.clock.max_offset)?;
+        }
+        if !op.agent_id.is_empty() && op.agent_id != self.enrollment.agent_id {
+            return Err(Failure::new(
+                ReasonCode::OperationUnauthenticated,
+                format!(
+                    "the operation is signed for agent {}, not for this agent ({}): a relay \
+                     delivered it to the wrong agent; nothing was written",
+                    op.agent_id, self.enrollment.agent_id
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// This agent's tenant and domain, and not expired by the later of its
+    /// clock and the control plane's signed time.
     fn check_destination(&self, op: &OperationRequest) -> Result<(), Failure> {
         if op.tenant != self.enrollment.tenant
             || !op.domain.eq_ignore_ascii_case(&self.enrollment.domain)
@@ -707,7 +759,11 @@ impl Executor {
         let expires = op.expires_at.as_ref().ok_or_else(|| {
             Failure::new(ReasonCode::InvalidArgument, "the operation has no expiry")
         })?;
-        if time::OffsetDateTime::now_utc().unix_timestamp() >= expires.seconds {
+        let expires_ms = expires
+            .seconds
+            .saturating_mul(1000)
+            .saturating_add(i64::from(expires.nanos) / 1_000_000);
+        if self.signed_time.now_ms((self.clock.now)()) >= expires_ms {
             return Err(Failure::new(
                 ReasonCode::OperationExpired,
                 "the operation expired before it reached the agent; nothing was written",

@@ -365,3 +365,30 @@ async fn an_expired_refusal_is_not_remembered_and_its_id_can_run_later() {
         v1::LedgerState::Finished as i32
     );
 }
+
+/// A write the control plane signed for another agent is refused (a relay
+/// handing one signed reset to two agents of a domain gets it applied by
+/// one), and not remembered: the agent it is for still runs it.
+#[tokio::test]
+async fn a_write_runs_only_on_the_agent_it_is_signed_for() {
+    let directory = Arc::new(Versions {
+        version: AtomicU32::new(1),
+        applied: AtomicU32::new(0),
+    });
+    let (cp, _, executor) = signing_executor(directory.clone());
+    let expires = time::OffsetDateTime::now_utc().unix_timestamp() + 30;
+    let mut elsewhere = alice("op-bound", v1::OperationKind::Unlock, expires);
+    elsewhere.agent_id = "a2".into();
+    cp.sign(&mut elsewhere);
+    let r = executor.execute(elsewhere).await;
+    let o = r.outcome.unwrap();
+    assert_eq!(o.reason_code, "OPERATION_UNAUTHENTICATED", "{o:?}");
+    assert!(o.message.contains("signed for agent a2"), "{o:?}");
+    assert_eq!(directory.applied.load(Ordering::SeqCst), 0);
+    let mut here = alice("op-bound", v1::OperationKind::Unlock, expires);
+    here.agent_id = "a1".into();
+    cp.sign(&mut here);
+    let r = executor.execute(here).await;
+    assert_eq!(r.outcome.unwrap().reason_code, "OK");
+    assert_eq!(directory.applied.load(Ordering::SeqCst), 1);
+}

@@ -19,6 +19,30 @@
 //!   "never seen", sending again is safe; otherwise it asks again until the
 //!   deadline, and the outcome stays unknown for the reconciler
 //!   (`crate::reconcile`).
+//!
+//! Two rules keep a relay that lies from getting a write applied twice or
+//! an outcome recorded on its word (security round two, issue 25):
+//!
+//! - **one agent per write**: a reset, change or unlock is bound to the one
+//!   agent the dispatcher chose ([`Dispatcher::choose_agent`]: one that
+//!   presence reports online, else an enrolled one), signed into the
+//!   operation (`OperationRequest.agent_id`) and pinned in the dispatch;
+//!   every other agent refuses it. The binding is never changed within a
+//!   delivery: the copy signed for the first agent stays valid until it
+//!   expires, whatever a relay said about it. A later run of the same id
+//!   (reopened only once every agent said "never seen" past the expiry and
+//!   the agents' clock tolerance) is signed again, possibly for another agent.
+//! - **a relay's refusal is not an outcome**: a relay handed the signed
+//!   operation that answers with a refusal of its own may have delivered
+//!   it all the same. "No agent right now" (`NO_AGENT_ONLINE`,
+//!   `OVERLOADED`, …) is sent again within the deadline, and if it is the
+//!   last word the caller is told the relay's reason but the delivery ends
+//!   [`Delivery::Unconfirmed`]: the record is marked for the reconciler,
+//!   which replaces it with what the agents' signed ledgers say, and it is
+//!   never reopened on the relay's word. Any other refusal
+//!   (`OPERATION_EXPIRED`, …) is treated like a lost answer: the agents are
+//!   asked at once. Only a signed answer from an agent records a final
+//!   outcome.
 
 use std::collections::HashMap;
 
@@ -38,14 +62,49 @@ const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 /// How long one agent gets to answer an outcome query.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long after the relay links are made a write waits for their
+/// presence streams to answer before choosing among the enrolled agents.
+const PRESENCE_SETTLE: Duration = Duration::from_secs(2);
+const PRESENCE_POLL: Duration = Duration::from_millis(50);
+
+/// Relay refusals that mean "no agent can take it right now": the same
+/// signed operation is sent again (to the same agent) within the deadline,
+/// and the last one is the caller's answer, unconfirmed. Any other refusal
+/// of a relay that was handed the operation sends the dispatcher to the
+/// agents' ledgers.
+fn retryable(reason: ReasonCode) -> bool {
+    matches!(
+        reason,
+        ReasonCode::NoAgentOnline
+            | ReasonCode::Overloaded
+            | ReasonCode::Unavailable
+            | ReasonCode::RevocationStale
+    )
+}
+
+/// A relay's refusal as the caller hears it: its reason, and that it is the
+/// relay's word.
+fn unconfirmed(f: Failure) -> Failure {
+    let message = format!(
+        "{} (a relay's answer, not an agent's: the control plane asks the domain's agents \
+         and records what they say; retry with the same operation id to learn it)",
+        f.message
+    );
+    Failure { message, ..f }
+}
 
 /// How delivering an operation ended.
 #[derive(Debug)]
 pub enum Delivery {
     /// An agent answered (with any reason).
     Answered(Box<DispatchResponse>),
-    /// It reached no agent: the failure is the outcome.
+    /// It reached no agent (the control plane never handed it to a relay):
+    /// the failure is the outcome.
     Refused(Failure),
+    /// A relay was handed it and refused it with a reason of its own: the
+    /// relay's word, not an agent's. The failure is the answer, but the
+    /// outcome is not known until the agents' ledgers confirm it.
+    Unconfirmed(Failure),
     /// It may have reached an agent, and no answer came before the
     /// deadline: the outcome is unknown (`TIMEOUT`) until reconciled.
     Unknown(Failure),
@@ -63,17 +122,26 @@ pub enum Verdict {
 }
 
 impl Dispatcher {
-    /// Signs `op` and delivers it exactly once before `deadline` (see the
-    /// module docs). `created_ms` is when the operation was accepted: an
-    /// agent's "never seen" counts only if its ledger reaches back that far.
+    /// Binds `op` to one agent of its domain, signs it and delivers it
+    /// exactly once before `deadline` (see the module docs). `created_ms`
+    /// is when the operation was accepted: an agent's "never seen" counts
+    /// only if its ledger reaches back that far.
     pub async fn deliver(
         &self,
         mut op: OperationRequest,
         deadline: tokio::time::Instant,
         created_ms: i64,
     ) -> Delivery {
+        op.agent_id = match self.choose_agent(&op, deadline).await {
+            Ok(agent) => agent,
+            Err(f) => return Delivery::Refused(f),
+        };
+        tracing::debug!(agent_id = %op.agent_id, "operation bound to an agent");
         self.inner.signer.sign(&mut op);
         let mut maybe_delivered = false;
+        // A relay was handed it and may have delivered it: no failure is
+        // the outcome until an agent says so.
+        let mut handed_over = false;
         let mut last = Failure::new(
             ReasonCode::NoAgentOnline,
             format!("no agent of domain {} answered", op.domain),
@@ -84,6 +152,8 @@ impl Dispatcher {
             if now >= deadline {
                 return if maybe_delivered {
                     Delivery::Unknown(last)
+                } else if handed_over {
+                    Delivery::Unconfirmed(unconfirmed(last))
                 } else {
                     Delivery::Refused(last)
                 };
@@ -107,30 +177,142 @@ impl Dispatcher {
                     }
                 }
             } else {
-                match self.dispatch_signed(&op, deadline - now, None).await {
+                let relay = lock(&self.inner.presence)
+                    .get(&(op.tenant.clone(), op.domain.clone()))
+                    .and_then(|agents| agents.get(&op.agent_id).cloned());
+                let pin = Some((relay.as_deref(), op.agent_id.as_str()));
+                match self.dispatch_signed(&op, deadline - now, pin).await {
                     Ok(answer) => return Delivery::Answered(Box::new(answer)),
                     Err(Missed {
                         failure,
                         maybe_delivered: true,
+                        ..
                     }) => {
                         tracing::info!(reason = %failure.reason,
                             "the operation may have reached an agent; asking the agents");
                         maybe_delivered = true;
+                        handed_over = true;
                         last = failure;
                         continue;
                     }
-                    Err(Missed { failure, .. }) if self.agent_was_recently_online(&op) => {
+                    Err(Missed {
+                        failure,
+                        relay_refused: true,
+                        ..
+                    }) if !retryable(failure.reason) => {
+                        // A relay's refusal that is not "no agent right
+                        // now" (expired, say): it may have delivered it
+                        // all the same, so the agents are asked.
+                        tracing::warn!(reason = %failure.reason,
+                            "a relay refused the operation it was handed; asking the agents");
+                        maybe_delivered = true;
+                        handed_over = true;
+                        last = Failure::new(
+                            ReasonCode::Timeout,
+                            format!(
+                                "a relay refused the operation after it was handed it ({}: {}), \
+                                 which is its word, not an agent's, and no agent has answered; \
+                                 the change may or may not have been applied",
+                                failure.reason, failure.message
+                            ),
+                        );
+                        continue;
+                    }
+                    Err(Missed {
+                        failure,
+                        relay_refused: refused,
+                        ..
+                    }) if self.agent_was_recently_online(&op) => {
                         tracing::info!(reason = %failure.reason,
                             "no agent reachable right now; retrying within the deadline");
+                        handed_over |= refused;
                         last = failure;
                     }
-                    Err(Missed { failure, .. }) => return Delivery::Refused(failure),
+                    Err(Missed {
+                        failure,
+                        relay_refused: refused,
+                        ..
+                    }) => {
+                        return if refused || handed_over {
+                            tracing::warn!(reason = %failure.reason,
+                                "a relay refused the operation it was handed; not an outcome \
+                                 until the agents confirm it");
+                            Delivery::Unconfirmed(unconfirmed(failure))
+                        } else {
+                            Delivery::Refused(failure)
+                        };
+                    }
                 }
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             tokio::time::sleep(pause.min(left)).await;
             pause = (pause * 2).min(RETRY_MAX);
         }
+    }
+
+    /// The agent `op` (a write) is bound to: one that presence reports
+    /// online (taking turns), else — while presence is still arriving from
+    /// the relays just after start, or names none — an enrolled one, taking
+    /// turns; `NO_AGENT_ONLINE` when none is enrolled.
+    pub(super) async fn choose_agent(
+        &self,
+        op: &OperationRequest,
+        deadline: tokio::time::Instant,
+    ) -> Result<String, Failure> {
+        let key = (op.tenant.clone(), op.domain.clone());
+        let links = self.links(&op.tenant)?;
+        loop {
+            let mut online: Vec<String> = lock(&self.inner.presence)
+                .get(&key)
+                .map(|a| a.keys().cloned().collect())
+                .unwrap_or_default();
+            if !online.is_empty() {
+                online.sort();
+                return Ok(self.take_turn(online));
+            }
+            // Just after start, each relay's presence stream first has to
+            // answer (its snapshot follows at once).
+            let settling = links.created.elapsed() < PRESENCE_SETTLE
+                && links.relays.iter().any(|l| {
+                    !l.presence_answered
+                        .load(std::sync::atomic::Ordering::Acquire)
+                });
+            if !settling || tokio::time::Instant::now() + PRESENCE_POLL >= deadline {
+                break;
+            }
+            tokio::time::sleep(PRESENCE_POLL).await;
+        }
+        let mut enrolled = self
+            .agents_of(&op.tenant, &op.domain)
+            .await
+            .map_err(|why| {
+                tracing::error!(why, "cannot read the domain's agents");
+                Failure::new(
+                    ReasonCode::Internal,
+                    "the control plane cannot read its agents",
+                )
+            })?;
+        if enrolled.is_empty() {
+            return Err(Failure::new(
+                ReasonCode::NoAgentOnline,
+                format!(
+                    "no agent of domain {} is connected to any relay or enrolled",
+                    op.domain
+                ),
+            ));
+        }
+        enrolled.sort();
+        Ok(self.take_turn(enrolled))
+    }
+
+    /// One of `agents` (not empty), in turn.
+    fn take_turn(&self, mut agents: Vec<String>) -> String {
+        let turn = self
+            .inner
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let i = turn % agents.len();
+        agents.swap_remove(i)
     }
 
     /// Whether a dispatch that found no agent is worth trying again: the

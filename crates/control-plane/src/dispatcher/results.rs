@@ -82,6 +82,7 @@ impl Dispatcher {
         Err(Missed {
             failure: Failure::new(ReasonCode::Timeout, why),
             maybe_delivered: true,
+            relay_refused: false,
         })
     }
 

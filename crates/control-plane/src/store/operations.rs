@@ -16,8 +16,10 @@ use super::{
 /// The reasons a failed operation is known never to have run, which a
 /// retry with its id may run ([`Store::reopen_operation`]): no agent ever
 /// received it (`NOT_APPLIED`, from the agents' ledgers), or it expired on
-/// its way and a relay or the agent refused it before touching the
-/// directory (`OPERATION_EXPIRED`).
+/// its way and the agent it was bound to refused it, signed, before
+/// touching the directory (`OPERATION_EXPIRED`). A record whose outcome is
+/// still to be confirmed by the agents (`reconcile_after_ms` set: an
+/// unknown outcome, or a relay's own refusal) is never reopened.
 pub const NEVER_RAN: [ReasonCode; 2] = [ReasonCode::NotApplied, ReasonCode::OperationExpired];
 
 /// The message of an operation closed by [`Store::close_expired_pending`].
@@ -701,26 +703,32 @@ impl Store {
     }
 
     /// Puts an operation known never to have run (failed with a reason of
-    /// [`NEVER_RAN`]) back to pending with a new deadline, for a retry with
-    /// its id; false when it is in any other state (another request
-    /// reopened it first).
+    /// [`NEVER_RAN`], confirmed) back to pending with a new deadline, for a
+    /// retry with its id; an `OPERATION_EXPIRED` one only when its deadline
+    /// is at or before `expired_before_ms` (the caller passes now less the
+    /// agents' clock tolerance: until then an agent with a slow clock could
+    /// still take the old copy for a live one). False when it is in any
+    /// other state (another request reopened it first) or too recent.
     pub async fn reopen_operation(
         &self,
         tenant: &str,
         id: &str,
         deadline_at_ms: i64,
+        expired_before_ms: i64,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE operations SET state = 'pending', reason_code = NULL, message = NULL, \
              finished_at_ms = NULL, agent_id = NULL, relay_id = NULL, deadline_at_ms = $3 \
              WHERE tenant_id = $1 AND id = $2 AND state = 'failed' \
-             AND reason_code IN ($4, $5) AND reconcile_after_ms IS NULL",
+             AND (reason_code = $4 OR (reason_code = $5 AND deadline_at_ms <= $6)) \
+             AND reconcile_after_ms IS NULL",
         )
         .bind(tenant)
         .bind(id)
         .bind(deadline_at_ms)
         .bind(NEVER_RAN[0].as_str())
         .bind(NEVER_RAN[1].as_str())
+        .bind(expired_before_ms)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)

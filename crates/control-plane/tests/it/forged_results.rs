@@ -21,7 +21,7 @@ use writeback_testkit::SambaDc;
 use writeback_testkit::stack::start_relay;
 
 use crate::harness::TestDb;
-use crate::support::{Forgery, Mode, Options, TENANT, TestCp};
+use crate::support::{FakeAgent, Forgery, Mode, Options, TENANT, TestCp};
 
 const START: &str = "Start-Pass-1!";
 
@@ -101,6 +101,13 @@ async fn a_relay_cannot_forge_an_agents_result(db: &TestDb) {
         .await
         .unwrap();
     agent.wait_connected(Duration::from_secs(30)).await.unwrap();
+    // The fake relay reports the real agent online, as the real one does:
+    // the control plane binds each write to an agent presence names.
+    t.relay.connect(FakeAgent {
+        agent_id: enrollment.agent_id.clone(),
+        domain: "contoso.test".into(),
+        health: None,
+    });
     // Another agent of the domain, whose key the compromised relay holds.
     t.enroll_agent("contoso.test", "0.1.0").await;
     t.relay.answer_as(&enrollment.agent_id);

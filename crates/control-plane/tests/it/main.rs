@@ -44,6 +44,7 @@ mod enrollment;
 mod forged_results;
 mod harness;
 mod identity;
+mod lying_relay;
 mod notify;
 mod operations;
 mod support;

@@ -418,19 +418,19 @@ async fn restart_sweep_closes_only_expired_pending(db: &TestDb) {
     );
     assert!(
         !store
-            .reopen_operation("t1", "old", NOW + 30_000)
+            .reopen_operation("t1", "old", NOW + 30_000, NOW + 30_000)
             .await
             .unwrap()
     );
     assert!(
         store
-            .reopen_operation("t1", "edge", NOW + 30_000)
+            .reopen_operation("t1", "edge", NOW + 30_000, NOW + 30_000)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .reopen_operation("t1", "edge", NOW + 30_000)
+            .reopen_operation("t1", "edge", NOW + 30_000, NOW + 30_000)
             .await
             .unwrap()
     );
@@ -452,9 +452,18 @@ async fn restart_sweep_closes_only_expired_pending(db: &TestDb) {
             ..not_applied.clone()
         };
         store.finish_operation("t1", id, &fin).await.unwrap();
+        // Not while an agent with a slow clock could still take the old
+        // copy for a live one (its deadline after `expired_before_ms`).
+        assert!(
+            !store
+                .reopen_operation("t1", id, NOW + 60_000, NOW + 29_999)
+                .await
+                .unwrap(),
+            "{reason}"
+        );
         assert_eq!(
             store
-                .reopen_operation("t1", id, NOW + 30_000)
+                .reopen_operation("t1", id, NOW + 60_000, NOW + 30_000)
                 .await
                 .unwrap(),
             reopens,

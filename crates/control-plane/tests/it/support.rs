@@ -8,7 +8,10 @@
 //! [`TestCp::enroll_agent`] registers for every agent it enrolls; it answers
 //! as the last agent enrolled (or the agent a query is pinned to). It can
 //! also forward to a real relay ([`Mode::Forward`]) and forge results
-//! ([`Mode::Forge`]), playing a compromised relay. No Samba, no real agent
+//! ([`Mode::Forge`]), lie about what it forwarded ([`Mode::Lie`]: a
+//! refusal of its own after the agent applied the write) or deliver one
+//! write to every agent of its route ([`Mode::Duplicate`]), playing a
+//! compromised relay. No Samba, no real agent
 //! unless a test adds them: what is tested is the control plane's own
 //! behaviour.
 
@@ -205,6 +208,17 @@ pub enum Mode {
     Forward,
     /// Answers `OK`, applied, without forwarding: a compromised relay.
     Forge(Forgery),
+    /// Forwards every write to the real relay, pinned to the agent the
+    /// control plane bound it to (or, unbound, to the next agent of
+    /// [`FakeRelay::set_route`] in turn), and then refuses it with this
+    /// reason of its own, unsigned; queries are forwarded as they are.
+    Lie(ReasonCode),
+    /// Forwards every write pinned to the agent the control plane bound it
+    /// to (unbound: the first of the route) and the same signed request,
+    /// at once, pinned to every other agent of the route; answers the
+    /// first one's result. The others' answers are in
+    /// [`FakeRelay::duplicates`].
+    Duplicate,
 }
 
 /// How a compromised relay forges an `OK`.
@@ -248,6 +262,13 @@ struct RelayState {
     forward: Mutex<Option<relay_dispatch_client::RelayDispatchClient<Channel>>>,
     /// The last result forwarded from the real relay.
     last_genuine: Mutex<Option<pb::OperationResult>>,
+    /// The agents [`Mode::Lie`] and [`Mode::Duplicate`] route to.
+    route: Mutex<Vec<String>>,
+    /// The next of them [`Mode::Lie`] takes.
+    turn: std::sync::atomic::AtomicUsize,
+    /// The answers (or refusals) of the copies [`Mode::Duplicate`] sent:
+    /// (agent, reason code).
+    duplicates: Mutex<Vec<(String, String)>>,
 }
 
 /// A relay stand-in on a TLS listener with a certificate from the tenant CA.
@@ -295,6 +316,17 @@ impl FakeRelay {
         let channel = transport::channel(url, config).unwrap();
         *self.state.forward.lock().unwrap() =
             Some(relay_dispatch_client::RelayDispatchClient::new(channel));
+    }
+
+    /// The agents [`Mode::Lie`] and [`Mode::Duplicate`] deliver to.
+    pub fn set_route(&self, agents: &[&str]) {
+        *self.state.route.lock().unwrap() = agents.iter().map(|a| (*a).to_owned()).collect();
+    }
+
+    /// What the copies [`Mode::Duplicate`] sent were answered: (agent,
+    /// reason code or the relay's refusal).
+    pub fn duplicates(&self) -> Vec<(String, String)> {
+        self.state.duplicates.lock().unwrap().clone()
     }
 
     /// Sets what happens to the next dispatched operations.
@@ -379,6 +411,9 @@ impl FakeRelay {
                 answer_as: Mutex::new("agent-fake".into()),
                 forward: Mutex::new(None),
                 last_genuine: Mutex::new(None),
+                route: Mutex::new(Vec::new()),
+                turn: Default::default(),
+                duplicates: Mutex::new(Vec::new()),
             }),
         };
         let incoming = transport::tls_incoming(listener, config);
@@ -391,6 +426,11 @@ impl FakeRelay {
         });
         relay
     }
+}
+
+/// A reset, change or unlock (not a query).
+fn is_write(op: &pb::OperationRequest) -> bool {
+    writeback_core::OperationKind::from_wire(op.kind).is_some()
 }
 
 fn presence(a: &FakeAgent, event: pb::PresenceEvent) -> pb::PresenceReport {
@@ -490,6 +530,66 @@ impl relay_dispatch_server::RelayDispatch for FakeRelay {
                 let answer = client.expect("forward_to first").dispatch(req).await?;
                 *self.state.last_genuine.lock().unwrap() = answer.get_ref().result.clone();
                 Ok(answer)
+            }
+            Mode::Lie(_) | Mode::Duplicate if !is_write(&op) => {
+                let client = self.state.forward.lock().unwrap().clone();
+                client.expect("forward_to first").dispatch(req).await
+            }
+            Mode::Lie(code) => {
+                let client = self.state.forward.lock().unwrap().clone();
+                let mut req = req;
+                if req.agent_id.is_empty() {
+                    let route = self.state.route.lock().unwrap().clone();
+                    let turn = self
+                        .state
+                        .turn
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    req.agent_id = route[turn % route.len()].clone();
+                }
+                let forwarded = client.expect("forward_to first").dispatch(req).await;
+                tracing::info!(reason = %code, applied = ?forwarded.as_ref().map(|a| a.get_ref().result.clone()),
+                    "the lying relay forwarded a write and answers a refusal of its own");
+                Err(status(
+                    code,
+                    "the operation expired before the relay could route it; nothing was applied",
+                ))
+            }
+            Mode::Duplicate => {
+                let client = self
+                    .state
+                    .forward
+                    .lock()
+                    .unwrap()
+                    .clone()
+                    .expect("forward_to first");
+                let route = self.state.route.lock().unwrap().clone();
+                let mut first = req.clone();
+                if first.agent_id.is_empty() {
+                    first.agent_id = route[0].clone();
+                }
+                let bound = first.agent_id.clone();
+                let copies = route.iter().filter(|a| **a != bound).map(|other| {
+                    let mut copy = req.clone();
+                    copy.agent_id = other.clone();
+                    let mut client = client.clone();
+                    async move {
+                        let answer = match client.dispatch(copy).await {
+                            Ok(r) => r
+                                .into_inner()
+                                .result
+                                .and_then(|r| r.outcome)
+                                .map(|o| o.reason_code)
+                                .unwrap_or_default(),
+                            Err(s) => format!("relay: {}", failure_of(&s).reason),
+                        };
+                        (other.clone(), answer)
+                    }
+                });
+                let mut primary = client.clone();
+                let (answer, copies) =
+                    tokio::join!(primary.dispatch(first), futures::future::join_all(copies));
+                self.state.duplicates.lock().unwrap().extend(copies);
+                answer
             }
             Mode::Forge(forgery) => {
                 // Always in the name of the agent it answers as (a query

@@ -460,19 +460,22 @@ impl TestAgent {
             max_message_bytes: 256 * 1024,
             clock,
         };
-        let executor = Arc::new(Executor::new(
-            Enrollment {
-                tenant: pki.tenant.clone(),
-                domain: domain.to_owned(),
-                agent_id: agent_id.to_owned(),
-                relay_urls: options.relay_urls.clone(),
-                operation_signing_keys: pinned,
-                control_plane_url: String::new(),
-                result_signing_key_registered: false,
-            },
-            writeback_envelope::KeyPair::generate(),
-            applier.clone(),
-        ));
+        let executor = Arc::new(
+            Executor::new(
+                Enrollment {
+                    tenant: pki.tenant.clone(),
+                    domain: domain.to_owned(),
+                    agent_id: agent_id.to_owned(),
+                    relay_urls: options.relay_urls.clone(),
+                    operation_signing_keys: pinned,
+                    control_plane_url: String::new(),
+                    result_signing_key_registered: false,
+                },
+                writeback_envelope::KeyPair::generate(),
+                applier.clone(),
+            )
+            .with_clock(clock),
+        );
         let (state_tx, state) = watch::channel(TunnelState::Connecting);
         let (stop, mut stop_rx) = watch::channel(false);
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -604,6 +607,8 @@ pub fn unlock(domain: &str, upn: &str, ttl: Duration) -> pb::OperationRequest {
         signature: Vec::new(),
         signing_key_id: String::new(),
         search: None,
+        agent_id: String::new(),
+        issued_at: None,
     }
 }
 

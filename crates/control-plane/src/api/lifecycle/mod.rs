@@ -8,8 +8,8 @@
 //! | board | `flights.board` | one request per operation id at a time | `OPERATION_IN_PROGRESS` |
 //! | record | [`Api::record`] | [`Admission`]: a [`Recorded`] operation (new, or reopened after `NOT_APPLIED`), or the answer of the id's earlier record | `THROTTLED` (per person: the [`throttle`] asks an agent whom a never-seen spelling names, then counts and records in one transaction), `ALREADY_EXISTS` |
 //! | seal | [`Api::seal`] | the `OperationRequest`, its password sealed to the domain's agents | `NO_AGENT_ONLINE` (none enrolled), a toggle switched off meanwhile |
-//! | deliver | [`crate::dispatcher::Dispatcher::deliver`] | [`Delivery`]: answered, refused (never reached an agent) or unknown | — |
-//! | finish | [`Api::finish`] | the record's final state, or `TIMEOUT` marked for [`crate::reconcile`]; a first identity [`binding`] after an `OK` on the caller's own account; the answer | — |
+//! | deliver | [`crate::dispatcher::Dispatcher::deliver`] (bound to one agent, signed) | [`Delivery`]: answered (signed by the agent), refused (never handed to a relay), unconfirmed (a relay's own refusal) or unknown | — |
+//! | finish | [`Api::finish`] | the record's final state, or `TIMEOUT` (or a relay's refusal) marked for [`crate::reconcile`]; a first identity [`binding`] after an `OK` on the caller's own account; the answer | — |
 
 use super::*;
 
@@ -330,9 +330,13 @@ impl Api {
             }
             Some(row) => {
                 let row = self.settle(row).await?;
-                if self.reopen_not_applied(caller, &row, deadline_ms).await? {
+                if let Some(deadline_ms) = self.reopen_not_applied(caller, &row).await? {
                     tracing::info!("operation known not applied; running it again");
-                    run(keys.await)
+                    Admission::Run(Recorded {
+                        operation_id: operation_id.clone(),
+                        deadline_ms,
+                        keys: keys.await,
+                    })
                 } else if row.state == store::OperationState::Pending {
                     // Another replica runs it (its record is still pending).
                     return Err(Failure::new(
@@ -385,8 +389,25 @@ impl Api {
         if !row.outcome_unknown() {
             return Ok(row.clone());
         }
-        if let Err(e) = crate::reconcile::reconcile_one(&self.cp, row).await {
-            tracing::warn!(error = %e, "cannot reconcile the repeated operation");
+        match crate::reconcile::reconcile_one(&self.cp, row).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // "Never seen" becomes final only past the expiry and the
+                // agents' clock tolerance: when that is near, wait for it
+                // and ask again rather than answer "unknown".
+                let wait = row
+                    .deadline_at_ms
+                    .saturating_add(crate::reconcile::EXPIRY_MARGIN_MS)
+                    .saturating_sub(self.cp.store.now_ms());
+                if wait > 0 && wait <= crate::reconcile::EXPIRY_MARGIN_MS {
+                    tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0)))
+                        .await;
+                    if let Err(e) = crate::reconcile::reconcile_one(&self.cp, row).await {
+                        tracing::warn!(error = %e, "cannot reconcile the repeated operation");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot reconcile the repeated operation"),
         }
         Ok(self
             .cp
@@ -400,25 +421,55 @@ impl Api {
     /// Puts a record of an operation known never to have run back to
     /// pending with a new deadline ([`store::Store::reopen_operation`]:
     /// `NOT_APPLIED`, or `OPERATION_EXPIRED` — it expired on its way, in a
-    /// partition say, and a relay or the agent refused it untouched); true
-    /// when this request did (it then runs the operation).
+    /// partition say, and the agent it was bound to refused it untouched,
+    /// signed; a relay's word reopens nothing: such a record waits for the
+    /// reconciler); true when this request did (it then runs the
+    /// operation). An expired one is run again only once its expiry and
+    /// the agents' clock tolerance have passed (waiting for that when it is
+    /// near), so no agent can still take the old copy for a live one.
     async fn reopen_not_applied(
         &self,
         caller: &Caller,
         row: &store::OperationRow,
-        deadline_ms: i64,
-    ) -> Result<bool, Status> {
+    ) -> Result<Option<i64>, Status> {
         if !store::NEVER_RAN
             .iter()
             .any(|r| row.reason_code.as_deref() == Some(r.as_str()))
+            || row.outcome_unknown()
         {
-            return Ok(false);
+            return Ok(None);
         }
-        self.cp
+        let margin = crate::reconcile::EXPIRY_MARGIN_MS;
+        let expired = row.reason_code.as_deref() == Some(ReasonCode::OperationExpired.as_str());
+        let wait = row
+            .deadline_at_ms
+            .saturating_add(margin)
+            .saturating_sub(self.cp.store.now_ms());
+        if expired && wait > margin {
+            return Ok(None);
+        }
+        if expired && wait > 0 {
+            tracing::info!(
+                wait_ms = wait,
+                "waiting out the agents' clock tolerance before running an expired operation again"
+            );
+            tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
+        }
+        let timeout = i64::try_from(timeout_of(&self.cp.config).as_millis()).unwrap_or(i64::MAX);
+        let now = self.cp.store.now_ms();
+        let deadline_ms = now.saturating_add(timeout);
+        let reopened = self
+            .cp
             .store
-            .reopen_operation(&caller.tenant, &row.id, deadline_ms)
+            .reopen_operation(
+                &caller.tenant,
+                &row.id,
+                deadline_ms,
+                now.saturating_sub(margin),
+            )
             .await
-            .map_err(store_status)
+            .map_err(store_status)?;
+        Ok(reopened.then_some(deadline_ms))
     }
 
     /// The seal and deliver stages, in the operation's `writeback.dispatch`
@@ -462,7 +513,9 @@ impl Api {
                     .map(|o| o.reason_code.clone())
                     .unwrap_or_default()
             }
-            Delivery::Refused(f) | Delivery::Unknown(f) => f.reason.as_str().to_owned(),
+            Delivery::Refused(f) | Delivery::Unconfirmed(f) | Delivery::Unknown(f) => {
+                f.reason.as_str().to_owned()
+            }
         };
         trace::end(&dispatch, &reason);
         delivered
@@ -573,14 +626,23 @@ impl Api {
         seen: &mut Seen,
     ) -> Result<pb::OperationResponse, Status> {
         let store = &self.cp.store;
-        let unknown = match &delivery {
-            Delivery::Unknown(_) => true,
+        // When the reconciler asks the agents: at once for an unknown
+        // outcome; for a relay's refusal (its word, not an agent's), once
+        // "never seen" could be final — past the expiry and the agents'
+        // clock tolerance.
+        let reconcile_after = match &delivery {
+            Delivery::Unknown(_) => Some(store.now_ms()),
             Delivery::Answered(d) => d
                 .result
                 .as_ref()
                 .and_then(|r| r.outcome.as_ref())
-                .is_some_and(|o| o.reason_code == ReasonCode::Timeout.as_str()),
-            Delivery::Refused(_) => false,
+                .is_some_and(|o| o.reason_code == ReasonCode::Timeout.as_str())
+                .then(|| store.now_ms()),
+            Delivery::Unconfirmed(_) => Some(
+                rec.deadline_ms
+                    .saturating_add(crate::reconcile::EXPIRY_MARGIN_MS),
+            ),
+            Delivery::Refused(_) => None,
         };
         let found = match &delivery {
             Delivery::Answered(d) => d
@@ -602,12 +664,7 @@ impl Api {
         let started = Instant::now();
         let finished = loop {
             let done = store
-                .finish_operation_then(
-                    &caller.tenant,
-                    &rec.operation_id,
-                    &fin,
-                    unknown.then(|| store.now_ms()),
-                )
+                .finish_operation_then(&caller.tenant, &rec.operation_id, &fin, reconcile_after)
                 .await;
             match done {
                 Err(store::StoreError::Database(e)) if attempt < 2 => {
@@ -677,7 +734,7 @@ fn finish_of(delivery: Delivery, now_ms: i64) -> (store::Finish, String) {
                 hops,
             )
         }
-        Delivery::Refused(f) | Delivery::Unknown(f) => (
+        Delivery::Refused(f) | Delivery::Unconfirmed(f) | Delivery::Unknown(f) => (
             f.reason.as_str().to_owned(),
             f.message,
             String::new(),

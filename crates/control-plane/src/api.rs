@@ -54,6 +54,7 @@ const MAX_PASSWORD_CHARS: usize = 256;
 pub struct Api {
     cp: Arc<ControlPlane>,
     quality: Arc<Quality>,
+    limits: Arc<crate::limits::ApiLimits>,
 }
 
 /// What the password-quality checks keep between requests.
@@ -69,6 +70,7 @@ impl Api {
     /// Services over `cp`.
     pub fn new(cp: Arc<ControlPlane>) -> Api {
         Api {
+            limits: crate::limits::ApiLimits::new(&cp.config.limits),
             cp,
             quality: Arc::default(),
         }
@@ -172,7 +174,8 @@ fn client_app_pb(a: store::ClientApp) -> pb::ClientApp {
 impl Api {
     /// The caller behind the request's bearer token; a refusal is counted
     /// and, when it refuses the credential (not when the control plane
-    /// could not check it), recorded in the security trail.
+    /// could not check it), recorded in the security trail. Then the
+    /// caller's tenant takes one call of its rate (`RATE_LIMITED` past it).
     async fn authenticate<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
         let caller = authenticate(&self.cp, req).await;
         if let Err(s) = &caller {
@@ -195,7 +198,14 @@ impl Api {
                 );
             }
         }
-        caller
+        let caller = caller?;
+        self.limits.check_tenant(&caller.tenant)?;
+        Ok(caller)
+    }
+
+    /// The API's rate limits (the per-source layer shares them).
+    pub fn limits(&self) -> &Arc<crate::limits::ApiLimits> {
+        &self.limits
     }
 
     /// `name` normalized (trimmed, lowercase), when it is a registered

@@ -507,6 +507,22 @@ mod tests {
     }
 
     #[test]
+    fn the_limits_section_reads_from_toml_and_caps_are_at_least_one() {
+        let config: ControlPlaneConfig = toml::from_str(
+            "[limits]\ncalls_per_minute_per_source = 0\nmax_connections_per_source = 8\n",
+        )
+        .unwrap();
+        assert_eq!(config.limits.calls_per_minute_per_source, 0);
+        assert_eq!(config.limits.max_connections_per_source, 8);
+        assert_eq!(config.limits.burst_per_tenant, 200);
+        assert!(config.validate_limits().is_ok());
+        assert!(toml::from_str::<ControlPlaneConfig>("[limits]\ncalls_per_minute = 1\n").is_err());
+        let mut zero = ControlPlaneConfig::default();
+        zero.limits.max_handshakes_per_source = 0;
+        assert!(zero.validate_limits().unwrap_err().contains("limits."));
+    }
+
+    #[test]
     fn server_limits_must_leave_room_for_an_operation() {
         let c = ControlPlaneConfig::default();
         assert!(c.validate_limits().is_ok());

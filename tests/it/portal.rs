@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use writeback_portal::config::{OidcConfig, PortalConfig};
 use writeback_proto::v1 as pb;
-use writeback_testkit::browser::{Browser, Session, Viewport, sign_in_at_glewlwyd};
+use writeback_testkit::browser::{Browser, HttpsLanding, Session, Viewport, sign_in_at_glewlwyd};
 use writeback_testkit::oidc::{AUDIENCE, MFA_SCOPE, OidcProvider};
 use writeback_testkit::stack::Stack;
 use writeback_testkit::{SambaDc, TestCa};
@@ -30,6 +30,8 @@ struct World {
     url: String,
     browser: Browser,
     dir: tempfile::TempDir,
+    /// The portal's CA, which the browser trusts.
+    ca: TestCa,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -130,6 +132,7 @@ async fn world() -> World {
         },
         session_idle_seconds: 900,
         metrics_listen: None,
+        limits: Default::default(),
     };
     let app = writeback_portal::App::new(config).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -146,6 +149,7 @@ async fn world() -> World {
         url,
         browser,
         dir,
+        ca,
         _stop: stop,
     }
 }
@@ -626,4 +630,60 @@ async fn the_help_desk_resets_and_the_administrator_switches_writeback_off_and_o
     let page = hd.source().await.unwrap();
     assert!(page.contains("value=\"administration\""), "{page}");
     assert!(!page.contains("value=\"security\""), "{page}");
+}
+
+/// Issue #25 item 11: a phishing link to the real sign-in whose `next` a
+/// browser reads as another site — `/%09/<host>/` (the portal sees a tab,
+/// the browser drops it and goes to `//<host>/`), its encoded and
+/// backslash forms, an absolute URL — lands, after a genuine sign-in at
+/// the provider, on the portal's own `/me`; the other site (an HTTPS page
+/// the browser trusts, on loopback) is never asked for anything.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_genuine_sign_in_a_hostile_next_lands_on_the_portal() {
+    let w = world().await;
+    let evil = HttpsLanding::start(&w.ca, "Evil").await.unwrap();
+    let host = evil
+        .url()
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_owned();
+    for next in [
+        format!("/%09/{host}/"),
+        format!("/%2509/{host}/"),
+        format!("/%5C{host}/"),
+        format!("https://{host}/"),
+    ] {
+        let s = w.browser.session(Viewport::Desktop).await.unwrap();
+        s.goto(&format!("{}/signin?next={next}", w.url))
+            .await
+            .unwrap();
+        sign_in_at_glewlwyd(&s, &w.idp, &idp_name("alice"), IDP_PASSWORD, &w.url)
+            .await
+            .unwrap();
+        // Past the callback, wherever its redirect goes.
+        let deadline = std::time::Instant::now() + WAIT;
+        let landed = loop {
+            let url = s.current_url().await.unwrap();
+            if url.path() != "/callback" && s.visible("h1").await.ok().flatten().is_some() {
+                break url;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{next}: still at {url}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(
+            landed.as_str(),
+            format!("{}/me", w.url),
+            "{next}: the browser left the portal"
+        );
+        s.wait_for("main h1", WAIT).await.unwrap();
+        s.close().await.unwrap();
+    }
+    assert!(
+        evil.requests().is_empty(),
+        "the other site was reached: {:?}",
+        evil.requests()
+    );
 }

@@ -72,6 +72,55 @@ pub struct ControlPlaneConfig {
     pub tracing: TracingConfig,
     /// How many security events are written (see `security_audit`).
     pub security_events: SecurityEventsConfig,
+    /// What one source address or one tenant may take of the API (see
+    /// `limits`).
+    pub limits: ApiLimitsConfig,
+}
+
+/// `[limits]`: bounds on what one source address, and one tenant, can take
+/// of the API, so that one of them cannot keep it busy for everyone.
+/// Sources are IPv4 addresses and IPv6 /64 prefixes as the control plane
+/// sees them (behind a NAT or a proxy, everyone behind it is one source:
+/// raise the per-source limits to match). An over-limit call is answered
+/// `RESOURCE_EXHAUSTED` with the reason `RATE_LIMITED` and a retry time; a
+/// connection past a cap is closed as soon as it is accepted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiLimitsConfig {
+    /// Connections open at once, in all.
+    pub max_connections: usize,
+    /// Connections open at once from one source.
+    pub max_connections_per_source: usize,
+    /// TLS handshakes in progress at once from one source (in all: 256).
+    pub max_handshakes_per_source: usize,
+    /// Time a client gets to finish its TLS handshake, seconds.
+    pub handshake_timeout_seconds: u64,
+    /// Calls per minute from one source on average (0: no limit), checked
+    /// before the call is authenticated. The portal calls for all its
+    /// users from its own address: leave it room.
+    pub calls_per_minute_per_source: u32,
+    /// Calls one source may make at once above that average.
+    pub burst_per_source: u32,
+    /// Calls per minute of one tenant on average (0: no limit), checked
+    /// once the caller is authenticated, wherever the calls come from.
+    pub calls_per_minute_per_tenant: u32,
+    /// Calls one tenant may make at once above that average.
+    pub burst_per_tenant: u32,
+}
+
+impl Default for ApiLimitsConfig {
+    fn default() -> Self {
+        ApiLimitsConfig {
+            max_connections: 4096,
+            max_connections_per_source: 256,
+            max_handshakes_per_source: 32,
+            handshake_timeout_seconds: 10,
+            calls_per_minute_per_source: 6000,
+            burst_per_source: 200,
+            calls_per_minute_per_tenant: 6000,
+            burst_per_tenant: 200,
+        }
+    }
 }
 
 /// The security trail's limits (see `security_audit`): refusals are
@@ -316,6 +365,7 @@ impl Default for ControlPlaneConfig {
             notify: NotifyConfig::default(),
             tracing: TracingConfig::default(),
             security_events: SecurityEventsConfig::default(),
+            limits: ApiLimitsConfig::default(),
         }
     }
 }
@@ -331,6 +381,18 @@ impl ControlPlaneConfig {
         }
         if self.max_requests_per_connection == 0 {
             return Err("max_requests_per_connection must be at least 1".to_string());
+        }
+        let l = &self.limits;
+        if l.max_connections == 0
+            || l.max_connections_per_source == 0
+            || l.max_handshakes_per_source == 0
+            || l.handshake_timeout_seconds == 0
+        {
+            return Err(
+                "limits.max_connections, max_connections_per_source, max_handshakes_per_source \
+                 and handshake_timeout_seconds must be at least 1"
+                    .to_string(),
+            );
         }
         if self.agent_certificate_validity_seconds < 60 {
             return Err(format!(
@@ -442,6 +504,22 @@ mod tests {
         assert_eq!(config.notify.smtp_port, 587);
         assert_eq!(config.notify.admin_recipients, ["secops@contoso.test"]);
         assert!(toml::from_str::<ControlPlaneConfig>("[notify]\nsmtp_hots = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn the_limits_section_reads_from_toml_and_caps_are_at_least_one() {
+        let config: ControlPlaneConfig = toml::from_str(
+            "[limits]\ncalls_per_minute_per_source = 0\nmax_connections_per_source = 8\n",
+        )
+        .unwrap();
+        assert_eq!(config.limits.calls_per_minute_per_source, 0);
+        assert_eq!(config.limits.max_connections_per_source, 8);
+        assert_eq!(config.limits.burst_per_tenant, 200);
+        assert!(config.validate_limits().is_ok());
+        assert!(toml::from_str::<ControlPlaneConfig>("[limits]\ncalls_per_minute = 1\n").is_err());
+        let mut zero = ControlPlaneConfig::default();
+        zero.limits.max_handshakes_per_source = 0;
+        assert!(zero.validate_limits().unwrap_err().contains("limits."));
     }
 
     #[test]

@@ -28,6 +28,8 @@
 //! own-account and other-administrator rules judge the person, not the
 //! spelling. The offline admin commands ([`offline`]) are recorded in the
 //! administrative trail too.
+//! What one source address or one tenant may take of the API — connections,
+//! handshakes, calls per minute — is bounded by [`limits`] (`[limits]`).
 //! The checks a request passes before anything else — bearer tokens, JWT
 //! headers, request fields — are fuzzed through `api::fuzz` (`fuzz/`).
 
@@ -42,6 +44,7 @@ pub mod config;
 pub mod dispatcher;
 pub mod flight;
 pub mod health_cache;
+pub mod limits;
 pub mod metrics;
 pub mod notify;
 pub mod offline;

@@ -6,8 +6,10 @@
 //! stopped (at start-up, then periodically, so a replica that died is
 //! cleaned up after by the others) as unknown outcomes, the reconciler that
 //! asks the agents what became of them ([`crate::reconcile`]), and, when `[notify]` is enabled, the
-//! background sender of e-mail notifications. On shutdown the security
-//! trail's recorder writes what its rate limit held back (for at most 5 s).
+//! background sender of e-mail notifications. What one source address or
+//! tenant may hold — connections, handshakes, calls — is bounded as
+//! [`crate::limits`] says. On shutdown the security trail's recorder writes
+//! what its rate limit held back (for at most 5 s).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -124,7 +126,11 @@ impl ControlPlane {
             agents_only,
         )?;
         let local = listener.local_addr().ok();
-        let incoming = transport::tls_incoming(listener, server_tls);
+        let incoming = transport::tls_incoming_with(
+            listener,
+            server_tls,
+            crate::limits::handshake_limits(&self.config.limits),
+        );
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, ServingStatus::Serving).await;
@@ -168,12 +174,14 @@ impl ControlPlane {
             };
         }
         tracing::info!(addr = ?local, database = self.store.backend(), "control plane listening");
-        // Bounds on what one client can hold: calls at once per connection
-        // and the time any call may run (handshakes are bounded in
-        // `tls_incoming`).
+        // Bounds on what one client can hold: calls at once per connection,
+        // the time any call may run and calls per source (connections and
+        // handshakes are bounded in `tls_incoming_with`, calls per tenant
+        // as each call is authenticated; see `crate::limits`).
         let served = tonic::transport::Server::builder()
             .concurrency_limit_per_connection(self.config.max_requests_per_connection)
             .timeout(Duration::from_secs(self.config.request_timeout_seconds))
+            .layer(api.limits().per_source_layer())
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

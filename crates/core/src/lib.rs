@@ -3,7 +3,8 @@
 //! to and from `tonic::Status` (with an `ErrorInfo` detail), the operation
 //! vocabulary ([`OperationKind`] and friends), figment-based config loading,
 //! the one logging setup (`WRITEBACK_LOG`, `WRITEBACK_LOG_FORMAT`) and
-//! OpenTelemetry traces with W3C trace context ([`trace`]).
+//! OpenTelemetry traces with W3C trace context ([`trace`]), and the keyed
+//! rate limits of the portal and the API ([`rate`]).
 
 #![forbid(unsafe_code)]
 
@@ -11,6 +12,7 @@ pub mod config;
 pub mod harden;
 pub mod metrics;
 pub mod operation;
+pub mod rate;
 pub mod reason;
 pub mod status;
 pub mod telemetry;

@@ -73,6 +73,10 @@ reason_codes! {
     UnsupportedOperation => "UNSUPPORTED_OPERATION", PermissionDenied;
     /// Too many operations for this user; retry later.
     Throttled => "THROTTLED", ResourceExhausted;
+    /// Too many calls or sign-ins from one source address, or calls of one
+    /// tenant, in a short time (the portal's and the API's rate limits);
+    /// nothing was done. Retry after the time the answer gives.
+    RateLimited => "RATE_LIMITED", ResourceExhausted;
     /// No agent of the target domain is connected to any relay.
     NoAgentOnline => "NO_AGENT_ONLINE", Unavailable;
     /// The relay or agent queue is full.

@@ -17,6 +17,8 @@
 //! names [`SpiffeId::ControlPlaneApi`]; an agent checks it on enrollment and
 //! renewal ([`tls::pinned_client_config`],
 //! [`tls::control_plane_client_config`]).
+//! [`limits`] counts what one source address holds of a server (connections,
+//! handshakes) against a total and a per-source cap.
 //! [`ca::write_file`] is the one place key and token files are written
 //! (atomically, 0600 for secrets).
 
@@ -24,6 +26,7 @@
 
 pub mod ca;
 pub mod id;
+pub mod limits;
 pub mod tls;
 pub mod token;
 pub mod transport;

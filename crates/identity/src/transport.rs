@@ -7,9 +7,13 @@
 //!   [`MAX_HANDSHAKES`] at once and each within [`HANDSHAKE_TIMEOUT`]: a
 //!   flood of connections that never finish their handshake (or cost the
 //!   server a certificate verification each) waits in the kernel's backlog
-//!   instead of taking memory and CPU without bound. Failures are logged and
-//!   dropped. Every request's extensions then hold a [`PeerInfo`] with the
-//!   client certificate's identity.
+//!   instead of taking memory and CPU without bound. With
+//!   [`tls_incoming_with`] one source address may also be held to a share
+//!   of the handshakes and of the open connections, and the connections to
+//!   a total ([`HandshakeLimits`], counted by [`crate::limits::SourceSlots`]):
+//!   a connection past a cap is closed as soon as it is accepted. Failures
+//!   are logged and dropped. Every request's extensions then hold a
+//!   [`PeerInfo`] with the client certificate's identity.
 //! - Clients: [`channel`] builds a lazy tonic `Channel` whose connector
 //!   dials TCP and performs the TLS handshake with the given config.
 
@@ -28,6 +32,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::limits::{SourceSlot, SourceSlots};
 use crate::{Error, SpiffeId};
 
 /// How long a client gets to finish the TLS handshake.
@@ -37,20 +42,33 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// accepted until one ends.
 pub const MAX_HANDSHAKES: usize = 256;
 
-/// Limits on the handshakes of [`tls_incoming_with`].
+/// Limits on the handshakes and connections of [`tls_incoming_with`].
+/// The default bounds handshakes only: [`MAX_HANDSHAKES`] at once, each
+/// within [`HANDSHAKE_TIMEOUT`].
 #[derive(Debug, Clone, Copy)]
 pub struct HandshakeLimits {
     /// Handshakes in progress at once (at least 1).
     pub max_in_flight: usize,
+    /// Handshakes in progress at once from one source address
+    /// ([`crate::limits::source_of`]); a connection past it is closed at once.
+    pub max_in_flight_per_source: usize,
     /// Time a client gets to finish its handshake.
     pub timeout: Duration,
+    /// Connections open at once (in handshake or handshaken, until closed);
+    /// a connection past it is closed at once.
+    pub max_connections: usize,
+    /// Connections open at once from one source address.
+    pub max_connections_per_source: usize,
 }
 
 impl Default for HandshakeLimits {
     fn default() -> Self {
         HandshakeLimits {
             max_in_flight: MAX_HANDSHAKES,
+            max_in_flight_per_source: MAX_HANDSHAKES,
             timeout: HANDSHAKE_TIMEOUT,
+            max_connections: usize::MAX,
+            max_connections_per_source: usize::MAX,
         }
     }
 }
@@ -72,6 +90,8 @@ pub struct PeerInfo {
 pub struct TlsConn {
     inner: tokio_rustls::server::TlsStream<TcpStream>,
     peer: PeerInfo,
+    /// Its place among the connections, given back when it closes.
+    _slot: SourceSlot,
 }
 
 impl Connected for TlsConn {
@@ -141,6 +161,8 @@ pub fn tls_incoming_with(
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight.max(1)));
+    let connections = SourceSlots::new(limits.max_connections, limits.max_connections_per_source);
+    let handshakes = SourceSlots::new(usize::MAX, limits.max_in_flight_per_source);
     tokio::spawn(async move {
         loop {
             // A slot first: past the limit, connections wait in the backlog.
@@ -162,12 +184,26 @@ pub fn tls_incoming_with(
                 },
                 () = tx.closed() => return,
             };
+            // Past a cap the connection is closed at once: it holds no
+            // handshake slot and no memory.
+            let conn_slot = match connections.take(remote_addr.ip()) {
+                Ok(s) => s,
+                Err(why) => {
+                    tracing::debug!(%remote_addr, ?why, "connection refused: too many open");
+                    continue;
+                }
+            };
+            let Ok(source_handshake) = handshakes.take(remote_addr.ip()) else {
+                tracing::debug!(%remote_addr, "connection refused: too many handshakes from its source");
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
                 let handshake = tokio::time::timeout(limits.timeout, acceptor.accept(tcp)).await;
                 drop(slot);
+                drop(source_handshake);
                 match handshake {
                     Ok(Ok(inner)) => {
                         let leaf = inner
@@ -180,7 +216,12 @@ pub fn tls_incoming_with(
                             cert_fingerprint: leaf.map(crate::tls::fingerprint_of),
                             remote_addr,
                         };
-                        let _ = tx.send(Ok(TlsConn { inner, peer })).await;
+                        let conn = TlsConn {
+                            inner,
+                            peer,
+                            _slot: conn_slot,
+                        };
+                        let _ = tx.send(Ok(conn)).await;
                     }
                     Ok(Err(e)) => {
                         tracing::info!(%remote_addr, error = %e, "tls handshake refused")
@@ -303,6 +344,7 @@ mod tests {
         let limits = HandshakeLimits {
             max_in_flight: 1,
             timeout: Duration::from_secs(2),
+            ..HandshakeLimits::default()
         };
         let mut incoming = tls_incoming_with(listener, server, limits);
 

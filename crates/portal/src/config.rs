@@ -31,6 +31,54 @@ pub struct PortalConfig {
     /// Prometheus `GET /metrics` (plain HTTP, unauthenticated: loopback or a
     /// management network); off when unset.
     pub metrics_listen: Option<SocketAddr>,
+    /// What one source address may take of the portal (see `limits`).
+    pub limits: PortalLimits,
+}
+
+/// `[limits]`: bounds on what one source address can take of the portal,
+/// so that one of them cannot keep it busy for everyone. Sources are IPv4
+/// addresses and IPv6 /64 prefixes as the portal sees them: behind a NAT
+/// or a reverse proxy everyone behind it is one source, so raise the
+/// per-source limits to match. A sign-in past a limit is answered `429`
+/// (`503` when all sessions are taken) with a page and `Retry-After`; a
+/// connection past a cap is closed as soon as it is accepted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortalLimits {
+    /// Sessions held at once, signed in or not (a hard cap: past it, after
+    /// the idle ones are dropped, no sign-in starts).
+    pub max_sessions: usize,
+    /// Sessions of sign-ins started from one source and not finished.
+    pub max_pending_signins_per_source: usize,
+    /// Sign-ins (`GET /signin`) one source may start per minute on average
+    /// (0: no limit).
+    pub signins_per_minute_per_source: u32,
+    /// Sign-ins one source may start at once above that average.
+    pub signin_burst_per_source: u32,
+    /// Connections open at once, in all.
+    pub max_connections: usize,
+    /// Connections open at once from one source (a browser opens a few).
+    pub max_connections_per_source: usize,
+    /// Time a client gets to finish its TLS handshake, seconds.
+    pub handshake_timeout_seconds: u64,
+    /// Time a client gets to send a request's headers, seconds (also how
+    /// long an idle kept-alive connection waits for its next request).
+    pub header_read_timeout_seconds: u64,
+}
+
+impl Default for PortalLimits {
+    fn default() -> Self {
+        PortalLimits {
+            max_sessions: 100_000,
+            max_pending_signins_per_source: 100,
+            signins_per_minute_per_source: 30,
+            signin_burst_per_source: 20,
+            max_connections: 4096,
+            max_connections_per_source: 64,
+            handshake_timeout_seconds: 10,
+            header_read_timeout_seconds: 10,
+        }
+    }
 }
 
 /// Signing people in.
@@ -74,6 +122,7 @@ impl Default for PortalConfig {
             oidc: OidcConfig::default(),
             session_idle_seconds: 900,
             metrics_listen: None,
+            limits: PortalLimits::default(),
         }
     }
 }

@@ -17,14 +17,22 @@
 //! a URL, a cookie or a log line. Every sentence lives in [`strings`].
 //! Requests, sign-ins and sessions are counted for Prometheus ([`metrics`],
 //! served on `metrics_listen` when set).
+//!
+//! After a sign-in the browser goes back only to one of the portal's own
+//! pages ([`return_path`]: a known route, with a query of safe characters),
+//! never to an address a link chose. What one source address may take —
+//! connections, handshake and header time, sign-ins, sessions — is bounded
+//! ([`limits`], served by [`serve`]), with a `429` page past a limit.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod cp;
 mod layout;
+pub mod limits;
 pub mod metrics;
 mod pages;
+mod server;
 pub mod session;
 pub mod signin;
 pub mod strings;
@@ -33,13 +41,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 
 pub use config::PortalConfig;
+use limits::Peer;
+pub use server::serve;
 use session::{Session, Sessions, SignedIn};
 
 /// Everything the handlers share.
@@ -55,19 +65,29 @@ pub struct App {
     pub sessions: Arc<Sessions>,
     /// Prometheus metrics.
     pub metrics: metrics::Metrics,
+    /// What one source may take.
+    pub limits: limits::Limits,
 }
 
 impl App {
     /// Discovers the provider and connects (lazily) to the control plane.
     pub async fn new(config: PortalConfig) -> anyhow::Result<Arc<App>> {
         let signin = signin::SignIn::discover(&config.oidc, &config.public_url).await?;
+        App::with_sign_in(config, signin)
+    }
+
+    /// [`App::new`] with the provider already set up.
+    pub fn with_sign_in(config: PortalConfig, signin: signin::SignIn) -> anyhow::Result<Arc<App>> {
         let cp =
             cp::ControlPlane::connect(&config.control_plane_url, &config.control_plane_ca_file)?;
-        let sessions = Arc::new(Sessions::new(Duration::from_secs(
-            config.session_idle_seconds.max(60),
-        )));
+        let sessions = Arc::new(Sessions::new(
+            Duration::from_secs(config.session_idle_seconds.max(60)),
+            config.limits.max_sessions,
+            config.limits.max_pending_signins_per_source,
+        ));
         Ok(Arc::new(App {
             metrics: metrics::Metrics::new(sessions.clone()),
+            limits: limits::Limits::new(&config.limits),
             sessions,
             config,
             cp,
@@ -121,17 +141,51 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A path of this portal, or `/me` (never an absolute URL: no open redirect).
-pub(crate) fn local_path(next: &str) -> String {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+/// Longest `next` a sign-in returns to.
+const MAX_RETURN: usize = 2048;
+
+/// Where a sign-in may send the browser back to: `next` when its path is
+/// one of the portal's own pages ([`pages::RETURN_PATHS`], compared whole)
+/// and its query, if any, holds only letters, digits, `-._~*=&+@:,` and
+/// well-formed `%XX` escapes; anything else is `/me`. Nothing a link
+/// chooses can then make the browser leave the portal: no scheme, no host,
+/// no `//` or `/\`, no tab or newline a browser would strip, no encoded
+/// form of them (the path must be a known one byte for byte).
+pub fn return_path(next: &str) -> String {
+    let (path, query) = match next.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (next, None),
+    };
+    let known = pages::RETURN_PATHS.contains(&path);
+    if known && next.len() <= MAX_RETURN && query.is_none_or(safe_query) {
         next.to_owned()
     } else {
         "/me".to_owned()
     }
 }
 
+/// A query of form-encoded pairs and nothing else.
+fn safe_query(query: &str) -> bool {
+    let bytes = query.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3);
+                if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                    return false;
+                }
+                i += 3;
+            }
+            b if b.is_ascii_alphanumeric() || b"-._~*=&+@:,".contains(&b) => i += 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
 fn signin_redirect(next: &str, strong: bool) -> Response {
-    let next: String = url::form_urlencoded::byte_serialize(local_path(next).as_bytes()).collect();
+    let next: String = url::form_urlencoded::byte_serialize(return_path(next).as_bytes()).collect();
     Redirect::to(&format!("/signin?next={next}&strong={}", u8::from(strong))).into_response()
 }
 
@@ -193,16 +247,24 @@ async fn js() -> impl IntoResponse {
 
 async fn start_signin(
     State(app): State<Arc<App>>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let next = local_path(q.get("next").map(String::as_str).unwrap_or("/me"));
+    let peer = peer.map(|Extension(p)| p);
+    if let Err(refused) = app.limits.sign_in(peer) {
+        return *refused;
+    }
+    let next = return_path(q.get("next").map(String::as_str).unwrap_or("/me"));
     let strong = q.get("strong").is_some_and(|v| v == "1");
-    let (url, pending) = app.signin.start(strong, &next);
     let (id, mut s) = match app.session(&headers) {
         Some(found) => found,
-        None => app.sessions.create(),
+        None => match app.sessions.create(peer.map(|Peer(a)| a.ip())) {
+            Ok(made) => made,
+            Err(full) => return session_refused(full),
+        },
     };
+    let (url, pending) = app.signin.start(strong, &next);
     s.pending = Some(pending);
     app.sessions.put(&id, s);
     (
@@ -259,7 +321,10 @@ async fn callback(
             tracing::info!(principal = %user.principal, strong = user.strong, role = ?user.role, "signed in");
             // A fresh session id after sign-in (no session fixation).
             app.sessions.remove(&id);
-            let (new_id, mut fresh) = app.sessions.create();
+            let (new_id, mut fresh) = match app.sessions.create(None) {
+                Ok(made) => made,
+                Err(full) => return session_refused(full),
+            };
             fresh.user = Some(user);
             app.sessions.put(&new_id, fresh);
             (
@@ -281,6 +346,16 @@ async fn callback(
             )
                 .into_response()
         }
+    }
+}
+
+/// The answer when no session could be made: `503` when every session is
+/// taken, `429` when the source holds its share of sign-ins in progress.
+fn session_refused(full: session::Full) -> Response {
+    tracing::info!(?full, "sign-in refused: no session can be made");
+    match full {
+        session::Full::Total => limits::busy(Duration::from_secs(60)),
+        session::Full::Source => limits::too_many(Duration::from_secs(60)),
     }
 }
 
@@ -319,64 +394,70 @@ async fn signout(
         .into_response()
 }
 
-/// Serves `router(app)` over TLS on `listener` until `shutdown` resolves.
-pub async fn serve(
-    app: Arc<App>,
-    listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let chain = std::fs::read_to_string(&app.config.tls_cert_file)?;
-    let key = std::fs::read_to_string(&app.config.tls_key_file)?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(
-        writeback_identity::tls::certs_from_pem(&chain)?,
-        writeback_identity::tls::key_from_pem(&key)?,
-    )?;
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let service = router(app);
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => accepted?,
-            () = &mut shutdown => return Ok(()),
-        };
-        let acceptor = acceptor.clone();
-        let service = service.clone();
-        tokio::spawn(async move {
-            let Ok(Ok(stream)) =
-                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-            else {
-                tracing::debug!(%peer, "TLS handshake failed");
-                return;
-            };
-            let hyper_service = hyper_util::service::TowerToHyperService::new(service);
-            if let Err(e) =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), hyper_service)
-                    .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended");
-            }
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sign_in_returns_only_to_paths_of_this_portal() {
-        assert_eq!(local_path("/helpdesk?user=a"), "/helpdesk?user=a");
-        assert_eq!(local_path("https://evil.example/"), "/me");
-        assert_eq!(local_path("//evil.example/"), "/me");
-        assert_eq!(local_path("/\\evil.example"), "/me");
-        assert_eq!(local_path(""), "/me");
+    fn sign_in_returns_to_the_portal_s_own_pages() {
+        for ok in [
+            "/me",
+            "/helpdesk",
+            "/helpdesk?user=alice%40contoso.test",
+            "/admin",
+            "/admin/audit?kind=security&since=2026-01-01&reason=THROTTLED",
+            "/admin/operation?id=0f5c3f0e-6a4e-4a8e-9f0e-2b1d6f1c9a11",
+            "/admin/audit?user=a+b&until=2026-12-01T10:00:00Z",
+        ] {
+            assert_eq!(return_path(ok), ok);
+        }
+    }
+
+    /// Everything a phishing link could put in `next` (as the portal sees
+    /// it, once decoded from the sign-in URL) ends on `/me`.
+    #[test]
+    fn sign_in_never_returns_elsewhere() {
+        for hostile in [
+            "",
+            "me",
+            "https://evil.example/",
+            "http:/evil.example",
+            "javascript:alert(1)",
+            "//evil.example/",
+            "///evil.example/",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r\n/evil.example",
+            "\t//evil.example",
+            "/%09/evil.example",
+            "/%2F/evil.example",
+            "/%2f%2fevil.example",
+            "/%5Cevil.example",
+            "/%5c%5cevil.example",
+            "%2F%2Fevil.example",
+            "/ /evil.example",
+            "/me/../..//evil.example",
+            "/me/",
+            "/ME",
+            "/me#//evil.example",
+            "/me@evil.example",
+            "/unknown",
+            "/signin?next=//evil.example",
+            "/callback?code=x",
+            "/static/app.css",
+            "/me?next=//evil.example#x",
+            "/me?a=\\evil",
+            "/me?a=b c",
+            "/me?a=%zz",
+            "/me?a=%2",
+            "/helpdesk?user=\n",
+        ] {
+            assert_eq!(return_path(hostile), "/me", "{hostile:?}");
+        }
+        let long = format!("/helpdesk?user={}", "a".repeat(MAX_RETURN));
+        assert_eq!(return_path(&long), "/me");
     }
 
     #[test]

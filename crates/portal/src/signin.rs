@@ -66,6 +66,17 @@ impl SignIn {
         let metadata = CoreProviderMetadata::discover_async(issuer, &http)
             .await
             .with_context(|| format!("discovering {}", config.issuer))?;
+        SignIn::with_metadata(metadata, config, public_url, http)
+    }
+
+    /// The portal's client of a provider whose `metadata` is known already
+    /// (what [`SignIn::discover`] fetches), reached with `http`.
+    pub fn with_metadata(
+        metadata: CoreProviderMetadata,
+        config: &OidcConfig,
+        public_url: &str,
+        http: reqwest::Client,
+    ) -> anyhow::Result<SignIn> {
         let secret = std::fs::read_to_string(&config.client_secret_file)
             .with_context(|| format!("reading {}", config.client_secret_file.display()))?;
         let redirect = format!("{}/callback", public_url.trim_end_matches('/'));

@@ -111,6 +111,22 @@ pub const AUDIT_BAD_TIME: &str = "is not a date (YYYY-MM-DD) or an RFC 3339 time
 pub const AUDIT_BAD_KIND: &str =
     "The trail is password operations, administrative changes or security events.";
 
+/// The title of the page answering a request past a limit.
+pub const TOO_MANY_TITLE: &str = "Please wait";
+/// Its link back.
+pub const TRY_AGAIN: &str = "Try again";
+/// The page when every session is taken.
+pub const BUSY: &str = "The portal is busy right now. Please try again shortly.";
+
+/// When a refused request may be tried again.
+pub fn retry_in(seconds: u64) -> String {
+    if seconds == 1 {
+        "Try again in 1 second.".to_owned()
+    } else {
+        format!("Try again in {seconds} seconds.")
+    }
+}
+
 /// The outcome of an operation in plain words, with the next step.
 pub fn explain(reason: &str, message: &str) -> String {
     let (what, next) = match reason {
@@ -131,6 +147,10 @@ pub fn explain(reason: &str, message: &str) -> String {
         "THROTTLED" => (
             "Too many resets of this account in the last hour.",
             "Wait until the time below, then retry.",
+        ),
+        "RATE_LIMITED" => (
+            "Too many requests in a short time.",
+            "Wait a moment, then retry.",
         ),
         "PASSWORD_TOO_SHORT" => ("The new password is too short.", "Choose a longer one."),
         "PASSWORD_COMPLEXITY" => (

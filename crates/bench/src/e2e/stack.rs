@@ -123,7 +123,11 @@ impl Stack {
                  tls_dns_names = [\"localhost\"]\n\
                  tls_ip_addresses = [\"127.0.0.1\"]\n\
                  # The benchmark resets each user many times an hour.\n\
-                 throttle_per_user_per_hour = 0\n",
+                 throttle_per_user_per_hour = 0\n\
+                 # One client on loopback calls as fast as the API answers.\n\
+                 [limits]\n\
+                 calls_per_minute_per_source = 0\n\
+                 calls_per_minute_per_tenant = 0\n",
                 dir = d.display()
             ),
         )?;

@@ -702,6 +702,8 @@ pub struct Options {
     pub status_health_ttl_seconds: u64,
     /// `operation_timeout_seconds`.
     pub operation_timeout_seconds: u64,
+    /// `[limits]`.
+    pub limits: writeback_control_plane::config::ApiLimitsConfig,
 }
 
 impl Default for Options {
@@ -713,6 +715,7 @@ impl Default for Options {
             security_events: Default::default(),
             status_health_ttl_seconds: writeback_control_plane::health_cache::HEALTH_TTL.as_secs(),
             operation_timeout_seconds: 30,
+            limits: Default::default(),
         }
     }
 }
@@ -809,6 +812,7 @@ impl TestCp {
             status_health_ttl_seconds: options.status_health_ttl_seconds,
             notify: options.notify.clone(),
             security_events: options.security_events.clone(),
+            limits: options.limits.clone(),
             ..ControlPlaneConfig::default()
         }
     }
@@ -917,6 +921,30 @@ impl TestCp {
         let config =
             tls::client_config(tls::roots_from_pem(self.cp.ca.cert_pem()).unwrap(), None).unwrap();
         let channel = transport::channel(&self.url, config).unwrap();
+        let bearer = Bearer(token.map(|t| MetadataValue::try_from(format!("Bearer {t}")).unwrap()));
+        Client { channel, bearer }
+    }
+
+    /// A client with `token` (none: anonymous) whose connections come
+    /// from `source`, a loopback address of the test's choosing.
+    pub fn client_from(&self, token: Option<&str>, source: IpAddr) -> Client {
+        let config =
+            tls::client_config(tls::roots_from_pem(self.cp.ca.cert_pem()).unwrap(), None).unwrap();
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let addr: SocketAddr = self.url.trim_start_matches("https://").parse().unwrap();
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_with_connector_lazy(tower::service_fn(move |_| {
+                let connector = connector.clone();
+                async move {
+                    let socket = tokio::net::TcpSocket::new_v4()?;
+                    socket.bind(SocketAddr::new(source, 0))?;
+                    let tcp = socket.connect(addr).await?;
+                    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+                    let tls = connector.connect(name, tcp).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+                }
+            }));
         let bearer = Bearer(token.map(|t| MetadataValue::try_from(format!("Bearer {t}")).unwrap()));
         Client { channel, bearer }
     }

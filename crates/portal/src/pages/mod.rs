@@ -18,22 +18,33 @@ use crate::App;
 use crate::layout::{Viewer, page};
 use crate::session::{Session, SignedIn};
 
+/// The pages a person reads (`GET`), by their routes.
+const ME: &str = "/me";
+const HELPDESK: &str = "/helpdesk";
+const ADMIN: &str = "/admin";
+const AUDIT: &str = "/admin/audit";
+const OPERATION: &str = "/admin/operation";
+
+/// The routes a sign-in may return to ([`crate::return_path`]): every page
+/// a person reads, as [`routes`] routes them.
+pub(crate) const RETURN_PATHS: [&str; 5] = [ME, HELPDESK, ADMIN, AUDIT, OPERATION];
+
 /// Every page route.
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
-        .route("/me", get(selfservice::show))
+        .route(ME, get(selfservice::show))
         .route("/me/change", post(selfservice::change))
         .route("/me/reset", post(selfservice::reset))
         .route("/me/unlock", post(selfservice::unlock))
-        .route("/helpdesk", get(helpdesk::show))
+        .route(HELPDESK, get(helpdesk::show))
         .route("/helpdesk/reset", post(helpdesk::reset))
         .route("/helpdesk/unlock", post(helpdesk::unlock))
-        .route("/admin", get(admin::show))
+        .route(ADMIN, get(admin::show))
         .route("/admin/settings", post(admin::settings))
         .route("/admin/revoke", post(admin::revoke))
         .route("/admin/enroll", post(admin::enroll))
-        .route("/admin/audit", get(audit::show))
-        .route("/admin/operation", get(admin::operation))
+        .route(AUDIT, get(audit::show))
+        .route(OPERATION, get(admin::operation))
         .route("/signed-out", get(signed_out))
 }
 

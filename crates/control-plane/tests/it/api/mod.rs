@@ -4,6 +4,7 @@ mod admin_trail;
 mod audit;
 mod conventions;
 mod enroll;
+mod limits;
 mod matrix;
 mod replicas;
 mod security_trail;

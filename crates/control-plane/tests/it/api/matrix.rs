@@ -23,6 +23,7 @@
 //! - `operation show` of someone else's operation answers `NOT_FOUND` to an
 //!   end user, so it does not reveal that the operation exists.
 
+use writeback_control_plane::config::ApiLimitsConfig;
 use writeback_control_plane::store::{ClientApp, Role};
 use writeback_core::ReasonCode;
 use writeback_proto::v1 as pb;
@@ -195,6 +196,13 @@ impl Matrix {
             Options {
                 // The matrix resets some users many times.
                 throttle_per_user_per_hour: 0,
+                // And makes hundreds of calls at once from one address and
+                // one tenant (the rate limits have tests of their own).
+                limits: ApiLimitsConfig {
+                    calls_per_minute_per_source: 0,
+                    calls_per_minute_per_tenant: 0,
+                    ..ApiLimitsConfig::default()
+                },
                 ..Options::default()
             },
         )
